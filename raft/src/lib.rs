@@ -1,0 +1,18 @@
+//! gatehouse-raft: replication of Gatehouse state with openraft, persisted in redb.
+//!
+//! The only crate that names openraft. The log, the vote and the state machine share the
+//! node's redb file (`gatehouse.redb`); log writes are durable before they are acknowledged.
+
+pub mod log_store;
+pub mod network;
+pub mod node;
+pub mod state_machine;
+pub mod types;
+
+pub use log_store::LogStore;
+pub use node::{NodeError, RaftNode, RaftStatus, StartMode, WriteError};
+pub use state_machine::StateMachine;
+pub use types::TypeConfig;
+
+#[cfg(test)]
+mod conformance;

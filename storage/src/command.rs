@@ -1,0 +1,105 @@
+//! Commands: every change of replicated state, carrying everything random or timed.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
+
+/// One entry of the raft log: a command with its time and its actor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    /// Unix time in milliseconds, read by the proposer.
+    pub at_ms: i64,
+    /// Who asked: `node:{id}`, `cli:uid:{uid}`, `client:{id}`, `user:{id}`.
+    pub actor: String,
+    pub command: Command,
+}
+
+impl fmt::Display for Proposal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} by {} at {}", self.command.action(), self.actor, self.at_ms)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Founds the cluster: its record and the `system` and `default` tenants.
+    Bootstrap { cluster: ClusterRecord, tenants: Vec<NewTenant> },
+    CreateTenant(NewTenant),
+    AddSigningKey(SigningKeyRecord),
+}
+
+impl Command {
+    /// The audit action name.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Command::Bootstrap { .. } => "cluster.bootstrap",
+            Command::CreateTenant(_) => "tenant.create",
+            Command::AddSigningKey(_) => "signing_key.add",
+        }
+    }
+}
+
+/// A tenant with its data key and first signing keys, created together.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTenant {
+    pub tenant: TenantRecord,
+    pub data_key: DataKeyRecord,
+    pub signing_keys: Vec<SigningKeyRecord>,
+}
+
+/// What applying one log entry produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Applied(Applied),
+    Refused(Rejection),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    /// A raft entry without a command (blank or membership).
+    Nothing,
+    Bootstrapped { cluster_id: String },
+    TenantCreated { id: String },
+    SigningKeyAdded { tenant: String, kid: String },
+}
+
+/// A business refusal: the command was valid raft data but the state says no.
+/// Only its audit entry is written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[non_exhaustive]
+pub enum Rejection {
+    #[error("the cluster is already bootstrapped")]
+    AlreadyBootstrapped,
+    #[error("the cluster is not bootstrapped yet")]
+    NotBootstrapped,
+    #[error("tenant id {id:?} is not valid: use 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
+    InvalidTenantId { id: String },
+    #[error("tenant id {id:?} is reserved")]
+    ReservedTenantId { id: String },
+    #[error("tenant {id:?} already exists")]
+    TenantExists { id: String },
+    #[error("tenant {id:?} does not exist")]
+    UnknownTenant { id: String },
+    #[error("signing key {kid:?} already exists in tenant {tenant:?}")]
+    SigningKeyExists { tenant: String, kid: String },
+    #[error("data key {id:?} already exists")]
+    DataKeyExists { id: String },
+}
+
+impl Rejection {
+    /// A stable code, used in audit outcomes and problem document types.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::AlreadyBootstrapped => "already_bootstrapped",
+            Rejection::NotBootstrapped => "not_bootstrapped",
+            Rejection::InvalidTenantId { .. } => "invalid_tenant_id",
+            Rejection::ReservedTenantId { .. } => "reserved_tenant_id",
+            Rejection::TenantExists { .. } => "tenant_exists",
+            Rejection::UnknownTenant { .. } => "unknown_tenant",
+            Rejection::SigningKeyExists { .. } => "signing_key_exists",
+            Rejection::DataKeyExists { .. } => "data_key_exists",
+        }
+    }
+}

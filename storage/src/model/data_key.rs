@@ -1,0 +1,16 @@
+//! Data keys: per-scope keys that seal secrets, themselves wrapped by the KEK.
+
+use serde::{Deserialize, Serialize};
+
+use super::Sealed;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataKeyRecord {
+    pub v: u8,
+    pub id: String,
+    /// What the key protects (`tenant:{id}`); shredding a scope destroys this record.
+    pub scope: String,
+    /// The key wrapped under the KEK.
+    pub wrapped: Sealed,
+    pub created_at_ms: i64,
+}

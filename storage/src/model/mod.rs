@@ -1,0 +1,13 @@
+//! Record types, one file per domain noun. Every record carries a version field `v`.
+
+pub mod cluster;
+pub mod data_key;
+pub mod sealed;
+pub mod signing_key;
+pub mod tenant;
+
+pub use cluster::{CaRecord, ClusterRecord};
+pub use data_key::DataKeyRecord;
+pub use sealed::Sealed;
+pub use signing_key::{PublicJwk, SigningAlg, SigningKeyRecord};
+pub use tenant::{TenantRecord, TenantStatus};

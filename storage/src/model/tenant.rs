@@ -1,0 +1,35 @@
+//! Tenants: isolation boundaries, each its own OIDC issuer.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantStatus {
+    Active,
+    Disabled,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantRecord {
+    pub v: u8,
+    pub id: String,
+    pub display_name: String,
+    pub status: TenantStatus,
+    pub self_registration: bool,
+    /// The data key that seals this tenant's secrets.
+    pub data_key_id: String,
+    pub created_at_ms: i64,
+}
+
+/// Ids that name routes or the appliance itself and can never be tenants created by users.
+pub const RESERVED_TENANT_IDS: [&str; 11] = [
+    "system", "default", "t", "admin", "v1", "oauth2", "docs", "health", "ready", "metrics", "openapi",
+];
+
+/// `[a-z0-9][a-z0-9-]{1,62}`.
+pub fn is_valid_tenant_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    (2..=63).contains(&bytes.len())
+        && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}

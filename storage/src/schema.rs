@@ -1,0 +1,104 @@
+//! The stored schema version and the migrations between versions.
+//!
+//! Version history:
+//! - 1: audit entries without a head record (the head was derived on every start).
+//! - 2: the audit head record (count and last hash) is kept beside the chain, so a deleted
+//!   last entry is visible to `audit verify`.
+//!
+//! Migrations run in one write transaction at open, before anything else reads the state.
+//! They are local format changes that every node makes identically, so they are not raft
+//! commands.
+
+use redb::{ReadableTable, WriteTransaction};
+
+use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
+use crate::{codec, tables, StoreError};
+
+pub const CURRENT_VERSION: u32 = 2;
+
+/// What opening found and did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaAction {
+    Created,
+    UpToDate,
+    Migrated { from: u32 },
+}
+
+/// Creates every table, then checks or migrates the schema version, inside `txn`.
+pub fn prepare(txn: &WriteTransaction) -> Result<SchemaAction, StoreError> {
+    let found = {
+        let meta = txn.open_table(tables::META)?;
+        let raw = meta.get(tables::meta_keys::SCHEMA_VERSION)?.map(|v| v.value().to_vec());
+        raw.map(|bytes| -> Result<u32, StoreError> {
+            let arr: [u8; 4] = bytes.as_slice().try_into().map_err(|_| StoreError::Decode {
+                table: "meta",
+                key: tables::meta_keys::SCHEMA_VERSION.into(),
+                reason: "not a 4-byte version".into(),
+            })?;
+            Ok(u32::from_be_bytes(arr))
+        })
+        .transpose()?
+    };
+    create_tables(txn)?;
+    let action = match found {
+        None => SchemaAction::Created,
+        Some(v) if v == CURRENT_VERSION => return Ok(SchemaAction::UpToDate),
+        Some(v) if v > CURRENT_VERSION => return Err(StoreError::SchemaTooNew { found: v, supported: CURRENT_VERSION }),
+        Some(v) => {
+            let mut version = v;
+            while version < CURRENT_VERSION {
+                version = migrate_from(txn, version)?;
+            }
+            SchemaAction::Migrated { from: v }
+        }
+    };
+    set_version(txn, CURRENT_VERSION)?;
+    Ok(action)
+}
+
+fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
+    for def in tables::STATE_STR_TABLES {
+        txn.open_table(def)?;
+    }
+    for def in tables::STATE_U64_TABLES {
+        txn.open_table(def)?;
+    }
+    txn.open_table(tables::RAFT_LOG)?;
+    txn.open_table(tables::RAFT_STATE)?;
+    txn.open_table(tables::RAFT_SNAPSHOT)?;
+    Ok(())
+}
+
+/// Writes the version marker (also used by tests to build older fixtures).
+pub fn set_version(txn: &WriteTransaction, version: u32) -> Result<(), StoreError> {
+    let mut meta = txn.open_table(tables::META)?;
+    meta.insert(tables::meta_keys::SCHEMA_VERSION, version.to_be_bytes().as_slice())?;
+    Ok(())
+}
+
+/// Runs the one migration from `version` and returns the version it produced.
+fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError> {
+    match version {
+        1 => {
+            v1_to_v2(txn)?;
+            Ok(2)
+        }
+        other => Err(StoreError::SchemaUnknown { found: other }),
+    }
+}
+
+/// Derives the audit head from the chain as version 1 stored it. The chain itself is not
+/// judged here; `audit verify` does that.
+fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let audit = txn.open_table(tables::AUDIT)?;
+    let head = match audit.last()? {
+        None => AuditHead::empty(),
+        Some((k, v)) => {
+            let hash = AuditEntry::from_bytes(v.value()).map(|e| e.hash).unwrap_or(GENESIS_HASH);
+            AuditHead { v: 1, count: k.value(), last_hash: hex::encode(hash) }
+        }
+    };
+    let mut meta = txn.open_table(tables::META)?;
+    meta.insert(tables::meta_keys::AUDIT_HEAD, codec::encode(&head).as_slice())?;
+    Ok(())
+}

@@ -1,0 +1,40 @@
+//! Every redb table of a Gatehouse database, declared in one place.
+//!
+//! State tables are replicated (applied from raft and carried in snapshots); raft tables hold
+//! this node's own log, vote and snapshot and are never part of a snapshot.
+
+use redb::TableDefinition;
+
+/// Small singleton records, by name (see [`meta_keys`]).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Tenants by id.
+pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants");
+/// Signing keys by `{tenant}/{kid}`.
+pub const SIGNING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
+/// Data keys (wrapped under the KEK) by id.
+pub const DATA_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("data_keys");
+/// The audit chain by sequence number, starting at 1.
+pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// The raft log by index.
+pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
+/// Raft vote, committed id and last purged id, by name.
+pub const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
+/// The current snapshot (meta and data) of this node.
+pub const RAFT_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");
+
+/// Names of the singleton records in [`META`].
+pub mod meta_keys {
+    pub const SCHEMA_VERSION: &str = "schema_version";
+    pub const CLUSTER: &str = "cluster";
+    pub const AUDIT_HEAD: &str = "audit_head";
+    /// The raft state machine's last applied log id, kept with the state it describes.
+    pub const SM_APPLIED: &str = "sm_applied";
+    /// The raft state machine's last membership, kept with the state it describes.
+    pub const SM_MEMBERSHIP: &str = "sm_membership";
+}
+
+/// The replicated string-keyed tables, in snapshot order.
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 4] = [META, TENANTS, SIGNING_KEYS, DATA_KEYS];
+/// The replicated integer-keyed tables, in snapshot order.
+pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];
