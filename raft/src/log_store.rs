@@ -27,7 +27,10 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)) }
+        LogStore {
+            db,
+            committed_index: Arc::new(AtomicU64::new(0)),
+        }
     }
 
     /// Shared view of the committed index, updated as openraft saves it.
@@ -41,10 +44,17 @@ impl LogStore {
         let Some(v) = t.get(key).map_err(read_err)? else {
             return Ok(None);
         };
-        serde_json::from_slice(v.value()).map(Some).map_err(read_err)
+        serde_json::from_slice(v.value())
+            .map(Some)
+            .map_err(read_err)
     }
 
-    fn put_state<T: Serialize>(&self, key: &str, value: &T, durability: Durability) -> Result<(), StorageError> {
+    fn put_state<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        durability: Durability,
+    ) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(durability).map_err(write_err)?;
@@ -86,7 +96,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
-        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
+        Ok(LogState {
+            last_purged_log_id: last_purged,
+            last_log_id: last,
+        })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -104,7 +117,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// The committed id may lag on disk: after a crash openraft re-applies up to it, and the
     /// leader commits the rest again.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.committed_index.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        self.committed_index
+            .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         self.put_state(COMMITTED, &committed, Durability::None)
     }
 
@@ -112,7 +126,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_state::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -123,7 +141,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                 let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
                 for entry in entries {
                     let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
-                    t.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
+                    t.insert(entry.log_id.index, bytes.as_slice())
+                        .map_err(write_err)?;
                 }
             }
             txn.commit().map_err(write_err)
@@ -139,7 +158,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-            t.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
+            t.retain_in(log_id.index.., |_, _| false)
+                .map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
     }
@@ -149,7 +169,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-            t.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
+            t.retain_in(..=log_id.index, |_, _| false)
+                .map_err(write_err)?;
             let mut s = txn.open_table(RAFT_STATE).map_err(write_err)?;
             s.insert(LAST_PURGED, bytes.as_slice()).map_err(write_err)?;
         }

@@ -66,7 +66,12 @@ pub struct RaftNode {
 }
 
 impl RaftNode {
-    pub async fn start(store: &Store, node_id: NodeId, advertise: &str, mode: StartMode) -> Result<RaftNode, NodeError> {
+    pub async fn start(
+        store: &Store,
+        node_id: NodeId,
+        advertise: &str,
+        mode: StartMode,
+    ) -> Result<RaftNode, NodeError> {
         let config = Config {
             cluster_name: "gatehouse".into(),
             heartbeat_interval: 150,
@@ -81,15 +86,30 @@ impl RaftNode {
         let log_store = LogStore::new(store.db().clone());
         let committed_index = log_store.committed_index();
         let state_machine = StateMachine::new(store.db().clone());
-        let raft = Raft::new(node_id, Arc::new(config), NetworkFactory, log_store, state_machine)
+        let raft = Raft::new(
+            node_id,
+            Arc::new(config),
+            NetworkFactory,
+            log_store,
+            state_machine,
+        )
+        .await
+        .map_err(|e| NodeError::Start(e.to_string()))?;
+        let initialized = raft
+            .is_initialized()
             .await
             .map_err(|e| NodeError::Start(e.to_string()))?;
-        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Start(e.to_string()))?;
         if mode == StartMode::Bootstrap && !initialized {
             let members = BTreeMap::from([(node_id, BasicNode::new(advertise))]);
-            raft.initialize(members).await.map_err(|e| NodeError::Start(e.to_string()))?;
+            raft.initialize(members)
+                .await
+                .map_err(|e| NodeError::Start(e.to_string()))?;
         }
-        Ok(RaftNode { raft, node_id, committed_index })
+        Ok(RaftNode {
+            raft,
+            node_id,
+            committed_index,
+        })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -101,7 +121,9 @@ impl RaftNode {
         match self.raft.client_write(proposal).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader { leader: f.leader_id })
+                Err(WriteError::NotLeader {
+                    leader: f.leader_id,
+                })
             }
             Err(RaftError::APIError(e)) => Err(WriteError::Other(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(WriteError::Fatal(f.to_string())),
@@ -121,7 +143,9 @@ impl RaftNode {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait).await.map_err(|_| NodeError::NoLeader(timeout))?
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| NodeError::NoLeader(timeout))?
     }
 
     /// Waits until the state machine has applied everything committed when this is called:

@@ -18,14 +18,23 @@ pub struct Proposal {
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} by {} at {}", self.command.action(), self.actor, self.at_ms)
+        write!(
+            f,
+            "{} by {} at {}",
+            self.command.action(),
+            self.actor,
+            self.at_ms
+        )
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
     /// Founds the cluster: its record and the `system` and `default` tenants.
-    Bootstrap { cluster: ClusterRecord, tenants: Vec<NewTenant> },
+    Bootstrap {
+        cluster: ClusterRecord,
+        tenants: Vec<NewTenant>,
+    },
     CreateTenant(NewTenant),
     AddSigningKey(SigningKeyRecord),
 }
@@ -60,9 +69,16 @@ pub enum Outcome {
 pub enum Applied {
     /// A raft entry without a command (blank or membership).
     Nothing,
-    Bootstrapped { cluster_id: String },
-    TenantCreated { id: String },
-    SigningKeyAdded { tenant: String, kid: String },
+    Bootstrapped {
+        cluster_id: String,
+    },
+    TenantCreated {
+        id: String,
+    },
+    SigningKeyAdded {
+        tenant: String,
+        kid: String,
+    },
 }
 
 /// A business refusal: the command was valid raft data but the state says no.

@@ -14,7 +14,11 @@ pub enum StoreError {
     #[error("the database schema version {found} is unknown; it cannot be migrated")]
     SchemaUnknown { found: u32 },
     #[error("record {table}/{key} cannot be decoded: {reason}")]
-    Decode { table: &'static str, key: String, reason: String },
+    Decode {
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
     #[error("snapshot data is malformed: {0}")]
     Snapshot(String),
     #[error("database failure: {0}")]

@@ -43,7 +43,8 @@ pub fn import(txn: &WriteTransaction, data: &[u8]) -> Result<(), StoreError> {
         let mut t = txn.open_table(def)?;
         t.retain(|_, _| false)?;
         for _ in 0..r.u64()? {
-            let k = String::from_utf8(r.bytes()?.to_vec()).map_err(|_| StoreError::Snapshot("a key is not UTF-8".into()))?;
+            let k = String::from_utf8(r.bytes()?.to_vec())
+                .map_err(|_| StoreError::Snapshot("a key is not UTF-8".into()))?;
             let v = r.bytes()?;
             t.insert(k.as_str(), v)?;
         }
@@ -82,11 +83,17 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
     fn u64(&mut self) -> Result<u64, StoreError> {
-        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| StoreError::Snapshot("truncated".into()))?;
+        let b: [u8; 8] = self
+            .take(8)?
+            .try_into()
+            .map_err(|_| StoreError::Snapshot("truncated".into()))?;
         Ok(u64::from_be_bytes(b))
     }
     fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
-        let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| StoreError::Snapshot("truncated".into()))?;
+        let b: [u8; 4] = self
+            .take(4)?
+            .try_into()
+            .map_err(|_| StoreError::Snapshot("truncated".into()))?;
         self.take(u32::from_be_bytes(b) as usize)
     }
 }

@@ -29,7 +29,11 @@ impl Store {
         let txn = db.begin_write()?;
         let schema_action = schema::prepare(&txn)?;
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), path: path.to_path_buf(), schema_action })
+        Ok(Store {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+            schema_action,
+        })
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -57,7 +61,10 @@ impl Store {
 /// Opens a stopped node's database without writing to it (for `audit verify` and friends).
 pub fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, StoreError> {
     if !path.exists() {
-        return Err(StoreError::NotADatabase { path: path.display().to_string(), reason: "the file does not exist".into() });
+        return Err(StoreError::NotADatabase {
+            path: path.display().to_string(),
+            reason: "the file does not exist".into(),
+        });
     }
     precheck(path)?;
     ReadOnlyDatabase::open(path).map_err(|e| map_open_error(path, e))
@@ -69,7 +76,9 @@ fn precheck(path: &Path) -> Result<(), StoreError> {
         return Ok(()); // absent: redb creates it
     };
     let mut head = [0u8; 4];
-    let read = file.read(&mut head).map_err(|e| StoreError::Database(e.to_string()))?;
+    let read = file
+        .read(&mut head)
+        .map_err(|e| StoreError::Database(e.to_string()))?;
     if read == 0 {
         return Ok(()); // empty: redb initialises it
     }
@@ -86,9 +95,14 @@ fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
     let path_text = path.display().to_string();
     match e {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path_text },
-        DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if io.kind() == std::io::ErrorKind::WouldBlock =>
+        {
             StoreError::Locked { path: path_text }
         }
-        other => StoreError::NotADatabase { path: path_text, reason: other.to_string() },
+        other => StoreError::NotADatabase {
+            path: path_text,
+            reason: other.to_string(),
+        },
     }
 }

@@ -35,6 +35,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 4] = [META, TENANTS, SIGNING_KEYS, DATA_KEYS];
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 4] =
+    [META, TENANTS, SIGNING_KEYS, DATA_KEYS];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

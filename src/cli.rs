@@ -1,0 +1,316 @@
+//! The command line: parse what the user typed, resolve it into a `Config`, run the command.
+//! Every failure ends with one line on stderr and a non-zero exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::clock::SystemClock;
+use crate::config::{Config, Overrides};
+use crate::control::{self, ControlRequest};
+use crate::node;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gatehouse",
+    version,
+    about = "Identity and access management appliance in one binary"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Data directory [default: ./gatehouse-data]
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// TOML config file
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Set any config key, e.g. `--set tls.names=["id.example.com"]` (repeatable)
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Start the node (creates the data dir, TLS material and keys on first start)
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:8443]; port 0 picks a free port
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Public URL of the default tenant's issuer [default: https://localhost:8443]
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Create the data dir, keys and TLS material without serving
+    Init {
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Print the OpenAPI document
+    Openapi,
+    /// Manage tenants (on a running node)
+    Tenant {
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Audit chain operations
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant: an issuer of its own at /t/ID
+    Create {
+        id: String,
+        #[arg(long)]
+        display_name: Option<String>,
+    },
+    /// List tenants
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Verify the audit chain (a running node's, or a stopped data dir's)
+    Verify,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn one_line(e: &anyhow::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+        .replace('\n', " ")
+}
+
+fn load_config(
+    common: &CommonArgs,
+    listen: Option<std::net::SocketAddr>,
+    public_url: Option<String>,
+) -> anyhow::Result<Config> {
+    let overrides = Overrides {
+        config_file: common.config.clone(),
+        data_dir: common.data_dir.clone(),
+        listen,
+        public_url,
+        set: common.set.clone(),
+    };
+    Ok(Config::load(&overrides)?)
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Commands::Openapi => {
+            println!("{}", crate::http::openapi_document());
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Serve { listen, public_url } => {
+            let config = load_config(&cli.common, listen, public_url)?;
+            init_tracing(&config.log.level);
+            serve(config).await
+        }
+        Commands::Init { public_url } => {
+            let config = load_config(&cli.common, None, public_url)?;
+            init_tracing(&config.log.level);
+            init(config).await
+        }
+        Commands::Tenant { command } => {
+            let config = load_config(&cli.common, None, None)?;
+            let request = match command {
+                TenantCommand::Create { id, display_name } => {
+                    ControlRequest::TenantCreate { id, display_name }
+                }
+                TenantCommand::List => ControlRequest::TenantList,
+            };
+            let answer = control::call(&config.data_dir, &request).await?;
+            if !answer.ok {
+                anyhow::bail!(answer
+                    .error
+                    .unwrap_or_else(|| "the node refused the request".into()));
+            }
+            println!("{}", serde_json::to_string_pretty(&answer.data)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let config = load_config(&cli.common, None, None)?;
+            audit_verify(&config).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+    let kek_env = std::env::var("GATEHOUSE_KEK").ok();
+    let started = std::time::Instant::now();
+    let running = node::start(config, Arc::new(SystemClock), kek_env).await?;
+    print_banner(&running, started.elapsed());
+    wait_for_signal().await;
+    eprintln!("gatehouse: shutting down");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
+    let app = &running.app;
+    let ca = running.ca_path();
+    let url = &app.public_url;
+    let dir = app.data_dir.root().display();
+    let mut text = format!(
+        "Gatehouse is ready ({} ms).\n\
+         \n  issuer:          {url}\n\
+         \x20 system issuer:   {}\n\
+         \x20 discovery:       {url}/.well-known/openid-configuration\n\
+         \x20 CA certificate:  {}\n\
+         \x20 listening on:    {} (node {:016x})\n\
+         \nNext:\n\
+         \x20 curl --cacert {} {url}/.well-known/openid-configuration\n\
+         \x20 gatehouse --data-dir {dir} tenant create acme    # issuer {url}/t/acme\n\
+         \x20 Browsers: import the CA certificate as a trusted authority, or accept the warning once.\n",
+        took.as_millis(),
+        app.issuer_of("system"),
+        ca.display(),
+        running.local_addr,
+        app.raft.node_id(),
+        ca.display(),
+    );
+    if app.kek_source == crate::crypto::kek::KekSource::DataDirFile {
+        text.push_str("\nNote: the KEK is stored in the data dir (fine for development). In production set GATEHOUSE_KEK and remove the kek file.\n");
+    }
+    println!("{text}");
+}
+
+async fn init(config: Config) -> anyhow::Result<ExitCode> {
+    let dir = crate::datadir::DataDir::open_or_create(&config.data_dir)?;
+    if dir.is_initialised() {
+        return Err(crate::datadir::DataDirError::AlreadyInitialised {
+            path: dir.root().display().to_string(),
+        }
+        .into());
+    }
+    let public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| config.effective_public_url(config.listen));
+    let kek_env = std::env::var("GATEHOUSE_KEK").ok();
+    let app = node::prepare(
+        &config,
+        Arc::new(SystemClock),
+        kek_env.as_deref(),
+        &public_url,
+    )
+    .await?;
+    let names = node::certificate_names(&config, &public_url, None);
+    let result = node::tls_material(&app, &names);
+    app.raft.shutdown().await;
+    result?;
+    println!(
+        "initialised {} (issuer {public_url}, CA {})",
+        app.data_dir.root().display(),
+        app.data_dir.ca_cert_path().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
+    let report = match control::call(&config.data_dir, &ControlRequest::AuditVerify).await {
+        Ok(answer) if answer.ok => serde_json::from_value::<ReportView>(answer.data)?,
+        Ok(answer) => anyhow::bail!(answer.error.unwrap_or_default()),
+        Err(control::ControlError::NotRunning(_)) => {
+            let dir = crate::datadir::DataDir::open_existing(&config.data_dir)?;
+            let db = gatehouse_storage::store::open_read_only(&dir.db_path())?;
+            let reader = gatehouse_storage::Reader::begin(&db)?;
+            let r = reader.verify_audit()?;
+            ReportView {
+                entries: r.entries,
+                last_hash: r.last_hash,
+                failure: r.failure.map(|f| FailureView {
+                    seq: f.seq,
+                    reason: f.reason,
+                }),
+            }
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match report.failure {
+        None => {
+            println!(
+                "audit chain verified: {} entries, last hash {}",
+                report.entries, report.last_hash
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Some(f) => {
+            eprintln!("audit chain broken at seq {}: {}", f.seq, f.reason);
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct ReportView {
+    entries: u64,
+    last_hash: String,
+    failure: Option<FailureView>,
+}
+
+#[derive(serde::Deserialize)]
+struct FailureView {
+    seq: u64,
+    reason: String,
+}

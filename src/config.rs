@@ -1,0 +1,260 @@
+//! Configuration in layers: TOML file (unknown keys refused), then `GATEHOUSE_` environment
+//! variables (`__` separates levels), then flags and `--set key=value`; one validated `Config`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Environment variables read directly rather than as config keys.
+const NON_CONFIG_ENV: [&str; 1] = ["KEK"];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the node keeps its database, TLS material and control socket.
+    pub data_dir: PathBuf,
+    /// Address the HTTPS server binds. Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The URL clients use; the `default` tenant's issuer. Derived from `listen` when unset.
+    pub public_url: Option<String>,
+    /// Request bodies larger than this get 413 before parsing.
+    pub max_body_bytes: usize,
+    pub tls: TlsConfig,
+    pub cluster: ClusterConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain to serve instead of the generated one.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key for `cert_file`.
+    pub key_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated server certificate.
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Address of the node-to-node port (mTLS), advertised to peers.
+    pub listen: SocketAddr,
+    /// Start without bootstrapping and wait to be added to a cluster.
+    pub join: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter such as `info` or `gatehouse=debug,info`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./gatehouse-data"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            public_url: Some("https://localhost:8443".into()),
+            max_body_bytes: 64 * 1024,
+            tls: TlsConfig::default(),
+            cluster: ClusterConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            join: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info,openraft=warn".into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+    #[error("--set expects key=value, got {0:?}")]
+    BadSet(String),
+}
+
+/// What the command line contributes on top of file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub listen: Option<SocketAddr>,
+    pub public_url: Option<String>,
+    pub set: Vec<String>,
+}
+
+impl Config {
+    /// Loads file, environment and overrides, in that order, then validates.
+    pub fn load(overrides: &Overrides) -> Result<Config, ConfigError> {
+        Self::load_with_env(overrides, std::env::vars())
+    }
+
+    /// As [`Config::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        overrides: &Overrides,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        // A listen address given without a public URL means "derive it from the bound port".
+        let listen_set_without_url = overrides.listen.is_some() && overrides.public_url.is_none();
+        if let Some(path) = &overrides.config_file {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            fig = fig.merge(Toml::string(&text));
+        }
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        fig = merge_env(fig, &env);
+        if let Some(d) = &overrides.data_dir {
+            fig = fig.merge(("data_dir", d.display().to_string()));
+        }
+        if let Some(l) = overrides.listen {
+            fig = fig.merge(("listen", l.to_string()));
+        }
+        if let Some(u) = &overrides.public_url {
+            fig = fig.merge(("public_url", u.clone()));
+        }
+        for item in &overrides.set {
+            let (key, value) = item
+                .split_once('=')
+                .ok_or_else(|| ConfigError::BadSet(item.clone()))?;
+            fig = fig.merge((key.trim(), parse_value(value)));
+        }
+        let mut config: Config = fig
+            .extract()
+            .map_err(|e| ConfigError::Invalid(flatten_figment(e)))?;
+        let url_from_layers = fig
+            .find_value("public_url")
+            .ok()
+            .and_then(|v| v.into_string());
+        if listen_set_without_url
+            && url_from_layers.as_deref() == Config::default().public_url.as_deref()
+        {
+            config.public_url = None;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.public_url {
+            validate_public_url(url)?;
+        }
+        if self.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "max_body_bytes must be at least 1024".into(),
+            ));
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls.cert_file and tls.key_file must be set together".into(),
+            ));
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(ConfigError::Invalid(format!(
+                "log.level {:?}: {e}",
+                self.log.level
+            )));
+        }
+        Ok(())
+    }
+
+    /// The public URL, or the one derived from the address actually bound.
+    pub fn effective_public_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => u.clone(),
+            None => match bound.ip() {
+                ip if ip.is_unspecified() => format!("https://localhost:{}", bound.port()),
+                std::net::IpAddr::V6(ip) => format!("https://[{ip}]:{}", bound.port()),
+                ip => format!("https://{ip}:{}", bound.port()),
+            },
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("gatehouse.redb")
+    }
+
+    pub fn data_path(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+}
+
+/// Merges `GATEHOUSE_A__B=v` as key `a.b`. The environment is passed in (not read by
+/// figment's own provider) so tests can give their own.
+fn merge_env(fig: Figment, env: &[(String, String)]) -> Figment {
+    let mut fig = fig;
+    for (k, v) in env {
+        let Some(rest) = k.strip_prefix("GATEHOUSE_") else {
+            continue;
+        };
+        if NON_CONFIG_ENV.iter().any(|n| rest.eq_ignore_ascii_case(n)) || rest.is_empty() {
+            continue;
+        }
+        let key = rest.to_ascii_lowercase().replace("__", ".");
+        fig = fig.merge((key, parse_value(v)));
+    }
+    fig
+}
+
+/// A TOML value (`8443`, `true`, `["a", "b"]`), or else the text as a string.
+fn parse_value(text: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {text}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn flatten_figment(e: figment::Error) -> String {
+    e.into_iter()
+        .map(|e| e.to_string())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn validate_public_url(url: &str) -> Result<(), ConfigError> {
+    let uri: poem::http::Uri = url
+        .parse()
+        .map_err(|_| ConfigError::Invalid(format!("public_url {url:?} is not a URL")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(ConfigError::Invalid(format!(
+            "public_url {url:?} must use https"
+        )));
+    }
+    if uri.host().is_none() || uri.query().is_some() || url.ends_with('/') || url.contains('#') {
+        return Err(ConfigError::Invalid(format!(
+            "public_url {url:?} must be https://host[:port][/path] without a trailing slash, query or fragment"
+        )));
+    }
+    Ok(())
+}
+
+/// True when only the owner may read or enter `path`.
+pub fn is_private(path: &Path) -> std::io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    Ok(std::fs::metadata(path)?.permissions().mode() & 0o077 == 0)
+}

@@ -1,0 +1,202 @@
+//! The control socket (`control.sock` in the data dir, mode 0600): how CLI commands act on a
+//! running node, whose database redb has locked. One JSON request line, one JSON answer line.
+//! Only the data dir's owner and root may connect.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+
+use crate::node::{AppState, StartError};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ControlRequest {
+    Status,
+    TenantCreate {
+        id: String,
+        display_name: Option<String>,
+    },
+    TenantList,
+    AuditVerify,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ControlResponse {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl ControlResponse {
+    fn ok(data: serde_json::Value) -> Self {
+        ControlResponse {
+            ok: true,
+            error: None,
+            data,
+        }
+    }
+    fn err(message: impl Into<String>) -> Self {
+        ControlResponse {
+            ok: false,
+            error: Some(message.into()),
+            data: serde_json::Value::Null,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    #[error("no running node at {0} (start it with `gatehouse serve`)")]
+    NotRunning(String),
+    #[error("control socket: {0}")]
+    Io(String),
+    #[error("the node answered something unreadable: {0}")]
+    Protocol(String),
+}
+
+/// Binds the socket, replacing a stale one left by a crash (the database lock already proved
+/// that no other node runs on this data dir).
+pub fn bind(app: &AppState) -> Result<UnixListener, StartError> {
+    let path = app.data_dir.control_socket();
+    let err = |e: std::io::Error| StartError::Control {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    };
+    if path.exists() {
+        std::fs::remove_file(&path).map_err(err)?;
+    }
+    let listener = UnixListener::bind(&path).map_err(err)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    Ok(listener)
+}
+
+pub async fn serve(
+    app: Arc<AppState>,
+    listener: UnixListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let owner = std::fs::metadata(app.data_dir.root())
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let uid = stream.peer_cred().map(|c| c.uid()).ok();
+                    let allowed = uid.is_some_and(|u| u == owner || u == 0);
+                    let app = app.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = handle(app, stream, allowed, uid.unwrap_or(u32::MAX)).await {
+                            tracing::warn!("control connection: {e}");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("control accept: {e}"),
+            },
+        }
+    }
+}
+
+async fn handle(
+    app: Arc<AppState>,
+    stream: UnixStream,
+    allowed: bool,
+    uid: u32,
+) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let Some(line) = lines.next_line().await? else {
+        return Ok(());
+    };
+    let response = if !allowed {
+        ControlResponse::err(
+            "permission denied: only the data dir's owner or root may use the control socket",
+        )
+    } else {
+        match serde_json::from_str::<ControlRequest>(&line) {
+            Ok(req) => execute(&app, req, uid).await,
+            Err(e) => ControlResponse::err(format!("unknown request: {e}")),
+        }
+    };
+    let mut out = serde_json::to_vec(&response).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await?;
+    write.shutdown().await
+}
+
+async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlResponse {
+    match req {
+        ControlRequest::Status => {
+            let s = app.raft.status();
+            ControlResponse::ok(serde_json::json!({
+                "node_id": format!("{:016x}", s.node_id),
+                "term": s.term,
+                "is_leader": s.is_leader,
+                "applied_index": s.applied_index,
+                "public_url": app.public_url,
+            }))
+        }
+        ControlRequest::TenantCreate { id, display_name } => {
+            match crate::idm::tenants::create(
+                app,
+                &format!("cli:uid:{uid}"),
+                &id,
+                display_name.as_deref(),
+            )
+            .await
+            {
+                Ok(t) => ControlResponse::ok(
+                    serde_json::json!({"id": t.id, "issuer": app.issuer_of(&t.id)}),
+                ),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
+        ControlRequest::TenantList => {
+            if let Err(e) = app.raft.ensure_linearizable().await {
+                return ControlResponse::err(e.to_string());
+            }
+            match app.store.read().and_then(|r| r.tenants()) {
+                Ok(ts) => ControlResponse::ok(serde_json::json!(ts
+                    .iter()
+                    .map(|t| serde_json::json!({"id": t.id, "display_name": t.display_name, "issuer": app.issuer_of(&t.id)}))
+                    .collect::<Vec<_>>())),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
+        ControlRequest::AuditVerify => match app.store.read().and_then(|r| r.verify_audit()) {
+            Ok(report) => ControlResponse::ok(serde_json::to_value(report).unwrap_or_default()),
+            Err(e) => ControlResponse::err(e.to_string()),
+        },
+    }
+}
+
+/// Sends one request to the node serving `data_dir`.
+pub async fn call(data_dir: &Path, req: &ControlRequest) -> Result<ControlResponse, ControlError> {
+    let path = data_dir.join("control.sock");
+    let stream = UnixStream::connect(&path)
+        .await
+        .map_err(|_| ControlError::NotRunning(data_dir.display().to_string()))?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    write
+        .write_all(&line)
+        .await
+        .map_err(|e| ControlError::Io(e.to_string()))?;
+    let mut lines = BufReader::new(read).lines();
+    let answer = lines
+        .next_line()
+        .await
+        .map_err(|e| ControlError::Io(e.to_string()))?
+        .ok_or_else(|| ControlError::Protocol("the node closed the connection".into()))?;
+    serde_json::from_str(&answer).map_err(|e| ControlError::Protocol(e.to_string()))
+}

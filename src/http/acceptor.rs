@@ -1,0 +1,158 @@
+//! The TLS acceptor: TCP plus rustls (TLS 1.2 and 1.3 only), handshakes done lazily on the
+//! connection's own task so a slow or non-TLS client never stalls the accept loop.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use poem::listener::Acceptor;
+use poem::web::{LocalAddr, RemoteAddr};
+use poem::Addr;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor as RustlsAcceptor;
+
+/// Builds a rustls server config for a certificate chain and its PKCS#8 key.
+pub fn server_config(
+    chain: Vec<rustls::pki_types::CertificateDer<'static>>,
+    key: rustls::pki_types::PrivateKeyDer<'static>,
+) -> Result<rustls::ServerConfig, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+pub struct TlsAcceptor {
+    listener: TcpListener,
+    local: LocalAddr,
+    tls: RustlsAcceptor,
+}
+
+impl TlsAcceptor {
+    pub fn new(
+        listener: TcpListener,
+        config: Arc<rustls::ServerConfig>,
+    ) -> io::Result<TlsAcceptor> {
+        let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
+        Ok(TlsAcceptor {
+            listener,
+            local,
+            tls: RustlsAcceptor::from(config),
+        })
+    }
+}
+
+impl Acceptor for TlsAcceptor {
+    type Io = LazyTls;
+
+    fn local_addr(&self) -> Vec<LocalAddr> {
+        vec![self.local.clone()]
+    }
+
+    async fn accept(
+        &mut self,
+    ) -> io::Result<(LazyTls, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    let handshake = self.tls.accept(stream);
+                    let io = LazyTls::Handshaking(handshake.boxed());
+                    return Ok((
+                        io,
+                        self.local.clone(),
+                        RemoteAddr(Addr::SocketAddr(remote)),
+                        poem::http::uri::Scheme::HTTPS,
+                    ));
+                }
+                // A connection that failed before accept (reset, fd pressure) must not end the server.
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+            }
+        }
+    }
+}
+
+/// A TLS stream whose handshake completes on first use.
+pub enum LazyTls {
+    Handshaking(BoxFuture<'static, io::Result<TlsStream<TcpStream>>>),
+    Ready(Box<TlsStream<TcpStream>>),
+    Failed,
+}
+
+impl LazyTls {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
+        loop {
+            match self {
+                LazyTls::Handshaking(fut) => match fut.poll_unpin(cx) {
+                    Poll::Ready(Ok(s)) => *self = LazyTls::Ready(Box::new(s)),
+                    Poll::Ready(Err(e)) => {
+                        *self = LazyTls::Failed;
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
+                LazyTls::Ready(s) => return Poll::Ready(Ok(s)),
+                LazyTls::Failed => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "TLS handshake failed",
+                    )))
+                }
+            }
+        }
+    }
+}
+
+impl AsyncRead for LazyTls {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(s)) => Pin::new(s).poll_read(cx, buf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncWrite for LazyTls {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(s)) => Pin::new(s).poll_write(cx, buf),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut().poll_ready(cx) {
+            Poll::Ready(Ok(s)) => Pin::new(s).poll_flush(cx),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            LazyTls::Ready(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            _ => Poll::Ready(Ok(())),
+        }
+    }
+}

@@ -1,0 +1,515 @@
+//! OpenID Connect discovery, JWKS, and the OAuth 2.0 authorization and token endpoints, for
+//! every tenant: the `default` tenant at the root, every other under `/t/{tenant}`.
+//!
+//! The authorization and token endpoints exist so that discovery never lists a path that
+//! 404s; until grants are built they answer the RFC 6749 errors for an unsupported response
+//! type or grant type.
+
+use std::sync::Arc;
+
+use gatehouse_storage::model::{TenantRecord, TenantStatus};
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::{Form, Html, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use crate::http::problem::{OAuthError, Problem};
+use crate::node::AppState;
+
+#[derive(Tags)]
+enum OidcTag {
+    /// OpenID Connect discovery and keys.
+    Discovery,
+    /// OAuth 2.0 endpoints.
+    OAuth2,
+}
+
+pub struct OidcApi;
+
+/// OpenID Connect Discovery 1.0 / RFC 8414 metadata.
+#[derive(Debug, Object)]
+pub struct DiscoveryDocument {
+    /// Equals the URL this document was fetched under, without `/.well-known/...`.
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+    pub scopes_supported: Vec<String>,
+    pub response_types_supported: Vec<String>,
+    pub response_modes_supported: Vec<String>,
+    pub grant_types_supported: Vec<String>,
+    pub subject_types_supported: Vec<String>,
+    pub id_token_signing_alg_values_supported: Vec<String>,
+    pub code_challenge_methods_supported: Vec<String>,
+    pub request_parameter_supported: bool,
+    pub request_uri_parameter_supported: bool,
+}
+
+/// A public JSON Web Key.
+#[derive(Debug, Object)]
+pub struct Jwk {
+    pub kty: String,
+    pub kid: String,
+    pub alg: String,
+    #[oai(rename = "use")]
+    pub use_: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub crv: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub x: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub y: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub n: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub e: Option<String>,
+}
+
+#[derive(Debug, Object)]
+pub struct JwkSet {
+    pub keys: Vec<Jwk>,
+}
+
+/// A token request (RFC 6749 section 4); which members apply depends on `grant_type`.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct TokenRequest {
+    #[oai(validator(max_length = 256))]
+    pub grant_type: Option<String>,
+    #[oai(validator(max_length = 256))]
+    pub client_id: Option<String>,
+    #[oai(validator(max_length = 512))]
+    pub client_secret: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub scope: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub resource: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub code: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub redirect_uri: Option<String>,
+    #[oai(validator(max_length = 256))]
+    pub code_verifier: Option<String>,
+    #[oai(validator(max_length = 4096))]
+    pub refresh_token: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum DiscoveryResponse {
+    /// The issuer's metadata.
+    #[oai(status = 200)]
+    Ok(Json<DiscoveryDocument>),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum JwksResponse {
+    /// The issuer's public signing keys, including keys published ahead of use and retired
+    /// keys whose tokens may still be valid.
+    #[oai(status = 200)]
+    Ok(Json<JwkSet>),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum AuthorizeResponse {
+    /// An error page: the request cannot be redirected back to a verified client.
+    #[oai(status = 400)]
+    ErrorPage(Html<String>),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
+#[derive(ApiResponse)]
+pub enum TokenResponse {
+    /// An RFC 6749 error.
+    #[oai(status = 400)]
+    BadRequest(
+        Json<OAuthError>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+    ),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+}
+
+/// Where a tenant path leads.
+enum Resolved {
+    Tenant {
+        tenant: TenantRecord,
+        issuer: String,
+    },
+    /// `/t/default/...`: answered with 308 to the same path at the root.
+    DefaultAtRoot,
+    NotFound(Problem),
+}
+
+fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
+    let reader = match app.store.read() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("storage read failed: {e}");
+            return Resolved::NotFound(Problem::new(
+                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "storage is not readable",
+            ));
+        }
+    };
+    match reader.tenant(tenant_id) {
+        Ok(Some(t)) if t.status == TenantStatus::Active => Resolved::Tenant {
+            issuer: app.issuer_of(&t.id),
+            tenant: t,
+        },
+        _ => Resolved::NotFound(Problem::not_found(format!(
+            "there is no tenant {tenant_id:?}"
+        ))),
+    }
+}
+
+fn resolve_path(app: &AppState, tenant_id: &str) -> Resolved {
+    if tenant_id == "default" {
+        return Resolved::DefaultAtRoot;
+    }
+    resolve(app, tenant_id)
+}
+
+fn root_location(app: &AppState, suffix: &str) -> String {
+    format!("{}{suffix}", app.public_url)
+}
+
+fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryResponse {
+    match resolved {
+        Resolved::DefaultAtRoot => DiscoveryResponse::Moved(root_location(app, suffix)),
+        Resolved::NotFound(p) => DiscoveryResponse::NotFound(Json(p)),
+        Resolved::Tenant { issuer, .. } => {
+            let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+            DiscoveryResponse::Ok(Json(DiscoveryDocument {
+                authorization_endpoint: format!("{issuer}/oauth2/authorize"),
+                token_endpoint: format!("{issuer}/oauth2/token"),
+                jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+                issuer,
+                scopes_supported: strings(&["openid"]),
+                response_types_supported: strings(&["code"]),
+                response_modes_supported: strings(&["query"]),
+                grant_types_supported: strings(&["authorization_code"]),
+                subject_types_supported: strings(&["public"]),
+                id_token_signing_alg_values_supported: strings(&["RS256", "ES256"]),
+                code_challenge_methods_supported: strings(&["S256"]),
+                request_parameter_supported: false,
+                request_uri_parameter_supported: false,
+            }))
+        }
+    }
+}
+
+fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
+    match resolved {
+        Resolved::DefaultAtRoot => {
+            JwksResponse::Moved(root_location(app, "/.well-known/jwks.json"))
+        }
+        Resolved::NotFound(p) => JwksResponse::NotFound(Json(p)),
+        Resolved::Tenant { tenant, .. } => {
+            let records = match app.store.read().and_then(|r| r.signing_keys(&tenant.id)) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("reading signing keys: {e}");
+                    Vec::new()
+                }
+            };
+            let keys = records
+                .iter()
+                .map(|r| {
+                    let jwk = crate::crypto::keys::public_jwk_json(r);
+                    let field =
+                        |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_string);
+                    Jwk {
+                        kty: field("kty").unwrap_or_default(),
+                        kid: r.kid.clone(),
+                        alg: r.alg.as_str().to_string(),
+                        use_: "sig".into(),
+                        crv: field("crv"),
+                        x: field("x"),
+                        y: field("y"),
+                        n: field("n"),
+                        e: field("e"),
+                    }
+                })
+                .collect();
+            JwksResponse::Ok(Json(JwkSet { keys }))
+        }
+    }
+}
+
+fn authorize(
+    app: &AppState,
+    resolved: Resolved,
+    response_type: Option<String>,
+    query: &str,
+) -> AuthorizeResponse {
+    match resolved {
+        Resolved::DefaultAtRoot => {
+            AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{query}")))
+        }
+        Resolved::NotFound(p) => AuthorizeResponse::NotFound(Json(p)),
+        Resolved::Tenant { .. } => {
+            let (code, why) = match response_type {
+                None => ("invalid_request", "the request has no response_type"),
+                Some(_) => (
+                    "unsupported_response_type",
+                    "this server does not yet issue authorization responses",
+                ),
+            };
+            AuthorizeResponse::ErrorPage(Html(error_page(code, why)))
+        }
+    }
+}
+
+fn error_page(code: &str, why: &str) -> String {
+    format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
+         <body><h1>This sign-in request cannot be completed</h1><p>{why}.</p><p>Error code: <code>{code}</code></p></body></html>"
+    )
+}
+
+fn token(app: &AppState, resolved: Resolved, req: &TokenRequest) -> TokenResponse {
+    match resolved {
+        Resolved::DefaultAtRoot => TokenResponse::Moved(root_location(app, "/oauth2/token")),
+        Resolved::NotFound(p) => TokenResponse::NotFound(Json(p)),
+        Resolved::Tenant { .. } => {
+            if let Some(field) = overlong_field(req) {
+                let err = OAuthError::new("invalid_request", format!("{field} is too long"));
+                return TokenResponse::BadRequest(Json(err), "no-store".into(), "no-cache".into());
+            }
+            let err = match &req.grant_type {
+                None => OAuthError::new("invalid_request", "grant_type is required"),
+                Some(g) => OAuthError::new(
+                    "unsupported_grant_type",
+                    format!("grant type {g:?} is not supported"),
+                ),
+            };
+            TokenResponse::BadRequest(Json(err), "no-store".into(), "no-cache".into())
+        }
+    }
+}
+
+/// The form is parsed by serde, so the schema's `maxLength`s are enforced here.
+fn overlong_field(req: &TokenRequest) -> Option<&'static str> {
+    let limits: [(&'static str, &Option<String>, usize); 9] = [
+        ("grant_type", &req.grant_type, 256),
+        ("client_id", &req.client_id, 256),
+        ("client_secret", &req.client_secret, 512),
+        ("scope", &req.scope, 2048),
+        ("resource", &req.resource, 2048),
+        ("code", &req.code, 2048),
+        ("redirect_uri", &req.redirect_uri, 2048),
+        ("code_verifier", &req.code_verifier, 256),
+        ("refresh_token", &req.refresh_token, 4096),
+    ];
+    limits
+        .into_iter()
+        .find(|(_, v, max)| v.as_ref().is_some_and(|v| v.chars().count() > *max))
+        .map(|(n, _, _)| n)
+}
+
+fn query_suffix(req: &poem::Request) -> String {
+    req.uri()
+        .query()
+        .map(|q| format!("?{q}"))
+        .unwrap_or_default()
+}
+
+#[OpenApi]
+impl OidcApi {
+    /// Discovery for the `default` tenant.
+    #[oai(
+        path = "/.well-known/openid-configuration",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getDiscovery"
+    )]
+    async fn discovery_default(&self, app: Data<&Arc<AppState>>) -> DiscoveryResponse {
+        discovery(
+            &app,
+            resolve(&app, "default"),
+            "/.well-known/openid-configuration",
+        )
+    }
+
+    /// Discovery for a tenant.
+    #[oai(
+        path = "/t/:tenant/.well-known/openid-configuration",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getTenantDiscovery"
+    )]
+    async fn discovery_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        tenant: Path<String>,
+    ) -> DiscoveryResponse {
+        discovery(
+            &app,
+            resolve_path(&app, &tenant),
+            "/.well-known/openid-configuration",
+        )
+    }
+
+    /// RFC 8414 metadata for the `default` tenant (same content as discovery).
+    #[oai(
+        path = "/.well-known/oauth-authorization-server",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getAuthorizationServerMetadata"
+    )]
+    async fn as_metadata_default(&self, app: Data<&Arc<AppState>>) -> DiscoveryResponse {
+        discovery(
+            &app,
+            resolve(&app, "default"),
+            "/.well-known/oauth-authorization-server",
+        )
+    }
+
+    /// RFC 8414 metadata for a tenant (same content as discovery).
+    #[oai(
+        path = "/t/:tenant/.well-known/oauth-authorization-server",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getTenantAuthorizationServerMetadata"
+    )]
+    async fn as_metadata_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        tenant: Path<String>,
+    ) -> DiscoveryResponse {
+        discovery(
+            &app,
+            resolve_path(&app, &tenant),
+            "/.well-known/oauth-authorization-server",
+        )
+    }
+
+    /// Public signing keys of the `default` tenant.
+    #[oai(
+        path = "/.well-known/jwks.json",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getJwks"
+    )]
+    async fn jwks_default(&self, app: Data<&Arc<AppState>>) -> JwksResponse {
+        jwks(&app, resolve(&app, "default"))
+    }
+
+    /// Public signing keys of a tenant.
+    #[oai(
+        path = "/t/:tenant/.well-known/jwks.json",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getTenantJwks"
+    )]
+    async fn jwks_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> JwksResponse {
+        jwks(&app, resolve_path(&app, &tenant))
+    }
+
+    /// Authorization endpoint of the `default` tenant.
+    #[oai(
+        path = "/oauth2/authorize",
+        method = "get",
+        tag = "OidcTag::OAuth2",
+        operation_id = "authorize"
+    )]
+    async fn authorize_default(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        response_type: Query<Option<String>>,
+        client_id: Query<Option<String>>,
+        redirect_uri: Query<Option<String>>,
+        scope: Query<Option<String>>,
+        state: Query<Option<String>>,
+    ) -> AuthorizeResponse {
+        let _ = (client_id, redirect_uri, scope, state);
+        authorize(
+            &app,
+            resolve(&app, "default"),
+            response_type.0,
+            &query_suffix(req),
+        )
+    }
+
+    /// Authorization endpoint of a tenant.
+    #[oai(
+        path = "/t/:tenant/oauth2/authorize",
+        method = "get",
+        tag = "OidcTag::OAuth2",
+        operation_id = "authorizeTenant"
+    )]
+    #[allow(clippy::too_many_arguments)]
+    async fn authorize_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        tenant: Path<String>,
+        response_type: Query<Option<String>>,
+        client_id: Query<Option<String>>,
+        redirect_uri: Query<Option<String>>,
+        scope: Query<Option<String>>,
+        state: Query<Option<String>>,
+    ) -> AuthorizeResponse {
+        let _ = (client_id, redirect_uri, scope, state);
+        authorize(
+            &app,
+            resolve_path(&app, &tenant),
+            response_type.0,
+            &query_suffix(req),
+        )
+    }
+
+    /// Token endpoint of the `default` tenant.
+    #[oai(
+        path = "/oauth2/token",
+        method = "post",
+        tag = "OidcTag::OAuth2",
+        operation_id = "token"
+    )]
+    async fn token_default(
+        &self,
+        app: Data<&Arc<AppState>>,
+        body: Form<TokenRequest>,
+    ) -> TokenResponse {
+        token(&app, resolve(&app, "default"), &body)
+    }
+
+    /// Token endpoint of a tenant.
+    #[oai(
+        path = "/t/:tenant/oauth2/token",
+        method = "post",
+        tag = "OidcTag::OAuth2",
+        operation_id = "tokenTenant"
+    )]
+    async fn token_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        tenant: Path<String>,
+        body: Form<TokenRequest>,
+    ) -> TokenResponse {
+        token(&app, resolve_path(&app, &tenant), &body)
+    }
+}

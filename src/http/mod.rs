@@ -1,0 +1,9 @@
+//! The HTTPS surface: TLS acceptor, routes, middleware, and the OpenAPI-described endpoints.
+
+pub mod acceptor;
+pub mod api;
+pub mod middleware;
+pub mod problem;
+pub mod server;
+
+pub use server::{openapi_document, routes};

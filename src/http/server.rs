@@ -1,0 +1,47 @@
+//! The route tree and the OpenAPI document.
+
+use std::sync::Arc;
+
+use poem::{Endpoint, EndpointExt, Route};
+use poem_openapi::OpenApiService;
+
+use crate::http::api::{OidcApi, OpsApi};
+use crate::http::middleware;
+use crate::node::AppState;
+
+fn service() -> OpenApiService<(OpsApi, OidcApi), ()> {
+    OpenApiService::new((OpsApi, OidcApi), "Gatehouse", env!("CARGO_PKG_VERSION")).description(
+        "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.",
+    )
+}
+
+/// The OpenAPI document, as committed in `openapi/gatehouse.json` and served at `/openapi.json`.
+pub fn openapi_document() -> String {
+    service().spec()
+}
+
+/// Every route of the HTTPS server with its middleware.
+pub fn routes(app: Arc<AppState>) -> impl Endpoint {
+    let api = service();
+    let spec = api.spec();
+    let docs = api.redoc();
+    let limit = app.config.max_body_bytes;
+    let metrics = app.metrics.clone();
+    Route::new()
+        .at(
+            "/openapi.json",
+            poem::endpoint::make_sync(move |_| {
+                poem::Response::builder()
+                    .content_type("application/json")
+                    .body(spec.clone())
+            }),
+        )
+        .nest("/docs", docs)
+        .nest("/", api)
+        .data(app)
+        .around(move |ep, req| async move { middleware::limit_body(&ep, req, limit).await })
+        .around(move |ep, req| {
+            let metrics = metrics.clone();
+            async move { middleware::observe(&ep, req, metrics).await }
+        })
+}

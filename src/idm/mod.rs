@@ -1,0 +1,3 @@
+//! Use cases of identity management, one module per domain noun.
+
+pub mod tenants;

@@ -1,0 +1,417 @@
+//! A running node: startup in order (config, data dir, KEK, database, raft, bootstrap, TLS),
+//! the shared application state, serving, and graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gatehouse_raft::{RaftNode, StartMode, WriteError};
+use gatehouse_storage::model::{CaRecord, ClusterRecord, Sealed};
+use gatehouse_storage::{Applied, Command, Outcome, Proposal, Store};
+use poem::listener::Acceptor;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::sync::watch;
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::crypto::kek::{KekSource, LocalKek};
+use crate::crypto::{ca, SecretCipher};
+use crate::datadir::{self, DataDir};
+use crate::http::acceptor::{server_config, TlsAcceptor};
+use crate::metrics::{Metrics, Sample};
+
+/// How long to wait for a raft leader at start.
+const LEADER_WAIT: Duration = Duration::from_secs(15);
+/// How long in-flight requests may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub config: Config,
+    pub public_url: String,
+    pub data_dir: DataDir,
+    pub store: Store,
+    pub raft: RaftNode,
+    pub cipher: Arc<SecretCipher>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub kek_source: KekSource,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeWriteError {
+    #[error("this node is not the leader and cannot forward writes yet")]
+    NotLeader,
+    #[error("the write could not be committed: {0}")]
+    Unavailable(String),
+}
+
+impl AppState {
+    /// The issuer URL of a tenant: the public URL for `default`, `/t/{id}` below it otherwise.
+    pub fn issuer_of(&self, tenant: &str) -> String {
+        issuer_of(&self.public_url, tenant)
+    }
+
+    /// Proposes a command through raft and returns its outcome once applied here.
+    pub async fn write(&self, proposal: Proposal) -> Result<Outcome, NodeWriteError> {
+        self.raft.write(proposal).await.map_err(|e| match e {
+            WriteError::NotLeader { .. } => NodeWriteError::NotLeader,
+            other => NodeWriteError::Unavailable(other.to_string()),
+        })
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let status = self.raft.status();
+        let audit_entries = self
+            .store
+            .read()
+            .and_then(|r| r.audit_head())
+            .map(|h| h.count)
+            .unwrap_or(0);
+        self.metrics.render(Sample {
+            raft_term: status.term,
+            raft_is_leader: status.is_leader,
+            raft_commit_index: status.commit_index.max(status.applied_index),
+            raft_applied_index: status.applied_index,
+            db_size_bytes: self.store.file_size(),
+            audit_entries,
+        })
+    }
+}
+
+pub fn issuer_of(public_url: &str, tenant: &str) -> String {
+    if tenant == "default" {
+        public_url.to_string()
+    } else {
+        format!("{public_url}/t/{tenant}")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    DataDir(#[from] datadir::DataDirError),
+    #[error(transparent)]
+    Kek(#[from] crate::crypto::kek::KekError),
+    #[error(transparent)]
+    Store(#[from] gatehouse_storage::StoreError),
+    #[error(transparent)]
+    Raft(#[from] gatehouse_raft::NodeError),
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("control socket {path}: {reason}")]
+    Control { path: String, reason: String },
+}
+
+/// A node that is serving.
+pub struct RunningNode {
+    pub app: Arc<AppState>,
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    control: tokio::task::JoinHandle<()>,
+}
+
+impl RunningNode {
+    pub fn ca_path(&self) -> std::path::PathBuf {
+        self.app.data_dir.ca_cert_path()
+    }
+
+    /// Stops accepting, drains in-flight requests, stops raft and removes the control socket.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        match self.server.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("server stopped with an error: {e}"),
+            Err(e) => tracing::warn!("server task: {e}"),
+        }
+        let _ = self.control.await;
+        self.app.raft.shutdown().await;
+        let _ = std::fs::remove_file(self.app.data_dir.control_socket());
+    }
+}
+
+/// Opens (creating when new) the data dir, KEK, database and raft node, and bootstraps a
+/// fresh cluster. Shared by `serve` and `init`.
+pub async fn prepare(
+    config: &Config,
+    clock: SharedClock,
+    kek_env: Option<&str>,
+    public_url: &str,
+) -> Result<AppState, StartError> {
+    let dir = DataDir::open_or_create(&config.data_dir)?;
+    let fresh = !dir.is_initialised();
+    let kek = LocalKek::load(&dir, kek_env, fresh)?;
+    let kek_source = kek.source;
+    let store = Store::open(&dir.db_path())?;
+    datadir::make_private(&dir.db_path())?;
+    let node_id = dir.node_id()?;
+    let kek: Arc<dyn crate::crypto::KeyProvider> = Arc::new(kek);
+    let cipher = Arc::new(SecretCipher::new(kek, Some(store.clone())));
+    let mode = if config.cluster.join {
+        StartMode::Join
+    } else {
+        StartMode::Bootstrap
+    };
+    let raft = RaftNode::start(&store, node_id, &config.cluster.listen.to_string(), mode).await?;
+    let app = AppState {
+        config: config.clone(),
+        public_url: public_url.to_string(),
+        data_dir: dir,
+        store,
+        raft,
+        cipher,
+        clock,
+        metrics: Arc::new(Metrics::new()),
+        kek_source,
+    };
+    if mode == StartMode::Bootstrap {
+        app.raft.wait_for_leader(LEADER_WAIT).await?;
+        if app.store.read()?.cluster()?.is_none() {
+            bootstrap(&app).await?;
+        }
+    }
+    Ok(app)
+}
+
+/// Founds the cluster: its id, CA, and the `system` and `default` tenants with their keys.
+async fn bootstrap(app: &AppState) -> Result<(), StartError> {
+    let now = app.clock.now_ms();
+    let node_id = app.raft.node_id();
+    let cipher = app.cipher.clone();
+    let command = tokio::task::spawn_blocking(move || -> Result<Command, String> {
+        let cluster_id = crate::clock::random_id("");
+        let system = crate::idm::tenants::new_tenant(&cipher, "system", "System", false, now)
+            .map_err(|e| e.to_string())?;
+        let default = crate::idm::tenants::new_tenant(&cipher, "default", "Default", true, now)
+            .map_err(|e| e.to_string())?;
+        let issued = ca::generate_ca(&cluster_id, now).map_err(|e| e.to_string())?;
+        let key = cipher
+            .seal(&system.data_key.id, CA_KEY_CONTEXT, &issued.key_pkcs8)
+            .map_err(|e| e.to_string())?;
+        Ok(Command::Bootstrap {
+            cluster: ClusterRecord {
+                v: 1,
+                cluster_id,
+                founding_node: node_id,
+                ca: CaRecord {
+                    cert_pem: issued.cert_pem,
+                    key,
+                },
+                created_at_ms: now,
+            },
+            tenants: vec![system, default],
+        })
+    })
+    .await
+    .map_err(|e| StartError::Bootstrap(e.to_string()))?
+    .map_err(StartError::Bootstrap)?;
+    let proposal = Proposal {
+        at_ms: now,
+        actor: format!("node:{node_id:016x}"),
+        command,
+    };
+    match app
+        .write(proposal)
+        .await
+        .map_err(|e| StartError::Bootstrap(e.to_string()))?
+    {
+        Outcome::Applied(Applied::Bootstrapped { .. }) => Ok(()),
+        other => Err(StartError::Bootstrap(format!(
+            "unexpected outcome {other:?}"
+        ))),
+    }
+}
+
+const CA_KEY_CONTEXT: &str = "cluster-ca-key";
+
+fn server_key_context(node_id: u64) -> String {
+    format!("tls-server-key/{node_id:016x}")
+}
+
+/// The names the generated server certificate covers.
+pub fn certificate_names(
+    config: &Config,
+    public_url: &str,
+    bound: Option<SocketAddr>,
+) -> Vec<String> {
+    let mut names = vec![
+        "localhost".to_string(),
+        "127.0.0.1".to_string(),
+        "::1".to_string(),
+    ];
+    if let Ok(uri) = public_url.parse::<poem::http::Uri>() {
+        if let Some(host) = uri.host() {
+            names.push(
+                host.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+            );
+        }
+    }
+    names.extend(config.tls.names.iter().cloned());
+    if let Some(addr) = bound {
+        if !addr.ip().is_unspecified() {
+            names.push(addr.ip().to_string());
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+/// Writes the CA certificate for clients and makes sure this node has a server certificate
+/// for `names`, issuing a new one when the names changed. Returns the rustls config.
+pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerConfig, StartError> {
+    let tls = |e: &dyn std::fmt::Display| StartError::Tls(e.to_string());
+    if let (Some(cert_file), Some(key_file)) = (&app.config.tls.cert_file, &app.config.tls.key_file)
+    {
+        let chain_pem = std::fs::read(cert_file).map_err(|e| tls(&e))?;
+        let key_pem = datadir::read_private(key_file)?;
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain_pem.as_slice())
+            .collect::<Result<_, _>>()
+            .map_err(|e| tls(&e))?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+            .map_err(|e| tls(&e))?
+            .ok_or_else(|| {
+                StartError::Tls(format!("{} holds no private key", key_file.display()))
+            })?;
+        return server_config(chain, key).map_err(|e| tls(&e));
+    }
+    let reader = app.store.read()?;
+    let cluster = reader
+        .cluster()?
+        .ok_or_else(|| StartError::Tls("the cluster has no CA yet".into()))?;
+    let dir = &app.data_dir;
+    let ca_path = dir.ca_cert_path();
+    if std::fs::read_to_string(&ca_path).ok().as_deref() != Some(cluster.ca.cert_pem.as_str()) {
+        std::fs::write(&ca_path, &cluster.ca.cert_pem).map_err(|e| tls(&e))?;
+    }
+    let node_id = app.raft.node_id();
+    let wanted_names = names.join("\n");
+    let existing = (|| -> Option<(String, Vec<u8>)> {
+        if std::fs::read_to_string(dir.tls_dir().join("server.names")).ok()? != wanted_names {
+            return None;
+        }
+        let cert = std::fs::read_to_string(dir.server_cert_path()).ok()?;
+        let sealed: Sealed =
+            serde_json::from_slice(&datadir::read_private(&dir.server_key_path()).ok()?).ok()?;
+        let key = app
+            .cipher
+            .open(&sealed, &server_key_context(node_id))
+            .ok()?;
+        Some((cert, key.to_vec()))
+    })();
+    let (cert_pem, key_der) = match existing {
+        Some(found) => found,
+        None => {
+            let ca_key = app
+                .cipher
+                .open(&cluster.ca.key, CA_KEY_CONTEXT)
+                .map_err(|e| tls(&e))?;
+            let issued =
+                ca::issue_server_cert(&cluster.ca.cert_pem, &ca_key, names, app.clock.now_ms())
+                    .map_err(|e| tls(&e))?;
+            let system = reader
+                .tenant("system")?
+                .ok_or_else(|| StartError::Tls("no system tenant".into()))?;
+            let sealed = app
+                .cipher
+                .seal(
+                    &system.data_key_id,
+                    &server_key_context(node_id),
+                    &issued.key_pkcs8,
+                )
+                .map_err(|e| tls(&e))?;
+            datadir::write_private(
+                &dir.server_key_path(),
+                &serde_json::to_vec(&sealed).map_err(|e| tls(&e))?,
+            )?;
+            std::fs::write(dir.server_cert_path(), &issued.cert_pem).map_err(|e| tls(&e))?;
+            std::fs::write(dir.tls_dir().join("server.names"), &wanted_names)
+                .map_err(|e| tls(&e))?;
+            (issued.cert_pem, issued.key_pkcs8.to_vec())
+        }
+    };
+    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
+    server_config(chain, key).map_err(|e| tls(&e))
+}
+
+/// Starts a node and serves until [`RunningNode::shutdown`].
+pub async fn start(
+    config: Config,
+    clock: SharedClock,
+    kek_env: Option<String>,
+) -> Result<RunningNode, StartError> {
+    // Bind first: a busy port then fails before the data dir is created or touched.
+    let listener = tokio::net::TcpListener::bind(config.listen).await;
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            return Err(StartError::Bind {
+                addr: config.listen,
+                reason: e.to_string(),
+            })
+        }
+    };
+    let bound = listener.local_addr().map_err(|e| StartError::Bind {
+        addr: config.listen,
+        reason: e.to_string(),
+    })?;
+    let public_url = config.effective_public_url(bound);
+    let app = Arc::new(prepare(&config, clock, kek_env.as_deref(), &public_url).await?);
+    let names = certificate_names(&config, &public_url, Some(bound));
+    let tls = match tls_material(&app, &names) {
+        Ok(t) => t,
+        Err(e) => {
+            app.raft.shutdown().await;
+            return Err(e);
+        }
+    };
+    let acceptor = TlsAcceptor::new(listener, Arc::new(tls)).map_err(|e| StartError::Bind {
+        addr: bound,
+        reason: e.to_string(),
+    })?;
+    let local_addr = acceptor
+        .local_addr()
+        .first()
+        .and_then(|a| a.as_socket_addr().copied())
+        .unwrap_or(bound);
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let control = match crate::control::bind(&app) {
+        Ok(l) => tokio::spawn(crate::control::serve(app.clone(), l, shutdown_rx.clone())),
+        Err(e) => {
+            app.raft.shutdown().await;
+            return Err(e);
+        }
+    };
+    let routes = crate::http::routes(app.clone());
+    let mut rx = shutdown_rx;
+    let server = tokio::spawn(async move {
+        poem::Server::new_with_acceptor(acceptor)
+            .run_with_graceful_shutdown(
+                routes,
+                async move {
+                    let _ = rx.wait_for(|stop| *stop).await;
+                },
+                Some(DRAIN),
+            )
+            .await
+    });
+    Ok(RunningNode {
+        app,
+        local_addr,
+        shutdown,
+        server,
+        control,
+    })
+}
