@@ -13,11 +13,7 @@ use crate::control::{self, ControlRequest};
 use crate::node;
 
 #[derive(Debug, Parser)]
-#[command(
-    name = "gatehouse",
-    version,
-    about = "Identity and access management appliance in one binary"
-)]
+#[command(name = "gatehouse", version, about = "Identity and access management appliance in one binary")]
 pub struct Cli {
     #[command(flatten)]
     pub common: CommonArgs,
@@ -88,10 +84,7 @@ pub enum AuditCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -108,11 +101,7 @@ pub fn main() -> ExitCode {
 }
 
 fn one_line(e: &anyhow::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-        .replace('\n', " ")
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ").replace('\n', " ")
 }
 
 fn load_config(
@@ -131,12 +120,9 @@ fn load_config(
 }
 
 fn init_tracing(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -158,23 +144,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Tenant { command } => {
             let config = load_config(&cli.common, None, None)?;
             let request = match command {
-                TenantCommand::Create { id, display_name } => {
-                    ControlRequest::TenantCreate { id, display_name }
-                }
+                TenantCommand::Create { id, display_name } => ControlRequest::TenantCreate { id, display_name },
                 TenantCommand::List => ControlRequest::TenantList,
             };
             let answer = control::call(&config.data_dir, &request).await?;
             if !answer.ok {
-                anyhow::bail!(answer
-                    .error
-                    .unwrap_or_else(|| "the node refused the request".into()));
+                anyhow::bail!(answer.error.unwrap_or_else(|| "the node refused the request".into()));
             }
             println!("{}", serde_json::to_string_pretty(&answer.data)?);
             Ok(ExitCode::SUCCESS)
         }
-        Commands::Audit {
-            command: AuditCommand::Verify,
-        } => {
+        Commands::Audit { command: AuditCommand::Verify } => {
             let config = load_config(&cli.common, None, None)?;
             audit_verify(&config).await
         }
@@ -208,7 +188,10 @@ async fn wait_for_signal() {
 
 fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
     let app = &running.app;
-    let ca = running.ca_path();
+    let ca = match &app.config.tls.cert_file {
+        Some(operator_cert) => operator_cert.clone(),
+        None => running.ca_path(),
+    };
     let url = &app.public_url;
     let dir = app.data_dir.root().display();
     let mut text = format!(
@@ -238,23 +221,11 @@ fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
 async fn init(config: Config) -> anyhow::Result<ExitCode> {
     let dir = crate::datadir::DataDir::open_or_create(&config.data_dir)?;
     if dir.is_initialised() {
-        return Err(crate::datadir::DataDirError::AlreadyInitialised {
-            path: dir.root().display().to_string(),
-        }
-        .into());
+        return Err(crate::datadir::DataDirError::AlreadyInitialised { path: dir.root().display().to_string() }.into());
     }
-    let public_url = config
-        .public_url
-        .clone()
-        .unwrap_or_else(|| config.effective_public_url(config.listen));
+    let public_url = config.public_url.clone().unwrap_or_else(|| config.effective_public_url(config.listen));
     let kek_env = std::env::var("GATEHOUSE_KEK").ok();
-    let app = node::prepare(
-        &config,
-        Arc::new(SystemClock),
-        kek_env.as_deref(),
-        &public_url,
-    )
-    .await?;
+    let app = node::prepare(&config, Arc::new(SystemClock), kek_env.as_deref(), &public_url).await?;
     let names = node::certificate_names(&config, &public_url, None);
     let result = node::tls_material(&app, &names);
     app.raft.shutdown().await;
@@ -279,20 +250,14 @@ async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {
             ReportView {
                 entries: r.entries,
                 last_hash: r.last_hash,
-                failure: r.failure.map(|f| FailureView {
-                    seq: f.seq,
-                    reason: f.reason,
-                }),
+                failure: r.failure.map(|f| FailureView { seq: f.seq, reason: f.reason }),
             }
         }
         Err(e) => return Err(e.into()),
     };
     match report.failure {
         None => {
-            println!(
-                "audit chain verified: {} entries, last hash {}",
-                report.entries, report.last_hash
-            );
+            println!("audit chain verified: {} entries, last hash {}", report.entries, report.last_hash);
             Ok(ExitCode::SUCCESS)
         }
         Some(f) => {

@@ -70,18 +70,13 @@ impl Default for Config {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
-            join: false,
-        }
+        ClusterConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8444)), join: false }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            level: "info,openraft=warn".into(),
-        }
+        LogConfig { level: "info,openraft=warn".into() }
     }
 }
 
@@ -121,10 +116,8 @@ impl Config {
         // A listen address given without a public URL means "derive it from the bound port".
         let listen_set_without_url = overrides.listen.is_some() && overrides.public_url.is_none();
         if let Some(path) = &overrides.config_file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::File { path: path.display().to_string(), reason: e.to_string() })?;
             fig = fig.merge(Toml::string(&text));
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
@@ -139,21 +132,14 @@ impl Config {
             fig = fig.merge(("public_url", u.clone()));
         }
         for item in &overrides.set {
-            let (key, value) = item
-                .split_once('=')
-                .ok_or_else(|| ConfigError::BadSet(item.clone()))?;
+            let (key, value) = item.split_once('=').ok_or_else(|| ConfigError::BadSet(item.clone()))?;
             fig = fig.merge((key.trim(), parse_value(value)));
         }
-        let mut config: Config = fig
-            .extract()
-            .map_err(|e| ConfigError::Invalid(flatten_figment(e)))?;
-        let url_from_layers = fig
-            .find_value("public_url")
-            .ok()
-            .and_then(|v| v.into_string());
-        if listen_set_without_url
-            && url_from_layers.as_deref() == Config::default().public_url.as_deref()
-        {
+        let mut config: Config = fig.extract().map_err(|e| ConfigError::Invalid(flatten_figment(e)))?;
+        let defaults = Config::default();
+        // A listen address other than the default, with the public URL left at its default,
+        // means "derive the public URL from the address actually bound".
+        if (listen_set_without_url || config.listen != defaults.listen) && config.public_url == defaults.public_url {
             config.public_url = None;
         }
         config.validate()?;
@@ -165,20 +151,13 @@ impl Config {
             validate_public_url(url)?;
         }
         if self.max_body_bytes < 1024 {
-            return Err(ConfigError::Invalid(
-                "max_body_bytes must be at least 1024".into(),
-            ));
+            return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
-            return Err(ConfigError::Invalid(
-                "tls.cert_file and tls.key_file must be set together".into(),
-            ));
+            return Err(ConfigError::Invalid("tls.cert_file and tls.key_file must be set together".into()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return Err(ConfigError::Invalid(format!(
-                "log.level {:?}: {e}",
-                self.log.level
-            )));
+            return Err(ConfigError::Invalid(format!("log.level {:?}: {e}", self.log.level)));
         }
         Ok(())
     }
@@ -230,20 +209,14 @@ fn parse_value(text: &str) -> toml::Value {
 }
 
 fn flatten_figment(e: figment::Error) -> String {
-    e.into_iter()
-        .map(|e| e.to_string())
-        .collect::<Vec<_>>()
-        .join("; ")
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
 }
 
 fn validate_public_url(url: &str) -> Result<(), ConfigError> {
-    let uri: poem::http::Uri = url
-        .parse()
-        .map_err(|_| ConfigError::Invalid(format!("public_url {url:?} is not a URL")))?;
+    let uri: poem::http::Uri =
+        url.parse().map_err(|_| ConfigError::Invalid(format!("public_url {url:?} is not a URL")))?;
     if uri.scheme_str() != Some("https") {
-        return Err(ConfigError::Invalid(format!(
-            "public_url {url:?} must use https"
-        )));
+        return Err(ConfigError::Invalid(format!("public_url {url:?} must use https")));
     }
     if uri.host().is_none() || uri.query().is_some() || url.ends_with('/') || url.contains('#') {
         return Err(ConfigError::Invalid(format!(
@@ -257,4 +230,72 @@ fn validate_public_url(url: &str) -> Result<(), ConfigError> {
 pub fn is_private(path: &Path) -> std::io::Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     Ok(std::fs::metadata(path)?.permissions().mode() & 0o077 == 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(overrides: Overrides, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        Config::load_with_env(&overrides, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn defaults_serve_a_developer() {
+        let c = load(Overrides::default(), &[]).unwrap();
+        assert_eq!(c.public_url.as_deref(), Some("https://localhost:8443"));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(c.cluster.listen.to_string(), "127.0.0.1:8444");
+        assert_eq!(c.max_body_bytes, 65536);
+    }
+
+    #[test]
+    fn layers_apply_in_order_file_env_flags_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("g.toml");
+        std::fs::write(&file, "max_body_bytes = 2048\n[tls]\nnames = [\"file.example\"]\n").unwrap();
+        let env = [
+            ("GATEHOUSE_MAX_BODY_BYTES", "4096"),
+            ("GATEHOUSE_TLS__NAMES", "[\"env.example\"]"),
+            ("GATEHOUSE_KEK", "ignored"),
+        ];
+        let c = load(Overrides { config_file: Some(file.clone()), ..Default::default() }, &env).unwrap();
+        assert_eq!(c.max_body_bytes, 4096, "environment beats the file");
+        assert_eq!(c.tls.names, vec!["env.example".to_string()], "__ nests");
+        let set = Overrides { config_file: Some(file), set: vec!["max_body_bytes=8192".into()], ..Default::default() };
+        assert_eq!(load(set, &env).unwrap().max_body_bytes, 8192, "--set beats the environment");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors_naming_the_key() {
+        for (overrides, env, needle) in [
+            (Overrides { set: vec!["bogus=1".into()], ..Default::default() }, vec![], "bogus"),
+            (Overrides::default(), vec![("GATEHOUSE_CLUSTER__NOPE", "1")], "nope"),
+            (Overrides { set: vec!["max_body_bytes=lots".into()], ..Default::default() }, vec![], "max_body_bytes"),
+            (Overrides { set: vec!["no-equals-sign".into()], ..Default::default() }, vec![], "key=value"),
+            (
+                Overrides { public_url: Some("https://x.example/".into()), ..Default::default() },
+                vec![],
+                "trailing slash",
+            ),
+        ] {
+            let err = load(overrides, &env).err().expect("refused").to_string();
+            assert!(err.contains(needle), "{err:?} should mention {needle}");
+        }
+    }
+
+    #[test]
+    fn a_listen_address_without_a_public_url_derives_it_from_the_bound_port() {
+        let c = load(Overrides { listen: Some("127.0.0.1:0".parse().unwrap()), ..Default::default() }, &[]).unwrap();
+        assert_eq!(c.public_url, None);
+        assert_eq!(c.effective_public_url("127.0.0.1:40123".parse().unwrap()), "https://127.0.0.1:40123");
+        let c = load(Overrides::default(), &[("GATEHOUSE_LISTEN", "0.0.0.0:0")]).unwrap();
+        assert_eq!(c.effective_public_url("0.0.0.0:5555".parse().unwrap()), "https://localhost:5555");
+        let explicit = Overrides {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            public_url: Some("https://id.example.com".into()),
+            ..Default::default()
+        };
+        assert_eq!(load(explicit, &[]).unwrap().public_url.as_deref(), Some("https://id.example.com"));
+    }
 }

@@ -17,10 +17,7 @@ use crate::node::{AppState, StartError};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     Status,
-    TenantCreate {
-        id: String,
-        display_name: Option<String>,
-    },
+    TenantCreate { id: String, display_name: Option<String> },
     TenantList,
     AuditVerify,
 }
@@ -36,18 +33,10 @@ pub struct ControlResponse {
 
 impl ControlResponse {
     fn ok(data: serde_json::Value) -> Self {
-        ControlResponse {
-            ok: true,
-            error: None,
-            data,
-        }
+        ControlResponse { ok: true, error: None, data }
     }
     fn err(message: impl Into<String>) -> Self {
-        ControlResponse {
-            ok: false,
-            error: Some(message.into()),
-            data: serde_json::Value::Null,
-        }
+        ControlResponse { ok: false, error: Some(message.into()), data: serde_json::Value::Null }
     }
 }
 
@@ -66,10 +55,7 @@ pub enum ControlError {
 /// that no other node runs on this data dir).
 pub fn bind(app: &AppState) -> Result<UnixListener, StartError> {
     let path = app.data_dir.control_socket();
-    let err = |e: std::io::Error| StartError::Control {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let err = |e: std::io::Error| StartError::Control { path: path.display().to_string(), reason: e.to_string() };
     if path.exists() {
         std::fs::remove_file(&path).map_err(err)?;
     }
@@ -78,14 +64,8 @@ pub fn bind(app: &AppState) -> Result<UnixListener, StartError> {
     Ok(listener)
 }
 
-pub async fn serve(
-    app: Arc<AppState>,
-    listener: UnixListener,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let owner = std::fs::metadata(app.data_dir.root())
-        .map(|m| m.uid())
-        .unwrap_or(0);
+pub async fn serve(app: Arc<AppState>, listener: UnixListener, mut shutdown: watch::Receiver<bool>) {
+    let owner = std::fs::metadata(app.data_dir.root()).map(|m| m.uid()).unwrap_or(0);
     loop {
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => return,
@@ -106,21 +86,14 @@ pub async fn serve(
     }
 }
 
-async fn handle(
-    app: Arc<AppState>,
-    stream: UnixStream,
-    allowed: bool,
-    uid: u32,
-) -> std::io::Result<()> {
+async fn handle(app: Arc<AppState>, stream: UnixStream, allowed: bool, uid: u32) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     let Some(line) = lines.next_line().await? else {
         return Ok(());
     };
     let response = if !allowed {
-        ControlResponse::err(
-            "permission denied: only the data dir's owner or root may use the control socket",
-        )
+        ControlResponse::err("permission denied: only the data dir's owner or root may use the control socket")
     } else {
         match serde_json::from_str::<ControlRequest>(&line) {
             Ok(req) => execute(&app, req, uid).await,
@@ -146,17 +119,8 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
             }))
         }
         ControlRequest::TenantCreate { id, display_name } => {
-            match crate::idm::tenants::create(
-                app,
-                &format!("cli:uid:{uid}"),
-                &id,
-                display_name.as_deref(),
-            )
-            .await
-            {
-                Ok(t) => ControlResponse::ok(
-                    serde_json::json!({"id": t.id, "issuer": app.issuer_of(&t.id)}),
-                ),
+            match crate::idm::tenants::create(app, &format!("cli:uid:{uid}"), &id, display_name.as_deref()).await {
+                Ok(t) => ControlResponse::ok(serde_json::json!({"id": t.id, "issuer": app.issuer_of(&t.id)})),
                 Err(e) => ControlResponse::err(e.to_string()),
             }
         }
@@ -182,16 +146,12 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
 /// Sends one request to the node serving `data_dir`.
 pub async fn call(data_dir: &Path, req: &ControlRequest) -> Result<ControlResponse, ControlError> {
     let path = data_dir.join("control.sock");
-    let stream = UnixStream::connect(&path)
-        .await
-        .map_err(|_| ControlError::NotRunning(data_dir.display().to_string()))?;
+    let stream =
+        UnixStream::connect(&path).await.map_err(|_| ControlError::NotRunning(data_dir.display().to_string()))?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push(b'\n');
-    write
-        .write_all(&line)
-        .await
-        .map_err(|e| ControlError::Io(e.to_string()))?;
+    write.write_all(&line).await.map_err(|e| ControlError::Io(e.to_string()))?;
     let mut lines = BufReader::new(read).lines();
     let answer = lines
         .next_line()

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DataDirError {
-    #[error(
-        "data dir {path} is accessible by other users (mode {mode:o}); run `chmod 700 {path}`"
-    )]
+    #[error("data dir {path} is accessible by other users (mode {mode:o}); run `chmod 700 {path}`")]
     NotPrivate { path: String, mode: u32 },
     #[error("{path} must be readable by its owner only (mode {mode:o}); run `chmod 600 {path}`")]
     FileNotPrivate { path: String, mode: u32 },
@@ -28,29 +26,19 @@ pub struct DataDir {
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> DataDirError {
-    DataDirError::Io {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    }
+    DataDirError::Io { path: path.display().to_string(), reason: e.to_string() }
 }
 
 impl DataDir {
     /// Opens the dir, creating it (0700) when absent; refuses one that others can enter.
     pub fn open_or_create(root: &Path) -> Result<DataDir, DataDirError> {
         if !root.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(root)
-                .map_err(|e| io_err(root, e))?;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(|e| io_err(root, e))?;
         }
         let dir = DataDir::open_existing(root)?;
         let tls = dir.tls_dir();
         if !tls.exists() {
-            std::fs::DirBuilder::new()
-                .mode(0o700)
-                .create(&tls)
-                .map_err(|e| io_err(&tls, e))?;
+            std::fs::DirBuilder::new().mode(0o700).create(&tls).map_err(|e| io_err(&tls, e))?;
         }
         Ok(dir)
     }
@@ -60,14 +48,9 @@ impl DataDir {
         let meta = std::fs::metadata(root).map_err(|e| io_err(root, e))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(DataDirError::NotPrivate {
-                path: root.display().to_string(),
-                mode,
-            });
+            return Err(DataDirError::NotPrivate { path: root.display().to_string(), mode });
         }
-        Ok(DataDir {
-            root: root.to_path_buf(),
-        })
+        Ok(DataDir { root: root.to_path_buf() })
     }
 
     pub fn root(&self) -> &Path {
@@ -107,14 +90,13 @@ impl DataDir {
     pub fn node_id(&self) -> Result<u64, DataDirError> {
         let path = self.node_id_path();
         match std::fs::read_to_string(&path) {
-            Ok(text) => u64::from_str_radix(text.trim(), 16).map_err(|_| DataDirError::BadNodeId {
-                path: path.display().to_string(),
-            }),
+            Ok(text) => u64::from_str_radix(text.trim(), 16)
+                .map_err(|_| DataDirError::BadNodeId { path: path.display().to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut b = [0u8; 8];
                 crate::clock::random_bytes(&mut b);
                 // Node ids are never 0 so that 0 can mean "none" in metrics.
-                let id = u64::from_be_bytes(b).max(1) >> 1;
+                let id = (u64::from_be_bytes(b) >> 1).max(1);
                 write_private(&path, format!("{id:016x}\n").as_bytes())?;
                 Ok(id)
             }
@@ -127,8 +109,7 @@ impl DataDir {
 pub fn make_private(path: &Path) -> Result<(), DataDirError> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     if meta.permissions().mode() & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| io_err(path, e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| io_err(path, e))?;
     }
     Ok(())
 }
@@ -159,10 +140,7 @@ pub fn read_private(path: &Path) -> Result<Vec<u8>, DataDirError> {
     let meta = std::fs::metadata(path).map_err(|e| io_err(path, e))?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(DataDirError::FileNotPrivate {
-            path: path.display().to_string(),
-            mode,
-        });
+        return Err(DataDirError::FileNotPrivate { path: path.display().to_string(), mode });
     }
     std::fs::read(path).map_err(|e| io_err(path, e))
 }

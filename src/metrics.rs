@@ -88,56 +88,16 @@ impl Metrics {
             audit_entries: Counter::default(),
         };
         let r = &mut registry;
-        r.register(
-            "gatehouse_http_requests",
-            "HTTP requests by route, method and status",
-            m.http_requests.clone(),
-        );
-        r.register(
-            "gatehouse_http_request_duration_seconds",
-            "HTTP request latency by route",
-            m.http_duration.clone(),
-        );
-        r.register(
-            "gatehouse_tokens_issued",
-            "Tokens issued by tenant and grant",
-            m.tokens_issued.clone(),
-        );
-        r.register(
-            "gatehouse_logins",
-            "Login attempts by tenant, method and result",
-            m.logins.clone(),
-        );
-        r.register(
-            "gatehouse_raft_term",
-            "Current raft term",
-            m.raft_term.clone(),
-        );
-        r.register(
-            "gatehouse_raft_is_leader",
-            "1 when this node is the raft leader",
-            m.raft_is_leader.clone(),
-        );
-        r.register(
-            "gatehouse_raft_commit_index",
-            "Last committed raft log index",
-            m.raft_commit_index.clone(),
-        );
-        r.register(
-            "gatehouse_raft_applied_index",
-            "Last applied raft log index",
-            m.raft_applied_index.clone(),
-        );
-        r.register(
-            "gatehouse_db_size_bytes",
-            "Size of the database file",
-            m.db_size_bytes.clone(),
-        );
-        r.register(
-            "gatehouse_audit_entries",
-            "Entries in the audit chain",
-            m.audit_entries.clone(),
-        );
+        r.register("gatehouse_http_requests", "HTTP requests by route, method and status", m.http_requests.clone());
+        r.register("gatehouse_http_request_duration_seconds", "HTTP request latency by route", m.http_duration.clone());
+        r.register("gatehouse_tokens_issued", "Tokens issued by tenant and grant", m.tokens_issued.clone());
+        r.register("gatehouse_logins", "Login attempts by tenant, method and result", m.logins.clone());
+        r.register("gatehouse_raft_term", "Current raft term", m.raft_term.clone());
+        r.register("gatehouse_raft_is_leader", "1 when this node is the raft leader", m.raft_is_leader.clone());
+        r.register("gatehouse_raft_commit_index", "Last committed raft log index", m.raft_commit_index.clone());
+        r.register("gatehouse_raft_applied_index", "Last applied raft log index", m.raft_applied_index.clone());
+        r.register("gatehouse_db_size_bytes", "Size of the database file", m.db_size_bytes.clone());
+        r.register("gatehouse_audit_entries", "Entries in the audit chain", m.audit_entries.clone());
         if let Ok(mut reg) = m.registry.lock() {
             *reg = registry;
         }
@@ -146,17 +106,9 @@ impl Metrics {
 
     pub fn observe_request(&self, route: &str, method: &str, status: u16, took: Duration) {
         self.http_requests
-            .get_or_create(&RequestLabels {
-                route: route.into(),
-                method: method.into(),
-                status: status.to_string(),
-            })
+            .get_or_create(&RequestLabels { route: route.into(), method: method.into(), status: status.to_string() })
             .inc();
-        self.http_duration
-            .get_or_create(&RouteLabels {
-                route: route.into(),
-            })
-            .observe(took.as_secs_f64());
+        self.http_duration.get_or_create(&RouteLabels { route: route.into() }).observe(took.as_secs_f64());
     }
 
     /// Renders the text format after setting the sampled values.

@@ -63,12 +63,7 @@ impl AppState {
 
     pub fn render_metrics(&self) -> String {
         let status = self.raft.status();
-        let audit_entries = self
-            .store
-            .read()
-            .and_then(|r| r.audit_head())
-            .map(|h| h.count)
-            .unwrap_or(0);
+        let audit_entries = self.store.read().and_then(|r| r.audit_head()).map(|h| h.count).unwrap_or(0);
         self.metrics.render(Sample {
             raft_term: status.term,
             raft_is_leader: status.is_leader,
@@ -145,6 +140,14 @@ pub async fn prepare(
     kek_env: Option<&str>,
     public_url: &str,
 ) -> Result<AppState, StartError> {
+    if let Some(value) = kek_env {
+        crate::crypto::kek::check_env_format(value)?;
+    }
+    if config.cluster.join {
+        return Err(StartError::Bootstrap(
+            "cluster.join is set, but joining a cluster is not available in this version; unset it to start a one-node cluster".into(),
+        ));
+    }
     let dir = DataDir::open_or_create(&config.data_dir)?;
     let fresh = !dir.is_initialised();
     let kek = LocalKek::load(&dir, kek_env, fresh)?;
@@ -154,11 +157,7 @@ pub async fn prepare(
     let node_id = dir.node_id()?;
     let kek: Arc<dyn crate::crypto::KeyProvider> = Arc::new(kek);
     let cipher = Arc::new(SecretCipher::new(kek, Some(store.clone())));
-    let mode = if config.cluster.join {
-        StartMode::Join
-    } else {
-        StartMode::Bootstrap
-    };
+    let mode = if config.cluster.join { StartMode::Join } else { StartMode::Bootstrap };
     let raft = RaftNode::start(&store, node_id, &config.cluster.listen.to_string(), mode).await?;
     let app = AppState {
         config: config.clone(),
@@ -173,6 +172,9 @@ pub async fn prepare(
     };
     if mode == StartMode::Bootstrap {
         app.raft.wait_for_leader(LEADER_WAIT).await?;
+        // Apply every committed entry first: after a crash during the first start, the
+        // bootstrap entry may be in the log but not yet applied.
+        app.raft.ensure_linearizable().await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
         if app.store.read()?.cluster()?.is_none() {
             bootstrap(&app).await?;
         }
@@ -187,23 +189,18 @@ async fn bootstrap(app: &AppState) -> Result<(), StartError> {
     let cipher = app.cipher.clone();
     let command = tokio::task::spawn_blocking(move || -> Result<Command, String> {
         let cluster_id = crate::clock::random_id("");
-        let system = crate::idm::tenants::new_tenant(&cipher, "system", "System", false, now)
-            .map_err(|e| e.to_string())?;
-        let default = crate::idm::tenants::new_tenant(&cipher, "default", "Default", true, now)
-            .map_err(|e| e.to_string())?;
+        let system =
+            crate::idm::tenants::new_tenant(&cipher, "system", "System", false, now).map_err(|e| e.to_string())?;
+        let default =
+            crate::idm::tenants::new_tenant(&cipher, "default", "Default", true, now).map_err(|e| e.to_string())?;
         let issued = ca::generate_ca(&cluster_id, now).map_err(|e| e.to_string())?;
-        let key = cipher
-            .seal(&system.data_key.id, CA_KEY_CONTEXT, &issued.key_pkcs8)
-            .map_err(|e| e.to_string())?;
+        let key = cipher.seal(&system.data_key.id, CA_KEY_CONTEXT, &issued.key_pkcs8).map_err(|e| e.to_string())?;
         Ok(Command::Bootstrap {
             cluster: ClusterRecord {
                 v: 1,
                 cluster_id,
                 founding_node: node_id,
-                ca: CaRecord {
-                    cert_pem: issued.cert_pem,
-                    key,
-                },
+                ca: CaRecord { cert_pem: issued.cert_pem, key },
                 created_at_ms: now,
             },
             tenants: vec![system, default],
@@ -212,20 +209,11 @@ async fn bootstrap(app: &AppState) -> Result<(), StartError> {
     .await
     .map_err(|e| StartError::Bootstrap(e.to_string()))?
     .map_err(StartError::Bootstrap)?;
-    let proposal = Proposal {
-        at_ms: now,
-        actor: format!("node:{node_id:016x}"),
-        command,
-    };
-    match app
-        .write(proposal)
-        .await
-        .map_err(|e| StartError::Bootstrap(e.to_string()))?
-    {
+    let proposal = Proposal { at_ms: now, actor: format!("node:{node_id:016x}"), command };
+    match app.write(proposal).await.map_err(|e| StartError::Bootstrap(e.to_string()))? {
         Outcome::Applied(Applied::Bootstrapped { .. }) => Ok(()),
-        other => Err(StartError::Bootstrap(format!(
-            "unexpected outcome {other:?}"
-        ))),
+        Outcome::Refused(gatehouse_storage::Rejection::AlreadyBootstrapped) => Ok(()),
+        other => Err(StartError::Bootstrap(format!("unexpected outcome {other:?}"))),
     }
 }
 
@@ -236,23 +224,11 @@ fn server_key_context(node_id: u64) -> String {
 }
 
 /// The names the generated server certificate covers.
-pub fn certificate_names(
-    config: &Config,
-    public_url: &str,
-    bound: Option<SocketAddr>,
-) -> Vec<String> {
-    let mut names = vec![
-        "localhost".to_string(),
-        "127.0.0.1".to_string(),
-        "::1".to_string(),
-    ];
+pub fn certificate_names(config: &Config, public_url: &str, bound: Option<SocketAddr>) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
     if let Ok(uri) = public_url.parse::<poem::http::Uri>() {
         if let Some(host) = uri.host() {
-            names.push(
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-            );
+            names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
         }
     }
     names.extend(config.tls.names.iter().cloned());
@@ -270,24 +246,18 @@ pub fn certificate_names(
 /// for `names`, issuing a new one when the names changed. Returns the rustls config.
 pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerConfig, StartError> {
     let tls = |e: &dyn std::fmt::Display| StartError::Tls(e.to_string());
-    if let (Some(cert_file), Some(key_file)) = (&app.config.tls.cert_file, &app.config.tls.key_file)
-    {
+    if let (Some(cert_file), Some(key_file)) = (&app.config.tls.cert_file, &app.config.tls.key_file) {
         let chain_pem = std::fs::read(cert_file).map_err(|e| tls(&e))?;
         let key_pem = datadir::read_private(key_file)?;
-        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut chain_pem.as_slice())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tls(&e))?;
+        let chain: Vec<CertificateDer<'static>> =
+            rustls_pemfile::certs(&mut chain_pem.as_slice()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
         let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
             .map_err(|e| tls(&e))?
-            .ok_or_else(|| {
-                StartError::Tls(format!("{} holds no private key", key_file.display()))
-            })?;
+            .ok_or_else(|| StartError::Tls(format!("{} holds no private key", key_file.display())))?;
         return server_config(chain, key).map_err(|e| tls(&e));
     }
     let reader = app.store.read()?;
-    let cluster = reader
-        .cluster()?
-        .ok_or_else(|| StartError::Tls("the cluster has no CA yet".into()))?;
+    let cluster = reader.cluster()?.ok_or_else(|| StartError::Tls("the cluster has no CA yet".into()))?;
     let dir = &app.data_dir;
     let ca_path = dir.ca_cert_path();
     if std::fs::read_to_string(&ca_path).ok().as_deref() != Some(cluster.ca.cert_pem.as_str()) {
@@ -300,73 +270,42 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
             return None;
         }
         let cert = std::fs::read_to_string(dir.server_cert_path()).ok()?;
-        let sealed: Sealed =
-            serde_json::from_slice(&datadir::read_private(&dir.server_key_path()).ok()?).ok()?;
-        let key = app
-            .cipher
-            .open(&sealed, &server_key_context(node_id))
-            .ok()?;
+        let sealed: Sealed = serde_json::from_slice(&datadir::read_private(&dir.server_key_path()).ok()?).ok()?;
+        let key = app.cipher.open(&sealed, &server_key_context(node_id)).ok()?;
         Some((cert, key.to_vec()))
     })();
     let (cert_pem, key_der) = match existing {
         Some(found) => found,
         None => {
-            let ca_key = app
-                .cipher
-                .open(&cluster.ca.key, CA_KEY_CONTEXT)
-                .map_err(|e| tls(&e))?;
+            let ca_key = app.cipher.open(&cluster.ca.key, CA_KEY_CONTEXT).map_err(|e| tls(&e))?;
             let issued =
-                ca::issue_server_cert(&cluster.ca.cert_pem, &ca_key, names, app.clock.now_ms())
-                    .map_err(|e| tls(&e))?;
-            let system = reader
-                .tenant("system")?
-                .ok_or_else(|| StartError::Tls("no system tenant".into()))?;
+                ca::issue_server_cert(&cluster.ca.cert_pem, &ca_key, names, app.clock.now_ms()).map_err(|e| tls(&e))?;
+            let system = reader.tenant("system")?.ok_or_else(|| StartError::Tls("no system tenant".into()))?;
             let sealed = app
                 .cipher
-                .seal(
-                    &system.data_key_id,
-                    &server_key_context(node_id),
-                    &issued.key_pkcs8,
-                )
+                .seal(&system.data_key_id, &server_key_context(node_id), &issued.key_pkcs8)
                 .map_err(|e| tls(&e))?;
-            datadir::write_private(
-                &dir.server_key_path(),
-                &serde_json::to_vec(&sealed).map_err(|e| tls(&e))?,
-            )?;
+            datadir::write_private(&dir.server_key_path(), &serde_json::to_vec(&sealed).map_err(|e| tls(&e))?)?;
             std::fs::write(dir.server_cert_path(), &issued.cert_pem).map_err(|e| tls(&e))?;
-            std::fs::write(dir.tls_dir().join("server.names"), &wanted_names)
-                .map_err(|e| tls(&e))?;
+            std::fs::write(dir.tls_dir().join("server.names"), &wanted_names).map_err(|e| tls(&e))?;
             (issued.cert_pem, issued.key_pkcs8.to_vec())
         }
     };
-    let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(&e))?;
+    let chain: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
     server_config(chain, key).map_err(|e| tls(&e))
 }
 
 /// Starts a node and serves until [`RunningNode::shutdown`].
-pub async fn start(
-    config: Config,
-    clock: SharedClock,
-    kek_env: Option<String>,
-) -> Result<RunningNode, StartError> {
+pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) -> Result<RunningNode, StartError> {
     // Bind first: a busy port then fails before the data dir is created or touched.
     let listener = tokio::net::TcpListener::bind(config.listen).await;
     let listener = match listener {
         Ok(l) => l,
-        Err(e) => {
-            return Err(StartError::Bind {
-                addr: config.listen,
-                reason: e.to_string(),
-            })
-        }
+        Err(e) => return Err(StartError::Bind { addr: config.listen, reason: e.to_string() }),
     };
-    let bound = listener.local_addr().map_err(|e| StartError::Bind {
-        addr: config.listen,
-        reason: e.to_string(),
-    })?;
+    let bound = listener.local_addr().map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
     let public_url = config.effective_public_url(bound);
     let app = Arc::new(prepare(&config, clock, kek_env.as_deref(), &public_url).await?);
     let names = certificate_names(&config, &public_url, Some(bound));
@@ -377,15 +316,9 @@ pub async fn start(
             return Err(e);
         }
     };
-    let acceptor = TlsAcceptor::new(listener, Arc::new(tls)).map_err(|e| StartError::Bind {
-        addr: bound,
-        reason: e.to_string(),
-    })?;
-    let local_addr = acceptor
-        .local_addr()
-        .first()
-        .and_then(|a| a.as_socket_addr().copied())
-        .unwrap_or(bound);
+    let acceptor = TlsAcceptor::new(listener, Arc::new(tls))
+        .map_err(|e| StartError::Bind { addr: bound, reason: e.to_string() })?;
+    let local_addr = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().copied()).unwrap_or(bound);
     let (shutdown, shutdown_rx) = watch::channel(false);
     let control = match crate::control::bind(&app) {
         Ok(l) => tokio::spawn(crate::control::serve(app.clone(), l, shutdown_rx.clone())),
@@ -407,11 +340,5 @@ pub async fn start(
             )
             .await
     });
-    Ok(RunningNode {
-        app,
-        local_addr,
-        shutdown,
-        server,
-        control,
-    })
+    Ok(RunningNode { app, local_addr, shutdown, server, control })
 }

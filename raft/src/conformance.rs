@@ -11,13 +11,8 @@ struct RedbBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for RedbBuilder {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().map_err(crate::types::write_err)?;
-        let store =
-            Store::open(&dir.path().join("gatehouse.redb")).map_err(crate::types::write_err)?;
-        Ok((
-            dir,
-            LogStore::new(store.db().clone()),
-            StateMachine::new(store.db().clone()),
-        ))
+        let store = Store::open(&dir.path().join("gatehouse.redb")).map_err(crate::types::write_err)?;
+        Ok((dir, LogStore::new(store.db().clone()), StateMachine::new(store.db().clone())))
     }
 }
 

@@ -1,5 +1,6 @@
-//! The raft log and vote in redb. Every write commits with `Durability::Immediate` before
-//! openraft is told it is done (R4); openraft serialises calls, so log IO is ordered.
+//! The raft log and vote in redb. Appends, truncation, purges and the vote commit with
+//! `Durability::Immediate` before openraft is told they are done (R4); only the committed
+//! index may lag (openraft re-derives it). openraft serialises calls, so log IO is ordered.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -27,10 +28,7 @@ pub struct LogStore {
 
 impl LogStore {
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore {
-            db,
-            committed_index: Arc::new(AtomicU64::new(0)),
-        }
+        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)) }
     }
 
     /// Shared view of the committed index, updated as openraft saves it.
@@ -44,17 +42,10 @@ impl LogStore {
         let Some(v) = t.get(key).map_err(read_err)? else {
             return Ok(None);
         };
-        serde_json::from_slice(v.value())
-            .map(Some)
-            .map_err(read_err)
+        serde_json::from_slice(v.value()).map(Some).map_err(read_err)
     }
 
-    fn put_state<T: Serialize>(
-        &self,
-        key: &str,
-        value: &T,
-        durability: Durability,
-    ) -> Result<(), StorageError> {
+    fn put_state<T: Serialize>(&self, key: &str, value: &T, durability: Durability) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(value).map_err(write_err)?;
         let mut txn = self.db.begin_write().map_err(write_err)?;
         txn.set_durability(durability).map_err(write_err)?;
@@ -96,10 +87,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             }
             None => last_purged,
         };
-        Ok(LogState {
-            last_purged_log_id: last_purged,
-            last_log_id: last,
-        })
+        Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -117,8 +105,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// The committed id may lag on disk: after a crash openraft re-applies up to it, and the
     /// leader commits the rest again.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.committed_index
-            .store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
+        self.committed_index.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
         self.put_state(COMMITTED, &committed, Durability::None)
     }
 
@@ -126,23 +113,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.get_state::<Option<LogId>>(COMMITTED)?.flatten())
     }
 
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
     where
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
         let result = (|| -> Result<(), StorageError> {
-            let txn = self.db.begin_write().map_err(write_err)?;
+            let mut txn = self.db.begin_write().map_err(write_err)?;
+            txn.set_durability(Durability::Immediate).map_err(write_err)?;
             {
                 let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
                 for entry in entries {
                     let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
-                    t.insert(entry.log_id.index, bytes.as_slice())
-                        .map_err(write_err)?;
+                    t.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
                 }
             }
             txn.commit().map_err(write_err)
@@ -155,22 +138,22 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let txn = self.db.begin_write().map_err(write_err)?;
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::Immediate).map_err(write_err)?;
         {
             let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-            t.retain_in(log_id.index.., |_, _| false)
-                .map_err(write_err)?;
+            t.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
+        let mut txn = self.db.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::Immediate).map_err(write_err)?;
         {
             let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-            t.retain_in(..=log_id.index, |_, _| false)
-                .map_err(write_err)?;
+            t.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
             let mut s = txn.open_table(RAFT_STATE).map_err(write_err)?;
             s.insert(LAST_PURGED, bytes.as_slice()).map_err(write_err)?;
         }

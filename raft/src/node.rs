@@ -86,30 +86,15 @@ impl RaftNode {
         let log_store = LogStore::new(store.db().clone());
         let committed_index = log_store.committed_index();
         let state_machine = StateMachine::new(store.db().clone());
-        let raft = Raft::new(
-            node_id,
-            Arc::new(config),
-            NetworkFactory,
-            log_store,
-            state_machine,
-        )
-        .await
-        .map_err(|e| NodeError::Start(e.to_string()))?;
-        let initialized = raft
-            .is_initialized()
+        let raft = Raft::new(node_id, Arc::new(config), NetworkFactory, log_store, state_machine)
             .await
             .map_err(|e| NodeError::Start(e.to_string()))?;
+        let initialized = raft.is_initialized().await.map_err(|e| NodeError::Start(e.to_string()))?;
         if mode == StartMode::Bootstrap && !initialized {
             let members = BTreeMap::from([(node_id, BasicNode::new(advertise))]);
-            raft.initialize(members)
-                .await
-                .map_err(|e| NodeError::Start(e.to_string()))?;
+            raft.initialize(members).await.map_err(|e| NodeError::Start(e.to_string()))?;
         }
-        Ok(RaftNode {
-            raft,
-            node_id,
-            committed_index,
-        })
+        Ok(RaftNode { raft, node_id, committed_index })
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -121,9 +106,7 @@ impl RaftNode {
         match self.raft.client_write(proposal).await {
             Ok(resp) => Ok(resp.data),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(WriteError::NotLeader {
-                    leader: f.leader_id,
-                })
+                Err(WriteError::NotLeader { leader: f.leader_id })
             }
             Err(RaftError::APIError(e)) => Err(WriteError::Other(e.to_string())),
             Err(RaftError::Fatal(f)) => Err(WriteError::Fatal(f.to_string())),
@@ -143,9 +126,7 @@ impl RaftNode {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| NodeError::NoLeader(timeout))?
+        tokio::time::timeout(timeout, wait).await.map_err(|_| NodeError::NoLeader(timeout))?
     }
 
     /// Waits until the state machine has applied everything committed when this is called:

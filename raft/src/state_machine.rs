@@ -36,9 +36,7 @@ impl StateMachine {
         StateMachine { db }
     }
 
-    fn read_applied(
-        txn: &redb::ReadTransaction,
-    ) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+    fn read_applied(txn: &redb::ReadTransaction) -> Result<(Option<LogId>, StoredMembership), StorageError> {
         let meta = txn.open_table(META).map_err(read_err)?;
         let applied = match meta.get(meta_keys::SM_APPLIED).map_err(read_err)? {
             Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
@@ -59,10 +57,8 @@ impl StateMachine {
         let mut meta = txn.open_table(META).map_err(write_err)?;
         let a = serde_json::to_vec(applied).map_err(write_err)?;
         let m = serde_json::to_vec(membership).map_err(write_err)?;
-        meta.insert(meta_keys::SM_APPLIED, a.as_slice())
-            .map_err(write_err)?;
-        meta.insert(meta_keys::SM_MEMBERSHIP, m.as_slice())
-            .map_err(write_err)?;
+        meta.insert(meta_keys::SM_APPLIED, a.as_slice()).map_err(write_err)?;
+        meta.insert(meta_keys::SM_MEMBERSHIP, m.as_slice()).map_err(write_err)?;
         Ok(())
     }
 }
@@ -77,31 +73,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
                 None => format!("none-{}", data.len()),
             };
-            (
-                SnapshotMeta {
-                    last_log_id: last_applied,
-                    last_membership: membership,
-                    snapshot_id,
-                },
-                data,
-            )
+            (SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id }, data)
         };
-        let stored = serde_json::to_vec(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })
-        .map_err(write_err)?;
+        let stored =
+            serde_json::to_vec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(write_err)?;
         let txn = self.db.begin_write().map_err(write_err)?;
         {
             let mut t = txn.open_table(RAFT_SNAPSHOT).map_err(write_err)?;
-            t.insert(CURRENT_SNAPSHOT, stored.as_slice())
-                .map_err(write_err)?;
+            t.insert(CURRENT_SNAPSHOT, stored.as_slice()).map_err(write_err)?;
         }
         txn.commit().map_err(write_err)?;
-        Ok(Snapshot {
-            meta,
-            snapshot: Box::new(Cursor::new(data)),
-        })
+        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
     }
 }
 
@@ -126,11 +108,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
                 None => None,
             };
-            let membership: StoredMembership =
-                match meta.get(meta_keys::SM_MEMBERSHIP).map_err(read_err)? {
-                    Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
-                    None => StoredMembership::default(),
-                };
+            let membership: StoredMembership = match meta.get(meta_keys::SM_MEMBERSHIP).map_err(read_err)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
+                None => StoredMembership::default(),
+            };
             (applied, membership)
         };
         let mut outcomes = Vec::new();
@@ -138,9 +119,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied(Applied::Nothing),
-                EntryPayload::Normal(proposal) => {
-                    gatehouse_storage::apply(&txn, &proposal).map_err(write_err)?
-                }
+                EntryPayload::Normal(proposal) => gatehouse_storage::apply(&txn, &proposal).map_err(write_err)?,
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
                     Outcome::Applied(Applied::Nothing)
@@ -167,18 +146,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
         let data = snapshot.into_inner();
-        let stored = serde_json::to_vec(&StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        })
-        .map_err(write_err)?;
+        let stored =
+            serde_json::to_vec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(write_err)?;
         let txn = self.db.begin_write().map_err(write_err)?;
         snapshot::import(&txn, &data).map_err(write_err)?;
         Self::write_applied(&txn, &meta.last_log_id, &meta.last_membership)?;
         {
             let mut t = txn.open_table(RAFT_SNAPSHOT).map_err(write_err)?;
-            t.insert(CURRENT_SNAPSHOT, stored.as_slice())
-                .map_err(write_err)?;
+            t.insert(CURRENT_SNAPSHOT, stored.as_slice()).map_err(write_err)?;
         }
         txn.commit().map_err(write_err)
     }
@@ -190,9 +165,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(None);
         };
         let stored: StoredSnapshot = serde_json::from_slice(v.value()).map_err(read_err)?;
-        Ok(Some(Snapshot {
-            meta: stored.meta,
-            snapshot: Box::new(Cursor::new(stored.data)),
-        }))
+        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
     }
 }

@@ -44,11 +44,7 @@ pub struct SecretCipher {
 
 impl SecretCipher {
     pub fn new(kek: Arc<dyn KeyProvider>, store: Option<Store>) -> Self {
-        SecretCipher {
-            kek,
-            store,
-            cache: RwLock::new(HashMap::new()),
-        }
+        SecretCipher { kek, store, cache: RwLock::new(HashMap::new()) }
     }
 
     /// Makes a new data key for `scope`, returning the record to store (through raft).
@@ -59,23 +55,14 @@ impl SecretCipher {
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(id.to_string(), key);
         }
-        DataKeyRecord {
-            v: 1,
-            id: id.to_string(),
-            scope: scope.to_string(),
-            wrapped,
-            created_at_ms: at_ms,
-        }
+        DataKeyRecord { v: 1, id: id.to_string(), scope: scope.to_string(), wrapped, created_at_ms: at_ms }
     }
 
     /// Remembers a data key whose record is at hand but not yet stored.
     pub fn learn(&self, record: &DataKeyRecord) -> Result<(), UnsealError> {
         let key = self
             .kek
-            .unwrap(
-                &record.wrapped,
-                &data_key_context(&record.id, &record.scope),
-            )
+            .unwrap(&record.wrapped, &data_key_context(&record.id, &record.scope))
             .map_err(|_| UnsealError::DataKeyUnwrap(record.id.clone()))?;
         if let Ok(mut cache) = self.cache.write() {
             cache.insert(record.id.clone(), key);
@@ -87,14 +74,8 @@ impl SecretCipher {
         if let Some(k) = self.cache.read().ok().and_then(|c| c.get(id).cloned()) {
             return Ok(k);
         }
-        let store = self
-            .store
-            .as_ref()
-            .ok_or_else(|| UnsealError::UnknownDataKey(id.to_string()))?;
-        let record = store
-            .read()?
-            .data_key(id)?
-            .ok_or_else(|| UnsealError::UnknownDataKey(id.to_string()))?;
+        let store = self.store.as_ref().ok_or_else(|| UnsealError::UnknownDataKey(id.to_string()))?;
+        let record = store.read()?.data_key(id)?.ok_or_else(|| UnsealError::UnknownDataKey(id.to_string()))?;
         self.learn(&record)?;
         self.cache
             .read()
@@ -104,12 +85,7 @@ impl SecretCipher {
     }
 
     /// Seals `plaintext` under data key `data_key_id`, bound to `context`.
-    pub fn seal(
-        &self,
-        data_key_id: &str,
-        context: &str,
-        plaintext: &[u8],
-    ) -> Result<Sealed, UnsealError> {
+    pub fn seal(&self, data_key_id: &str, context: &str, plaintext: &[u8]) -> Result<Sealed, UnsealError> {
         let key = self.data_key(data_key_id)?;
         Ok(seal_with(&key, data_key_id, context, plaintext))
     }
@@ -130,41 +106,17 @@ pub fn seal_with(key: &[u8; 32], key_id: &str, context: &str, plaintext: &[u8]) 
     let mut nonce = [0u8; 24];
     crate::clock::random_bytes(&mut nonce);
     let aad = aad(context);
-    let ct = cipher
-        .encrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: plaintext,
-                aad: &aad,
-            },
-        )
-        .unwrap_or_default();
-    Sealed {
-        key_id: key_id.to_string(),
-        nonce: b64url(&nonce),
-        ciphertext: b64url(&ct),
-    }
+    let ct = cipher.encrypt(&XNonce::from(nonce), Payload { msg: plaintext, aad: &aad }).unwrap_or_default();
+    Sealed { key_id: key_id.to_string(), nonce: b64url(&nonce), ciphertext: b64url(&ct) }
 }
 
-pub fn open_with(
-    key: &[u8; 32],
-    sealed: &Sealed,
-    context: &str,
-) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
-    let nonce: [u8; 24] = b64url_decode(&sealed.nonce)
-        .and_then(|n| n.try_into().ok())
-        .ok_or(UnsealError::Decrypt)?;
+pub fn open_with(key: &[u8; 32], sealed: &Sealed, context: &str) -> Result<Zeroizing<Vec<u8>>, UnsealError> {
+    let nonce: [u8; 24] = b64url_decode(&sealed.nonce).and_then(|n| n.try_into().ok()).ok_or(UnsealError::Decrypt)?;
     let ct = b64url_decode(&sealed.ciphertext).ok_or(UnsealError::Decrypt)?;
     let cipher = XChaCha20Poly1305::new(&(*key).into());
     let aad = aad(context);
     cipher
-        .decrypt(
-            &XNonce::from(nonce),
-            Payload {
-                msg: &ct,
-                aad: &aad,
-            },
-        )
+        .decrypt(&XNonce::from(nonce), Payload { msg: &ct, aad: &aad })
         .map(Zeroizing::new)
         .map_err(|_| UnsealError::Decrypt)
 }

@@ -25,9 +25,7 @@ pub enum KekError {
     BadEnv,
     #[error("the kek file {0} must hold 32 bytes in base64")]
     BadFile(String),
-    #[error(
-        "GATEHOUSE_KEK differs from the kek file {0}; refusing to start with two different keys"
-    )]
+    #[error("GATEHOUSE_KEK differs from the kek file {0}; refusing to start with two different keys")]
     Mismatch(String),
     #[error("no KEK: set GATEHOUSE_KEK or restore the kek file of this data dir ({0})")]
     Missing(String),
@@ -55,23 +53,13 @@ impl LocalKek {
     pub fn from_bytes(key: [u8; 32], source: KekSource) -> LocalKek {
         let digest = Sha256::digest(key);
         let id = format!("kek-{}", hex::encode(&digest[..6]));
-        LocalKek {
-            key: Zeroizing::new(key),
-            id,
-            source,
-        }
+        LocalKek { key: Zeroizing::new(key), id, source }
     }
 
     /// Loads the KEK for `dir`. When neither the environment nor the file has one, a new KEK
     /// is written to the file, but only if `may_create` (a data dir with no database yet).
-    pub fn load(
-        dir: &DataDir,
-        env_value: Option<&str>,
-        may_create: bool,
-    ) -> Result<LocalKek, KekError> {
-        let from_env = env_value
-            .map(|v| decode_key(v).ok_or(KekError::BadEnv))
-            .transpose()?;
+    pub fn load(dir: &DataDir, env_value: Option<&str>, may_create: bool) -> Result<LocalKek, KekError> {
+        let from_env = env_value.map(|v| decode_key(v).ok_or(KekError::BadEnv)).transpose()?;
         let path = dir.kek_path();
         let from_file = if path.exists() {
             let bytes = datadir::read_private(&path)?;
@@ -96,10 +84,13 @@ impl LocalKek {
     }
 }
 
+/// Checks `GATEHOUSE_KEK` before anything is created.
+pub fn check_env_format(value: &str) -> Result<(), KekError> {
+    decode_key(value).map(|_| ()).ok_or(KekError::BadEnv)
+}
+
 fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .ok()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
     bytes.try_into().ok()
 }
 
@@ -118,42 +109,20 @@ impl KeyProvider for LocalKek {
         crate::clock::random_bytes(&mut nonce);
         let aad = aad(&self.id, context);
         // Encryption with a valid key and nonce cannot fail for inputs of this size.
-        let ct = cipher
-            .encrypt(
-                &XNonce::from(nonce),
-                Payload {
-                    msg: data_key,
-                    aad: &aad,
-                },
-            )
-            .unwrap_or_default();
-        Sealed {
-            key_id: self.id.clone(),
-            nonce: b64url(&nonce),
-            ciphertext: b64url(&ct),
-        }
+        let ct = cipher.encrypt(&XNonce::from(nonce), Payload { msg: data_key, aad: &aad }).unwrap_or_default();
+        Sealed { key_id: self.id.clone(), nonce: b64url(&nonce), ciphertext: b64url(&ct) }
     }
 
     fn unwrap(&self, sealed: &Sealed, context: &str) -> Result<Zeroizing<[u8; 32]>, KekError> {
         if sealed.key_id != self.id {
             return Err(KekError::Unwrap);
         }
-        let nonce: [u8; 24] = b64url_decode(&sealed.nonce)
-            .and_then(|n| n.try_into().ok())
-            .ok_or(KekError::Unwrap)?;
+        let nonce: [u8; 24] = b64url_decode(&sealed.nonce).and_then(|n| n.try_into().ok()).ok_or(KekError::Unwrap)?;
         let ct = b64url_decode(&sealed.ciphertext).ok_or(KekError::Unwrap)?;
         let cipher = XChaCha20Poly1305::new(&(*self.key).into());
         let aad = aad(&self.id, context);
         let plain = Zeroizing::new(
-            cipher
-                .decrypt(
-                    &XNonce::from(nonce),
-                    Payload {
-                        msg: &ct,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| KekError::Unwrap)?,
+            cipher.decrypt(&XNonce::from(nonce), Payload { msg: &ct, aad: &aad }).map_err(|_| KekError::Unwrap)?,
         );
         let key: [u8; 32] = plain.as_slice().try_into().map_err(|_| KekError::Unwrap)?;
         Ok(Zeroizing::new(key))

@@ -45,22 +45,16 @@ impl KeyMaterial {
                     [0x04, rest @ ..] if rest.len() == 64 => rest.split_at(32),
                     _ => return Err(KeyError::Generate),
                 };
-                let spki: PublicKeyX509Der =
-                    pair.public_key().as_der().map_err(|_| KeyError::Generate)?;
+                let spki: PublicKeyX509Der = pair.public_key().as_der().map_err(|_| KeyError::Generate)?;
                 Ok(KeyMaterial {
                     alg,
-                    public: PublicJwk::EC {
-                        crv: "P-256".into(),
-                        x: b64url(x),
-                        y: b64url(y),
-                    },
+                    public: PublicJwk::EC { crv: "P-256".into(), x: b64url(x), y: b64url(y) },
                     public_spki: spki.as_ref().to_vec(),
                     private_pkcs8: Zeroizing::new(doc.as_ref().to_vec()),
                 })
             }
             SigningAlg::RS256 => {
-                let pair =
-                    RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
+                let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError::Generate)?;
                 let pkcs8: Pkcs8V1Der = pair.as_der().map_err(|_| KeyError::Generate)?;
                 let public = pair.public_key();
                 let spki: PublicKeyX509Der = public.as_der().map_err(|_| KeyError::Generate)?;
@@ -92,11 +86,7 @@ impl KeyMaterial {
         active_from_ms: i64,
     ) -> Result<SigningKeyRecord, KeyError> {
         let kid = self.thumbprint();
-        let private = cipher.seal(
-            data_key_id,
-            &signing_key_context(tenant, &kid),
-            &self.private_pkcs8,
-        )?;
+        let private = cipher.seal(data_key_id, &signing_key_context(tenant, &kid), &self.private_pkcs8)?;
         Ok(SigningKeyRecord {
             v: 1,
             tenant: tenant.to_string(),

@@ -18,7 +18,5 @@ pub fn b64url(bytes: &[u8]) -> String {
 }
 
 pub fn b64url_decode(text: &str) -> Option<Vec<u8>> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(text)
-        .ok()
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text).ok()
 }

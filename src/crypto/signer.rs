@@ -50,10 +50,7 @@ pub struct TokenSigner {
 
 impl TokenSigner {
     /// Loads the tenant's keys; private parts are opened only when `cipher` is given.
-    pub fn load(
-        records: &[SigningKeyRecord],
-        cipher: Option<&SecretCipher>,
-    ) -> Result<TokenSigner, KeyError> {
+    pub fn load(records: &[SigningKeyRecord], cipher: Option<&SecretCipher>) -> Result<TokenSigner, KeyError> {
         let mut keys = Vec::new();
         for r in records {
             let decoding = match &r.public {
@@ -83,11 +80,7 @@ impl TokenSigner {
                 decoding,
             });
         }
-        let by_kid = keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| (k.kid.clone(), i))
-            .collect();
+        let by_kid = keys.iter().enumerate().map(|(i, k)| (k.kid.clone(), i)).collect();
         Ok(TokenSigner { keys, by_kid })
     }
 
@@ -109,24 +102,14 @@ impl TokenSigner {
         header.typ = Some(typ.to_string());
         header.kid = Some(key.kid.clone());
         let encoding = key.encoding.as_ref().ok_or(TokenError::NoActiveKey(alg))?;
-        jsonwebtoken::encode(&header, claims, encoding)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+        jsonwebtoken::encode(&header, claims, encoding).map_err(|e| TokenError::Invalid(e.to_string()))
     }
 
     /// Verifies a token: the `kid` must be ours and the algorithm is the key's, whatever the
     /// header says. `validation` carries issuer, audience and leeway; its algorithms are replaced.
-    pub fn verify<T: DeserializeOwned>(
-        &self,
-        token: &str,
-        validation: &Validation,
-    ) -> Result<T, TokenError> {
-        let header =
-            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
-        let idx = header
-            .kid
-            .as_ref()
-            .and_then(|kid| self.by_kid.get(kid))
-            .ok_or(TokenError::UnknownKey)?;
+    pub fn verify<T: DeserializeOwned>(&self, token: &str, validation: &Validation) -> Result<T, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+        let idx = header.kid.as_ref().and_then(|kid| self.by_kid.get(kid)).ok_or(TokenError::UnknownKey)?;
         let key = self.keys.get(*idx).ok_or(TokenError::UnknownKey)?;
         let mut validation = validation.clone();
         validation.algorithms = vec![jwt_alg(key.alg)];

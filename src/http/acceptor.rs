@@ -37,16 +37,9 @@ pub struct TlsAcceptor {
 }
 
 impl TlsAcceptor {
-    pub fn new(
-        listener: TcpListener,
-        config: Arc<rustls::ServerConfig>,
-    ) -> io::Result<TlsAcceptor> {
+    pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<TlsAcceptor> {
         let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
-        Ok(TlsAcceptor {
-            listener,
-            local,
-            tls: RustlsAcceptor::from(config),
-        })
+        Ok(TlsAcceptor { listener, local, tls: RustlsAcceptor::from(config) })
     }
 }
 
@@ -57,9 +50,7 @@ impl Acceptor for TlsAcceptor {
         vec![self.local.clone()]
     }
 
-    async fn accept(
-        &mut self,
-    ) -> io::Result<(LazyTls, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
+    async fn accept(&mut self) -> io::Result<(LazyTls, LocalAddr, RemoteAddr, poem::http::uri::Scheme)> {
         loop {
             match self.listener.accept().await {
                 Ok((stream, remote)) => {
@@ -104,10 +95,7 @@ impl LazyTls {
                 },
                 LazyTls::Ready(s) => return Poll::Ready(Ok(s)),
                 LazyTls::Failed => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "TLS handshake failed",
-                    )))
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS handshake failed")))
                 }
             }
         }
@@ -115,11 +103,7 @@ impl LazyTls {
 }
 
 impl AsyncRead for LazyTls {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut().poll_ready(cx) {
             Poll::Ready(Ok(s)) => Pin::new(s).poll_read(cx, buf),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -129,11 +113,7 @@ impl AsyncRead for LazyTls {
 }
 
 impl AsyncWrite for LazyTls {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut().poll_ready(cx) {
             Poll::Ready(Ok(s)) => Pin::new(s).poll_write(cx, buf),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),

@@ -10,11 +10,7 @@ use crate::http::problem::render_error;
 use crate::metrics::Metrics;
 
 /// Reads the body up to `limit` bytes before any handler parses it; larger bodies get 413.
-pub async fn limit_body<E: Endpoint>(
-    ep: &E,
-    mut req: Request,
-    limit: usize,
-) -> poem::Result<Response> {
+pub async fn limit_body<E: Endpoint>(ep: &E, mut req: Request, limit: usize) -> poem::Result<Response> {
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
@@ -33,18 +29,11 @@ pub async fn limit_body<E: Endpoint>(
 }
 
 fn too_large(limit: usize) -> poem::Error {
-    poem::Error::from_string(
-        format!("the request body exceeds {limit} bytes"),
-        StatusCode::PAYLOAD_TOO_LARGE,
-    )
+    poem::Error::from_string(format!("the request body exceeds {limit} bytes"), StatusCode::PAYLOAD_TOO_LARGE)
 }
 
 /// Renders errors in the format of the surface they came from and counts every request.
-pub async fn observe<E: Endpoint>(
-    ep: &E,
-    req: Request,
-    metrics: Arc<Metrics>,
-) -> poem::Result<Response> {
+pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>) -> poem::Result<Response> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
@@ -89,9 +78,7 @@ pub fn route_label(path: &str) -> &'static str {
         "openapi.json" => "/openapi.json",
         "docs" | "docs/" => "/docs",
         ".well-known/openid-configuration" => "{issuer}/.well-known/openid-configuration",
-        ".well-known/oauth-authorization-server" => {
-            "{issuer}/.well-known/oauth-authorization-server"
-        }
+        ".well-known/oauth-authorization-server" => "{issuer}/.well-known/oauth-authorization-server",
         ".well-known/jwks.json" => "{issuer}/.well-known/jwks.json",
         "oauth2/authorize" => "{issuer}/oauth2/authorize",
         "oauth2/token" => "{issuer}/oauth2/token",

@@ -46,10 +46,7 @@ impl Problem {
     pub fn into_poem_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = poem_openapi::types::ToJSON::to_json_string(&self);
-        Response::builder()
-            .status(status)
-            .content_type(PROBLEM_CONTENT_TYPE)
-            .body(body)
+        Response::builder().status(status).content_type(PROBLEM_CONTENT_TYPE).body(body)
     }
 }
 
@@ -63,10 +60,7 @@ pub struct OAuthError {
 
 impl OAuthError {
     pub fn new(error: &str, description: impl Into<String>) -> OAuthError {
-        OAuthError {
-            error: error.to_string(),
-            error_description: description.into(),
-        }
+        OAuthError { error: error.to_string(), error_description: description.into() }
     }
 
     pub fn into_poem_response(self, status: StatusCode) -> Response {
@@ -101,20 +95,14 @@ pub fn render_error(err: poem::Error, oauth_surface: bool) -> Response {
     };
     // Unknown paths, 405 and 413 are problem documents on every surface; malformed OAuth
     // requests are RFC 6749 errors.
-    let generic = matches!(
-        status,
-        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE
-    );
+    let generic =
+        matches!(status, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE);
     if oauth_surface && status.is_client_error() && !generic {
-        return OAuthError::new("invalid_request", detail)
-            .into_poem_response(StatusCode::BAD_REQUEST);
+        return OAuthError::new("invalid_request", detail).into_poem_response(StatusCode::BAD_REQUEST);
     }
     let mut problem = Problem::new(status, code, detail.clone());
     if let Some(field) = field_of_parse_error(&err) {
-        problem.errors = Some(vec![FieldError {
-            field,
-            message: detail,
-        }]);
+        problem.errors = Some(vec![FieldError { field, message: detail }]);
     }
     problem.into_response()
 }

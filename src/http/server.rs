@@ -10,9 +10,8 @@ use crate::http::middleware;
 use crate::node::AppState;
 
 fn service() -> OpenApiService<(OpsApi, OidcApi), ()> {
-    OpenApiService::new((OpsApi, OidcApi), "Gatehouse", env!("CARGO_PKG_VERSION")).description(
-        "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.",
-    )
+    OpenApiService::new((OpsApi, OidcApi), "Gatehouse", env!("CARGO_PKG_VERSION"))
+        .description("Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.")
 }
 
 /// The OpenAPI document, as committed in `openapi/gatehouse.json` and served at `/openapi.json`.
@@ -31,9 +30,7 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
         .at(
             "/openapi.json",
             poem::endpoint::make_sync(move |_| {
-                poem::Response::builder()
-                    .content_type("application/json")
-                    .body(spec.clone())
+                poem::Response::builder().content_type("application/json").body(spec.clone())
             }),
         )
         .nest("/docs", docs)

@@ -33,13 +33,7 @@ pub fn new_tenant(
     let data_key = cipher.new_data_key(&data_key_id, &format!("tenant:{id}"), now_ms);
     let mut signing_keys = Vec::new();
     for alg in [SigningAlg::ES256, SigningAlg::RS256] {
-        signing_keys.push(KeyMaterial::generate(alg)?.into_record(
-            cipher,
-            id,
-            &data_key_id,
-            now_ms,
-            now_ms,
-        )?);
+        signing_keys.push(KeyMaterial::generate(alg)?.into_record(cipher, id, &data_key_id, now_ms, now_ms)?);
     }
     Ok(NewTenant {
         tenant: TenantRecord {
@@ -59,14 +53,10 @@ pub fn new_tenant(
 /// Checks a tenant id before anything is generated or proposed.
 pub fn validate_new_id(id: &str) -> Result<(), TenantError> {
     if !is_valid_tenant_id(id) {
-        return Err(TenantError::Invalid(
-            Rejection::InvalidTenantId { id: id.into() }.to_string(),
-        ));
+        return Err(TenantError::Invalid(Rejection::InvalidTenantId { id: id.into() }.to_string()));
     }
     if RESERVED_TENANT_IDS.contains(&id) {
-        return Err(TenantError::Invalid(
-            Rejection::ReservedTenantId { id: id.into() }.to_string(),
-        ));
+        return Err(TenantError::Invalid(Rejection::ReservedTenantId { id: id.into() }.to_string()));
     }
     Ok(())
 }
@@ -94,22 +84,14 @@ pub async fn create(
     let cipher = app.cipher.clone();
     let (id_owned, name_owned) = (id.to_string(), display_name.to_string());
     // Key generation is CPU-bound (RSA takes a noticeable time); keep it off the async workers.
-    let new = tokio::task::spawn_blocking(move || {
-        new_tenant(&cipher, &id_owned, &name_owned, false, now)
-    })
-    .await
-    .map_err(|e| TenantError::Invalid(format!("key generation task failed: {e}")))??;
+    let new = tokio::task::spawn_blocking(move || new_tenant(&cipher, &id_owned, &name_owned, false, now))
+        .await
+        .map_err(|e| TenantError::Invalid(format!("key generation task failed: {e}")))??;
     let tenant = new.tenant.clone();
-    let proposal = Proposal {
-        at_ms: now,
-        actor: actor.to_string(),
-        command: Command::CreateTenant(new),
-    };
+    let proposal = Proposal { at_ms: now, actor: actor.to_string(), command: Command::CreateTenant(new) };
     match app.write(proposal).await? {
         Outcome::Applied(Applied::TenantCreated { .. }) => Ok(tenant),
-        Outcome::Applied(other) => Err(TenantError::Invalid(format!(
-            "unexpected outcome {other:?}"
-        ))),
+        Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
         Outcome::Refused(r) => Err(TenantError::Refused(r)),
     }
 }

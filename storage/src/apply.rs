@@ -55,9 +55,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
 
 fn audit_subject(command: &Command) -> (String, String) {
     match command {
-        Command::Bootstrap { cluster, .. } => {
-            ("system".into(), format!("cluster:{}", cluster.cluster_id))
-        }
+        Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
         Command::CreateTenant(n) => (n.tenant.id.clone(), format!("tenant:{}", n.tenant.id)),
         Command::AddSigningKey(k) => (k.tenant.clone(), format!("signing_key:{}", k.kid)),
     }
@@ -70,7 +68,11 @@ fn check(t: &Tables<'_>, command: &Command) -> Result<Result<(), Rejection>, Sto
             if bootstrapped {
                 return Ok(Err(Rejection::AlreadyBootstrapped));
             }
+            let mut ids = std::collections::HashSet::new();
             for n in tenants {
+                if !ids.insert(n.tenant.id.as_str()) {
+                    return Ok(Err(Rejection::TenantExists { id: n.tenant.id.clone() }));
+                }
                 if let Err(r) = check_new_tenant(t, n, true)? {
                     return Ok(Err(r));
                 }
@@ -85,21 +87,33 @@ fn check(t: &Tables<'_>, command: &Command) -> Result<Result<(), Rejection>, Sto
         }
         Command::AddSigningKey(k) => {
             if t.tenants.get(k.tenant.as_str())?.is_none() {
-                return Ok(Err(Rejection::UnknownTenant {
-                    id: k.tenant.clone(),
-                }));
+                return Ok(Err(Rejection::UnknownTenant { id: k.tenant.clone() }));
+            }
+            if t.data_keys.get(k.private.key_id.as_str())?.is_none() {
+                let what = format!("signing key {} is sealed under an unknown data key", k.kid);
+                return Ok(Err(Rejection::Inconsistent { what }));
             }
             check_signing_key(t, k)
         }
     }
 }
 
-fn check_new_tenant(
-    t: &Tables<'_>,
-    n: &NewTenant,
-    allow_reserved: bool,
-) -> Result<Result<(), Rejection>, StoreError> {
+fn check_new_tenant(t: &Tables<'_>, n: &NewTenant, allow_reserved: bool) -> Result<Result<(), Rejection>, StoreError> {
     let id = &n.tenant.id;
+    if n.tenant.data_key_id != n.data_key.id {
+        return Ok(Err(Rejection::Inconsistent { what: format!("tenant {id} names a data key it does not carry") }));
+    }
+    let mut kids = std::collections::HashSet::new();
+    for k in &n.signing_keys {
+        if k.tenant != *id || k.private.key_id != n.data_key.id {
+            return Ok(Err(Rejection::Inconsistent {
+                what: format!("signing key {} does not belong to tenant {id}", k.kid),
+            }));
+        }
+        if !kids.insert(k.kid.as_str()) {
+            return Ok(Err(Rejection::SigningKeyExists { tenant: id.clone(), kid: k.kid.clone() }));
+        }
+    }
     if !is_valid_tenant_id(id) {
         return Ok(Err(Rejection::InvalidTenantId { id: id.clone() }));
     }
@@ -110,9 +124,7 @@ fn check_new_tenant(
         return Ok(Err(Rejection::TenantExists { id: id.clone() }));
     }
     if t.data_keys.get(n.data_key.id.as_str())?.is_some() {
-        return Ok(Err(Rejection::DataKeyExists {
-            id: n.data_key.id.clone(),
-        }));
+        return Ok(Err(Rejection::DataKeyExists { id: n.data_key.id.clone() }));
     }
     for k in &n.signing_keys {
         if let Err(r) = check_signing_key(t, k)? {
@@ -122,15 +134,9 @@ fn check_new_tenant(
     Ok(Ok(()))
 }
 
-fn check_signing_key(
-    t: &Tables<'_>,
-    k: &SigningKeyRecord,
-) -> Result<Result<(), Rejection>, StoreError> {
+fn check_signing_key(t: &Tables<'_>, k: &SigningKeyRecord) -> Result<Result<(), Rejection>, StoreError> {
     if t.signing_keys.get(k.table_key().as_str())?.is_some() {
-        return Ok(Err(Rejection::SigningKeyExists {
-            tenant: k.tenant.clone(),
-            kid: k.kid.clone(),
-        }));
+        return Ok(Err(Rejection::SigningKeyExists { tenant: k.tenant.clone(), kid: k.kid.clone() }));
     }
     Ok(Ok(()))
 }
@@ -138,44 +144,28 @@ fn check_signing_key(
 fn write(t: &mut Tables<'_>, command: &Command) -> Result<Applied, StoreError> {
     match command {
         Command::Bootstrap { cluster, tenants } => {
-            t.meta.insert(
-                tables::meta_keys::CLUSTER,
-                codec::encode(cluster).as_slice(),
-            )?;
+            t.meta.insert(tables::meta_keys::CLUSTER, codec::encode(cluster).as_slice())?;
             for n in tenants {
                 write_new_tenant(t, n)?;
             }
-            Ok(Applied::Bootstrapped {
-                cluster_id: cluster.cluster_id.clone(),
-            })
+            Ok(Applied::Bootstrapped { cluster_id: cluster.cluster_id.clone() })
         }
         Command::CreateTenant(n) => {
             write_new_tenant(t, n)?;
-            Ok(Applied::TenantCreated {
-                id: n.tenant.id.clone(),
-            })
+            Ok(Applied::TenantCreated { id: n.tenant.id.clone() })
         }
         Command::AddSigningKey(k) => {
-            t.signing_keys
-                .insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
-            Ok(Applied::SigningKeyAdded {
-                tenant: k.tenant.clone(),
-                kid: k.kid.clone(),
-            })
+            t.signing_keys.insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
+            Ok(Applied::SigningKeyAdded { tenant: k.tenant.clone(), kid: k.kid.clone() })
         }
     }
 }
 
 fn write_new_tenant(t: &mut Tables<'_>, n: &NewTenant) -> Result<(), StoreError> {
-    t.tenants
-        .insert(n.tenant.id.as_str(), codec::encode(&n.tenant).as_slice())?;
-    t.data_keys.insert(
-        n.data_key.id.as_str(),
-        codec::encode(&n.data_key).as_slice(),
-    )?;
+    t.tenants.insert(n.tenant.id.as_str(), codec::encode(&n.tenant).as_slice())?;
+    t.data_keys.insert(n.data_key.id.as_str(), codec::encode(&n.data_key).as_slice())?;
     for k in &n.signing_keys {
-        t.signing_keys
-            .insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
+        t.signing_keys.insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
     }
     Ok(())
 }

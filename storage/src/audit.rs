@@ -51,11 +51,7 @@ pub struct AuditHead {
 
 impl AuditHead {
     pub fn empty() -> Self {
-        AuditHead {
-            v: 1,
-            count: 0,
-            last_hash: hex::encode(GENESIS_HASH),
-        }
+        AuditHead { v: 1, count: 0, last_hash: hex::encode(GENESIS_HASH) }
     }
 }
 
@@ -66,13 +62,7 @@ impl AuditEntry {
         out.push(ENTRY_VERSION);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.at_ms.to_be_bytes());
-        for field in [
-            &self.actor,
-            &self.tenant,
-            &self.action,
-            &self.target,
-            &self.outcome,
-        ] {
+        for field in [&self.actor, &self.tenant, &self.action, &self.target, &self.outcome] {
             let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(field.as_bytes());
@@ -107,21 +97,10 @@ impl AuditEntry {
             let len = u32::from_be_bytes(r.take(4)?.try_into().ok()?) as usize;
             String::from_utf8(r.take(len)?.to_vec()).ok()
         };
-        let (actor, tenant, action, target, outcome) =
-            (text()?, text()?, text()?, text()?, text()?);
+        let (actor, tenant, action, target, outcome) = (text()?, text()?, text()?, text()?, text()?);
         let prev_hash: [u8; 32] = r.take(32)?.try_into().ok()?;
         let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
-        r.rest.is_empty().then_some(AuditEntry {
-            seq,
-            at_ms,
-            actor,
-            tenant,
-            action,
-            target,
-            outcome,
-            prev_hash,
-            hash,
-        })
+        r.rest.is_empty().then_some(AuditEntry { seq, at_ms, actor, tenant, action, target, outcome, prev_hash, hash })
     }
 }
 
@@ -140,9 +119,7 @@ impl<'a> ByteReader<'a> {
     }
 }
 
-pub(crate) fn read_head(
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-) -> Result<AuditHead, StoreError> {
+pub(crate) fn read_head(meta: &impl ReadableTable<&'static str, &'static [u8]>) -> Result<AuditHead, StoreError> {
     match meta.get(tables::meta_keys::AUDIT_HEAD)? {
         Some(v) => codec::decode("meta", tables::meta_keys::AUDIT_HEAD, v.value()),
         None => Ok(AuditHead::empty()),
@@ -171,15 +148,8 @@ pub fn append(
     };
     entry.hash = entry.compute_hash();
     audit.insert(entry.seq, entry.to_bytes().as_slice())?;
-    let head = AuditHead {
-        v: 1,
-        count: entry.seq,
-        last_hash: hex::encode(entry.hash),
-    };
-    meta.insert(
-        tables::meta_keys::AUDIT_HEAD,
-        codec::encode(&head).as_slice(),
-    )?;
+    let head = AuditHead { v: 1, count: entry.seq, last_hash: hex::encode(entry.hash) };
+    meta.insert(tables::meta_keys::AUDIT_HEAD, codec::encode(&head).as_slice())?;
     Ok(entry)
 }
 
@@ -229,12 +199,7 @@ pub fn verify(
             ));
         }
         let Some(entry) = AuditEntry::from_bytes(value.value()) else {
-            return Ok(fail(
-                key,
-                format!("entry {key} is not a well-formed audit entry"),
-                checked,
-                running,
-            ));
+            return Ok(fail(key, format!("entry {key} is not a well-formed audit entry"), checked, running));
         };
         if entry.seq != key {
             return Ok(fail(
@@ -245,12 +210,7 @@ pub fn verify(
             ));
         }
         if entry.prev_hash != running {
-            return Ok(fail(
-                key,
-                format!("entry {key} does not link to the entry before it"),
-                checked,
-                running,
-            ));
+            return Ok(fail(key, format!("entry {key} does not link to the entry before it"), checked, running));
         }
         if entry.compute_hash() != entry.hash {
             return Ok(fail(
@@ -268,27 +228,15 @@ pub fn verify(
         let seq = head.count.min(count) + 1;
         return Ok(fail(
             seq,
-            format!(
-                "the head records {} entries but the chain holds {count}",
-                head.count
-            ),
+            format!("the head records {} entries but the chain holds {count}", head.count),
             count,
             running,
         ));
     }
     if decode_hash(&head.last_hash) != Some(running) {
-        return Ok(fail(
-            count.max(1),
-            "the head's last hash does not match the chain".into(),
-            count,
-            running,
-        ));
+        return Ok(fail(count.max(1), "the head's last hash does not match the chain".into(), count, running));
     }
-    Ok(VerifyReport {
-        entries: count,
-        last_hash: hex::encode(running),
-        failure: None,
-    })
+    Ok(VerifyReport { entries: count, last_hash: hex::encode(running), failure: None })
 }
 
 mod hex_bytes {

@@ -10,14 +10,6 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Decodes a record read from `table` under `key`.
-pub fn decode<T: DeserializeOwned>(
-    table: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode {
-        table,
-        key: key.to_string(),
-        reason: e.to_string(),
-    })
+pub fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Decode { table, key: key.to_string(), reason: e.to_string() })
 }

@@ -18,13 +18,7 @@ pub struct Proposal {
 
 impl fmt::Display for Proposal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} by {} at {}",
-            self.command.action(),
-            self.actor,
-            self.at_ms
-        )
+        write!(f, "{} by {} at {}", self.command.action(), self.actor, self.at_ms)
     }
 }
 
@@ -102,6 +96,8 @@ pub enum Rejection {
     SigningKeyExists { tenant: String, kid: String },
     #[error("data key {id:?} already exists")]
     DataKeyExists { id: String },
+    #[error("the command is inconsistent: {what}")]
+    Inconsistent { what: String },
 }
 
 impl Rejection {
@@ -116,6 +112,7 @@ impl Rejection {
             Rejection::UnknownTenant { .. } => "unknown_tenant",
             Rejection::SigningKeyExists { .. } => "signing_key_exists",
             Rejection::DataKeyExists { .. } => "data_key_exists",
+            Rejection::Inconsistent { .. } => "inconsistent_command",
         }
     }
 }

@@ -5,20 +5,20 @@
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("the database {path} is in use by another process (is a gatehouse node already running on this data dir?)")]
+    #[error(
+        "the database {path} is in use by another process (is a gatehouse node already running on this data dir?)"
+    )]
     Locked { path: String },
     #[error("{path} is not a usable Gatehouse database: {reason}")]
     NotADatabase { path: String, reason: String },
-    #[error("the database schema version is {found}, newer than this binary supports ({supported}); run a newer gatehouse")]
+    #[error(
+        "the database schema version is {found}, newer than this binary supports ({supported}); run a newer gatehouse"
+    )]
     SchemaTooNew { found: u32, supported: u32 },
     #[error("the database schema version {found} is unknown; it cannot be migrated")]
     SchemaUnknown { found: u32 },
     #[error("record {table}/{key} cannot be decoded: {reason}")]
-    Decode {
-        table: &'static str,
-        key: String,
-        reason: String,
-    },
+    Decode { table: &'static str, key: String, reason: String },
     #[error("snapshot data is malformed: {0}")]
     Snapshot(String),
     #[error("database failure: {0}")]

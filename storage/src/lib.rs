@@ -21,3 +21,6 @@ pub use command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
 pub use error::StoreError;
 pub use read::Reader;
 pub use store::Store;
+
+#[cfg(test)]
+mod tests;

@@ -12,24 +12,18 @@ pub struct Reader {
 
 impl Reader {
     pub fn begin(db: &impl ReadableDatabase) -> Result<Reader, StoreError> {
-        Ok(Reader {
-            txn: db.begin_read()?,
-        })
+        Ok(Reader { txn: db.begin_read()? })
     }
 
     pub fn cluster(&self) -> Result<Option<ClusterRecord>, StoreError> {
         let meta = self.txn.open_table(tables::META)?;
         let key = tables::meta_keys::CLUSTER;
-        meta.get(key)?
-            .map(|v| codec::decode("meta", key, v.value()))
-            .transpose()
+        meta.get(key)?.map(|v| codec::decode("meta", key, v.value())).transpose()
     }
 
     pub fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         let t = self.txn.open_table(tables::TENANTS)?;
-        t.get(id)?
-            .map(|v| codec::decode("tenants", id, v.value()))
-            .transpose()
+        t.get(id)?.map(|v| codec::decode("tenants", id, v.value())).transpose()
     }
 
     pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
@@ -57,9 +51,7 @@ impl Reader {
 
     pub fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError> {
         let t = self.txn.open_table(tables::DATA_KEYS)?;
-        t.get(id)?
-            .map(|v| codec::decode("data_keys", id, v.value()))
-            .transpose()
+        t.get(id)?.map(|v| codec::decode("data_keys", id, v.value())).transpose()
     }
 
     pub fn audit_head(&self) -> Result<AuditHead, StoreError> {
@@ -83,10 +75,7 @@ impl Reader {
     }
 
     pub fn verify_audit(&self) -> Result<VerifyReport, StoreError> {
-        audit::verify(
-            &self.txn.open_table(tables::META)?,
-            &self.txn.open_table(tables::AUDIT)?,
-        )
+        audit::verify(&self.txn.open_table(tables::META)?, &self.txn.open_table(tables::AUDIT)?)
     }
 
     /// A raw singleton from the meta table (used by the raft crate for its own records).

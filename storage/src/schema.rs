@@ -28,18 +28,13 @@ pub enum SchemaAction {
 pub fn prepare(txn: &WriteTransaction) -> Result<SchemaAction, StoreError> {
     let found = {
         let meta = txn.open_table(tables::META)?;
-        let raw = meta
-            .get(tables::meta_keys::SCHEMA_VERSION)?
-            .map(|v| v.value().to_vec());
+        let raw = meta.get(tables::meta_keys::SCHEMA_VERSION)?.map(|v| v.value().to_vec());
         raw.map(|bytes| -> Result<u32, StoreError> {
-            let arr: [u8; 4] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| StoreError::Decode {
-                    table: "meta",
-                    key: tables::meta_keys::SCHEMA_VERSION.into(),
-                    reason: "not a 4-byte version".into(),
-                })?;
+            let arr: [u8; 4] = bytes.as_slice().try_into().map_err(|_| StoreError::Decode {
+                table: "meta",
+                key: tables::meta_keys::SCHEMA_VERSION.into(),
+                reason: "not a 4-byte version".into(),
+            })?;
             Ok(u32::from_be_bytes(arr))
         })
         .transpose()?
@@ -49,10 +44,7 @@ pub fn prepare(txn: &WriteTransaction) -> Result<SchemaAction, StoreError> {
         None => SchemaAction::Created,
         Some(v) if v == CURRENT_VERSION => return Ok(SchemaAction::UpToDate),
         Some(v) if v > CURRENT_VERSION => {
-            return Err(StoreError::SchemaTooNew {
-                found: v,
-                supported: CURRENT_VERSION,
-            })
+            return Err(StoreError::SchemaTooNew { found: v, supported: CURRENT_VERSION })
         }
         Some(v) => {
             let mut version = v;
@@ -82,10 +74,7 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
 /// Writes the version marker (also used by tests to build older fixtures).
 pub fn set_version(txn: &WriteTransaction, version: u32) -> Result<(), StoreError> {
     let mut meta = txn.open_table(tables::META)?;
-    meta.insert(
-        tables::meta_keys::SCHEMA_VERSION,
-        version.to_be_bytes().as_slice(),
-    )?;
+    meta.insert(tables::meta_keys::SCHEMA_VERSION, version.to_be_bytes().as_slice())?;
     Ok(())
 }
 
@@ -107,20 +96,11 @@ fn v1_to_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
     let head = match audit.last()? {
         None => AuditHead::empty(),
         Some((k, v)) => {
-            let hash = AuditEntry::from_bytes(v.value())
-                .map(|e| e.hash)
-                .unwrap_or(GENESIS_HASH);
-            AuditHead {
-                v: 1,
-                count: k.value(),
-                last_hash: hex::encode(hash),
-            }
+            let hash = AuditEntry::from_bytes(v.value()).map(|e| e.hash).unwrap_or(GENESIS_HASH);
+            AuditHead { v: 1, count: k.value(), last_hash: hex::encode(hash) }
         }
     };
     let mut meta = txn.open_table(tables::META)?;
-    meta.insert(
-        tables::meta_keys::AUDIT_HEAD,
-        codec::encode(&head).as_slice(),
-    )?;
+    meta.insert(tables::meta_keys::AUDIT_HEAD, codec::encode(&head).as_slice())?;
     Ok(())
 }

@@ -83,17 +83,11 @@ impl<'a> Cursor<'a> {
         Ok(head)
     }
     fn u64(&mut self) -> Result<u64, StoreError> {
-        let b: [u8; 8] = self
-            .take(8)?
-            .try_into()
-            .map_err(|_| StoreError::Snapshot("truncated".into()))?;
+        let b: [u8; 8] = self.take(8)?.try_into().map_err(|_| StoreError::Snapshot("truncated".into()))?;
         Ok(u64::from_be_bytes(b))
     }
     fn bytes(&mut self) -> Result<&'a [u8], StoreError> {
-        let b: [u8; 4] = self
-            .take(4)?
-            .try_into()
-            .map_err(|_| StoreError::Snapshot("truncated".into()))?;
+        let b: [u8; 4] = self.take(4)?.try_into().map_err(|_| StoreError::Snapshot("truncated".into()))?;
         self.take(u32::from_be_bytes(b) as usize)
     }
 }

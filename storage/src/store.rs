@@ -29,11 +29,7 @@ impl Store {
         let txn = db.begin_write()?;
         let schema_action = schema::prepare(&txn)?;
         txn.commit()?;
-        Ok(Store {
-            db: Arc::new(db),
-            path: path.to_path_buf(),
-            schema_action,
-        })
+        Ok(Store { db: Arc::new(db), path: path.to_path_buf(), schema_action })
     }
 
     pub fn db(&self) -> &Arc<Database> {
@@ -76,9 +72,7 @@ fn precheck(path: &Path) -> Result<(), StoreError> {
         return Ok(()); // absent: redb creates it
     };
     let mut head = [0u8; 4];
-    let read = file
-        .read(&mut head)
-        .map_err(|e| StoreError::Database(e.to_string()))?;
+    let read = file.read(&mut head).map_err(|e| StoreError::Database(e.to_string()))?;
     if read == 0 {
         return Ok(()); // empty: redb initialises it
     }
@@ -95,14 +89,9 @@ fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
     let path_text = path.display().to_string();
     match e {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path_text },
-        DatabaseError::Storage(redb::StorageError::Io(io))
-            if io.kind() == std::io::ErrorKind::WouldBlock =>
-        {
+        DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {
             StoreError::Locked { path: path_text }
         }
-        other => StoreError::NotADatabase {
-            path: path_text,
-            reason: other.to_string(),
-        },
+        other => StoreError::NotADatabase { path: path_text, reason: other.to_string() },
     }
 }

@@ -1,7 +1,9 @@
 //! Every redb table of a Gatehouse database, declared in one place.
 //!
-//! State tables are replicated (applied from raft and carried in snapshots); raft tables hold
-//! this node's own log, vote and snapshot and are never part of a snapshot.
+//! State tables are replicated (applied from raft and carried in snapshots); the raft log,
+//! vote and stored snapshot are this node's own and never part of a snapshot. The state
+//! machine's applied id and membership live in `meta` beside the state they describe, and
+//! installing a snapshot overwrites them with the snapshot's own.
 
 use redb::TableDefinition;
 
@@ -35,7 +37,6 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 4] =
-    [META, TENANTS, SIGNING_KEYS, DATA_KEYS];
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 4] = [META, TENANTS, SIGNING_KEYS, DATA_KEYS];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

@@ -1,1 +1,12 @@
-fn main() {}
+//! Integration tests: the real `gatehouse` binary, real redb files in temp dirs, real TLS
+//! through the CA the node generates.
+
+mod support;
+
+mod audit_tamper;
+mod crash;
+mod discovery;
+mod http_edges;
+mod openapi_doc;
+mod refusals;
+mod restart;

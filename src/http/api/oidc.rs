@@ -137,11 +137,7 @@ pub enum AuthorizeResponse {
 pub enum TokenResponse {
     /// An RFC 6749 error.
     #[oai(status = 400)]
-    BadRequest(
-        Json<OAuthError>,
-        #[oai(header = "Cache-Control")] String,
-        #[oai(header = "Pragma")] String,
-    ),
+    BadRequest(Json<OAuthError>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
     /// The `default` tenant lives at the root.
     #[oai(status = 308)]
     Moved(#[oai(header = "Location")] String),
@@ -174,13 +170,8 @@ fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
         }
     };
     match reader.tenant(tenant_id) {
-        Ok(Some(t)) if t.status == TenantStatus::Active => Resolved::Tenant {
-            issuer: app.issuer_of(&t.id),
-            tenant: t,
-        },
-        _ => Resolved::NotFound(Problem::not_found(format!(
-            "there is no tenant {tenant_id:?}"
-        ))),
+        Ok(Some(t)) if t.status == TenantStatus::Active => Resolved::Tenant { issuer: app.issuer_of(&t.id), tenant: t },
+        _ => Resolved::NotFound(Problem::not_found(format!("there is no tenant {tenant_id:?}"))),
     }
 }
 
@@ -222,9 +213,7 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
 
 fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
     match resolved {
-        Resolved::DefaultAtRoot => {
-            JwksResponse::Moved(root_location(app, "/.well-known/jwks.json"))
-        }
+        Resolved::DefaultAtRoot => JwksResponse::Moved(root_location(app, "/.well-known/jwks.json")),
         Resolved::NotFound(p) => JwksResponse::NotFound(Json(p)),
         Resolved::Tenant { tenant, .. } => {
             let records = match app.store.read().and_then(|r| r.signing_keys(&tenant.id)) {
@@ -238,8 +227,7 @@ fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
                 .iter()
                 .map(|r| {
                     let jwk = crate::crypto::keys::public_jwk_json(r);
-                    let field =
-                        |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_string);
+                    let field = |name: &str| jwk.get(name).and_then(|v| v.as_str()).map(str::to_string);
                     Jwk {
                         kty: field("kty").unwrap_or_default(),
                         kid: r.kid.clone(),
@@ -258,24 +246,14 @@ fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
     }
 }
 
-fn authorize(
-    app: &AppState,
-    resolved: Resolved,
-    response_type: Option<String>,
-    query: &str,
-) -> AuthorizeResponse {
+fn authorize(app: &AppState, resolved: Resolved, response_type: Option<String>, query: &str) -> AuthorizeResponse {
     match resolved {
-        Resolved::DefaultAtRoot => {
-            AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{query}")))
-        }
+        Resolved::DefaultAtRoot => AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{query}"))),
         Resolved::NotFound(p) => AuthorizeResponse::NotFound(Json(p)),
         Resolved::Tenant { .. } => {
             let (code, why) = match response_type {
                 None => ("invalid_request", "the request has no response_type"),
-                Some(_) => (
-                    "unsupported_response_type",
-                    "this server does not yet issue authorization responses",
-                ),
+                Some(_) => ("unsupported_response_type", "this server does not yet issue authorization responses"),
             };
             AuthorizeResponse::ErrorPage(Html(error_page(code, why)))
         }
@@ -300,10 +278,7 @@ fn token(app: &AppState, resolved: Resolved, req: &TokenRequest) -> TokenRespons
             }
             let err = match &req.grant_type {
                 None => OAuthError::new("invalid_request", "grant_type is required"),
-                Some(g) => OAuthError::new(
-                    "unsupported_grant_type",
-                    format!("grant type {g:?} is not supported"),
-                ),
+                Some(g) => OAuthError::new("unsupported_grant_type", format!("grant type {g:?} is not supported")),
             };
             TokenResponse::BadRequest(Json(err), "no-store".into(), "no-cache".into())
         }
@@ -323,17 +298,11 @@ fn overlong_field(req: &TokenRequest) -> Option<&'static str> {
         ("code_verifier", &req.code_verifier, 256),
         ("refresh_token", &req.refresh_token, 4096),
     ];
-    limits
-        .into_iter()
-        .find(|(_, v, max)| v.as_ref().is_some_and(|v| v.chars().count() > *max))
-        .map(|(n, _, _)| n)
+    limits.into_iter().find(|(_, v, max)| v.as_ref().is_some_and(|v| v.chars().count() > *max)).map(|(n, _, _)| n)
 }
 
 fn query_suffix(req: &poem::Request) -> String {
-    req.uri()
-        .query()
-        .map(|q| format!("?{q}"))
-        .unwrap_or_default()
+    req.uri().query().map(|q| format!("?{q}")).unwrap_or_default()
 }
 
 #[OpenApi]
@@ -346,11 +315,7 @@ impl OidcApi {
         operation_id = "getDiscovery"
     )]
     async fn discovery_default(&self, app: Data<&Arc<AppState>>) -> DiscoveryResponse {
-        discovery(
-            &app,
-            resolve(&app, "default"),
-            "/.well-known/openid-configuration",
-        )
+        discovery(&app, resolve(&app, "default"), "/.well-known/openid-configuration")
     }
 
     /// Discovery for a tenant.
@@ -360,16 +325,8 @@ impl OidcApi {
         tag = "OidcTag::Discovery",
         operation_id = "getTenantDiscovery"
     )]
-    async fn discovery_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        tenant: Path<String>,
-    ) -> DiscoveryResponse {
-        discovery(
-            &app,
-            resolve_path(&app, &tenant),
-            "/.well-known/openid-configuration",
-        )
+    async fn discovery_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> DiscoveryResponse {
+        discovery(&app, resolve_path(&app, &tenant), "/.well-known/openid-configuration")
     }
 
     /// RFC 8414 metadata for the `default` tenant (same content as discovery).
@@ -380,11 +337,7 @@ impl OidcApi {
         operation_id = "getAuthorizationServerMetadata"
     )]
     async fn as_metadata_default(&self, app: Data<&Arc<AppState>>) -> DiscoveryResponse {
-        discovery(
-            &app,
-            resolve(&app, "default"),
-            "/.well-known/oauth-authorization-server",
-        )
+        discovery(&app, resolve(&app, "default"), "/.well-known/oauth-authorization-server")
     }
 
     /// RFC 8414 metadata for a tenant (same content as discovery).
@@ -394,25 +347,12 @@ impl OidcApi {
         tag = "OidcTag::Discovery",
         operation_id = "getTenantAuthorizationServerMetadata"
     )]
-    async fn as_metadata_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        tenant: Path<String>,
-    ) -> DiscoveryResponse {
-        discovery(
-            &app,
-            resolve_path(&app, &tenant),
-            "/.well-known/oauth-authorization-server",
-        )
+    async fn as_metadata_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> DiscoveryResponse {
+        discovery(&app, resolve_path(&app, &tenant), "/.well-known/oauth-authorization-server")
     }
 
     /// Public signing keys of the `default` tenant.
-    #[oai(
-        path = "/.well-known/jwks.json",
-        method = "get",
-        tag = "OidcTag::Discovery",
-        operation_id = "getJwks"
-    )]
+    #[oai(path = "/.well-known/jwks.json", method = "get", tag = "OidcTag::Discovery", operation_id = "getJwks")]
     async fn jwks_default(&self, app: Data<&Arc<AppState>>) -> JwksResponse {
         jwks(&app, resolve(&app, "default"))
     }
@@ -429,12 +369,7 @@ impl OidcApi {
     }
 
     /// Authorization endpoint of the `default` tenant.
-    #[oai(
-        path = "/oauth2/authorize",
-        method = "get",
-        tag = "OidcTag::OAuth2",
-        operation_id = "authorize"
-    )]
+    #[oai(path = "/oauth2/authorize", method = "get", tag = "OidcTag::OAuth2", operation_id = "authorize")]
     async fn authorize_default(
         &self,
         app: Data<&Arc<AppState>>,
@@ -446,12 +381,7 @@ impl OidcApi {
         state: Query<Option<String>>,
     ) -> AuthorizeResponse {
         let _ = (client_id, redirect_uri, scope, state);
-        authorize(
-            &app,
-            resolve(&app, "default"),
-            response_type.0,
-            &query_suffix(req),
-        )
+        authorize(&app, resolve(&app, "default"), response_type.0, &query_suffix(req))
     }
 
     /// Authorization endpoint of a tenant.
@@ -474,36 +404,17 @@ impl OidcApi {
         state: Query<Option<String>>,
     ) -> AuthorizeResponse {
         let _ = (client_id, redirect_uri, scope, state);
-        authorize(
-            &app,
-            resolve_path(&app, &tenant),
-            response_type.0,
-            &query_suffix(req),
-        )
+        authorize(&app, resolve_path(&app, &tenant), response_type.0, &query_suffix(req))
     }
 
     /// Token endpoint of the `default` tenant.
-    #[oai(
-        path = "/oauth2/token",
-        method = "post",
-        tag = "OidcTag::OAuth2",
-        operation_id = "token"
-    )]
-    async fn token_default(
-        &self,
-        app: Data<&Arc<AppState>>,
-        body: Form<TokenRequest>,
-    ) -> TokenResponse {
+    #[oai(path = "/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "token")]
+    async fn token_default(&self, app: Data<&Arc<AppState>>, body: Form<TokenRequest>) -> TokenResponse {
         token(&app, resolve(&app, "default"), &body)
     }
 
     /// Token endpoint of a tenant.
-    #[oai(
-        path = "/t/:tenant/oauth2/token",
-        method = "post",
-        tag = "OidcTag::OAuth2",
-        operation_id = "tokenTenant"
-    )]
+    #[oai(path = "/t/:tenant/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "tokenTenant")]
     async fn token_tenant(
         &self,
         app: Data<&Arc<AppState>>,

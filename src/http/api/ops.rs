@@ -48,9 +48,7 @@ impl OpsApi {
     /// Liveness: the process answers.
     #[oai(path = "/health", method = "get", operation_id = "getHealth")]
     async fn health(&self) -> Json<HealthStatus> {
-        Json(HealthStatus {
-            status: "ok".into(),
-        })
+        Json(HealthStatus { status: "ok".into() })
     }
 
     /// Readiness: storage open and a raft leader known.

@@ -22,19 +22,13 @@ pub struct TenantRecord {
 }
 
 /// Ids that name routes or the appliance itself and can never be tenants created by users.
-pub const RESERVED_TENANT_IDS: [&str; 11] = [
-    "system", "default", "t", "admin", "v1", "oauth2", "docs", "health", "ready", "metrics",
-    "openapi",
-];
+pub const RESERVED_TENANT_IDS: [&str; 11] =
+    ["system", "default", "t", "admin", "v1", "oauth2", "docs", "health", "ready", "metrics", "openapi"];
 
 /// `[a-z0-9][a-z0-9-]{1,62}`.
 pub fn is_valid_tenant_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     (2..=63).contains(&bytes.len())
-        && bytes
-            .first()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }

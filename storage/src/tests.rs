@@ -1,0 +1,258 @@
+//! Storage tests on real redb files: schema versions, audit encoding, apply semantics, snapshots.
+
+use redb::{Database, ReadableDatabase};
+
+use crate::audit::{AuditEntry, GENESIS_HASH};
+use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
+use crate::model::{
+    CaRecord, ClusterRecord, DataKeyRecord, PublicJwk, Sealed, SigningAlg, SigningKeyRecord, TenantRecord, TenantStatus,
+};
+use crate::schema::{self, SchemaAction, CURRENT_VERSION};
+use crate::{snapshot, tables, Store, StoreError};
+
+fn sealed(key_id: &str) -> Sealed {
+    Sealed { key_id: key_id.into(), nonce: "bm9uY2U".into(), ciphertext: "Y2lwaGVydGV4dA".into() }
+}
+
+fn new_tenant(id: &str) -> NewTenant {
+    let dk = format!("dk-{id}");
+    NewTenant {
+        tenant: TenantRecord {
+            v: 1,
+            id: id.into(),
+            display_name: id.into(),
+            status: TenantStatus::Active,
+            self_registration: false,
+            data_key_id: dk.clone(),
+            created_at_ms: 1,
+        },
+        data_key: DataKeyRecord {
+            v: 1,
+            id: dk.clone(),
+            scope: format!("tenant:{id}"),
+            wrapped: sealed("kek-1"),
+            created_at_ms: 1,
+        },
+        signing_keys: vec![SigningKeyRecord {
+            v: 1,
+            tenant: id.into(),
+            kid: format!("kid-{id}"),
+            alg: SigningAlg::ES256,
+            public: PublicJwk::EC { crv: "P-256".into(), x: "x".into(), y: "y".into() },
+            public_spki: "spki".into(),
+            private: sealed(&dk),
+            created_at_ms: 1,
+            active_from_ms: 1,
+        }],
+    }
+}
+
+fn bootstrap() -> Proposal {
+    Proposal {
+        at_ms: 1_000,
+        actor: "node:1".into(),
+        command: Command::Bootstrap {
+            cluster: ClusterRecord {
+                v: 1,
+                cluster_id: "c1".into(),
+                founding_node: 1,
+                ca: CaRecord { cert_pem: "pem".into(), key: sealed("dk-system") },
+                created_at_ms: 1_000,
+            },
+            tenants: vec![new_tenant("system"), new_tenant("default")],
+        },
+    }
+}
+
+fn create(id: &str, at_ms: i64) -> Proposal {
+    Proposal { at_ms, actor: "cli:uid:0".into(), command: Command::CreateTenant(new_tenant(id)) }
+}
+
+fn apply_all(store: &Store, proposals: &[Proposal]) -> Vec<Outcome> {
+    let txn = store.db().begin_write().unwrap();
+    let out = proposals.iter().map(|p| crate::apply(&txn, p).unwrap()).collect();
+    txn.commit().unwrap();
+    out
+}
+
+fn fresh() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("gatehouse.redb")).unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_new_database_gets_the_current_schema() {
+    let (_d, store) = fresh();
+    assert_eq!(store.schema_action(), SchemaAction::Created);
+    let again = Store::open(store.path());
+    assert!(matches!(again, Err(StoreError::Locked { .. })), "a second open of a locked file is refused");
+}
+
+#[test]
+fn a_newer_schema_is_refused_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.redb");
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        schema::set_version(&txn, CURRENT_VERSION + 7).unwrap();
+        txn.commit().unwrap();
+    }
+    let err = Store::open(&path).err().expect("refused");
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found, supported } if found == CURRENT_VERSION + 7 && supported == CURRENT_VERSION)
+    );
+    assert!(err.to_string().contains("newer than this binary supports"), "{err}");
+}
+
+/// Version 1 kept the audit chain without a head record; opening migrates it to version 2.
+#[test]
+fn a_version_1_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.redb");
+    let mut prev = GENESIS_HASH;
+    let mut last = GENESIS_HASH;
+    {
+        let db = Database::create(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut audit = txn.open_table(tables::AUDIT).unwrap();
+            for seq in 1..=3u64 {
+                let mut e = AuditEntry {
+                    seq,
+                    at_ms: seq as i64,
+                    actor: "node:1".into(),
+                    tenant: "system".into(),
+                    action: "tenant.create".into(),
+                    target: format!("tenant:t{seq}"),
+                    outcome: "ok".into(),
+                    prev_hash: prev,
+                    hash: [0; 32],
+                };
+                e.hash = e.compute_hash();
+                prev = e.hash;
+                last = e.hash;
+                audit.insert(seq, e.to_bytes().as_slice()).unwrap();
+            }
+        }
+        txn.open_table(tables::META).unwrap();
+        schema::set_version(&txn, 1).unwrap();
+        txn.commit().unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_action(), SchemaAction::Migrated { from: 1 });
+    let reader = store.read().unwrap();
+    let head = reader.audit_head().unwrap();
+    assert_eq!(head.count, 3);
+    assert_eq!(head.last_hash, hex::encode(last));
+    let report = reader.verify_audit().unwrap();
+    assert!(report.failure.is_none(), "{report:?}");
+    let version = reader.meta_raw(tables::meta_keys::SCHEMA_VERSION).unwrap().unwrap();
+    assert_eq!(version, CURRENT_VERSION.to_be_bytes().to_vec());
+    drop(reader);
+    drop(store);
+    assert_eq!(Store::open(&path).unwrap().schema_action(), SchemaAction::UpToDate);
+}
+
+#[test]
+fn audit_entry_bytes_round_trip_and_reject_malformed_input() {
+    let texts = ["", "a", "tenant:äöü-🙂", &"x".repeat(1000)];
+    for (i, text) in texts.iter().enumerate() {
+        let mut e = AuditEntry {
+            seq: i as u64 + 1,
+            at_ms: -5 + i as i64,
+            actor: text.to_string(),
+            tenant: "t".into(),
+            action: text.to_string(),
+            target: "x".into(),
+            outcome: "ok".into(),
+            prev_hash: [i as u8; 32],
+            hash: [0; 32],
+        };
+        e.hash = e.compute_hash();
+        let bytes = e.to_bytes();
+        let parsed = AuditEntry::from_bytes(&bytes).expect("parses");
+        assert_eq!(parsed, e);
+        assert_eq!(parsed.to_bytes(), bytes, "serialize(parse(bytes)) == bytes");
+        assert!(AuditEntry::from_bytes(&bytes[..bytes.len() - 1]).is_none(), "truncated");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(AuditEntry::from_bytes(&longer).is_none(), "trailing bytes");
+        let mut other_version = bytes.clone();
+        other_version[0] = 2;
+        assert!(AuditEntry::from_bytes(&other_version).is_none(), "unknown version");
+    }
+}
+
+#[test]
+fn a_refusal_writes_only_its_audit_entry() {
+    let (_d, store) = fresh();
+    let out = apply_all(&store, &[bootstrap(), create("acme", 2_000)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::Bootstrapped { .. })));
+    assert!(matches!(out[1], Outcome::Applied(Applied::TenantCreated { .. })));
+    let state = |store: &Store| {
+        let r = store.read().unwrap();
+        (r.tenants().unwrap(), r.signing_keys("acme").unwrap(), r.cluster().unwrap(), r.data_key("dk-acme").unwrap())
+    };
+    let before = state(&store);
+
+    let mut clash = create("acme", 3_000);
+    if let Command::CreateTenant(n) = &mut clash.command {
+        n.data_key.id = "dk-other".into();
+        n.tenant.data_key_id = "dk-other".into();
+        n.signing_keys[0].private.key_id = "dk-other".into();
+    }
+    let out = apply_all(&store, &[clash, create("system", 3_001), bootstrap(), create("Not_Valid", 3_002)]);
+    assert_eq!(out[0], Outcome::Refused(Rejection::TenantExists { id: "acme".into() }));
+    assert_eq!(out[1], Outcome::Refused(Rejection::ReservedTenantId { id: "system".into() }));
+    assert_eq!(out[2], Outcome::Refused(Rejection::AlreadyBootstrapped));
+    assert_eq!(out[3], Outcome::Refused(Rejection::InvalidTenantId { id: "Not_Valid".into() }));
+
+    let reader = store.read().unwrap();
+    assert_eq!(reader.tenants().unwrap().len(), 3);
+    assert!(reader.data_key("dk-other").unwrap().is_none(), "nothing of a refused command is stored");
+    let entries = reader.audit_entries(1, 100).unwrap();
+    assert_eq!(entries.len(), 6);
+    assert_eq!(entries[2].outcome, "refused:tenant_exists");
+    assert_eq!(entries[2].actor, "cli:uid:0");
+    assert_eq!(entries[2].at_ms, 3_000, "the time comes from the command");
+    assert!(reader.verify_audit().unwrap().failure.is_none());
+    drop(reader);
+    assert_eq!(state(&store), before, "apart from the audit chain, the state is exactly as before");
+}
+
+#[test]
+fn apply_is_deterministic_and_snapshots_round_trip() {
+    let proposals = [bootstrap(), create("acme", 2_000), create("acme", 2_001), create("beta", 2_002)];
+    let (_a, a) = fresh();
+    let (_b, b) = fresh();
+    apply_all(&a, &proposals);
+    apply_all(&b, &proposals);
+    let export_a = snapshot::export(&a.db().begin_read().unwrap()).unwrap();
+    let export_b = snapshot::export(&b.db().begin_read().unwrap()).unwrap();
+    assert_eq!(export_a, export_b, "the same commands give the same state on every node");
+
+    let (_c, c) = fresh();
+    apply_all(&c, &[create("stale", 5)]); // state that the snapshot must replace
+    let txn = c.db().begin_write().unwrap();
+    snapshot::import(&txn, &export_a).unwrap();
+    txn.commit().unwrap();
+    let export_c = snapshot::export(&c.db().begin_read().unwrap()).unwrap();
+    assert_eq!(export_c, export_a);
+    assert!(c.read().unwrap().tenant("stale").unwrap().is_none());
+    assert!(c.read().unwrap().verify_audit().unwrap().failure.is_none());
+
+    let txn = c.db().begin_write().unwrap();
+    assert!(snapshot::import(&txn, &export_a[..export_a.len() - 3]).is_err(), "a truncated snapshot is refused");
+}
+
+#[test]
+fn a_file_that_is_not_redb_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.redb");
+    std::fs::write(&path, b"SQLite format 3\0 definitely not redb").unwrap();
+    let err = Store::open(&path).err().expect("refused");
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), b"SQLite format 3\0 definitely not redb");
+}

@@ -1,0 +1,165 @@
+//! Edges of the HTTP surface: problem documents, limits, plain HTTP on the TLS port, metrics.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::{node::temp_data_dir, TestNode};
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+async fn assert_problem(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status(), status);
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    assert!(ct.starts_with("application/problem+json"), "content type {ct}");
+    let body: Value = resp.json().await.expect("problem JSON");
+    assert_eq!(body["type"], format!("urn:gatehouse:problem:{code}"));
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string(), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn the_http_surface_answers_errors_in_its_formats() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let c = node.client();
+    let url = &node.url;
+
+    // Unknown tenant and unknown path: 404 problem documents.
+    assert_problem(
+        c.get(format!("{url}/t/nobody/.well-known/openid-configuration")).send().await.unwrap(),
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(c.get(format!("{url}/t/nobody/.well-known/jwks.json")).send().await.unwrap(), 404, "not_found")
+        .await;
+    assert_problem(c.get(format!("{url}/no/such/path")).send().await.unwrap(), 404, "not_found").await;
+    // An undeclared method: 405 problem document.
+    assert_problem(c.delete(format!("{url}/health")).send().await.unwrap(), 405, "method_not_allowed").await;
+
+    // Over 64 KiB: 413 before parsing (the same body under the limit would be a 400).
+    let big = "a".repeat(64 * 1024 + 1);
+    let resp = c
+        .post(format!("{url}/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(resp, 413, "payload_too_large").await;
+    let small = "a".repeat(1000);
+    let resp = c
+        .post(format!("{url}/oauth2/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+
+    // OAuth endpoints: RFC 6749 errors, no-store.
+    let resp =
+        c.post(format!("{url}/oauth2/token")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "unsupported_grant_type");
+    let body: Value =
+        c.post(format!("{url}/oauth2/token")).form(&[("scope", "x")]).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request");
+    let resp = c
+        .post(format!("{url}/oauth2/token"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_request", "a wrong content type is an OAuth error too");
+    let resp = c.get(format!("{url}/oauth2/authorize?response_type=code&client_id=x")).send().await.unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.text().await.unwrap().contains("unsupported_response_type"));
+
+    // The default tenant under /t/default is a permanent redirect to the root.
+    let resp = c.get(format!("{url}/t/default/.well-known/openid-configuration")).send().await.unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(resp.headers()["location"], format!("{url}/.well-known/openid-configuration"));
+
+    // The served document is the committed one.
+    let served = c.get(format!("{url}/openapi.json")).send().await.unwrap().text().await.unwrap();
+    let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/gatehouse.json")).unwrap();
+    assert_eq!(served.trim(), committed.trim());
+    assert_eq!(c.get(format!("{url}/docs")).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn plain_http_on_the_tls_port_fails_without_harming_the_server() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let addr = node.addr();
+    let junk = std::thread::spawn(move || {
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
+            let mut buf = Vec::new();
+            let _ = s.read_to_end(&mut buf);
+            answers.push(String::from_utf8_lossy(&buf).to_string());
+        }
+        answers
+    });
+    // Meanwhile, and afterwards, TLS clients are served.
+    let c = node.client();
+    assert_eq!(c.get(format!("{}/health", node.url)).send().await.unwrap().status(), 200);
+    let answers = junk.join().unwrap();
+    assert!(answers.iter().all(|a| !a.contains("200 OK")), "plain HTTP must not be served");
+    for _ in 0..5 {
+        assert_eq!(c.get(format!("{}/health", node.url)).send().await.unwrap().status(), 200);
+    }
+    // A silent client that never starts the handshake does not block others.
+    let _silent = std::net::TcpStream::connect(node.addr()).unwrap();
+    assert_eq!(c.get(format!("{}/ready", node.url)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn request_counters_and_raft_gauges_move() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let c = node.client();
+    let scrape = || async { c.get(format!("{}/metrics", node.url)).send().await.unwrap().text().await.unwrap() };
+    c.get(format!("{}/health", node.url)).send().await.unwrap();
+    let before = scrape().await;
+    for name in [
+        "gatehouse_http_request_duration_seconds",
+        "gatehouse_raft_term",
+        "gatehouse_raft_is_leader",
+        "gatehouse_raft_commit_index",
+        "gatehouse_raft_applied_index",
+        "gatehouse_db_size_bytes",
+        "gatehouse_audit_entries_total",
+    ] {
+        assert!(before.contains(name), "{name} missing from /metrics");
+    }
+    assert_eq!(metric(&before, "gatehouse_raft_is_leader"), 1.0);
+    assert!(metric(&before, "gatehouse_raft_term") >= 1.0);
+    for _ in 0..3 {
+        c.get(format!("{}/.well-known/jwks.json", node.url)).send().await.unwrap();
+    }
+    assert!(node.cli(&["tenant", "create", "metered"]).status.success());
+    let after = scrape().await;
+    assert!(metric(&after, "gatehouse_http_requests_total") >= metric(&before, "gatehouse_http_requests_total") + 4.0);
+    assert!(after.contains(r#"route="{issuer}/.well-known/jwks.json",method="GET",status="200""#));
+    assert!(metric(&after, "gatehouse_raft_applied_index") > metric(&before, "gatehouse_raft_applied_index"));
+    assert!(metric(&after, "gatehouse_raft_commit_index") > metric(&before, "gatehouse_raft_commit_index"));
+    assert!(metric(&after, "gatehouse_audit_entries_total") > metric(&before, "gatehouse_audit_entries_total"));
+}
