@@ -279,7 +279,7 @@ mod tests {
                 "trailing slash",
             ),
         ] {
-            let err = load(overrides, &env).err().expect("refused").to_string();
+            let err = load(overrides, &env).expect_err("refused").to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle}");
         }
     }

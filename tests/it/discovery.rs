@@ -38,8 +38,8 @@ async fn discovery_is_complete_and_its_issuer_is_the_url_it_was_fetched_under() 
             for field in REQUIRED {
                 let v = &doc[field];
                 assert!(!v.is_null(), "{url} lacks {field}");
-                assert!(v.as_str().map_or(true, |s| !s.is_empty()), "{url}: {field} is empty");
-                assert!(v.as_array().map_or(true, |a| !a.is_empty()), "{url}: {field} is empty");
+                assert!(v.as_str().is_none_or(|s| !s.is_empty()), "{url}: {field} is empty");
+                assert!(v.as_array().is_none_or(|a| !a.is_empty()), "{url}: {field} is empty");
             }
             assert_eq!(doc["issuer"], Value::String(issuer.clone()), "issuer must equal the URL prefix");
             let algs = strings(&doc["id_token_signing_alg_values_supported"]);

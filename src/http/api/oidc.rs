@@ -369,6 +369,7 @@ impl OidcApi {
     }
 
     /// Authorization endpoint of the `default` tenant.
+    #[allow(clippy::too_many_arguments)]
     #[oai(path = "/oauth2/authorize", method = "get", tag = "OidcTag::OAuth2", operation_id = "authorize")]
     async fn authorize_default(
         &self,
