@@ -111,6 +111,31 @@ fn storage(c: &mut Criterion) {
         })
     });
 
+    // The redb work of one raft write without openraft: a durable log commit of the entry,
+    // then the apply in a non-durable transaction, on one file.
+    let split_dir = tempfile::tempdir().unwrap();
+    let split = Store::open(&split_dir.path().join("gatehouse.redb")).unwrap();
+    {
+        let txn = split.db().begin_write().unwrap();
+        gatehouse_storage::apply(&txn, &bootstrap()).unwrap();
+        txn.commit().unwrap();
+    }
+    let mut index = 0u64;
+    group.bench_function("storage_work_of_one_raft_write", |b| {
+        b.iter(|| {
+            index += 1;
+            let proposal = next_create();
+            let entry = serde_json::to_vec(&proposal).unwrap();
+            let txn = split.db().begin_write().unwrap();
+            txn.open_table(gatehouse_storage::tables::RAFT_LOG).unwrap().insert(index, entry.as_slice()).unwrap();
+            txn.commit().unwrap();
+            let mut txn = split.db().begin_write().unwrap();
+            txn.set_durability(redb::Durability::None).unwrap();
+            gatehouse_storage::apply(&txn, &proposal).unwrap();
+            txn.commit().unwrap();
+        })
+    });
+
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let raft_dir = tempfile::tempdir().unwrap();
     let raft_store = Store::open(&raft_dir.path().join("gatehouse.redb")).unwrap();

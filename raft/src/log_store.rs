@@ -1,6 +1,6 @@
 //! The raft log and vote in redb. Appends, truncation, purges and the vote commit with
-//! `Durability::Immediate` before openraft is told they are done (R4); only the committed
-//! index may lag (openraft re-derives it). openraft serialises calls, so log IO is ordered.
+//! `Durability::Immediate` before openraft is told they are done (R4); the committed index is
+//! not persisted (openraft re-derives it). openraft serialises calls, so log IO is ordered.
 
 use std::fmt::Debug;
 use std::ops::RangeBounds;
@@ -16,7 +16,6 @@ use serde::{de::DeserializeOwned, Serialize};
 use crate::types::{read_err, write_err, Entry, LogId, StorageError, TypeConfig, Vote};
 
 const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 
 #[derive(Clone)]
@@ -102,15 +101,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.get_state(VOTE)
     }
 
-    /// The committed id may lag on disk: after a crash openraft re-applies up to it, and the
-    /// leader commits the rest again.
+    /// The committed id is kept in memory only (for metrics). Persisting it is optional in
+    /// openraft and would cost a redb write transaction per write; after a restart the leader
+    /// commits the durable log again and the state machine catches up from its applied id.
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         self.committed_index.store(committed.map_or(0, |c| c.index), Ordering::Relaxed);
-        self.put_state(COMMITTED, &committed, Durability::None)
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.get_state::<Option<LogId>>(COMMITTED)?.flatten())
+        Ok(None)
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
