@@ -57,6 +57,11 @@ pub enum Commands {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Signing keys of a tenant: list (also on a stopped data dir), rotate, prune
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Audit chain operations
     Audit {
         #[command(subcommand)]
@@ -74,6 +79,31 @@ pub enum TenantCommand {
     },
     /// List tenants
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// List the keys with their states (published, active, retiring, retired)
+    List {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+    },
+    /// Add a new ES256 and RS256 key; they sign after keys.publish_delay_secs
+    Rotate {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Sign with the new keys at once (emergencies: cached JWKS may not know them yet)
+        #[arg(long)]
+        now: bool,
+    },
+    /// Remove retired keys (every token they signed has expired)
+    Prune {
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// Only list what would be removed
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -153,6 +183,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", serde_json::to_string_pretty(&answer.data)?);
             Ok(ExitCode::SUCCESS)
+        }
+        Commands::Keys { command } => {
+            let config = load_config(&cli.common, None, None)?;
+            keys(&config, command).await
         }
         Commands::Audit { command: AuditCommand::Verify } => {
             let config = load_config(&cli.common, None, None)?;
@@ -236,6 +270,40 @@ async fn init(config: Config) -> anyhow::Result<ExitCode> {
         app.data_dir.ca_cert_path().display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<ExitCode> {
+    let request = match command {
+        KeysCommand::List { tenant } => ControlRequest::KeysList { tenant },
+        KeysCommand::Rotate { tenant, now } => ControlRequest::KeysRotate { tenant, now },
+        KeysCommand::Prune { tenant, dry_run } => ControlRequest::KeysPrune { tenant, dry_run },
+    };
+    let offline_tenant = match &request {
+        ControlRequest::KeysList { tenant } => Some(tenant.clone()),
+        _ => None,
+    };
+    let data = match (control::call(&config.data_dir, &request).await, offline_tenant) {
+        (Ok(answer), _) if answer.ok => answer.data,
+        (Ok(answer), _) => anyhow::bail!(answer.error.unwrap_or_else(|| "the node refused the request".into())),
+        // `keys list` also reads a stopped data dir.
+        (Err(control::ControlError::NotRunning(_)), Some(tenant)) => offline_key_list(config, &tenant)?,
+        (Err(e), _) => return Err(e.into()),
+    };
+    println!("{}", serde_json::to_string_pretty(&data)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn offline_key_list(config: &Config, tenant: &str) -> anyhow::Result<serde_json::Value> {
+    let dir = crate::datadir::DataDir::open_existing(&config.data_dir)?;
+    let db = gatehouse_storage::store::open_read_only(&dir.db_path())?;
+    let reader = gatehouse_storage::Reader::begin(&db)?;
+    if reader.tenant(tenant)?.is_none() {
+        anyhow::bail!("tenant {tenant:?} does not exist");
+    }
+    let records = reader.signing_keys(tenant)?;
+    let lifetime = i64::try_from(config.keys.max_token_lifetime_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let now = crate::clock::Clock::now_ms(&SystemClock);
+    Ok(serde_json::to_value(crate::idm::keys::views(&records, now, lifetime))?)
 }
 
 async fn audit_verify(config: &Config) -> anyhow::Result<ExitCode> {

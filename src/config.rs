@@ -24,7 +24,33 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
+    pub keys: KeysConfig,
     pub log: LogConfig,
+}
+
+/// The signing-key lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// A rotated key is in JWKS this long before it signs, so verifiers can cache it first.
+    pub publish_delay_secs: u64,
+    /// The longest lifetime of any token a key signs: a superseded key stays in JWKS this long.
+    pub max_token_lifetime_secs: u64,
+    /// Rotate each tenant's keys automatically when the active key is this old (0: never).
+    pub rotation_interval_secs: u64,
+    /// How often the leader checks whether a rotation is due.
+    pub rotation_check_secs: u64,
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            publish_delay_secs: 3600,
+            max_token_lifetime_secs: 3600,
+            rotation_interval_secs: 90 * 24 * 3600,
+            rotation_check_secs: 600,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -63,6 +89,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
+            keys: KeysConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -155,6 +182,15 @@ impl Config {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file must be set together".into()));
+        }
+        if self.keys.rotation_check_secs == 0 {
+            return Err(ConfigError::Invalid("keys.rotation_check_secs must be at least 1".into()));
+        }
+        if self.keys.rotation_interval_secs != 0 && self.keys.rotation_interval_secs <= self.keys.publish_delay_secs {
+            return Err(ConfigError::Invalid(
+                "keys.rotation_interval_secs must be longer than keys.publish_delay_secs (or 0 to turn rotation off)"
+                    .into(),
+            ));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Invalid(format!("log.level {:?}: {e}", self.log.level)));

@@ -20,6 +20,9 @@ pub enum ControlRequest {
     TenantCreate { id: String, display_name: Option<String> },
     TenantList,
     AuditVerify,
+    KeysList { tenant: String },
+    KeysRotate { tenant: String, now: bool },
+    KeysPrune { tenant: String, dry_run: bool },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,6 +136,22 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
                     .iter()
                     .map(|t| serde_json::json!({"id": t.id, "display_name": t.display_name, "issuer": app.issuer_of(&t.id)}))
                     .collect::<Vec<_>>())),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
+        ControlRequest::KeysList { tenant } => match crate::idm::keys::list(app, &tenant) {
+            Ok(keys) => ControlResponse::ok(serde_json::to_value(keys).unwrap_or_default()),
+            Err(e) => ControlResponse::err(e.to_string()),
+        },
+        ControlRequest::KeysRotate { tenant, now } => {
+            match crate::idm::keys::rotate(app, &format!("cli:uid:{uid}"), &tenant, now).await {
+                Ok(keys) => ControlResponse::ok(serde_json::to_value(keys).unwrap_or_default()),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
+        ControlRequest::KeysPrune { tenant, dry_run } => {
+            match crate::idm::keys::prune(app, &format!("cli:uid:{uid}"), &tenant, dry_run).await {
+                Ok(keys) => ControlResponse::ok(serde_json::to_value(keys).unwrap_or_default()),
                 Err(e) => ControlResponse::err(e.to_string()),
             }
         }

@@ -111,6 +111,7 @@ pub struct RunningNode {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: tokio::task::JoinHandle<()>,
+    jobs: tokio::task::JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -127,6 +128,7 @@ impl RunningNode {
             Err(e) => tracing::warn!("server task: {e}"),
         }
         let _ = self.control.await;
+        let _ = self.jobs.await;
         self.app.raft.shutdown().await;
         let _ = std::fs::remove_file(self.app.data_dir.control_socket());
     }
@@ -327,6 +329,7 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
             return Err(e);
         }
     };
+    let jobs = tokio::spawn(crate::idm::keys::rotation_job(app.clone(), shutdown_rx.clone()));
     let routes = crate::http::routes(app.clone());
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {
@@ -340,5 +343,5 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
             )
             .await
     });
-    Ok(RunningNode { app, local_addr, shutdown, server, control })
+    Ok(RunningNode { app, local_addr, shutdown, server, control, jobs })
 }

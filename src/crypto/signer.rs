@@ -118,3 +118,88 @@ impl TokenSigner {
             .map_err(|e| TokenError::Invalid(e.to_string()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use gatehouse_storage::model::SigningAlg;
+    use serde::{Deserialize, Serialize};
+
+    use super::*;
+    use crate::crypto::kek::{KekSource, LocalKek};
+    use crate::crypto::keys::KeyMaterial;
+    use crate::crypto::KeyProvider;
+
+    #[derive(Serialize, Deserialize)]
+    struct Claims {
+        iss: String,
+        aud: String,
+        exp: i64,
+        sub: String,
+    }
+
+    fn cipher() -> SecretCipher {
+        let kek: Arc<dyn KeyProvider> = Arc::new(LocalKek::from_bytes([3; 32], KekSource::Environment));
+        let c = SecretCipher::new(kek, None);
+        c.new_data_key("dk", "tenant:t", 0);
+        c
+    }
+
+    fn validation() -> Validation {
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&["api"]);
+        v.set_issuer(&["https://issuer"]);
+        v.validate_exp = false;
+        v
+    }
+
+    #[test]
+    fn a_rotated_key_signs_only_after_its_publish_delay_and_old_tokens_keep_verifying() {
+        let c = cipher();
+        let claims = Claims { iss: "https://issuer".into(), aud: "api".into(), exp: 4_000_000_000, sub: "s".into() };
+        let old = KeyMaterial::generate(SigningAlg::ES256).unwrap().into_record(&c, "t", "dk", 0, 0).unwrap();
+        let before = TokenSigner::load(std::slice::from_ref(&old), Some(&c)).unwrap();
+        let old_token = before.sign(SigningAlg::ES256, "at+jwt", &claims, 1_000).unwrap();
+
+        // Rotation at t=1000 with a publish delay of 500.
+        let new = KeyMaterial::generate(SigningAlg::ES256).unwrap().into_record(&c, "t", "dk", 1_000, 1_500).unwrap();
+        let after = TokenSigner::load(&[old.clone(), new.clone()], Some(&c)).unwrap();
+        let kid = |token: &str| jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+        assert_eq!(kid(&after.sign(SigningAlg::ES256, "at+jwt", &claims, 1_200).unwrap()), old.kid, "not yet");
+        assert_eq!(kid(&after.sign(SigningAlg::ES256, "at+jwt", &claims, 1_500).unwrap()), new.kid, "after the delay");
+        assert!(after.verify::<Claims>(&old_token, &validation()).is_ok(), "a token of the old key still verifies");
+    }
+
+    #[test]
+    fn verification_pins_the_algorithm_to_the_key_and_refuses_strangers() {
+        let c = cipher();
+        let es = KeyMaterial::generate(SigningAlg::ES256).unwrap().into_record(&c, "t", "dk", 0, 0).unwrap();
+        let signer = TokenSigner::load(std::slice::from_ref(&es), Some(&c)).unwrap();
+        let claims = Claims { iss: "https://issuer".into(), aud: "api".into(), exp: 4_000_000_000, sub: "s".into() };
+        let good = signer.sign(SigningAlg::ES256, "at+jwt", &claims, 0).unwrap();
+        assert!(signer.verify::<Claims>(&good, &validation()).is_ok());
+        let parts: Vec<&str> = good.split('.').collect();
+        let b64 = |v: serde_json::Value| crate::crypto::b64url(v.to_string().as_bytes());
+        // alg none with our kid.
+        let none = format!("{}.{}.", b64(serde_json::json!({"alg": "none", "kid": es.kid})), parts[1]);
+        assert!(signer.verify::<Claims>(&none, &validation()).is_err());
+        // HS256 keyed with the public key, claiming our kid.
+        let hs_header =
+            jsonwebtoken::Header { kid: Some(es.kid.clone()), ..jsonwebtoken::Header::new(Algorithm::HS256) };
+        let hs =
+            jsonwebtoken::encode(&hs_header, &claims, &EncodingKey::from_secret(es.public_spki.as_bytes())).unwrap();
+        assert!(signer.verify::<Claims>(&hs, &validation()).is_err());
+        // An unknown kid, a wrong audience, a wrong issuer.
+        let other = KeyMaterial::generate(SigningAlg::ES256).unwrap().into_record(&c, "t", "dk", 0, 0).unwrap();
+        let stranger =
+            TokenSigner::load(&[other], Some(&c)).unwrap().sign(SigningAlg::ES256, "at+jwt", &claims, 0).unwrap();
+        assert!(matches!(signer.verify::<Claims>(&stranger, &validation()), Err(TokenError::UnknownKey)));
+        let mut wrong_aud = validation();
+        wrong_aud.set_audience(&["other"]);
+        assert!(signer.verify::<Claims>(&good, &wrong_aud).is_err());
+        let mut wrong_iss = validation();
+        wrong_iss.set_issuer(&["https://elsewhere"]);
+        assert!(signer.verify::<Claims>(&good, &wrong_iss).is_err());
+    }
+}

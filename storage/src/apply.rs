@@ -9,7 +9,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
-use crate::model::SigningKeyRecord;
+use crate::model::{key_states, KeyState, SigningKeyRecord};
 use crate::{codec, tables, StoreError};
 
 struct Tables<'t> {
@@ -30,7 +30,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         audit: txn.open_table(tables::AUDIT)?,
     };
     let (tenant, target) = audit_subject(&proposal.command);
-    let outcome = match check(&t, &proposal.command)? {
+    let outcome = match check(&t, &proposal.command, proposal.at_ms)? {
         Err(rejection) => Outcome::Refused(rejection),
         Ok(()) => Outcome::Applied(write(&mut t, &proposal.command)?),
     };
@@ -58,10 +58,11 @@ fn audit_subject(command: &Command) -> (String, String) {
         Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
         Command::CreateTenant(n) => (n.tenant.id.clone(), format!("tenant:{}", n.tenant.id)),
         Command::AddSigningKey(k) => (k.tenant.clone(), format!("signing_key:{}", k.kid)),
+        Command::PruneSigningKeys { tenant, kids, .. } => (tenant.clone(), format!("signing_keys:{}", kids.join(","))),
     }
 }
 
-fn check(t: &Tables<'_>, command: &Command) -> Result<Result<(), Rejection>, StoreError> {
+fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Rejection>, StoreError> {
     let bootstrapped = t.meta.get(tables::meta_keys::CLUSTER)?.is_some();
     match command {
         Command::Bootstrap { tenants, .. } => {
@@ -95,7 +96,45 @@ fn check(t: &Tables<'_>, command: &Command) -> Result<Result<(), Rejection>, Sto
             }
             check_signing_key(t, k)
         }
+        Command::PruneSigningKeys { tenant, kids, max_token_lifetime_ms } => {
+            check_prune(t, tenant, kids, *max_token_lifetime_ms, now_ms)
+        }
     }
+}
+
+fn check_prune(
+    t: &Tables<'_>,
+    tenant: &str,
+    kids: &[String],
+    max_token_lifetime_ms: i64,
+    now_ms: i64,
+) -> Result<Result<(), Rejection>, StoreError> {
+    if t.tenants.get(tenant)?.is_none() {
+        return Ok(Err(Rejection::UnknownTenant { id: tenant.to_string() }));
+    }
+    let keys = tenant_keys(t, tenant)?;
+    let states = key_states(&keys, now_ms, max_token_lifetime_ms);
+    for kid in kids {
+        match states.iter().find(|(k, _)| k == kid) {
+            None => return Ok(Err(Rejection::UnknownSigningKey { tenant: tenant.to_string(), kid: kid.clone() })),
+            Some((_, KeyState::Retired)) => {}
+            Some((_, state)) => {
+                let state = format!("{state:?}").to_lowercase();
+                return Ok(Err(Rejection::SigningKeyStillNeeded { kid: kid.clone(), state }));
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn tenant_keys(t: &Tables<'_>, tenant: &str) -> Result<Vec<SigningKeyRecord>, StoreError> {
+    let (start, end) = (format!("{tenant}/"), format!("{tenant}0"));
+    let mut keys = Vec::new();
+    for item in t.signing_keys.range(start.as_str()..end.as_str())? {
+        let (k, v) = item?;
+        keys.push(codec::decode("signing_keys", k.value(), v.value())?);
+    }
+    Ok(keys)
 }
 
 fn check_new_tenant(t: &Tables<'_>, n: &NewTenant, allow_reserved: bool) -> Result<Result<(), Rejection>, StoreError> {
@@ -157,6 +196,12 @@ fn write(t: &mut Tables<'_>, command: &Command) -> Result<Applied, StoreError> {
         Command::AddSigningKey(k) => {
             t.signing_keys.insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
             Ok(Applied::SigningKeyAdded { tenant: k.tenant.clone(), kid: k.kid.clone() })
+        }
+        Command::PruneSigningKeys { tenant, kids, .. } => {
+            for kid in kids {
+                t.signing_keys.remove(crate::model::signing_key::signing_key_id(tenant, kid).as_str())?;
+            }
+            Ok(Applied::SigningKeysPruned { tenant: tenant.clone(), kids: kids.clone() })
         }
     }
 }

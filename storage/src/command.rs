@@ -31,6 +31,13 @@ pub enum Command {
     },
     CreateTenant(NewTenant),
     AddSigningKey(SigningKeyRecord),
+    /// Removes retired keys from a tenant. Refused for any key that may still sign or whose
+    /// tokens may still be valid at the proposal's time.
+    PruneSigningKeys {
+        tenant: String,
+        kids: Vec<String>,
+        max_token_lifetime_ms: i64,
+    },
 }
 
 impl Command {
@@ -40,6 +47,7 @@ impl Command {
             Command::Bootstrap { .. } => "cluster.bootstrap",
             Command::CreateTenant(_) => "tenant.create",
             Command::AddSigningKey(_) => "signing_key.add",
+            Command::PruneSigningKeys { .. } => "signing_key.prune",
         }
     }
 }
@@ -73,6 +81,10 @@ pub enum Applied {
         tenant: String,
         kid: String,
     },
+    SigningKeysPruned {
+        tenant: String,
+        kids: Vec<String>,
+    },
 }
 
 /// A business refusal: the command was valid raft data but the state says no.
@@ -96,6 +108,10 @@ pub enum Rejection {
     SigningKeyExists { tenant: String, kid: String },
     #[error("data key {id:?} already exists")]
     DataKeyExists { id: String },
+    #[error("signing key {kid:?} does not exist in tenant {tenant:?}")]
+    UnknownSigningKey { tenant: String, kid: String },
+    #[error("signing key {kid:?} is {state}: it signs, or tokens it signed may still be valid")]
+    SigningKeyStillNeeded { kid: String, state: String },
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -113,6 +129,8 @@ impl Rejection {
             Rejection::SigningKeyExists { .. } => "signing_key_exists",
             Rejection::DataKeyExists { .. } => "data_key_exists",
             Rejection::Inconsistent { .. } => "inconsistent_command",
+            Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
+            Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",
         }
     }
 }

@@ -256,3 +256,72 @@ fn a_file_that_is_not_redb_is_refused_untouched() {
     assert!(matches!(err, StoreError::NotADatabase { .. }), "{err}");
     assert_eq!(std::fs::read(&path).unwrap(), b"SQLite format 3\0 definitely not redb");
 }
+
+fn key(tenant: &str, kid: &str, alg: SigningAlg, active_from_ms: i64) -> SigningKeyRecord {
+    SigningKeyRecord {
+        v: 1,
+        tenant: tenant.into(),
+        kid: kid.into(),
+        alg,
+        public: PublicJwk::EC { crv: "P-256".into(), x: "x".into(), y: "y".into() },
+        public_spki: "spki".into(),
+        private: sealed(&format!("dk-{tenant}")),
+        created_at_ms: active_from_ms,
+        active_from_ms,
+    }
+}
+
+#[test]
+fn key_states_follow_publish_activation_and_token_lifetime() {
+    use crate::model::{key_states, KeyState};
+    // old active from 0; new published at 100, active from 200; tokens live 50.
+    let keys = vec![
+        key("t", "old", SigningAlg::ES256, 0),
+        key("t", "new", SigningAlg::ES256, 200),
+        key("t", "rsa", SigningAlg::RS256, 0),
+    ];
+    let at = |now| key_states(&keys, now, 50).into_iter().map(|(_, s)| s).collect::<Vec<_>>();
+    assert_eq!(at(150), [KeyState::Active, KeyState::Published, KeyState::Active]);
+    assert_eq!(at(200), [KeyState::Retiring, KeyState::Active, KeyState::Active]);
+    assert_eq!(at(249), [KeyState::Retiring, KeyState::Active, KeyState::Active]);
+    assert_eq!(at(250), [KeyState::Retired, KeyState::Active, KeyState::Active]);
+}
+
+#[test]
+fn prune_refuses_keys_that_sign_or_whose_tokens_may_be_valid() {
+    let (_d, store) = fresh();
+    apply_all(&store, &[bootstrap(), create("acme", 10)]);
+    let add = |kid: &str, active_from| Proposal {
+        at_ms: 100,
+        actor: "cli:uid:0".into(),
+        command: Command::AddSigningKey(key("acme", kid, SigningAlg::ES256, active_from)),
+    };
+    let prune = |kids: &[&str], at_ms| Proposal {
+        at_ms,
+        actor: "cli:uid:0".into(),
+        command: Command::PruneSigningKeys {
+            tenant: "acme".into(),
+            kids: kids.iter().map(|k| k.to_string()).collect(),
+            max_token_lifetime_ms: 50,
+        },
+    };
+    let out = apply_all(
+        &store,
+        &[add("next", 200), prune(&["next"], 150), prune(&["kid-acme"], 150), prune(&["kid-acme"], 220)],
+    );
+    assert!(matches!(out[0], Outcome::Applied(Applied::SigningKeyAdded { .. })));
+    assert!(
+        matches!(&out[1], Outcome::Refused(Rejection::SigningKeyStillNeeded { state, .. }) if state == "published")
+    );
+    assert!(matches!(&out[2], Outcome::Refused(Rejection::SigningKeyStillNeeded { state, .. }) if state == "active"));
+    assert!(matches!(&out[3], Outcome::Refused(Rejection::SigningKeyStillNeeded { state, .. }) if state == "retiring"));
+    let out = apply_all(&store, &[prune(&["nope"], 300), prune(&["kid-acme", "next"], 300), prune(&["kid-acme"], 300)]);
+    assert!(matches!(out[0], Outcome::Refused(Rejection::UnknownSigningKey { .. })));
+    assert!(
+        matches!(&out[1], Outcome::Refused(Rejection::SigningKeyStillNeeded { kid, .. }) if kid == "next"),
+        "all or nothing"
+    );
+    assert!(matches!(out[2], Outcome::Applied(Applied::SigningKeysPruned { .. })));
+    let kids: Vec<String> = store.read().unwrap().signing_keys("acme").unwrap().into_iter().map(|k| k.kid).collect();
+    assert_eq!(kids, vec!["next".to_string()]);
+}

@@ -156,7 +156,14 @@ async fn request_counters_and_raft_gauges_move() {
         c.get(format!("{}/.well-known/jwks.json", node.url)).send().await.unwrap();
     }
     assert!(node.cli(&["tenant", "create", "metered"]).status.success());
-    let after = scrape().await;
+    // Raft publishes its metrics just after acknowledging a write: allow it a moment.
+    let applied_before = metric(&before, "gatehouse_raft_applied_index");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut after = scrape().await;
+    while metric(&after, "gatehouse_raft_applied_index") <= applied_before && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        after = scrape().await;
+    }
     assert!(metric(&after, "gatehouse_http_requests_total") >= metric(&before, "gatehouse_http_requests_total") + 4.0);
     assert!(after.contains(r#"route="{issuer}/.well-known/jwks.json",method="GET",status="200""#));
     assert!(metric(&after, "gatehouse_raft_applied_index") > metric(&before, "gatehouse_raft_applied_index"));

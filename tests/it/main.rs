@@ -7,6 +7,7 @@ mod audit_tamper;
 mod crash;
 mod discovery;
 mod http_edges;
+mod keys;
 mod openapi_doc;
 mod refusals;
 mod restart;

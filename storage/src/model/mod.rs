@@ -9,5 +9,5 @@ pub mod tenant;
 pub use cluster::{CaRecord, ClusterRecord};
 pub use data_key::DataKeyRecord;
 pub use sealed::Sealed;
-pub use signing_key::{PublicJwk, SigningAlg, SigningKeyRecord};
+pub use signing_key::{key_states, KeyState, PublicJwk, SigningAlg, SigningKeyRecord};
 pub use tenant::{TenantRecord, TenantStatus};
