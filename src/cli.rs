@@ -249,7 +249,12 @@ fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
     if app.kek_source == crate::crypto::kek::KekSource::DataDirFile {
         text.push_str("\nNote: the KEK is stored in the data dir (fine for development). In production set GATEHOUSE_KEK and remove the kek file.\n");
     }
-    println!("{text}");
+    // A closed stdout (a pipe whose reader went away) must not bring a serving node down, so
+    // write errors are ignored here rather than panicking as println! would.
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+    let _ = out.flush();
 }
 
 async fn init(config: Config) -> anyhow::Result<ExitCode> {

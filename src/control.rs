@@ -89,18 +89,26 @@ pub async fn serve(app: Arc<AppState>, listener: UnixListener, mut shutdown: wat
     }
 }
 
+/// The longest request line the socket reads, and how long a client may take to send it.
+const MAX_REQUEST_BYTES: u64 = 64 * 1024;
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn handle(app: Arc<AppState>, stream: UnixStream, allowed: bool, uid: u32) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
-    let mut lines = BufReader::new(read).lines();
-    let Some(line) = lines.next_line().await? else {
-        return Ok(());
-    };
     let response = if !allowed {
         ControlResponse::err("permission denied: only the data dir's owner or root may use the control socket")
     } else {
-        match serde_json::from_str::<ControlRequest>(&line) {
-            Ok(req) => execute(&app, req, uid).await,
-            Err(e) => ControlResponse::err(format!("unknown request: {e}")),
+        use tokio::io::AsyncReadExt;
+        let mut line = String::new();
+        let mut reader = BufReader::new(read.take(MAX_REQUEST_BYTES));
+        match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+            Err(_) => ControlResponse::err("no request within 10 s"),
+            Ok(Err(e)) => ControlResponse::err(format!("reading the request: {e}")),
+            Ok(Ok(_)) if !line.ends_with('\n') => ControlResponse::err("the request is not one line of at most 64 KiB"),
+            Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
+                Ok(req) => execute(&app, req, uid).await,
+                Err(e) => ControlResponse::err(format!("unknown request: {e}")),
+            },
         }
     };
     let mut out = serde_json::to_vec(&response).unwrap_or_default();

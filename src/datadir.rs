@@ -35,12 +35,7 @@ impl DataDir {
         if !root.exists() {
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(root).map_err(|e| io_err(root, e))?;
         }
-        let dir = DataDir::open_existing(root)?;
-        let tls = dir.tls_dir();
-        if !tls.exists() {
-            std::fs::DirBuilder::new().mode(0o700).create(&tls).map_err(|e| io_err(&tls, e))?;
-        }
-        Ok(dir)
+        DataDir::open_existing(root)
     }
 
     /// Opens an existing dir without creating anything.
@@ -81,9 +76,19 @@ impl DataDir {
         self.tls_dir().join("server.key.sealed")
     }
 
-    /// True when a database already exists here.
+    /// True when this dir has held a node: its database or its node id exists. (The node id is
+    /// written only after the database was created.)
     pub fn is_initialised(&self) -> bool {
-        self.db_path().exists()
+        self.db_path().exists() || self.node_id_path().exists()
+    }
+
+    /// Creates `tls/` (0700) if needed; called only after every start-up check has passed.
+    pub fn ensure_tls_dir(&self) -> Result<(), DataDirError> {
+        let tls = self.tls_dir();
+        if !tls.exists() {
+            std::fs::DirBuilder::new().mode(0o700).create(&tls).map_err(|e| io_err(&tls, e))?;
+        }
+        Ok(())
     }
 
     /// Reads the node id, creating a random one on first start.
@@ -122,6 +127,27 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
         .create(true)
         .truncate(true)
         .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_err(&tmp, e))?;
+    f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;
+    f.sync_all().map_err(|e| io_err(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_err(path, e))?;
+    if let Some(parent) = path.parent() {
+        if let Ok(d) = std::fs::File::open(parent) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
+}
+
+/// Writes a file that others may read (certificates), atomically: temp file, fsync, rename.
+pub fn write_public(path: &Path, bytes: &[u8]) -> Result<(), DataDirError> {
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o644)
         .open(&tmp)
         .map_err(|e| io_err(&tmp, e))?;
     f.write_all(bytes).map_err(|e| io_err(&tmp, e))?;

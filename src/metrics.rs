@@ -1,6 +1,5 @@
 //! Prometheus metrics: request counters and latencies, raft gauges, storage and audit sizes.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -58,7 +57,7 @@ pub struct Metrics {
     raft_commit_index: Gauge<i64, std::sync::atomic::AtomicI64>,
     raft_applied_index: Gauge<i64, std::sync::atomic::AtomicI64>,
     db_size_bytes: Gauge<i64, std::sync::atomic::AtomicI64>,
-    audit_entries: Counter<u64, AtomicU64>,
+    audit_entries: Gauge<i64, std::sync::atomic::AtomicI64>,
 }
 
 fn as_i64(v: u64) -> i64 {
@@ -85,7 +84,7 @@ impl Metrics {
             raft_commit_index: Gauge::default(),
             raft_applied_index: Gauge::default(),
             db_size_bytes: Gauge::default(),
-            audit_entries: Counter::default(),
+            audit_entries: Gauge::default(),
         };
         let r = &mut registry;
         r.register("gatehouse_http_requests", "HTTP requests by route, method and status", m.http_requests.clone());
@@ -97,7 +96,8 @@ impl Metrics {
         r.register("gatehouse_raft_commit_index", "Last committed raft log index", m.raft_commit_index.clone());
         r.register("gatehouse_raft_applied_index", "Last applied raft log index", m.raft_applied_index.clone());
         r.register("gatehouse_db_size_bytes", "Size of the database file", m.db_size_bytes.clone());
-        r.register("gatehouse_audit_entries", "Entries in the audit chain", m.audit_entries.clone());
+        // A gauge sampled from the chain's head (it only grows); named as the design's counter.
+        r.register("gatehouse_audit_entries_total", "Entries in the audit chain", m.audit_entries.clone());
         if let Ok(mut reg) = m.registry.lock() {
             *reg = registry;
         }
@@ -118,10 +118,7 @@ impl Metrics {
         self.raft_commit_index.set(as_i64(s.raft_commit_index));
         self.raft_applied_index.set(as_i64(s.raft_applied_index));
         self.db_size_bytes.set(as_i64(s.db_size_bytes));
-        let seen = self.audit_entries.get();
-        if s.audit_entries > seen {
-            self.audit_entries.inc_by(s.audit_entries - seen);
-        }
+        self.audit_entries.set(as_i64(s.audit_entries));
         let mut out = String::new();
         if let Ok(reg) = self.registry.lock() {
             if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &reg) {

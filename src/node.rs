@@ -22,6 +22,8 @@ use crate::metrics::{Metrics, Sample};
 
 /// How long to wait for a raft leader at start.
 const LEADER_WAIT: Duration = Duration::from_secs(15);
+/// Connections idle this long are closed, so silent clients cannot hold descriptors forever.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long in-flight requests may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -67,7 +69,7 @@ impl AppState {
         self.metrics.render(Sample {
             raft_term: status.term,
             raft_is_leader: status.is_leader,
-            raft_commit_index: status.commit_index.max(status.applied_index),
+            raft_commit_index: status.commit_index,
             raft_applied_index: status.applied_index,
             db_size_bytes: self.store.file_size(),
             audit_entries,
@@ -154,7 +156,8 @@ pub async fn prepare(
     let fresh = !dir.is_initialised();
     let kek = LocalKek::load(&dir, kek_env, fresh)?;
     let kek_source = kek.source;
-    let store = Store::open(&dir.db_path())?;
+    // An initialised dir whose database is missing or empty is refused, never re-founded.
+    let store = if fresh { Store::open(&dir.db_path())? } else { Store::open_existing(&dir.db_path())? };
     datadir::make_private(&dir.db_path())?;
     let node_id = dir.node_id()?;
     let kek: Arc<dyn crate::crypto::KeyProvider> = Arc::new(kek);
@@ -261,9 +264,10 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
     let reader = app.store.read()?;
     let cluster = reader.cluster()?.ok_or_else(|| StartError::Tls("the cluster has no CA yet".into()))?;
     let dir = &app.data_dir;
+    dir.ensure_tls_dir()?;
     let ca_path = dir.ca_cert_path();
     if std::fs::read_to_string(&ca_path).ok().as_deref() != Some(cluster.ca.cert_pem.as_str()) {
-        std::fs::write(&ca_path, &cluster.ca.cert_pem).map_err(|e| tls(&e))?;
+        datadir::write_public(&ca_path, cluster.ca.cert_pem.as_bytes())?;
     }
     let node_id = app.raft.node_id();
     let wanted_names = names.join("\n");
@@ -272,6 +276,10 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
             return None;
         }
         let cert = std::fs::read_to_string(dir.server_cert_path()).ok()?;
+        let parsed = rustls_pemfile::certs(&mut cert.as_bytes()).collect::<Result<Vec<_>, _>>().ok()?;
+        if parsed.is_empty() {
+            return None;
+        }
         let sealed: Sealed = serde_json::from_slice(&datadir::read_private(&dir.server_key_path()).ok()?).ok()?;
         let key = app.cipher.open(&sealed, &server_key_context(node_id)).ok()?;
         Some((cert, key.to_vec()))
@@ -288,8 +296,9 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
                 .seal(&system.data_key_id, &server_key_context(node_id), &issued.key_pkcs8)
                 .map_err(|e| tls(&e))?;
             datadir::write_private(&dir.server_key_path(), &serde_json::to_vec(&sealed).map_err(|e| tls(&e))?)?;
-            std::fs::write(dir.server_cert_path(), &issued.cert_pem).map_err(|e| tls(&e))?;
-            std::fs::write(dir.tls_dir().join("server.names"), &wanted_names).map_err(|e| tls(&e))?;
+            datadir::write_public(&dir.server_cert_path(), issued.cert_pem.as_bytes())?;
+            // Written last: a crash before this point reissues the certificate at next start.
+            datadir::write_public(&dir.tls_dir().join("server.names"), wanted_names.as_bytes())?;
             (issued.cert_pem, issued.key_pkcs8.to_vec())
         }
     };
@@ -334,6 +343,7 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {
         poem::Server::new_with_acceptor(acceptor)
+            .idle_timeout(IDLE_TIMEOUT)
             .run_with_graceful_shutdown(
                 routes,
                 async move {

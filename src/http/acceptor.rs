@@ -30,6 +30,9 @@ pub fn server_config(
     Ok(config)
 }
 
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub struct TlsAcceptor {
     listener: TcpListener,
     local: LocalAddr,
@@ -55,7 +58,9 @@ impl Acceptor for TlsAcceptor {
             match self.listener.accept().await {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
-                    let handshake = self.tls.accept(stream);
+                    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(stream)).map(|r| {
+                        r.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")))
+                    });
                     let io = LazyTls::Handshaking(handshake.boxed());
                     return Ok((
                         io,

@@ -85,22 +85,22 @@ pub async fn rotate(app: &AppState, actor: &str, tenant: &str, immediately: bool
     let now = app.clock.now_ms();
     let active_from =
         if immediately { now } else { now.saturating_add(secs_to_ms(app.config.keys.publish_delay_secs)) };
-    let mut added = Vec::new();
-    for alg in [SigningAlg::ES256, SigningAlg::RS256] {
-        let (cipher, tenant_id, dk) = (app.cipher.clone(), tenant.to_string(), data_key_id.clone());
-        // Key generation is CPU-bound (RSA in particular); keep it off the async workers.
-        let record = tokio::task::spawn_blocking(move || {
-            KeyMaterial::generate(alg)?.into_record(&cipher, &tenant_id, &dk, now, active_from)
-        })
-        .await
-        .map_err(|e| KeysError::Task(e.to_string()))??;
-        let proposal =
-            Proposal { at_ms: now, actor: actor.to_string(), command: Command::AddSigningKey(record.clone()) };
-        match app.write(proposal).await? {
-            Outcome::Applied(Applied::SigningKeyAdded { .. }) => added.push(record),
-            Outcome::Applied(other) => return Err(KeysError::Task(format!("unexpected outcome {other:?}"))),
-            Outcome::Refused(r) => return Err(KeysError::Refused(r)),
-        }
+    let (cipher, tenant_id) = (app.cipher.clone(), tenant.to_string());
+    // Key generation is CPU-bound (RSA in particular); keep it off the async workers.
+    let added = tokio::task::spawn_blocking(move || -> Result<Vec<SigningKeyRecord>, KeyError> {
+        [SigningAlg::ES256, SigningAlg::RS256]
+            .into_iter()
+            .map(|alg| KeyMaterial::generate(alg)?.into_record(&cipher, &tenant_id, &data_key_id, now, active_from))
+            .collect()
+    })
+    .await
+    .map_err(|e| KeysError::Task(e.to_string()))??;
+    // Both algorithms in one command: a tenant is never half rotated.
+    let command = Command::AddSigningKeys { tenant: tenant.to_string(), keys: added.clone() };
+    match app.write(Proposal { at_ms: now, actor: actor.to_string(), command }).await? {
+        Outcome::Applied(Applied::SigningKeysAdded { .. }) => {}
+        Outcome::Applied(other) => return Err(KeysError::Task(format!("unexpected outcome {other:?}"))),
+        Outcome::Refused(r) => return Err(KeysError::Refused(r)),
     }
     let all = tenant_keys(app, tenant)?;
     let views = views(&all, now, max_lifetime_ms(app));

@@ -9,7 +9,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
-use crate::model::{key_states, KeyState, SigningKeyRecord};
+use crate::model::{key_states, KeyState, SigningKeyRecord, TenantRecord};
 use crate::{codec, tables, StoreError};
 
 struct Tables<'t> {
@@ -57,7 +57,10 @@ fn audit_subject(command: &Command) -> (String, String) {
     match command {
         Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
         Command::CreateTenant(n) => (n.tenant.id.clone(), format!("tenant:{}", n.tenant.id)),
-        Command::AddSigningKey(k) => (k.tenant.clone(), format!("signing_key:{}", k.kid)),
+        Command::AddSigningKeys { tenant, keys } => {
+            let kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
+            (tenant.clone(), format!("signing_keys:{}", kids.join(",")))
+        }
         Command::PruneSigningKeys { tenant, kids, .. } => (tenant.clone(), format!("signing_keys:{}", kids.join(","))),
     }
 }
@@ -70,9 +73,13 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
                 return Ok(Err(Rejection::AlreadyBootstrapped));
             }
             let mut ids = std::collections::HashSet::new();
+            let mut data_keys = std::collections::HashSet::new();
             for n in tenants {
                 if !ids.insert(n.tenant.id.as_str()) {
                     return Ok(Err(Rejection::TenantExists { id: n.tenant.id.clone() }));
+                }
+                if !data_keys.insert(n.data_key.id.as_str()) {
+                    return Ok(Err(Rejection::DataKeyExists { id: n.data_key.id.clone() }));
                 }
                 if let Err(r) = check_new_tenant(t, n, true)? {
                     return Ok(Err(r));
@@ -86,15 +93,25 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             }
             check_new_tenant(t, n, false)
         }
-        Command::AddSigningKey(k) => {
-            if t.tenants.get(k.tenant.as_str())?.is_none() {
-                return Ok(Err(Rejection::UnknownTenant { id: k.tenant.clone() }));
+        Command::AddSigningKeys { tenant, keys } => {
+            let record: TenantRecord = match t.tenants.get(tenant.as_str())? {
+                Some(v) => codec::decode("tenants", tenant, v.value())?,
+                None => return Ok(Err(Rejection::UnknownTenant { id: tenant.clone() })),
+            };
+            let mut kids = std::collections::HashSet::new();
+            for k in keys {
+                if k.tenant != *tenant || k.private.key_id != record.data_key_id {
+                    let what = format!("signing key {} is not sealed under tenant {tenant}'s data key", k.kid);
+                    return Ok(Err(Rejection::Inconsistent { what }));
+                }
+                if !kids.insert(k.kid.as_str()) {
+                    return Ok(Err(Rejection::SigningKeyExists { tenant: tenant.clone(), kid: k.kid.clone() }));
+                }
+                if let Err(r) = check_signing_key(t, k)? {
+                    return Ok(Err(r));
+                }
             }
-            if t.data_keys.get(k.private.key_id.as_str())?.is_none() {
-                let what = format!("signing key {} is sealed under an unknown data key", k.kid);
-                return Ok(Err(Rejection::Inconsistent { what }));
-            }
-            check_signing_key(t, k)
+            Ok(Ok(()))
         }
         Command::PruneSigningKeys { tenant, kids, max_token_lifetime_ms } => {
             check_prune(t, tenant, kids, *max_token_lifetime_ms, now_ms)
@@ -193,9 +210,11 @@ fn write(t: &mut Tables<'_>, command: &Command) -> Result<Applied, StoreError> {
             write_new_tenant(t, n)?;
             Ok(Applied::TenantCreated { id: n.tenant.id.clone() })
         }
-        Command::AddSigningKey(k) => {
-            t.signing_keys.insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
-            Ok(Applied::SigningKeyAdded { tenant: k.tenant.clone(), kid: k.kid.clone() })
+        Command::AddSigningKeys { tenant, keys } => {
+            for k in keys {
+                t.signing_keys.insert(k.table_key().as_str(), codec::encode(k).as_slice())?;
+            }
+            Ok(Applied::SigningKeysAdded { tenant: tenant.clone(), kids: keys.iter().map(|k| k.kid.clone()).collect() })
         }
         Command::PruneSigningKeys { tenant, kids, .. } => {
             for kid in kids {

@@ -30,7 +30,11 @@ pub enum Command {
         tenants: Vec<NewTenant>,
     },
     CreateTenant(NewTenant),
-    AddSigningKey(SigningKeyRecord),
+    /// Adds keys to one tenant together (a rotation adds one per algorithm).
+    AddSigningKeys {
+        tenant: String,
+        keys: Vec<SigningKeyRecord>,
+    },
     /// Removes retired keys from a tenant. Refused for any key that may still sign or whose
     /// tokens may still be valid at the proposal's time.
     PruneSigningKeys {
@@ -46,7 +50,7 @@ impl Command {
         match self {
             Command::Bootstrap { .. } => "cluster.bootstrap",
             Command::CreateTenant(_) => "tenant.create",
-            Command::AddSigningKey(_) => "signing_key.add",
+            Command::AddSigningKeys { .. } => "signing_key.add",
             Command::PruneSigningKeys { .. } => "signing_key.prune",
         }
     }
@@ -77,9 +81,9 @@ pub enum Applied {
     TenantCreated {
         id: String,
     },
-    SigningKeyAdded {
+    SigningKeysAdded {
         tenant: String,
-        kid: String,
+        kids: Vec<String>,
     },
     SigningKeysPruned {
         tenant: String,

@@ -24,7 +24,26 @@ impl Store {
     /// schema to the current version. A file that is not a redb database, or is damaged, is
     /// refused before redb writes to it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        precheck(path)?;
+        Self::open_with(path, true)
+    }
+
+    /// Opens an existing database only: an absent or empty file is refused rather than
+    /// initialised, so a data dir that lost its database never silently becomes a new cluster.
+    pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, may_create: bool) -> Result<Store, StoreError> {
+        let empty = precheck(path)?;
+        if empty && !may_create {
+            return Err(StoreError::NotADatabase {
+                path: path.display().to_string(),
+                reason: "the file is missing or empty, but the data dir was initialised before".into(),
+            });
+        }
+        if !empty {
+            refuse_newer_schema(path)?;
+        }
         let db = Database::create(path).map_err(|e| map_open_error(path, e))?;
         let txn = db.begin_write()?;
         let schema_action = schema::prepare(&txn)?;
@@ -62,25 +81,51 @@ pub fn open_read_only(path: &Path) -> Result<ReadOnlyDatabase, StoreError> {
             reason: "the file does not exist".into(),
         });
     }
-    precheck(path)?;
-    ReadOnlyDatabase::open(path).map_err(|e| map_open_error(path, e))
+    if precheck(path)? {
+        return Err(StoreError::NotADatabase { path: path.display().to_string(), reason: "the file is empty".into() });
+    }
+    ReadOnlyDatabase::open(path).map_err(|e| match map_open_error(path, e) {
+        StoreError::NotADatabase { path, reason } => StoreError::NotADatabase {
+            path,
+            reason: format!(
+                "{reason} (if the node was killed, start it once so the database recovers, or verify a copy of the data dir)"
+            ),
+        },
+        other => other,
+    })
 }
 
-fn precheck(path: &Path) -> Result<(), StoreError> {
+/// Checks redb's header without opening the database. Returns whether the file is absent or
+/// empty (a new database).
+fn precheck(path: &Path) -> Result<bool, StoreError> {
     use std::io::Read;
     let Ok(mut file) = std::fs::File::open(path) else {
-        return Ok(()); // absent: redb creates it
+        return Ok(true);
     };
     let mut head = [0u8; 4];
     let read = file.read(&mut head).map_err(|e| StoreError::Database(e.to_string()))?;
     if read == 0 {
-        return Ok(()); // empty: redb initialises it
+        return Ok(true);
     }
     if read < head.len() || head != REDB_MAGIC {
         return Err(StoreError::NotADatabase {
             path: path.display().to_string(),
             reason: "the file does not start with redb's header".into(),
         });
+    }
+    Ok(false)
+}
+
+/// Reads the schema version through a read-only open, so that a database written by a newer
+/// gatehouse is refused before this binary opens it for writing (which could change it). A file
+/// that needs crash recovery cannot be opened read-only; it is checked after recovery instead.
+fn refuse_newer_schema(path: &Path) -> Result<(), StoreError> {
+    let Ok(db) = ReadOnlyDatabase::open(path) else { return Ok(()) };
+    let reader = Reader::begin(&db)?;
+    let Ok(Some(raw)) = reader.meta_raw(crate::tables::meta_keys::SCHEMA_VERSION) else { return Ok(()) };
+    let found = <[u8; 4]>::try_from(raw.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
+    if found > schema::CURRENT_VERSION {
+        return Err(StoreError::SchemaTooNew { found, supported: schema::CURRENT_VERSION });
     }
     Ok(())
 }

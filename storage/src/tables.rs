@@ -20,7 +20,7 @@ pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
 /// The raft log by index.
 pub const RAFT_LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
-/// Raft vote, committed id and last purged id, by name.
+/// Raft vote and last purged id, by name (the committed index is kept in memory only).
 pub const RAFT_STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_state");
 /// The current snapshot (meta and data) of this node.
 pub const RAFT_SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_snapshot");

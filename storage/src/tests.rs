@@ -99,7 +99,9 @@ fn a_newer_schema_is_refused_with_a_clear_message() {
         schema::set_version(&txn, CURRENT_VERSION + 7).unwrap();
         txn.commit().unwrap();
     }
+    let before = std::fs::read(&path).unwrap();
     let err = Store::open(&path).err().expect("refused");
+    assert_eq!(std::fs::read(&path).unwrap(), before, "a refused open leaves the file as it was");
     assert!(
         matches!(err, StoreError::SchemaTooNew { found, supported } if found == CURRENT_VERSION + 7 && supported == CURRENT_VERSION)
     );
@@ -248,6 +250,16 @@ fn apply_is_deterministic_and_snapshots_round_trip() {
 }
 
 #[test]
+fn open_existing_refuses_a_missing_or_empty_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gatehouse.redb");
+    assert!(matches!(Store::open_existing(&path), Err(StoreError::NotADatabase { .. })));
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(Store::open_existing(&path), Err(StoreError::NotADatabase { .. })));
+    assert_eq!(std::fs::read(&path).unwrap().len(), 0, "nothing was written");
+}
+
+#[test]
 fn a_file_that_is_not_redb_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("gatehouse.redb");
@@ -294,7 +306,10 @@ fn prune_refuses_keys_that_sign_or_whose_tokens_may_be_valid() {
     let add = |kid: &str, active_from| Proposal {
         at_ms: 100,
         actor: "cli:uid:0".into(),
-        command: Command::AddSigningKey(key("acme", kid, SigningAlg::ES256, active_from)),
+        command: Command::AddSigningKeys {
+            tenant: "acme".into(),
+            keys: vec![key("acme", kid, SigningAlg::ES256, active_from)],
+        },
     };
     let prune = |kids: &[&str], at_ms| Proposal {
         at_ms,
@@ -309,7 +324,7 @@ fn prune_refuses_keys_that_sign_or_whose_tokens_may_be_valid() {
         &store,
         &[add("next", 200), prune(&["next"], 150), prune(&["kid-acme"], 150), prune(&["kid-acme"], 220)],
     );
-    assert!(matches!(out[0], Outcome::Applied(Applied::SigningKeyAdded { .. })));
+    assert!(matches!(out[0], Outcome::Applied(Applied::SigningKeysAdded { .. })));
     assert!(
         matches!(&out[1], Outcome::Refused(Rejection::SigningKeyStillNeeded { state, .. }) if state == "published")
     );

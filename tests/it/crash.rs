@@ -11,7 +11,7 @@ use crate::support::{node::temp_data_dir, TestNode};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_tenant_creates_survive_kill_9() {
     let (_tmp, dir) = temp_data_dir();
-    let node = TestNode::start(&dir);
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let mut workers = Vec::new();
     for w in 0..4 {
@@ -32,14 +32,14 @@ async fn acknowledged_tenant_creates_survive_kill_9() {
     while acked.lock().unwrap().len() < 12 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    node.kill9();
+    tokio::task::block_in_place(|| node.kill9());
     for w in workers {
         let _ = w.await;
     }
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= 12, "the stream should have been acknowledged before the kill: {}", acked.len());
 
-    let node = TestNode::start(&dir);
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
     let list = node.cli(&["tenant", "list"]);
     assert!(list.status.success());
     let tenants: Value = serde_json::from_slice(&list.stdout).unwrap();
@@ -51,4 +51,14 @@ async fn acknowledged_tenant_creates_survive_kill_9() {
     assert!(node.stop().success());
     let offline = crate::support::cli(&dir, &["audit", "verify"]);
     assert!(offline.status.success(), "offline audit verify: {}", String::from_utf8_lossy(&offline.stderr));
+
+    // Replay after the crash applied nothing twice: one successful create entry per tenant.
+    let db = gatehouse_storage::store::open_read_only(&dir.join("gatehouse.redb")).unwrap();
+    let entries = gatehouse_storage::Reader::begin(&db).unwrap().audit_entries(1, usize::MAX).unwrap();
+    for id in &acked {
+        let target = format!("tenant:{id}");
+        let n =
+            entries.iter().filter(|e| e.action == "tenant.create" && e.target == target && e.outcome == "ok").count();
+        assert_eq!(n, 1, "{id} has {n} successful create entries");
+    }
 }

@@ -51,7 +51,8 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotate_publishes_before_signing_and_prune_keeps_keys_whose_tokens_may_be_valid() {
     let (_tmp, dir) = temp_data_dir();
-    let args = ["--set", "keys.publish_delay_secs=2", "--set", "keys.max_token_lifetime_secs=2"];
+    // Wide enough that the checks between two transitions fit on a loaded machine.
+    let args = ["--set", "keys.publish_delay_secs=6", "--set", "keys.max_token_lifetime_secs=6"];
     let node = TestNode::start_with(&dir, &args, &[]).unwrap();
     let original = kids_in_state(&node, "active");
     assert_eq!(original.len(), 2, "one ES256 and one RS256 key");
@@ -96,7 +97,7 @@ fn the_rotation_policy_rotates_keys_that_are_due() {
     let (_tmp, dir) = temp_data_dir();
     let args = [
         "--set",
-        "keys.rotation_interval_secs=2",
+        "keys.rotation_interval_secs=3",
         "--set",
         "keys.publish_delay_secs=1",
         "--set",

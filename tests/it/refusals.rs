@@ -113,6 +113,20 @@ fn refused_starts_write_nothing() {
             expect: "not a usable Gatehouse database",
         },
         Case {
+            name: "empty database file",
+            prepare: Box::new(|d| std::fs::File::create(d.join("gatehouse.redb")).unwrap().set_len(0).unwrap()),
+            args: vec![],
+            env: vec![],
+            expect: "missing or empty",
+        },
+        Case {
+            name: "deleted database",
+            prepare: Box::new(|d| std::fs::remove_file(d.join("gatehouse.redb")).unwrap()),
+            args: vec![],
+            env: vec![],
+            expect: "missing or empty",
+        },
+        Case {
             name: "truncated database",
             prepare: Box::new(|d| {
                 let f = std::fs::OpenOptions::new().write(true).open(d.join("gatehouse.redb")).unwrap();

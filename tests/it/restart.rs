@@ -97,8 +97,11 @@ async fn no_private_key_or_kek_protected_secret_is_stored_in_clear() {
                     secrets.push((format!("{label} scalar"), ec_scalar(&pkcs8)))
                 }
                 gatehouse_storage::model::SigningAlg::RS256 => {
-                    let info = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_slice()).unwrap();
-                    secrets.push((format!("{label} pkcs1"), info.private_key[..64].to_vec()));
+                    let pkcs1 = pkcs8::PrivateKeyInfo::try_from(pkcs8.as_slice()).unwrap().private_key.to_vec();
+                    // Past the modulus and exponent: inside the private exponent d; and the CRT
+                    // coefficient at the end. Both are secret.
+                    secrets.push((format!("{label} private exponent"), pkcs1[300..364].to_vec()));
+                    secrets.push((format!("{label} crt coefficient"), pkcs1[pkcs1.len() - 64..].to_vec()));
                 }
             }
             secrets.push((
@@ -115,7 +118,15 @@ async fn no_private_key_or_kek_protected_secret_is_stored_in_clear() {
     let cluster = reader.cluster().unwrap().unwrap();
     let ca_key = cipher.open(&cluster.ca.key, "cluster-ca-key").unwrap().to_vec();
     secrets.push(("CA key scalar".into(), ec_scalar(&ca_key)));
-    assert!(secrets.len() > 3 * 7, "expected every tenant's secrets, got {}", secrets.len());
+    secrets.push(("CA key scalar base64url".into(), gatehouse::crypto::b64url(&ec_scalar(&ca_key)).into_bytes()));
+    secrets.push(("CA key pkcs8".into(), ca_key.clone()));
+    let node_id = u64::from_str_radix(std::fs::read_to_string(data_dir.node_id_path()).unwrap().trim(), 16).unwrap();
+    let sealed: gatehouse_storage::model::Sealed =
+        serde_json::from_slice(&std::fs::read(data_dir.server_key_path()).unwrap()).unwrap();
+    let server_key = cipher.open(&sealed, &format!("tls-server-key/{node_id:016x}")).unwrap().to_vec();
+    secrets.push(("TLS server key scalar".into(), ec_scalar(&server_key)));
+    secrets.push(("TLS server key pkcs8".into(), server_key));
+    assert!(secrets.len() > 3 * 8, "expected every tenant's secrets, got {}", secrets.len());
     drop(reader);
     drop(store);
 

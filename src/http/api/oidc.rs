@@ -104,6 +104,9 @@ pub enum DiscoveryResponse {
     /// No such tenant.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// Storage is not readable on this node.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
 }
 
 #[derive(ApiResponse)]
@@ -118,6 +121,9 @@ pub enum JwksResponse {
     /// No such tenant.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// Storage is not readable on this node.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
 }
 
 #[derive(ApiResponse)]
@@ -131,6 +137,9 @@ pub enum AuthorizeResponse {
     /// No such tenant.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// Storage is not readable on this node.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
 }
 
 #[derive(ApiResponse)]
@@ -144,6 +153,9 @@ pub enum TokenResponse {
     /// No such tenant.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// Storage is not readable on this node.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
 }
 
 /// Where a tenant path leads.
@@ -155,6 +167,15 @@ enum Resolved {
     /// `/t/default/...`: answered with 308 to the same path at the root.
     DefaultAtRoot,
     NotFound(Problem),
+    Unavailable(Problem),
+}
+
+fn unavailable() -> Problem {
+    Problem::new(
+        poem::http::StatusCode::SERVICE_UNAVAILABLE,
+        "storage_unavailable",
+        "storage is not readable on this node",
+    )
 }
 
 fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
@@ -162,16 +183,16 @@ fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("storage read failed: {e}");
-            return Resolved::NotFound(Problem::new(
-                poem::http::StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "storage is not readable",
-            ));
+            return Resolved::Unavailable(unavailable());
         }
     };
     match reader.tenant(tenant_id) {
         Ok(Some(t)) if t.status == TenantStatus::Active => Resolved::Tenant { issuer: app.issuer_of(&t.id), tenant: t },
-        _ => Resolved::NotFound(Problem::not_found(format!("there is no tenant {tenant_id:?}"))),
+        Ok(_) => Resolved::NotFound(Problem::not_found(format!("there is no tenant {tenant_id:?}"))),
+        Err(e) => {
+            tracing::error!("reading tenant {tenant_id:?}: {e}");
+            Resolved::Unavailable(unavailable())
+        }
     }
 }
 
@@ -190,6 +211,7 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
     match resolved {
         Resolved::DefaultAtRoot => DiscoveryResponse::Moved(root_location(app, suffix)),
         Resolved::NotFound(p) => DiscoveryResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => DiscoveryResponse::Unavailable(Json(p)),
         Resolved::Tenant { issuer, .. } => {
             let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
             DiscoveryResponse::Ok(Json(DiscoveryDocument {
@@ -215,12 +237,14 @@ fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
     match resolved {
         Resolved::DefaultAtRoot => JwksResponse::Moved(root_location(app, "/.well-known/jwks.json")),
         Resolved::NotFound(p) => JwksResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => JwksResponse::Unavailable(Json(p)),
         Resolved::Tenant { tenant, .. } => {
             let records = match app.store.read().and_then(|r| r.signing_keys(&tenant.id)) {
                 Ok(r) => r,
                 Err(e) => {
+                    // Never an empty key set: clients would cache it and reject every token.
                     tracing::error!("reading signing keys: {e}");
-                    Vec::new()
+                    return JwksResponse::Unavailable(Json(unavailable()));
                 }
             };
             let keys = records
@@ -250,6 +274,7 @@ fn authorize(app: &AppState, resolved: Resolved, response_type: Option<String>, 
     match resolved {
         Resolved::DefaultAtRoot => AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{query}"))),
         Resolved::NotFound(p) => AuthorizeResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => AuthorizeResponse::Unavailable(Json(p)),
         Resolved::Tenant { .. } => {
             let (code, why) = match response_type {
                 None => ("invalid_request", "the request has no response_type"),
@@ -271,6 +296,7 @@ fn token(app: &AppState, resolved: Resolved, req: &TokenRequest) -> TokenRespons
     match resolved {
         Resolved::DefaultAtRoot => TokenResponse::Moved(root_location(app, "/oauth2/token")),
         Resolved::NotFound(p) => TokenResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => TokenResponse::Unavailable(Json(p)),
         Resolved::Tenant { .. } => {
             if let Some(field) = overlong_field(req) {
                 let err = OAuthError::new("invalid_request", format!("{field} is too long"));

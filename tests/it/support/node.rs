@@ -32,6 +32,7 @@ pub struct TestNode {
     pub url: String,
     pub ca_pem: Vec<u8>,
     pub banner: String,
+    log_path: PathBuf,
     child: Child,
 }
 
@@ -52,15 +53,22 @@ impl TestNode {
         let stderr = child.stderr.take().ok_or("no stderr")?;
         let (tx, rx) = mpsc::channel::<String>();
         std::thread::spawn(move || {
+            // Keep draining after the banner: the node must never see a closed stdout.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
+                let _ = tx.send(line);
             }
         });
         let (etx, erx) = mpsc::channel::<String>();
+        // The node's log, kept beside its data dir for a failing test to show.
+        let log_path = data_dir.with_extension("log");
+        let node_log = log_path.clone();
         std::thread::spawn(move || {
+            use std::io::Write;
+            let mut log = std::fs::OpenOptions::new().create(true).append(true).open(log_path).ok();
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = log.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 let _ = etx.send(line);
             }
         });
@@ -94,7 +102,7 @@ impl TestNode {
         }
         let url = url.ok_or("no issuer line in the banner")?;
         let ca_pem = std::fs::read(data_dir.join("tls/ca.pem")).map_err(|e| e.to_string())?;
-        Ok(TestNode { data_dir: data_dir.to_path_buf(), url, ca_pem, banner, child })
+        Ok(TestNode { data_dir: data_dir.to_path_buf(), url, ca_pem, banner, log_path: node_log, child })
     }
 
     /// An HTTPS client that trusts only this node's CA.
@@ -134,8 +142,13 @@ impl TestNode {
 
 impl Drop for TestNode {
     fn drop(&mut self) {
+        let status = self.child.try_wait().ok().flatten();
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+            eprintln!("--- node {} (exited: {status:?}) log:\n{log}--- end of node log", self.url);
+        }
     }
 }
 
