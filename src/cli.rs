@@ -57,6 +57,11 @@ pub enum Commands {
         #[command(subcommand)]
         command: TenantCommand,
     },
+    /// Admin API access (on a running node)
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Signing keys of a tenant: list (also on a stopped data dir), rotate, prune
     Keys {
         #[command(subcommand)]
@@ -67,6 +72,12 @@ pub enum Commands {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Mint a short-lived platform admin token and print it (only the token, for scripts)
+    Token,
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +195,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&answer.data)?);
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Admin { command: AdminCommand::Token } => {
+            let config = load_config(&cli.common, None, None)?;
+            let answer = control::call(&config.data_dir, &ControlRequest::AdminToken).await?;
+            if !answer.ok {
+                anyhow::bail!(answer.error.unwrap_or_else(|| "the node refused the request".into()));
+            }
+            let token = answer.data.get("access_token").and_then(|t| t.as_str()).unwrap_or_default();
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Keys { command } => {
             let config = load_config(&cli.common, None, None)?;
             keys(&config, command).await
@@ -246,6 +267,19 @@ fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
         app.raft.node_id(),
         ca.display(),
     );
+    if app.founded {
+        text.push_str(&format!(
+            "\nFirst admin credentials: on this machine, as this user, run\n\
+             \x20 gatehouse --data-dir {dir} admin token\n\
+             It prints a platform admin token (valid {} s) for the admin API at {url}/admin/v1\n\
+             (Authorization: Bearer <token>). Use it to register a client in the system tenant and\n\
+             bind it to the admin role; that client then gets admin tokens from {}/oauth2/token\n\
+             with grant_type=client_credentials and audience={}.\n",
+            app.config.oauth.admin_token_lifetime_secs,
+            app.issuer_of("system"),
+            app.config.oauth.admin_audience,
+        ));
+    }
     if app.kek_source == crate::crypto::kek::KekSource::DataDirFile {
         text.push_str("\nNote: the KEK is stored in the data dir (fine for development). In production set GATEHOUSE_KEK and remove the kek file.\n");
     }

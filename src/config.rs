@@ -25,7 +25,30 @@ pub struct Config {
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
     pub keys: KeysConfig,
+    pub oauth: OAuthConfig,
     pub log: LogConfig,
+}
+
+/// Tokens and the admin API's audience.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OAuthConfig {
+    /// The audience every admin API token must carry (fail-closed).
+    pub admin_audience: String,
+    /// Access token lifetime for clients that do not set their own.
+    pub access_token_lifetime_secs: u64,
+    /// Lifetime of the platform admin tokens `gatehouse admin token` mints.
+    pub admin_token_lifetime_secs: u64,
+}
+
+impl Default for OAuthConfig {
+    fn default() -> Self {
+        OAuthConfig {
+            admin_audience: "gatehouse-admin".into(),
+            access_token_lifetime_secs: 600,
+            admin_token_lifetime_secs: 900,
+        }
+    }
 }
 
 /// The signing-key lifecycle.
@@ -90,6 +113,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
             keys: KeysConfig::default(),
+            oauth: OAuthConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -191,6 +215,22 @@ impl Config {
                 "keys.rotation_interval_secs must be longer than keys.publish_delay_secs (or 0 to turn rotation off)"
                     .into(),
             ));
+        }
+        let max = self.keys.max_token_lifetime_secs;
+        for (name, secs) in [
+            ("oauth.access_token_lifetime_secs", self.oauth.access_token_lifetime_secs),
+            ("oauth.admin_token_lifetime_secs", self.oauth.admin_token_lifetime_secs),
+        ] {
+            // A key stays in JWKS for keys.max_token_lifetime_secs after it stops signing, so
+            // no token may outlive that.
+            if secs == 0 || secs > max {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between 1 and keys.max_token_lifetime_secs ({max})"
+                )));
+            }
+        }
+        if self.oauth.admin_audience.trim().is_empty() || self.oauth.admin_audience.len() > 256 {
+            return Err(ConfigError::Invalid("oauth.admin_audience must be 1 to 256 characters".into()));
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Invalid(format!("log.level {:?}: {e}", self.log.level)));

@@ -17,12 +17,25 @@ use crate::node::{AppState, StartError};
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum ControlRequest {
     Status,
-    TenantCreate { id: String, display_name: Option<String> },
+    TenantCreate {
+        id: String,
+        display_name: Option<String>,
+    },
     TenantList,
     AuditVerify,
-    KeysList { tenant: String },
-    KeysRotate { tenant: String, now: bool },
-    KeysPrune { tenant: String, dry_run: bool },
+    KeysList {
+        tenant: String,
+    },
+    KeysRotate {
+        tenant: String,
+        now: bool,
+    },
+    KeysPrune {
+        tenant: String,
+        dry_run: bool,
+    },
+    /// A short-lived platform admin token (role `owner` on the `system` tenant).
+    AdminToken,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +174,17 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
             match crate::idm::keys::prune(app, &format!("cli:uid:{uid}"), &tenant, dry_run).await {
                 Ok(keys) => ControlResponse::ok(serde_json::to_value(keys).unwrap_or_default()),
                 Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
+        ControlRequest::AdminToken => {
+            match crate::idm::tokens::mint_admin_token(app, &format!("cli:uid:{uid}")).await {
+                Ok((token, expires_in)) => ControlResponse::ok(serde_json::json!({
+                    "access_token": token,
+                    "token_type": "Bearer",
+                    "expires_in": expires_in,
+                    "audience": app.config.oauth.admin_audience,
+                })),
+                Err(e) => ControlResponse::err(format!("could not mint a token: {e:?}")),
             }
         }
         ControlRequest::AuditVerify => match app.store.read().and_then(|r| r.verify_audit()) {

@@ -111,6 +111,10 @@ impl Metrics {
         self.http_duration.get_or_create(&RouteLabels { route: route.into() }).observe(took.as_secs_f64());
     }
 
+    pub fn count_token_issued(&self, tenant: &str, grant: &str) {
+        self.tokens_issued.get_or_create(&TokenLabels { tenant: tenant.into(), grant: grant.into() }).inc();
+    }
+
     /// Renders the text format after setting the sampled values.
     pub fn render(&self, s: Sample) -> String {
         self.raft_term.set(as_i64(s.raft_term));

@@ -38,6 +38,10 @@ pub struct AppState {
     pub clock: SharedClock,
     pub metrics: Arc<Metrics>,
     pub kek_source: KekSource,
+    /// Each tenant's signing keys, parsed once.
+    pub signers: crate::idm::tokens::Signers,
+    /// This start founded the cluster (the banner then says how to get admin credentials).
+    pub founded: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +178,10 @@ pub async fn prepare(
         clock,
         metrics: Arc::new(Metrics::new()),
         kek_source,
+        signers: Default::default(),
+        founded: false,
     };
+    let mut app = app;
     if mode == StartMode::Bootstrap {
         app.raft.wait_for_leader(LEADER_WAIT).await?;
         // Apply every committed entry first: after a crash during the first start, the
@@ -182,6 +189,7 @@ pub async fn prepare(
         app.raft.ensure_linearizable().await.map_err(|e| StartError::Bootstrap(e.to_string()))?;
         if app.store.read()?.cluster()?.is_none() {
             bootstrap(&app).await?;
+            app.founded = true;
         }
     }
     Ok(app)
@@ -338,7 +346,13 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
             return Err(e);
         }
     };
-    let jobs = tokio::spawn(crate::idm::keys::rotation_job(app.clone(), shutdown_rx.clone()));
+    let jobs = {
+        let rotation = crate::idm::keys::rotation_job(app.clone(), shutdown_rx.clone());
+        let pruning = crate::idm::tokens::revocation_pruning_job(app.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            tokio::join!(rotation, pruning);
+        })
+    };
     let routes = crate::http::routes(app.clone());
     let mut rx = shutdown_rx;
     let server = tokio::spawn(async move {

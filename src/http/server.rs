@@ -5,13 +5,20 @@ use std::sync::Arc;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
-use crate::http::api::{OidcApi, OpsApi};
+use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, TenantsApi};
+use crate::http::api::{OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 use crate::node::AppState;
 
-fn service() -> OpenApiService<(OpsApi, OidcApi), ()> {
-    OpenApiService::new((OpsApi, OidcApi), "Gatehouse", env!("CARGO_PKG_VERSION"))
-        .description("Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.")
+type Apis = (OpsApi, OidcApi, OAuthApi, TenantsApi, ClientsApi, BindingsApi, KeysApi);
+
+fn service() -> OpenApiService<Apis, ()> {
+    OpenApiService::new(
+        (OpsApi, OidcApi, OAuthApi, TenantsApi, ClientsApi, BindingsApi, KeysApi),
+        "Gatehouse",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .description("Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.")
 }
 
 /// The OpenAPI document, as committed in `openapi/gatehouse.json` and served at `/openapi.json`.

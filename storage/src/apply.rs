@@ -8,8 +8,13 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
+use crate::model::binding::binding_key;
+use crate::model::client::client_key;
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
-use crate::model::{key_states, KeyState, SigningKeyRecord, TenantRecord};
+use crate::model::{
+    key_states, BindingRecord, ClientRecord, ClientStatus, KeyState, SigningKeyRecord, TenantRecord, TenantStatus,
+    ROLE_TEMPLATES,
+};
 use crate::{codec, tables, StoreError};
 
 struct Tables<'t> {
@@ -17,6 +22,9 @@ struct Tables<'t> {
     tenants: Table<'t, &'static str, &'static [u8]>,
     signing_keys: Table<'t, &'static str, &'static [u8]>,
     data_keys: Table<'t, &'static str, &'static [u8]>,
+    clients: Table<'t, &'static str, &'static [u8]>,
+    bindings: Table<'t, &'static str, &'static [u8]>,
+    revoked: Table<'t, &'static str, &'static [u8]>,
     audit: Table<'t, u64, &'static [u8]>,
 }
 
@@ -27,12 +35,15 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         tenants: txn.open_table(tables::TENANTS)?,
         signing_keys: txn.open_table(tables::SIGNING_KEYS)?,
         data_keys: txn.open_table(tables::DATA_KEYS)?,
+        clients: txn.open_table(tables::CLIENTS)?,
+        bindings: txn.open_table(tables::BINDINGS)?,
+        revoked: txn.open_table(tables::REVOKED_TOKENS)?,
         audit: txn.open_table(tables::AUDIT)?,
     };
     let (tenant, target) = audit_subject(&proposal.command);
     let outcome = match check(&t, &proposal.command, proposal.at_ms)? {
         Err(rejection) => Outcome::Refused(rejection),
-        Ok(()) => Outcome::Applied(write(&mut t, &proposal.command)?),
+        Ok(()) => Outcome::Applied(write(&mut t, &proposal.command, proposal.at_ms)?),
     };
     let outcome_text = match &outcome {
         Outcome::Applied(_) => "ok".to_string(),
@@ -62,6 +73,20 @@ fn audit_subject(command: &Command) -> (String, String) {
             (tenant.clone(), format!("signing_keys:{}", kids.join(",")))
         }
         Command::PruneSigningKeys { tenant, kids, .. } => (tenant.clone(), format!("signing_keys:{}", kids.join(","))),
+        Command::CreateClient(c) => (c.tenant.clone(), format!("client:{}", c.client_id)),
+        Command::UpdateClient { client, .. } => (client.tenant.clone(), format!("client:{}", client.client_id)),
+        Command::DeleteClient { tenant, client_id } => (tenant.clone(), format!("client:{client_id}")),
+        Command::CreateBinding(b) => (b.tenant.clone(), format!("binding:{}:{}->{}", b.id, b.subject, b.role)),
+        Command::DeleteBinding { tenant, id } => (tenant.clone(), format!("binding:{id}")),
+        Command::IssueToken(t) => (
+            t.tenant.clone(),
+            format!("token:{} sub={} grant={} aud={} scope={}", t.jti, t.subject, t.grant, t.audience, t.scope),
+        ),
+        Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
+            (tenant.clone(), format!("client:{client_id} at {endpoint}"))
+        }
+        Command::RevokeToken { tenant, jti, .. } => (tenant.clone(), format!("token:{jti}")),
+        Command::PruneRevocations => ("system".into(), "revoked_tokens".into()),
     }
 }
 
@@ -116,6 +141,75 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
         Command::PruneSigningKeys { tenant, kids, max_token_lifetime_ms } => {
             check_prune(t, tenant, kids, *max_token_lifetime_ms, now_ms)
         }
+        Command::CreateClient(c) => {
+            if let Err(r) = check_active_tenant(t, &c.tenant)? {
+                return Ok(Err(r));
+            }
+            if t.clients.get(c.table_key().as_str())?.is_some() {
+                return Ok(Err(Rejection::ClientExists { tenant: c.tenant.clone(), client_id: c.client_id.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::UpdateClient { client, expected_revision } => {
+            let stored = match read_client(t, &client.tenant, &client.client_id)? {
+                Ok(c) => c,
+                Err(r) => return Ok(Err(r)),
+            };
+            if stored.revision != *expected_revision || client.revision != stored.revision + 1 {
+                return Ok(Err(Rejection::RevisionMismatch { current: stored.revision }));
+            }
+            if stored.secret_sha256 != client.secret_sha256 || stored.kind != client.kind {
+                let what = "an update cannot change a client's kind or secret".to_string();
+                return Ok(Err(Rejection::Inconsistent { what }));
+            }
+            Ok(Ok(()))
+        }
+        Command::DeleteClient { tenant, client_id } => read_client(t, tenant, client_id).map(|r| r.map(|_| ())),
+        Command::CreateBinding(b) => {
+            if let Err(r) = check_active_tenant(t, &b.tenant)? {
+                return Ok(Err(r));
+            }
+            if !ROLE_TEMPLATES.contains(&b.role.as_str()) {
+                return Ok(Err(Rejection::UnknownRole { role: b.role.clone() }));
+            }
+            if t.bindings.get(b.table_key().as_str())?.is_some() {
+                return Ok(Err(Rejection::BindingExists { id: b.id.clone() }));
+            }
+            // Users come with the user directory; until then a binding names a client.
+            let Some(client_id) = b.subject.strip_prefix("client:") else {
+                return Ok(Err(Rejection::Inconsistent { what: format!("unknown subject kind {:?}", b.subject) }));
+            };
+            read_client(t, &b.tenant, client_id).map(|r| r.map(|_| ()))
+        }
+        Command::DeleteBinding { tenant, id } => {
+            if t.bindings.get(binding_key(tenant, id).as_str())?.is_none() {
+                return Ok(Err(Rejection::UnknownBinding { tenant: tenant.clone(), id: id.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::IssueToken(issued) => {
+            if let Err(r) = check_active_tenant(t, &issued.tenant)? {
+                return Ok(Err(r));
+            }
+            if let Some(client_id) = &issued.client_id {
+                match read_client(t, &issued.tenant, client_id)? {
+                    Err(r) => return Ok(Err(r)),
+                    Ok(c) if c.status != ClientStatus::Active => {
+                        return Ok(Err(Rejection::ClientDisabled { client_id: client_id.clone() }))
+                    }
+                    Ok(_) => {}
+                }
+            }
+            Ok(Ok(()))
+        }
+        Command::ClientAuthenticationFailed { .. } => Ok(Err(Rejection::ClientAuthenticationFailed)),
+        Command::RevokeToken { tenant, .. } => {
+            if t.tenants.get(tenant.as_str())?.is_none() {
+                return Ok(Err(Rejection::UnknownTenant { id: tenant.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::PruneRevocations => Ok(Ok(())),
     }
 }
 
@@ -142,6 +236,25 @@ fn check_prune(
         }
     }
     Ok(Ok(()))
+}
+
+fn check_active_tenant(t: &Tables<'_>, tenant: &str) -> Result<Result<(), Rejection>, StoreError> {
+    let record: TenantRecord = match t.tenants.get(tenant)? {
+        Some(v) => codec::decode("tenants", tenant, v.value())?,
+        None => return Ok(Err(Rejection::UnknownTenant { id: tenant.to_string() })),
+    };
+    if record.status != TenantStatus::Active {
+        return Ok(Err(Rejection::TenantDisabled { id: tenant.to_string() }));
+    }
+    Ok(Ok(()))
+}
+
+fn read_client(t: &Tables<'_>, tenant: &str, client_id: &str) -> Result<Result<ClientRecord, Rejection>, StoreError> {
+    let key = client_key(tenant, client_id);
+    match t.clients.get(key.as_str())? {
+        Some(v) => Ok(Ok(codec::decode("clients", &key, v.value())?)),
+        None => Ok(Err(Rejection::UnknownClient { tenant: tenant.to_string(), client_id: client_id.to_string() })),
+    }
 }
 
 fn tenant_keys(t: &Tables<'_>, tenant: &str) -> Result<Vec<SigningKeyRecord>, StoreError> {
@@ -197,7 +310,7 @@ fn check_signing_key(t: &Tables<'_>, k: &SigningKeyRecord) -> Result<Result<(), 
     Ok(Ok(()))
 }
 
-fn write(t: &mut Tables<'_>, command: &Command) -> Result<Applied, StoreError> {
+fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, StoreError> {
     match command {
         Command::Bootstrap { cluster, tenants } => {
             t.meta.insert(tables::meta_keys::CLUSTER, codec::encode(cluster).as_slice())?;
@@ -222,7 +335,69 @@ fn write(t: &mut Tables<'_>, command: &Command) -> Result<Applied, StoreError> {
             }
             Ok(Applied::SigningKeysPruned { tenant: tenant.clone(), kids: kids.clone() })
         }
+        Command::CreateClient(c) => {
+            t.clients.insert(c.table_key().as_str(), codec::encode(c).as_slice())?;
+            Ok(Applied::ClientCreated { client_id: c.client_id.clone() })
+        }
+        Command::UpdateClient { client, .. } => {
+            t.clients.insert(client.table_key().as_str(), codec::encode(client).as_slice())?;
+            Ok(Applied::ClientUpdated { client_id: client.client_id.clone(), revision: client.revision })
+        }
+        Command::DeleteClient { tenant, client_id } => {
+            t.clients.remove(client_key(tenant, client_id).as_str())?;
+            // Bindings of a deleted client go with it, so a new client can never inherit them.
+            let subject = format!("client:{client_id}");
+            let mut doomed = Vec::new();
+            let (start, end) = prefix_range(tenant);
+            for item in t.bindings.range(start.as_str()..end.as_str())? {
+                let (k, v) = item?;
+                let b: BindingRecord = codec::decode("bindings", k.value(), v.value())?;
+                if b.subject == subject {
+                    doomed.push(k.value().to_string());
+                }
+            }
+            for key in doomed {
+                t.bindings.remove(key.as_str())?;
+            }
+            Ok(Applied::ClientDeleted { client_id: client_id.clone() })
+        }
+        Command::CreateBinding(b) => {
+            t.bindings.insert(b.table_key().as_str(), codec::encode(b).as_slice())?;
+            Ok(Applied::BindingCreated { id: b.id.clone() })
+        }
+        Command::DeleteBinding { tenant, id } => {
+            t.bindings.remove(binding_key(tenant, id).as_str())?;
+            Ok(Applied::BindingDeleted { id: id.clone() })
+        }
+        Command::IssueToken(issued) => Ok(Applied::TokenIssued { jti: issued.jti.clone() }),
+        Command::ClientAuthenticationFailed { .. } => {
+            Err(StoreError::Database("a failed authentication is always refused".into()))
+        }
+        Command::RevokeToken { tenant, jti, exp_ms } => {
+            let key = format!("{tenant}/{jti}");
+            t.revoked.insert(key.as_str(), exp_ms.to_be_bytes().as_slice())?;
+            Ok(Applied::TokenRevoked { jti: jti.clone() })
+        }
+        Command::PruneRevocations => {
+            let mut expired = Vec::new();
+            for item in t.revoked.iter()? {
+                let (k, v) = item?;
+                let exp = <[u8; 8]>::try_from(v.value()).map(i64::from_be_bytes).unwrap_or(i64::MAX);
+                if exp < now_ms {
+                    expired.push(k.value().to_string());
+                }
+            }
+            for key in &expired {
+                t.revoked.remove(key.as_str())?;
+            }
+            Ok(Applied::RevocationsPruned { count: expired.len() as u64 })
+        }
     }
+}
+
+/// The key range of one tenant's rows in a `{tenant}/…` table.
+fn prefix_range(tenant: &str) -> (String, String) {
+    (format!("{tenant}/"), format!("{tenant}0")) // '0' sorts right after '/'
 }
 
 fn write_new_tenant(t: &mut Tables<'_>, n: &NewTenant) -> Result<(), StoreError> {

@@ -4,7 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
+use crate::model::{BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
 
 /// One entry of the raft log: a command with its time and its actor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,52 @@ pub enum Command {
         kids: Vec<String>,
         max_token_lifetime_ms: i64,
     },
+    CreateClient(ClientRecord),
+    /// Replaces a client's settings when its stored revision is still `expected_revision`.
+    UpdateClient {
+        client: ClientRecord,
+        expected_revision: u64,
+    },
+    DeleteClient {
+        tenant: String,
+        client_id: String,
+    },
+    CreateBinding(BindingRecord),
+    DeleteBinding {
+        tenant: String,
+        id: String,
+    },
+    /// Records an issued token. It is committed before the token is returned (A10), and is
+    /// refused when the client was disabled or deleted in the meantime.
+    IssueToken(IssuedToken),
+    /// Records a failed client authentication: always refused, so only its audit entry is written.
+    ClientAuthenticationFailed {
+        tenant: String,
+        client_id: String,
+        endpoint: String,
+    },
+    /// Puts an access token on the tenant's deny-list until it expires (RFC 7009).
+    RevokeToken {
+        tenant: String,
+        jti: String,
+        exp_ms: i64,
+    },
+    /// Drops deny-list entries of tokens that expired before the proposal's time.
+    PruneRevocations,
+}
+
+/// What an issued token carried, for its audit entry. Never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub tenant: String,
+    /// `None` when the node minted it itself (`gatehouse admin token`).
+    pub client_id: Option<String>,
+    pub subject: String,
+    pub jti: String,
+    pub grant: String,
+    pub scope: String,
+    pub audience: String,
+    pub exp_ms: i64,
 }
 
 impl Command {
@@ -52,6 +98,15 @@ impl Command {
             Command::CreateTenant(_) => "tenant.create",
             Command::AddSigningKeys { .. } => "signing_key.add",
             Command::PruneSigningKeys { .. } => "signing_key.prune",
+            Command::CreateClient(_) => "client.create",
+            Command::UpdateClient { .. } => "client.update",
+            Command::DeleteClient { .. } => "client.delete",
+            Command::CreateBinding(_) => "binding.create",
+            Command::DeleteBinding { .. } => "binding.delete",
+            Command::IssueToken(_) => "token.issue",
+            Command::ClientAuthenticationFailed { .. } => "client.authenticate",
+            Command::RevokeToken { .. } => "token.revoke",
+            Command::PruneRevocations => "token.prune_revocations",
         }
     }
 }
@@ -89,6 +144,31 @@ pub enum Applied {
         tenant: String,
         kids: Vec<String>,
     },
+    ClientCreated {
+        client_id: String,
+    },
+    ClientUpdated {
+        client_id: String,
+        revision: u64,
+    },
+    ClientDeleted {
+        client_id: String,
+    },
+    BindingCreated {
+        id: String,
+    },
+    BindingDeleted {
+        id: String,
+    },
+    TokenIssued {
+        jti: String,
+    },
+    TokenRevoked {
+        jti: String,
+    },
+    RevocationsPruned {
+        count: u64,
+    },
 }
 
 /// A business refusal: the command was valid raft data but the state says no.
@@ -116,6 +196,24 @@ pub enum Rejection {
     UnknownSigningKey { tenant: String, kid: String },
     #[error("signing key {kid:?} is {state}: it signs, or tokens it signed may still be valid")]
     SigningKeyStillNeeded { kid: String, state: String },
+    #[error("client {client_id:?} does not exist in tenant {tenant:?}")]
+    UnknownClient { tenant: String, client_id: String },
+    #[error("client {client_id:?} already exists in tenant {tenant:?}")]
+    ClientExists { tenant: String, client_id: String },
+    #[error("client {client_id:?} is disabled")]
+    ClientDisabled { client_id: String },
+    #[error("tenant {id:?} is disabled")]
+    TenantDisabled { id: String },
+    #[error("the resource changed since it was read (revision {current})")]
+    RevisionMismatch { current: u64 },
+    #[error("binding {id:?} already exists")]
+    BindingExists { id: String },
+    #[error("binding {id:?} does not exist in tenant {tenant:?}")]
+    UnknownBinding { tenant: String, id: String },
+    #[error("role {role:?} is not a known role")]
+    UnknownRole { role: String },
+    #[error("client authentication failed")]
+    ClientAuthenticationFailed,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -135,6 +233,15 @@ impl Rejection {
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",
+            Rejection::UnknownClient { .. } => "unknown_client",
+            Rejection::ClientExists { .. } => "client_exists",
+            Rejection::ClientDisabled { .. } => "client_disabled",
+            Rejection::TenantDisabled { .. } => "tenant_disabled",
+            Rejection::RevisionMismatch { .. } => "revision_mismatch",
+            Rejection::BindingExists { .. } => "binding_exists",
+            Rejection::UnknownBinding { .. } => "unknown_binding",
+            Rejection::UnknownRole { .. } => "unknown_role",
+            Rejection::ClientAuthenticationFailed => "client_authentication_failed",
         }
     }
 }

@@ -3,7 +3,7 @@
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::audit::{self, AuditEntry, AuditHead, VerifyReport};
-use crate::model::{ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
+use crate::model::{BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
 use crate::{codec, tables, StoreError};
 
 pub struct Reader {
@@ -49,6 +49,60 @@ impl Reader {
         Ok(out)
     }
 
+    pub fn client(&self, tenant: &str, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        let t = self.txn.open_table(tables::CLIENTS)?;
+        let key = crate::model::client::client_key(tenant, client_id);
+        t.get(key.as_str())?.map(|v| codec::decode("clients", &key, v.value())).transpose()
+    }
+
+    /// Up to `limit` clients of a tenant in client id order, after `after` when given.
+    pub fn clients(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>, StoreError> {
+        let t = self.txn.open_table(tables::CLIENTS)?;
+        page(&t, "clients", tenant, after, limit)
+    }
+
+    /// Up to `limit` bindings of a tenant in id order, after `after` when given.
+    pub fn bindings(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<BindingRecord>, StoreError> {
+        let t = self.txn.open_table(tables::BINDINGS)?;
+        page(&t, "bindings", tenant, after, limit)
+    }
+
+    pub fn binding(&self, tenant: &str, id: &str) -> Result<Option<BindingRecord>, StoreError> {
+        let t = self.txn.open_table(tables::BINDINGS)?;
+        let key = crate::model::binding::binding_key(tenant, id);
+        t.get(key.as_str())?.map(|v| codec::decode("bindings", &key, v.value())).transpose()
+    }
+
+    /// The roles a subject (`client:{id}`) holds in a tenant, unscoped bindings only.
+    pub fn roles_of(&self, tenant: &str, subject: &str) -> Result<Vec<String>, StoreError> {
+        let all = self.bindings(tenant, None, usize::MAX)?;
+        let mut roles: Vec<String> =
+            all.into_iter().filter(|b| b.subject == subject && b.scope.is_none()).map(|b| b.role).collect();
+        roles.sort();
+        roles.dedup();
+        Ok(roles)
+    }
+
+    /// Whether an access token is on the tenant's deny-list.
+    pub fn is_revoked(&self, tenant: &str, jti: &str) -> Result<bool, StoreError> {
+        let t = self.txn.open_table(tables::REVOKED_TOKENS)?;
+        Ok(t.get(format!("{tenant}/{jti}").as_str())?.is_some())
+    }
+
+    /// How many deny-list entries belong to tokens that expired before `now_ms`.
+    pub fn expired_revocations(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let t = self.txn.open_table(tables::REVOKED_TOKENS)?;
+        let mut n = 0;
+        for item in t.iter()? {
+            let (_, v) = item?;
+            let exp = <[u8; 8]>::try_from(v.value()).map(i64::from_be_bytes).unwrap_or(i64::MAX);
+            if exp < now_ms {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError> {
         let t = self.txn.open_table(tables::DATA_KEYS)?;
         t.get(id)?.map(|v| codec::decode("data_keys", id, v.value())).transpose()
@@ -83,4 +137,31 @@ impl Reader {
         let meta = self.txn.open_table(tables::META)?;
         Ok(meta.get(key)?.map(|v| v.value().to_vec()))
     }
+}
+
+/// One page of a `{tenant}/{id}`-keyed table.
+fn page<T: serde::de::DeserializeOwned>(
+    t: &redb::ReadOnlyTable<&str, &[u8]>,
+    name: &'static str,
+    tenant: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<Vec<T>, StoreError> {
+    let end = format!("{tenant}0"); // '0' sorts right after '/'
+    let mut out = Vec::new();
+    let start = match after {
+        Some(id) => format!("{tenant}/{id}"),
+        None => format!("{tenant}/"),
+    };
+    for item in t.range(start.as_str()..end.as_str())? {
+        let (k, v) = item?;
+        if after.is_some() && k.value() == start {
+            continue;
+        }
+        if out.len() >= limit {
+            break;
+        }
+        out.push(codec::decode(name, k.value(), v.value())?);
+    }
+    Ok(out)
 }

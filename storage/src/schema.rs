@@ -4,6 +4,7 @@
 //! - 1: audit entries without a head record (the head was derived on every start).
 //! - 2: the audit head record (count and last hash) is kept beside the chain, so a deleted
 //!   last entry is visible to `audit verify`.
+//! - 3: the `clients`, `bindings` and `revoked_tokens` tables (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -14,7 +15,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 2;
+pub const CURRENT_VERSION: u32 = 3;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +86,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
             v1_to_v2(txn)?;
             Ok(2)
         }
+        // The new tables are created by `create_tables` before migrations run.
+        2 => Ok(3),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

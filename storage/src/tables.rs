@@ -15,6 +15,13 @@ pub const TENANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("tenants"
 pub const SIGNING_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("signing_keys");
 /// Data keys (wrapped under the KEK) by id.
 pub const DATA_KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("data_keys");
+/// OAuth clients by `{tenant}/{client_id}`.
+pub const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
+/// Role bindings by `{tenant}/{binding_id}`.
+pub const BINDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings");
+/// Revoked access tokens by `{tenant}/{jti}`: the token's expiry (i64 ms, big-endian), after
+/// which the entry may be pruned.
+pub const REVOKED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_tokens");
 /// The audit chain by sequence number, starting at 1.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -37,6 +44,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 4] = [META, TENANTS, SIGNING_KEYS, DATA_KEYS];
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 7] =
+    [META, TENANTS, SIGNING_KEYS, DATA_KEYS, CLIENTS, BINDINGS, REVOKED_TOKENS];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

@@ -3,9 +3,10 @@
 use redb::{Database, ReadableDatabase};
 
 use crate::audit::{AuditEntry, GENESIS_HASH};
-use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
+use crate::command::{Applied, Command, IssuedToken, NewTenant, Outcome, Proposal, Rejection};
 use crate::model::{
-    CaRecord, ClusterRecord, DataKeyRecord, PublicJwk, Sealed, SigningAlg, SigningKeyRecord, TenantRecord, TenantStatus,
+    BindingRecord, CaRecord, ClientKind, ClientRecord, ClientStatus, ClusterRecord, DataKeyRecord, PublicJwk, Sealed,
+    SigningAlg, SigningKeyRecord, TenantRecord, TenantStatus,
 };
 use crate::schema::{self, SchemaAction, CURRENT_VERSION};
 use crate::{snapshot, tables, Store, StoreError};
@@ -339,4 +340,140 @@ fn prune_refuses_keys_that_sign_or_whose_tokens_may_be_valid() {
     assert!(matches!(out[2], Outcome::Applied(Applied::SigningKeysPruned { .. })));
     let kids: Vec<String> = store.read().unwrap().signing_keys("acme").unwrap().into_iter().map(|k| k.kid).collect();
     assert_eq!(kids, vec!["next".to_string()]);
+}
+
+fn client(tenant: &str, id: &str) -> ClientRecord {
+    ClientRecord {
+        v: 1,
+        tenant: tenant.into(),
+        client_id: id.into(),
+        name: "svc".into(),
+        kind: ClientKind::Confidential,
+        auth_method: "client_secret_basic".into(),
+        secret_sha256: Some("00".repeat(32)),
+        grant_types: vec!["client_credentials".into()],
+        scopes: vec![],
+        audiences: vec!["api".into()],
+        redirect_uris: vec![],
+        access_token_lifetime_secs: 600,
+        status: ClientStatus::Active,
+        created_at_ms: 10,
+        updated_at_ms: 10,
+        revision: 1,
+    }
+}
+
+fn by(at_ms: i64, command: Command) -> Proposal {
+    Proposal { at_ms, actor: "admin:system:test".into(), command }
+}
+
+fn issue(tenant: &str, client_id: &str, jti: &str) -> Command {
+    Command::IssueToken(IssuedToken {
+        tenant: tenant.into(),
+        client_id: Some(client_id.into()),
+        subject: client_id.into(),
+        jti: jti.into(),
+        grant: "client_credentials".into(),
+        scope: String::new(),
+        audience: "api".into(),
+        exp_ms: 1_000,
+    })
+}
+
+#[test]
+fn clients_bindings_and_tokens_follow_the_state() {
+    let (_d, store) = fresh();
+    apply_all(&store, &[bootstrap(), create("acme", 10)]);
+    let binding = |id: &str, subject: &str, role: &str| BindingRecord {
+        v: 1,
+        tenant: "acme".into(),
+        id: id.into(),
+        subject: subject.into(),
+        role: role.into(),
+        scope: None,
+        created_at_ms: 20,
+    };
+    let mut disabled = client("acme", "c1");
+    disabled.status = ClientStatus::Disabled;
+    disabled.revision = 2;
+    let out = apply_all(
+        &store,
+        &[
+            by(20, Command::CreateClient(client("acme", "c1"))),
+            by(21, Command::CreateClient(client("acme", "c1"))),
+            by(22, Command::CreateClient(client("nowhere", "c2"))),
+            by(23, Command::CreateBinding(binding("b1", "client:c1", "admin"))),
+            by(24, Command::CreateBinding(binding("b2", "client:c1", "superuser"))),
+            by(25, Command::CreateBinding(binding("b3", "client:other", "admin"))),
+            by(26, issue("acme", "c1", "j1")),
+            by(27, issue("acme", "ghost", "j2")),
+            by(28, Command::UpdateClient { client: disabled.clone(), expected_revision: 7 }),
+            by(29, Command::UpdateClient { client: disabled, expected_revision: 1 }),
+            by(30, issue("acme", "c1", "j3")),
+        ],
+    );
+    assert!(matches!(out[0], Outcome::Applied(Applied::ClientCreated { .. })));
+    assert!(matches!(out[1], Outcome::Refused(Rejection::ClientExists { .. })), "{:?}", out[1]);
+    assert!(matches!(out[2], Outcome::Refused(Rejection::UnknownTenant { .. })));
+    assert!(matches!(out[3], Outcome::Applied(Applied::BindingCreated { .. })));
+    assert!(matches!(out[4], Outcome::Refused(Rejection::UnknownRole { .. })));
+    assert!(matches!(out[5], Outcome::Refused(Rejection::UnknownClient { .. })));
+    assert!(matches!(out[6], Outcome::Applied(Applied::TokenIssued { .. })));
+    assert!(matches!(out[7], Outcome::Refused(Rejection::UnknownClient { .. })));
+    assert!(matches!(out[8], Outcome::Refused(Rejection::RevisionMismatch { current: 1 })));
+    assert!(matches!(out[9], Outcome::Applied(Applied::ClientUpdated { revision: 2, .. })));
+    assert!(matches!(out[10], Outcome::Refused(Rejection::ClientDisabled { .. })), "a disabled client gets no token");
+
+    let reader = store.read().unwrap();
+    assert_eq!(reader.roles_of("acme", "client:c1").unwrap(), vec!["admin".to_string()]);
+    assert_eq!(reader.clients("acme", None, 10).unwrap().len(), 1);
+    assert!(reader.clients("default", None, 10).unwrap().is_empty(), "tenants do not share clients");
+    drop(reader);
+
+    // Deleting the client takes its bindings with it.
+    apply_all(&store, &[by(31, Command::DeleteClient { tenant: "acme".into(), client_id: "c1".into() })]);
+    let reader = store.read().unwrap();
+    assert!(reader.client("acme", "c1").unwrap().is_none());
+    assert!(reader.bindings("acme", None, 10).unwrap().is_empty());
+    // Every command, applied or refused, has its audit entry.
+    assert!(reader.verify_audit().unwrap().failure.is_none());
+}
+
+#[test]
+fn revocations_last_until_the_token_expires_then_are_pruned() {
+    let (_d, store) = fresh();
+    apply_all(&store, &[bootstrap()]);
+    let revoke =
+        |jti: &str, exp_ms| by(100, Command::RevokeToken { tenant: "default".into(), jti: jti.into(), exp_ms });
+    apply_all(&store, &[revoke("early", 500), revoke("late", 5_000)]);
+    assert!(store.read().unwrap().is_revoked("default", "early").unwrap());
+    assert!(!store.read().unwrap().is_revoked("system", "early").unwrap(), "per tenant");
+    let out = apply_all(&store, &[by(1_000, Command::PruneRevocations)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::RevocationsPruned { count: 1 })));
+    let reader = store.read().unwrap();
+    assert!(!reader.is_revoked("default", "early").unwrap(), "expired: pruned");
+    assert!(reader.is_revoked("default", "late").unwrap(), "still valid: kept");
+}
+
+#[test]
+fn a_failed_client_authentication_writes_only_its_audit_entry() {
+    let (_d, store) = fresh();
+    apply_all(&store, &[bootstrap()]);
+    let before = store.read().unwrap().audit_head().unwrap().count;
+    let out = apply_all(
+        &store,
+        &[by(
+            5,
+            Command::ClientAuthenticationFailed {
+                tenant: "default".into(),
+                client_id: "x".into(),
+                endpoint: "token".into(),
+            },
+        )],
+    );
+    assert!(matches!(out[0], Outcome::Refused(Rejection::ClientAuthenticationFailed)));
+    let reader = store.read().unwrap();
+    assert_eq!(reader.audit_head().unwrap().count, before + 1);
+    let last = reader.audit_entries(before + 1, 1).unwrap();
+    assert_eq!(last[0].outcome, "refused:client_authentication_failed");
 }

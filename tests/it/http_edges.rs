@@ -77,12 +77,17 @@ async fn the_http_surface_answers_errors_in_its_formats() {
     assert_eq!(resp.status(), 400);
 
     // OAuth endpoints: RFC 6749 errors, no-store.
-    let resp =
-        c.post(format!("{url}/oauth2/token")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    let resp = c.post(format!("{url}/oauth2/token")).form(&[("grant_type", "password")]).send().await.unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["cache-control"], "no-store");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "unsupported_grant_type");
+    let resp =
+        c.post(format!("{url}/oauth2/token")).form(&[("grant_type", "client_credentials")]).send().await.unwrap();
+    assert_eq!(resp.status(), 401, "client_credentials without client authentication");
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_client");
     let body: Value =
         c.post(format!("{url}/oauth2/token")).form(&[("scope", "x")]).send().await.unwrap().json().await.unwrap();
     assert_eq!(body["error"], "invalid_request");

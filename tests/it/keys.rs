@@ -1,10 +1,12 @@
 //! The signing-key lifecycle through the CLI: rotate publishes first, signs after the publish
-//! delay, and prune keeps every key whose tokens may still be valid (S36).
+//! delay, and prune keeps every key whose tokens may still be valid (S36); tokens signed before
+//! a rotation verify until they expire.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::support::admin::{create_client, jwt_parts, oauth_post, platform_token, token_basic};
 use crate::support::{node::temp_data_dir, TestNode};
 
 fn json(out: std::process::Output) -> Value {
@@ -52,11 +54,35 @@ fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
 async fn rotate_publishes_before_signing_and_prune_keeps_keys_whose_tokens_may_be_valid() {
     let (_tmp, dir) = temp_data_dir();
     // Wide enough that the checks between two transitions fit on a loaded machine.
-    let args = ["--set", "keys.publish_delay_secs=6", "--set", "keys.max_token_lifetime_secs=6"];
+    let args = [
+        "--set",
+        "keys.publish_delay_secs=5",
+        "--set",
+        "keys.max_token_lifetime_secs=10",
+        "--set",
+        "oauth.access_token_lifetime_secs=10",
+        "--set",
+        "oauth.admin_token_lifetime_secs=10",
+    ];
     let node = TestNode::start_with(&dir, &args, &[]).unwrap();
     let original = kids_in_state(&node, "active");
     assert_eq!(original.len(), 2, "one ES256 and one RS256 key");
     assert_eq!(jwks_kids(&node).await, original);
+    let admin = platform_token(&node);
+    let (id, secret) = create_client(&node, &admin, "default", &["https://api.test"], &[]).await;
+    let token_kid = |t: &str| jwt_parts(t).0["kid"].as_str().unwrap().to_string();
+    let new_token = || async {
+        token_basic(&node, "default", &id, &secret, &[]).await.body["access_token"].as_str().unwrap().to_string()
+    };
+    let active = |t: String| {
+        let (node, id, secret) = (&node, id.clone(), secret.clone());
+        async move {
+            oauth_post(node, "default", "introspect", Some((&id, &secret)), &[("token", &t)]).await.body["active"]
+                == true
+        }
+    };
+    let before_rotation = new_token().await;
+    assert!(original.contains(&token_kid(&before_rotation)));
 
     let rotated = json(node.cli(&["keys", "rotate"]));
     let new_kids = kids_of(&rotated);
@@ -67,13 +93,17 @@ async fn rotate_publishes_before_signing_and_prune_keeps_keys_whose_tokens_may_b
     assert_eq!(jwks_kids(&node).await, all, "new keys are in JWKS at once");
     assert_eq!(kids_in_state(&node, "active"), original, "but do not sign yet");
     assert_eq!(json(node.cli(&["keys", "prune", "--dry-run"])), Value::Array(vec![]));
+    assert!(original.contains(&token_kid(&new_token().await)), "published keys do not sign");
 
     wait_until(Duration::from_secs(20), "the new keys are active", || kids_in_state(&node, "active") == new_kids);
+    assert!(new_kids.contains(&token_kid(&new_token().await)), "after the publish delay new tokens carry the new kid");
+    assert!(active(before_rotation.clone()).await, "a token signed before the rotation still verifies");
     assert_eq!(kids_in_state(&node, "retiring"), original, "superseded keys stay while their tokens may be valid");
     assert_eq!(json(node.cli(&["keys", "prune"])), Value::Array(vec![]), "prune keeps retiring keys");
     assert_eq!(jwks_kids(&node).await, all);
 
-    wait_until(Duration::from_secs(20), "the old keys are retired", || kids_in_state(&node, "retired") == original);
+    wait_until(Duration::from_secs(30), "the old keys are retired", || kids_in_state(&node, "retired") == original);
+    assert!(!active(before_rotation.clone()).await, "by now every token of the old keys has expired");
     assert_eq!(kids_of(&json(node.cli(&["keys", "prune", "--dry-run"]))), original);
     assert_eq!(jwks_kids(&node).await, all, "a dry run removes nothing");
     assert_eq!(kids_of(&json(node.cli(&["keys", "prune"]))), original);

@@ -3,11 +3,13 @@
 
 mod support;
 
+mod admin_api;
 mod audit_tamper;
 mod crash;
 mod discovery;
 mod http_edges;
 mod keys;
+mod oauth;
 mod openapi_doc;
 mod refusals;
 mod restart;

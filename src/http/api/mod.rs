@@ -1,7 +1,12 @@
 //! The OpenAPI-described endpoints, one module per tag.
 
+pub mod admin;
+pub mod checked;
+pub mod oauth;
 pub mod oidc;
 pub mod ops;
+pub mod text;
 
+pub use oauth::OAuthApi;
 pub use oidc::OidcApi;
 pub use ops::OpsApi;

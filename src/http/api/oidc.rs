@@ -1,23 +1,23 @@
 //! OpenID Connect discovery, JWKS, and the OAuth 2.0 authorization and token endpoints, for
 //! every tenant: the `default` tenant at the root, every other under `/t/{tenant}`.
 //!
-//! The authorization and token endpoints exist so that discovery never lists a path that
-//! 404s; until grants are built they answer the RFC 6749 errors for an unsupported response
-//! type or grant type.
+//! The authorization endpoint exists so that discovery never lists a path that 404s; until the
+//! code flow is built it answers the RFC 6749 error for an unsupported response type. The
+//! token, introspection and revocation endpoints are in `oauth.rs`.
 
 use std::sync::Arc;
 
 use gatehouse_storage::model::{TenantRecord, TenantStatus};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
-use poem_openapi::payload::{Form, Html, Json};
+use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
-use crate::http::problem::{OAuthError, Problem};
+use crate::http::problem::Problem;
 use crate::node::AppState;
 
 #[derive(Tags)]
-enum OidcTag {
+pub(crate) enum OidcTag {
     /// OpenID Connect discovery and keys.
     Discovery,
     /// OAuth 2.0 endpoints.
@@ -25,6 +25,8 @@ enum OidcTag {
 }
 
 pub struct OidcApi;
+
+const CLIENT_AUTH_METHODS: [&str; 2] = crate::idm::clients::CONFIDENTIAL_AUTH_METHODS;
 
 /// OpenID Connect Discovery 1.0 / RFC 8414 metadata.
 #[derive(Debug, Object)]
@@ -34,6 +36,13 @@ pub struct DiscoveryDocument {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    /// RFC 7662.
+    pub introspection_endpoint: String,
+    /// RFC 7009.
+    pub revocation_endpoint: String,
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub introspection_endpoint_auth_methods_supported: Vec<String>,
+    pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub scopes_supported: Vec<String>,
     pub response_types_supported: Vec<String>,
     pub response_modes_supported: Vec<String>,
@@ -68,29 +77,6 @@ pub struct Jwk {
 #[derive(Debug, Object)]
 pub struct JwkSet {
     pub keys: Vec<Jwk>,
-}
-
-/// A token request (RFC 6749 section 4); which members apply depends on `grant_type`.
-#[derive(Debug, Object, serde::Deserialize)]
-pub struct TokenRequest {
-    #[oai(validator(max_length = 256))]
-    pub grant_type: Option<String>,
-    #[oai(validator(max_length = 256))]
-    pub client_id: Option<String>,
-    #[oai(validator(max_length = 512))]
-    pub client_secret: Option<String>,
-    #[oai(validator(max_length = 2048))]
-    pub scope: Option<String>,
-    #[oai(validator(max_length = 2048))]
-    pub resource: Option<String>,
-    #[oai(validator(max_length = 2048))]
-    pub code: Option<String>,
-    #[oai(validator(max_length = 2048))]
-    pub redirect_uri: Option<String>,
-    #[oai(validator(max_length = 256))]
-    pub code_verifier: Option<String>,
-    #[oai(validator(max_length = 4096))]
-    pub refresh_token: Option<String>,
 }
 
 #[derive(ApiResponse)]
@@ -142,24 +128,8 @@ pub enum AuthorizeResponse {
     Unavailable(Json<Problem>),
 }
 
-#[derive(ApiResponse)]
-pub enum TokenResponse {
-    /// An RFC 6749 error.
-    #[oai(status = 400)]
-    BadRequest(Json<OAuthError>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
-    /// The `default` tenant lives at the root.
-    #[oai(status = 308)]
-    Moved(#[oai(header = "Location")] String),
-    /// No such tenant.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// Storage is not readable on this node.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
-}
-
 /// Where a tenant path leads.
-enum Resolved {
+pub(crate) enum Resolved {
     Tenant {
         tenant: TenantRecord,
         issuer: String,
@@ -178,7 +148,7 @@ fn unavailable() -> Problem {
     )
 }
 
-fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
+pub(crate) fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
     let reader = match app.store.read() {
         Ok(r) => r,
         Err(e) => {
@@ -196,14 +166,14 @@ fn resolve(app: &AppState, tenant_id: &str) -> Resolved {
     }
 }
 
-fn resolve_path(app: &AppState, tenant_id: &str) -> Resolved {
+pub(crate) fn resolve_path(app: &AppState, tenant_id: &str) -> Resolved {
     if tenant_id == "default" {
         return Resolved::DefaultAtRoot;
     }
     resolve(app, tenant_id)
 }
 
-fn root_location(app: &AppState, suffix: &str) -> String {
+pub(crate) fn root_location(app: &AppState, suffix: &str) -> String {
     format!("{}{suffix}", app.public_url)
 }
 
@@ -218,11 +188,16 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
                 authorization_endpoint: format!("{issuer}/oauth2/authorize"),
                 token_endpoint: format!("{issuer}/oauth2/token"),
                 jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+                introspection_endpoint: format!("{issuer}/oauth2/introspect"),
+                revocation_endpoint: format!("{issuer}/oauth2/revoke"),
+                token_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
+                introspection_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
+                revocation_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
                 issuer,
                 scopes_supported: strings(&["openid"]),
                 response_types_supported: strings(&["code"]),
                 response_modes_supported: strings(&["query"]),
-                grant_types_supported: strings(&["authorization_code"]),
+                grant_types_supported: strings(&["authorization_code", "client_credentials"]),
                 subject_types_supported: strings(&["public"]),
                 id_token_signing_alg_values_supported: strings(&["RS256", "ES256"]),
                 code_challenge_methods_supported: strings(&["S256"]),
@@ -290,41 +265,6 @@ fn error_page(code: &str, why: &str) -> String {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
          <body><h1>This sign-in request cannot be completed</h1><p>{why}.</p><p>Error code: <code>{code}</code></p></body></html>"
     )
-}
-
-fn token(app: &AppState, resolved: Resolved, req: &TokenRequest) -> TokenResponse {
-    match resolved {
-        Resolved::DefaultAtRoot => TokenResponse::Moved(root_location(app, "/oauth2/token")),
-        Resolved::NotFound(p) => TokenResponse::NotFound(Json(p)),
-        Resolved::Unavailable(p) => TokenResponse::Unavailable(Json(p)),
-        Resolved::Tenant { .. } => {
-            if let Some(field) = overlong_field(req) {
-                let err = OAuthError::new("invalid_request", format!("{field} is too long"));
-                return TokenResponse::BadRequest(Json(err), "no-store".into(), "no-cache".into());
-            }
-            let err = match &req.grant_type {
-                None => OAuthError::new("invalid_request", "grant_type is required"),
-                Some(g) => OAuthError::new("unsupported_grant_type", format!("grant type {g:?} is not supported")),
-            };
-            TokenResponse::BadRequest(Json(err), "no-store".into(), "no-cache".into())
-        }
-    }
-}
-
-/// The form is parsed by serde, so the schema's `maxLength`s are enforced here.
-fn overlong_field(req: &TokenRequest) -> Option<&'static str> {
-    let limits: [(&'static str, &Option<String>, usize); 9] = [
-        ("grant_type", &req.grant_type, 256),
-        ("client_id", &req.client_id, 256),
-        ("client_secret", &req.client_secret, 512),
-        ("scope", &req.scope, 2048),
-        ("resource", &req.resource, 2048),
-        ("code", &req.code, 2048),
-        ("redirect_uri", &req.redirect_uri, 2048),
-        ("code_verifier", &req.code_verifier, 256),
-        ("refresh_token", &req.refresh_token, 4096),
-    ];
-    limits.into_iter().find(|(_, v, max)| v.as_ref().is_some_and(|v| v.chars().count() > *max)).map(|(n, _, _)| n)
 }
 
 fn query_suffix(req: &poem::Request) -> String {
@@ -432,22 +372,5 @@ impl OidcApi {
     ) -> AuthorizeResponse {
         let _ = (client_id, redirect_uri, scope, state);
         authorize(&app, resolve_path(&app, &tenant), response_type.0, &query_suffix(req))
-    }
-
-    /// Token endpoint of the `default` tenant.
-    #[oai(path = "/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "token")]
-    async fn token_default(&self, app: Data<&Arc<AppState>>, body: Form<TokenRequest>) -> TokenResponse {
-        token(&app, resolve(&app, "default"), &body)
-    }
-
-    /// Token endpoint of a tenant.
-    #[oai(path = "/t/:tenant/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "tokenTenant")]
-    async fn token_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        tenant: Path<String>,
-        body: Form<TokenRequest>,
-    ) -> TokenResponse {
-        token(&app, resolve_path(&app, &tenant), &body)
     }
 }

@@ -1,11 +1,15 @@
 //! Record types, one file per domain noun. Every record carries a version field `v`.
 
+pub mod binding;
+pub mod client;
 pub mod cluster;
 pub mod data_key;
 pub mod sealed;
 pub mod signing_key;
 pub mod tenant;
 
+pub use binding::{BindingRecord, ROLE_TEMPLATES};
+pub use client::{ClientKind, ClientRecord, ClientStatus};
 pub use cluster::{CaRecord, ClusterRecord};
 pub use data_key::DataKeyRecord;
 pub use sealed::Sealed;

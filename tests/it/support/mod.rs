@@ -1,5 +1,6 @@
 //! Test helpers: start the real binary, talk to it over TLS, inspect its data dir.
 
+pub mod admin;
 pub mod node;
 pub mod snapshot;
 

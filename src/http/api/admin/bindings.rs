@@ -1,0 +1,143 @@
+//! `/admin/v1/tenants/{tenant}/bindings`: who holds which role.
+
+use std::sync::Arc;
+
+use gatehouse_storage::model::BindingRecord;
+use gatehouse_storage::Rejection;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::auth::{authorize, AdminBearer, Permission};
+use super::responses::{conflict, invalid, next_cursor, page_params, storage, write_failed, AdminResponse, Page};
+use super::tenants::visible_tenant;
+use super::AdminTag;
+use crate::http::api::checked::Checked;
+use crate::http::api::text::Text;
+use crate::http::problem::Problem;
+use crate::idm::bindings::{self, BindingError};
+use crate::node::AppState;
+
+pub struct BindingsApi;
+
+#[derive(Debug, Object)]
+pub struct Binding {
+    pub id: String,
+    /// `client:{client_id}`.
+    pub subject: String,
+    /// `owner`, `admin`, `member` or `viewer`.
+    pub role: String,
+    /// `org:{id}`, `project:{id}`…; absent for the whole tenant.
+    #[oai(skip_serializing_if_is_none)]
+    pub scope: Option<String>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct CreateBinding {
+    /// `client:{client_id}`.
+    #[oai(validator(max_length = 140))]
+    pub subject: Text,
+    /// `owner`, `admin`, `member` or `viewer`.
+    #[oai(validator(max_length = 32))]
+    pub role: Text,
+    /// `kind:id`, such as `org:42`; absent for the whole tenant.
+    #[oai(validator(max_length = 200))]
+    pub scope: Option<Text>,
+}
+
+impl poem_openapi::types::Example for CreateBinding {
+    fn example() -> Self {
+        CreateBinding { subject: "client:c-0123456789abcdef0123456789abcdef".into(), role: "admin".into(), scope: None }
+    }
+}
+
+fn view(b: BindingRecord) -> Binding {
+    Binding { id: b.id, subject: b.subject, role: b.role, scope: b.scope, created_at_ms: b.created_at_ms }
+}
+
+fn problem_of(e: BindingError) -> Problem {
+    match e {
+        BindingError::Invalid(field, message) => invalid(vec![(field, message)]),
+        BindingError::Refused(Rejection::UnknownClient { client_id, .. }) => {
+            invalid(vec![("subject".into(), format!("there is no client {client_id:?} in this tenant"))])
+        }
+        BindingError::Refused(Rejection::UnknownBinding { id, .. }) => {
+            Problem::not_found(format!("there is no binding {id:?}"))
+        }
+        BindingError::Refused(r) => conflict(r.code(), r.to_string()),
+        BindingError::Write(e) => write_failed(e),
+    }
+}
+
+#[OpenApi(tag = "AdminTag::Bindings")]
+impl BindingsApi {
+    /// List a tenant's role bindings.
+    #[oai(path = "/admin/v1/tenants/:tenant/bindings", method = "get", operation_id = "listBindings")]
+    async fn list(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        /// Page size, 1 to 500 (default 50).
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 256))]
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<Page<Binding>> {
+        let result = (|| {
+            authorize(&app, &auth, Some(&tenant), Permission::BindingsRead)?;
+            visible_tenant(&app, &tenant)?;
+            let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
+            let items = app.store.read().and_then(|r| r.bindings(&tenant, after.as_deref(), limit)).map_err(storage)?;
+            let next = next_cursor(items.len(), limit, items.last().map(|b| b.id.as_str()));
+            Ok(Page { items: items.into_iter().map(view).collect(), next_cursor: next })
+        })();
+        match result {
+            Ok(page) => AdminResponse::Ok(Json(page), None),
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+
+    /// Give a client a role in the tenant. Its next token carries the role.
+    #[oai(path = "/admin/v1/tenants/:tenant/bindings", method = "post", operation_id = "createBinding")]
+    async fn create(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        body: Json<Checked<CreateBinding>>,
+    ) -> AdminResponse<Binding> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
+            .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match bindings::create(&app, &tenant, &body.subject, &body.role, body.scope.as_deref(), &caller.actor()).await {
+            Ok(b) => AdminResponse::Created(Json(view(b)), None),
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+
+    /// Remove a role binding.
+    #[oai(path = "/admin/v1/tenants/:tenant/bindings/:binding_id", method = "delete", operation_id = "deleteBinding")]
+    async fn delete(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] binding_id: Path<String>,
+    ) -> AdminResponse<Binding> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite) {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match bindings::delete(&app, &tenant, &binding_id, &caller.actor()).await {
+            Ok(()) => AdminResponse::NoContent,
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+}

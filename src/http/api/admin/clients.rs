@@ -1,0 +1,302 @@
+//! `/admin/v1/tenants/{tenant}/clients`: OAuth clients. The secret is in the create answer
+//! only; every other answer omits it.
+
+use std::sync::Arc;
+
+use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
+use gatehouse_storage::Rejection;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Enum, Object, OpenApi};
+
+use super::auth::{authorize, AdminBearer, Permission};
+use super::responses::{conflict, invalid, next_cursor, page_params, storage, write_failed, AdminResponse, Page};
+use super::tenants::visible_tenant;
+use super::AdminTag;
+use crate::http::api::checked::Checked;
+use crate::http::api::text::{strings, Text};
+use crate::http::problem::Problem;
+use crate::idm::clients::{self, ClientError, ClientSpec};
+use crate::node::AppState;
+
+pub struct ClientsApi;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum ClientType {
+    /// Holds a secret and authenticates at the token endpoint.
+    Confidential,
+    /// Cannot keep a secret (browser or native apps).
+    Public,
+}
+
+/// An OAuth client.
+#[derive(Debug, Object)]
+pub struct Client {
+    pub client_id: String,
+    pub name: String,
+    pub client_type: ClientType,
+    pub token_endpoint_auth_method: String,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub audiences: Vec<String>,
+    pub redirect_uris: Vec<String>,
+    pub access_token_lifetime_secs: u32,
+    pub disabled: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    /// Shown once, in the answer that created the client; never again.
+    #[oai(skip_serializing_if_is_none)]
+    pub client_secret: Option<String>,
+}
+
+/// A client's settings, for create and for update (an update replaces them all).
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct ClientInput {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Text,
+    pub client_type: ClientType,
+    /// `client_secret_basic` (default for confidential clients), `client_secret_post`, or
+    /// `none` (public clients).
+    #[oai(validator(max_length = 64))]
+    pub token_endpoint_auth_method: Option<Text>,
+    /// Of `client_credentials`, `authorization_code`, `refresh_token`.
+    #[oai(validator(min_items = 1, max_items = 3, max_length = 64))]
+    pub grant_types: Vec<Text>,
+    /// The scopes the client may ask for (RFC 6749 scope tokens).
+    #[oai(default, validator(max_items = 64, max_length = 128))]
+    pub scopes: Vec<Text>,
+    /// Audiences its tokens may carry (RFC 8707 resources or names); the first is the default.
+    #[oai(default, validator(max_items = 16, max_length = 256))]
+    pub audiences: Vec<Text>,
+    #[oai(default, validator(max_items = 16, max_length = 2048))]
+    pub redirect_uris: Vec<Text>,
+    /// Defaults to `oauth.access_token_lifetime_secs`.
+    #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
+    pub access_token_lifetime_secs: Option<u32>,
+    #[oai(default)]
+    pub disabled: bool,
+}
+
+impl poem_openapi::types::Example for ClientInput {
+    fn example() -> Self {
+        ClientInput {
+            name: "billing-service".into(),
+            client_type: ClientType::Confidential,
+            token_endpoint_auth_method: Some("client_secret_basic".into()),
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["invoices:read".into()],
+            audiences: vec!["https://billing.example.com".into()],
+            redirect_uris: vec![],
+            access_token_lifetime_secs: Some(600),
+            disabled: false,
+        }
+    }
+}
+
+fn spec(input: &ClientInput) -> ClientSpec {
+    let kind = match input.client_type {
+        ClientType::Confidential => ClientKind::Confidential,
+        ClientType::Public => ClientKind::Public,
+    };
+    let default_method = if kind == ClientKind::Public { "none" } else { "client_secret_basic" };
+    ClientSpec {
+        name: input.name.0.clone(),
+        kind,
+        auth_method: input.token_endpoint_auth_method.as_ref().map_or_else(|| default_method.into(), |m| m.0.clone()),
+        grant_types: strings(&input.grant_types),
+        scopes: strings(&input.scopes),
+        audiences: strings(&input.audiences),
+        redirect_uris: strings(&input.redirect_uris),
+        access_token_lifetime_secs: input.access_token_lifetime_secs,
+        disabled: input.disabled,
+    }
+}
+
+fn view(c: ClientRecord, secret: Option<String>) -> Client {
+    Client {
+        client_type: match c.kind {
+            ClientKind::Confidential => ClientType::Confidential,
+            ClientKind::Public => ClientType::Public,
+        },
+        disabled: c.status != ClientStatus::Active,
+        client_id: c.client_id,
+        name: c.name,
+        token_endpoint_auth_method: c.auth_method,
+        grant_types: c.grant_types,
+        scopes: c.scopes,
+        audiences: c.audiences,
+        redirect_uris: c.redirect_uris,
+        access_token_lifetime_secs: c.access_token_lifetime_secs,
+        created_at_ms: c.created_at_ms,
+        updated_at_ms: c.updated_at_ms,
+        client_secret: secret,
+    }
+}
+
+fn etag(c: &ClientRecord) -> String {
+    format!("\"r{}\"", c.revision)
+}
+
+fn problem_of(e: ClientError) -> Problem {
+    match e {
+        ClientError::Invalid(errors) => invalid(errors),
+        ClientError::Refused(Rejection::RevisionMismatch { current }) => Problem::new(
+            poem::http::StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            format!("the client changed since it was read; its current ETag is \"r{current}\""),
+        ),
+        ClientError::Refused(Rejection::UnknownClient { client_id, .. }) => {
+            Problem::not_found(format!("there is no client {client_id:?}"))
+        }
+        ClientError::Refused(r) => conflict(r.code(), r.to_string()),
+        ClientError::Write(e) => write_failed(e),
+    }
+}
+
+fn find(app: &AppState, tenant: &str, client_id: &str) -> Result<ClientRecord, Problem> {
+    app.store
+        .read()
+        .and_then(|r| r.client(tenant, client_id))
+        .map_err(storage)?
+        .ok_or_else(|| Problem::not_found(format!("there is no client {client_id:?}")))
+}
+
+/// `"r{n}"` (or `W/"r{n}"`) to `n`.
+fn parse_etag(value: &str) -> Option<u64> {
+    value.trim().trim_start_matches("W/").trim_matches('"').strip_prefix('r')?.parse().ok()
+}
+
+#[OpenApi(tag = "AdminTag::Clients")]
+impl ClientsApi {
+    /// List a tenant's clients.
+    #[oai(path = "/admin/v1/tenants/:tenant/clients", method = "get", operation_id = "listClients")]
+    async fn list(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        /// Page size, 1 to 500 (default 50).
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 256))]
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<Page<Client>> {
+        let result = (|| {
+            authorize(&app, &auth, Some(&tenant), Permission::ClientsRead)?;
+            visible_tenant(&app, &tenant)?;
+            let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
+            let items = app.store.read().and_then(|r| r.clients(&tenant, after.as_deref(), limit)).map_err(storage)?;
+            let next = next_cursor(items.len(), limit, items.last().map(|c| c.client_id.as_str()));
+            Ok(Page { items: items.into_iter().map(|c| view(c, None)).collect(), next_cursor: next })
+        })();
+        match result {
+            Ok(page) => AdminResponse::Ok(Json(page), None),
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+
+    /// Register a client. A confidential client's secret is in this answer only.
+    #[oai(path = "/admin/v1/tenants/:tenant/clients", method = "post", operation_id = "createClient")]
+    async fn create(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        body: Json<Checked<ClientInput>>,
+    ) -> AdminResponse<Client> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
+            .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match clients::create(&app, &tenant, spec(&body), &caller.actor()).await {
+            Ok(created) => {
+                let tag = etag(&created.client);
+                AdminResponse::Created(Json(view(created.client, created.secret)), Some(tag))
+            }
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+
+    /// Get a client.
+    #[oai(path = "/admin/v1/tenants/:tenant/clients/:client_id", method = "get", operation_id = "getClient")]
+    async fn get(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] client_id: Path<String>,
+    ) -> AdminResponse<Client> {
+        let result = authorize(&app, &auth, Some(&tenant), Permission::ClientsRead)
+            .and_then(|_| find(&app, &tenant, &client_id));
+        match result {
+            Ok(c) => {
+                let tag = etag(&c);
+                AdminResponse::Ok(Json(view(c, None)), Some(tag))
+            }
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+
+    /// Replace a client's settings. With `If-Match`, a stale ETag gets 412.
+    #[oai(path = "/admin/v1/tenants/:tenant/clients/:client_id", method = "put", operation_id = "updateClient")]
+    async fn update(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] client_id: Path<String>,
+        /// The ETag of the client as last read.
+        #[oai(name = "If-Match", validator(max_length = 64))]
+        if_match: Header<Option<String>>,
+        body: Json<Checked<ClientInput>>,
+    ) -> AdminResponse<Client> {
+        let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
+            .and_then(|c| find(&app, &tenant, &client_id).map(|cur| (c, cur)))
+        {
+            Ok(v) => v,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        let expected = match if_match.0.as_deref() {
+            None => current.revision,
+            Some(v) => match parse_etag(v) {
+                Some(n) => n,
+                None => {
+                    return AdminResponse::problem(invalid(vec![("If-Match".into(), "not an ETag of this API".into())]))
+                }
+            },
+        };
+        match clients::update(&app, &current, spec(&body), expected, &caller.actor()).await {
+            Ok(c) => {
+                let tag = etag(&c);
+                AdminResponse::Ok(Json(view(c, None)), Some(tag))
+            }
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+
+    /// Delete a client and its role bindings.
+    #[oai(path = "/admin/v1/tenants/:tenant/clients/:client_id", method = "delete", operation_id = "deleteClient")]
+    async fn delete(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] client_id: Path<String>,
+    ) -> AdminResponse<Client> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
+            .and_then(|c| find(&app, &tenant, &client_id).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match clients::delete(&app, &tenant, &client_id, &caller.actor()).await {
+            Ok(()) => AdminResponse::NoContent,
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Answers shared by the admin API's operations, and the mapping of use-case errors to
+//! problem documents (the one place where they become HTTP).
+
+use poem::http::StatusCode;
+use poem_openapi::payload::Json;
+use poem_openapi::types::{ParseFromJSON, ToJSON};
+use poem_openapi::{ApiResponse, Object};
+
+use crate::http::problem::{FieldError, Problem};
+use crate::node::NodeWriteError;
+
+pub const DEFAULT_LIMIT: u32 = 50;
+pub const MAX_LIMIT: u32 = 500;
+
+/// Every admin operation answers this; which statuses occur is in each operation's text.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_request")]
+pub enum AdminResponse<T: ToJSON + ParseFromJSON + Send + Sync> {
+    /// The resource.
+    #[oai(status = 200)]
+    Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
+    /// Created.
+    #[oai(status = 201)]
+    Created(Json<T>, #[oai(header = "ETag")] Option<String>),
+    /// Deleted.
+    #[oai(status = 204)]
+    NoContent,
+    /// Invalid input; `errors` names the fields.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<Problem>),
+    /// No valid bearer token with the admin audience.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token's roles do not grant this.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<Problem>),
+    /// No such resource, or one the caller cannot see.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// The resource exists already, or the state does not allow this.
+    #[oai(status = 409, content_type = "application/problem+json")]
+    Conflict(Json<Problem>),
+    /// `If-Match` names a revision that is no longer current.
+    #[oai(status = 412, content_type = "application/problem+json")]
+    PreconditionFailed(Json<Problem>),
+    /// This node cannot serve the request now.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+/// poem-openapi's own parse errors (body, path, query) as problem documents naming the field.
+pub fn bad_request<T: ToJSON + ParseFromJSON + Send + Sync>(err: poem::Error) -> AdminResponse<T> {
+    if err.is::<poem_openapi::error::AuthorizationError>() {
+        return AdminResponse::Unauthorized(
+            Json(Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_token",
+                "a bearer token with the admin audience is required",
+            )),
+            "Bearer realm=\"gatehouse-admin\"".into(),
+        );
+    }
+    let detail = err.to_string();
+    let field = field_from_parse_error(&err, &detail);
+    let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail.clone());
+    p.errors = Some(vec![FieldError { field, message: detail }]);
+    AdminResponse::BadRequest(Json(p))
+}
+
+/// The field a poem-openapi parse error is about: the parameter's name, or for a JSON body the
+/// member its message names (`field `name` verification failed…`, `unknown field "x"`).
+fn field_from_parse_error(err: &poem::Error, detail: &str) -> String {
+    if let Some(e) = err.downcast_ref::<poem_openapi::error::ParseParamError>() {
+        return e.name.to_string();
+    }
+    for marker in ["field `", "field \"", "property `", "member `"] {
+        if let Some(rest) = detail.split(marker).nth(1) {
+            let name: String = rest.chars().take_while(|c| *c != '`' && *c != '"').collect();
+            if !name.is_empty() {
+                return name;
+            }
+        }
+    }
+    "body".into()
+}
+
+impl<T: ToJSON + ParseFromJSON + Send + Sync> AdminResponse<T> {
+    pub fn problem(p: Problem) -> Self {
+        match p.status {
+            400 => AdminResponse::BadRequest(Json(p)),
+            401 => {
+                AdminResponse::Unauthorized(Json(p), "Bearer realm=\"gatehouse-admin\", error=\"invalid_token\"".into())
+            }
+            403 => AdminResponse::Forbidden(Json(p)),
+            404 => AdminResponse::NotFound(Json(p)),
+            409 => AdminResponse::Conflict(Json(p)),
+            412 => AdminResponse::PreconditionFailed(Json(p)),
+            _ => AdminResponse::Unavailable(Json(p)),
+        }
+    }
+}
+
+pub fn invalid(errors: Vec<(String, String)>) -> Problem {
+    let detail = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
+    let mut p = Problem::new(StatusCode::BAD_REQUEST, "validation_failed", detail);
+    p.errors = Some(errors.into_iter().map(|(field, message)| FieldError { field, message }).collect());
+    p
+}
+
+pub fn conflict(code: &str, detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::CONFLICT, code, detail)
+}
+
+pub fn unavailable(detail: impl std::fmt::Display) -> Problem {
+    tracing::warn!("admin API: {detail}");
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "this node cannot serve the request now")
+}
+
+pub fn write_failed(e: NodeWriteError) -> Problem {
+    unavailable(e)
+}
+
+pub fn storage(e: gatehouse_storage::StoreError) -> Problem {
+    unavailable(e)
+}
+
+/// A page of a list.
+#[derive(Debug, Object)]
+#[oai(rename_all = "snake_case")]
+pub struct Page<T: ToJSON + ParseFromJSON + Send + Sync> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` to get the next page; absent on the last page.
+    #[oai(skip_serializing_if_is_none)]
+    pub next_cursor: Option<String>,
+}
+
+/// Checks `limit` and decodes `cursor` (an opaque token: the last id of the previous page).
+pub fn page_params(limit: Option<u32>, cursor: Option<&str>) -> Result<(usize, Option<String>), Problem> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(invalid(vec![("limit".into(), format!("must be between 1 and {MAX_LIMIT}"))]));
+    }
+    let after = match cursor {
+        None => None,
+        Some(c) => Some(
+            crate::crypto::b64url_decode(c)
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| invalid(vec![("cursor".into(), "not a cursor this API issued".into())]))?,
+        ),
+    };
+    Ok((limit as usize, after))
+}
+
+/// The cursor after `last`, when the page was full.
+pub fn next_cursor(items_len: usize, limit: usize, last: Option<&str>) -> Option<String> {
+    (items_len == limit).then_some(()).and(last).map(|l| crate::crypto::b64url(l.as_bytes()))
+}

@@ -1,0 +1,148 @@
+//! `/admin/v1/tenants`: list and create (platform admins), get (the tenant's own admins too).
+
+use std::sync::Arc;
+
+use gatehouse_storage::model::{TenantRecord, TenantStatus};
+use gatehouse_storage::Rejection;
+use poem::web::Data;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::auth::{authorize, require_platform, AdminBearer, Permission};
+use super::responses::{conflict, invalid, next_cursor, page_params, storage, write_failed, AdminResponse, Page};
+use super::AdminTag;
+use crate::http::api::checked::Checked;
+use crate::http::api::text::Text;
+use crate::http::problem::Problem;
+use crate::idm::tenants::{self, TenantError};
+use crate::node::AppState;
+
+pub struct TenantsApi;
+
+#[derive(Debug, Object)]
+pub struct Tenant {
+    /// `[a-z0-9][a-z0-9-]{1,62}`.
+    #[oai(validator(max_length = 63))]
+    pub id: String,
+    #[oai(validator(max_length = 200))]
+    pub display_name: String,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// The tenant's OIDC issuer.
+    pub issuer: String,
+    /// Milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A new tenant.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct CreateTenant {
+    /// `[a-z0-9][a-z0-9-]{1,62}`; not one of the reserved ids.
+    #[oai(validator(max_length = 63, min_length = 2))]
+    pub id: Text,
+    #[oai(validator(max_length = 200))]
+    pub display_name: Option<Text>,
+}
+
+impl poem_openapi::types::Example for CreateTenant {
+    fn example() -> Self {
+        CreateTenant { id: "acme".into(), display_name: Some("Acme Corp".into()) }
+    }
+}
+
+pub(crate) fn view(app: &AppState, t: TenantRecord) -> Tenant {
+    Tenant {
+        issuer: app.issuer_of(&t.id),
+        status: match t.status {
+            TenantStatus::Active => "active".into(),
+            TenantStatus::Disabled => "disabled".into(),
+        },
+        id: t.id,
+        display_name: t.display_name,
+        created_at_ms: t.created_at_ms,
+    }
+}
+
+/// The tenant named in the path, as the caller may see it.
+pub(crate) fn visible_tenant(app: &AppState, id: &str) -> Result<TenantRecord, Problem> {
+    match app.store.read().and_then(|r| r.tenant(id)).map_err(storage)? {
+        Some(t) => Ok(t),
+        None => Err(Problem::not_found(format!("there is no tenant {id:?}"))),
+    }
+}
+
+#[OpenApi(prefix_path = "/admin/v1", tag = "AdminTag::Tenants")]
+impl TenantsApi {
+    /// List tenants (platform admins).
+    #[oai(path = "/tenants", method = "get", operation_id = "listTenants")]
+    async fn list(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        /// Page size, 1 to 500 (default 50).
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 256))]
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<Page<Tenant>> {
+        let result = (|| {
+            let caller = authorize(&app, &auth, None, Permission::TenantsRead)?;
+            require_platform(&caller)?;
+            let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
+            let all = app.store.read().and_then(|r| r.tenants()).map_err(storage)?;
+            let items: Vec<TenantRecord> =
+                all.into_iter().filter(|t| after.as_deref().is_none_or(|a| t.id.as_str() > a)).take(limit).collect();
+            let next = next_cursor(items.len(), limit, items.last().map(|t| t.id.as_str()));
+            Ok(Page { items: items.into_iter().map(|t| view(&app, t)).collect(), next_cursor: next })
+        })();
+        match result {
+            Ok(page) => AdminResponse::Ok(Json(page), None),
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+
+    /// Create a tenant (platform admins): its issuer, data key and first signing keys.
+    #[oai(path = "/tenants", method = "post", operation_id = "createTenant")]
+    async fn create(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        body: Json<Checked<CreateTenant>>,
+    ) -> AdminResponse<Tenant> {
+        let caller = match authorize(&app, &auth, None, Permission::TenantsWrite).and_then(|c| {
+            require_platform(&c)?;
+            Ok(c)
+        }) {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match tenants::create(&app, &caller.actor(), &body.id, body.display_name.as_deref()).await {
+            Ok(t) => AdminResponse::Created(Json(view(&app, t)), None),
+            Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("id".into(), why)])),
+            Err(TenantError::Refused(Rejection::TenantExists { id })) => {
+                AdminResponse::problem(conflict("tenant_exists", format!("tenant {id:?} already exists")))
+            }
+            Err(TenantError::Refused(r)) => AdminResponse::problem(invalid(vec![("id".into(), r.to_string())])),
+            Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
+            Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
+        }
+    }
+
+    /// Get a tenant.
+    #[oai(path = "/tenants/:tenant", method = "get", operation_id = "getTenant")]
+    async fn get(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+    ) -> AdminResponse<Tenant> {
+        let result =
+            authorize(&app, &auth, Some(&tenant), Permission::TenantsRead).and_then(|_| visible_tenant(&app, &tenant));
+        match result {
+            Ok(t) => AdminResponse::Ok(Json(view(&app, t)), None),
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+}

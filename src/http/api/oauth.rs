@@ -1,0 +1,450 @@
+//! The OAuth 2.0 back-channel endpoints of every tenant: token (RFC 6749, `client_credentials`),
+//! introspection (RFC 7662) and revocation (RFC 7009). Errors are RFC 6749 JSON with
+//! `Cache-Control: no-store` (S17); client authentication failures are 401 `invalid_client`,
+//! with a `WWW-Authenticate` challenge when HTTP Basic was used (S15).
+
+use std::sync::Arc;
+
+use base64::Engine;
+use poem::web::Data;
+use poem_openapi::param::Path;
+use poem_openapi::payload::{Form, Json};
+use poem_openapi::{ApiResponse, Object, OpenApi};
+
+use crate::http::api::oidc::{resolve, resolve_path, root_location, OidcTag, Resolved};
+use crate::http::problem::{OAuthError, Problem};
+use crate::idm::clients::GRANT_CLIENT_CREDENTIALS;
+use crate::idm::tokens::{self, AccessClaims, PresentedClient, TokenFailure};
+use crate::node::AppState;
+
+pub struct OAuthApi;
+
+/// A token request (RFC 6749 section 4); which members apply depends on `grant_type`.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct TokenRequest {
+    #[oai(validator(max_length = 256))]
+    pub grant_type: Option<String>,
+    #[oai(validator(max_length = 256))]
+    pub client_id: Option<String>,
+    #[oai(validator(max_length = 512))]
+    pub client_secret: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub scope: Option<String>,
+    /// RFC 8707 resource indicator: an absolute URI the client may use.
+    #[oai(validator(max_length = 2048))]
+    pub resource: Option<String>,
+    /// The audience to put in the token, by name (instead of `resource`), such as the admin
+    /// audience.
+    #[oai(validator(max_length = 256))]
+    pub audience: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub code: Option<String>,
+    #[oai(validator(max_length = 2048))]
+    pub redirect_uri: Option<String>,
+    #[oai(validator(max_length = 256))]
+    pub code_verifier: Option<String>,
+    #[oai(validator(max_length = 4096))]
+    pub refresh_token: Option<String>,
+}
+
+/// An introspection or revocation request.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct TokenHintRequest {
+    #[oai(validator(max_length = 8192))]
+    pub token: Option<String>,
+    #[oai(validator(max_length = 64))]
+    pub token_type_hint: Option<String>,
+    #[oai(validator(max_length = 256))]
+    pub client_id: Option<String>,
+    #[oai(validator(max_length = 512))]
+    pub client_secret: Option<String>,
+}
+
+/// RFC 6749 section 5.1.
+#[derive(Debug, Object)]
+pub struct AccessTokenResponse {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// RFC 7662 section 2.2. Only `active` is present for a token that is not active.
+#[derive(Debug, Object, Default)]
+pub struct IntrospectionResponse {
+    pub active: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub scope: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub client_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub token_type: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub exp: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub iat: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub nbf: Option<i64>,
+    #[oai(skip_serializing_if_is_none)]
+    pub sub: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub aud: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub iss: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub jti: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub tenant: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub roles: Option<Vec<String>>,
+}
+
+impl From<AccessClaims> for IntrospectionResponse {
+    fn from(c: AccessClaims) -> Self {
+        IntrospectionResponse {
+            active: true,
+            scope: Some(c.scope),
+            client_id: Some(c.client_id),
+            token_type: Some("Bearer".into()),
+            exp: Some(c.exp),
+            iat: Some(c.iat),
+            nbf: Some(c.nbf),
+            sub: Some(c.sub),
+            aud: Some(c.aud),
+            iss: Some(c.iss),
+            jti: Some(c.jti),
+            tenant: Some(c.tenant),
+            roles: Some(c.roles),
+        }
+    }
+}
+
+const NO_STORE: &str = "no-store";
+const NO_CACHE: &str = "no-cache";
+
+/// The answers of the token, introspection and revocation endpoints.
+#[derive(ApiResponse)]
+pub enum OAuthResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
+    /// Success.
+    #[oai(status = 200)]
+    Ok(Json<T>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
+    /// An RFC 6749 error.
+    #[oai(status = 400)]
+    BadRequest(Json<OAuthError>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
+    /// Client authentication failed (`invalid_client`).
+    #[oai(status = 401)]
+    Unauthorized(
+        Json<OAuthError>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+        #[oai(header = "WWW-Authenticate")] Option<String>,
+    ),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// This node cannot serve the request now (`temporarily_unavailable`).
+    #[oai(status = 503)]
+    Unavailable(Json<OAuthError>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
+}
+
+/// An empty JSON object (the revocation endpoint's answer).
+#[derive(Debug, Object, Default)]
+pub struct Empty {}
+
+impl<T: poem_openapi::types::ToJSON + Send + Sync> OAuthResponse<T> {
+    fn ok(body: T) -> Self {
+        OAuthResponse::Ok(Json(body), NO_STORE.into(), NO_CACHE.into())
+    }
+
+    fn failure(f: TokenFailure) -> Self {
+        match f {
+            TokenFailure::Request { error, description } => {
+                OAuthResponse::BadRequest(Json(OAuthError::new(error, description)), NO_STORE.into(), NO_CACHE.into())
+            }
+            TokenFailure::InvalidClient { basic } => OAuthResponse::Unauthorized(
+                Json(OAuthError::new("invalid_client", "client authentication failed")),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+                basic.then(|| "Basic realm=\"gatehouse\", charset=\"UTF-8\"".to_string()),
+            ),
+            TokenFailure::Unavailable => OAuthResponse::Unavailable(
+                Json(OAuthError::new("temporarily_unavailable", "this node cannot serve the request now")),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+            ),
+        }
+    }
+}
+
+fn invalid_request(description: impl Into<String>) -> TokenFailure {
+    TokenFailure::Request { error: "invalid_request", description: description.into() }
+}
+
+/// The tenant of a resolved path, or the response for a path that is not one.
+fn tenant_or_answer<T: poem_openapi::types::ToJSON + Send + Sync>(
+    app: &AppState,
+    resolved: Resolved,
+    suffix: &str,
+) -> Result<String, OAuthResponse<T>> {
+    match resolved {
+        Resolved::Tenant { tenant, .. } => Ok(tenant.id),
+        Resolved::DefaultAtRoot => Err(OAuthResponse::Moved(root_location(app, suffix))),
+        Resolved::NotFound(p) => Err(OAuthResponse::NotFound(Json(p))),
+        Resolved::Unavailable(_) => Err(OAuthResponse::failure(TokenFailure::Unavailable)),
+    }
+}
+
+/// The client credentials of a request: HTTP Basic (RFC 6749 section 2.3.1, each part
+/// form-urlencoded) or the form's `client_id` and `client_secret`, never both.
+fn presented_client(
+    req: &poem::Request,
+    form_id: Option<&str>,
+    form_secret: Option<&str>,
+) -> Result<PresentedClient, TokenFailure> {
+    let header = req.headers().get(poem::http::header::AUTHORIZATION);
+    if let Some(value) = header {
+        if form_secret.is_some() {
+            return Err(invalid_request("use one client authentication method, not two"));
+        }
+        let bad = TokenFailure::InvalidClient { basic: true };
+        let value = value.to_str().map_err(|_| bad.clone())?;
+        let (scheme, encoded) = value.split_once(' ').ok_or(bad.clone())?;
+        if !scheme.eq_ignore_ascii_case("basic") {
+            return Err(bad);
+        }
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| bad.clone())?;
+        let text = String::from_utf8(decoded).map_err(|_| bad.clone())?;
+        let (id, secret) = text.split_once(':').ok_or(bad.clone())?;
+        let (id, secret) = (form_urldecode(id).ok_or(bad.clone())?, form_urldecode(secret).ok_or(bad.clone())?);
+        if form_id.is_some_and(|f| f != id) {
+            return Err(invalid_request("client_id differs from the authenticated client"));
+        }
+        return Ok(PresentedClient { client_id: id, secret: Some(secret), basic: true });
+    }
+    match (form_id, form_secret) {
+        (Some(id), Some(secret)) => {
+            Ok(PresentedClient { client_id: id.to_string(), secret: Some(secret.to_string()), basic: false })
+        }
+        _ => Err(TokenFailure::InvalidClient { basic: true }),
+    }
+}
+
+fn form_urldecode(s: &str) -> Option<String> {
+    let plus_as_space = s.replace('+', " ");
+    percent_encoding::percent_decode_str(&plus_as_space).decode_utf8().ok().map(|c| c.into_owned())
+}
+
+/// The form is parsed by serde, so the schema's `maxLength`s are enforced here.
+fn overlong_field(fields: &[(&'static str, &Option<String>, usize)]) -> Option<&'static str> {
+    fields.iter().find(|(_, v, max)| v.as_ref().is_some_and(|v| v.chars().count() > *max)).map(|(n, _, _)| *n)
+}
+
+async fn token(
+    app: &AppState,
+    resolved: Resolved,
+    req: &poem::Request,
+    body: &TokenRequest,
+) -> OAuthResponse<AccessTokenResponse> {
+    let tenant = match tenant_or_answer(app, resolved, "/oauth2/token") {
+        Ok(t) => t,
+        Err(answer) => return answer,
+    };
+    let limits = [
+        ("grant_type", &body.grant_type, 256),
+        ("client_id", &body.client_id, 256),
+        ("client_secret", &body.client_secret, 512),
+        ("scope", &body.scope, 2048),
+        ("resource", &body.resource, 2048),
+        ("audience", &body.audience, 256),
+        ("code", &body.code, 2048),
+        ("redirect_uri", &body.redirect_uri, 2048),
+        ("code_verifier", &body.code_verifier, 256),
+        ("refresh_token", &body.refresh_token, 4096),
+    ];
+    if let Some(field) = overlong_field(&limits) {
+        return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
+    }
+    match body.grant_type.as_deref() {
+        None => OAuthResponse::failure(invalid_request("grant_type is required")),
+        Some(GRANT_CLIENT_CREDENTIALS) => {
+            let result = async {
+                let presented = presented_client(req, body.client_id.as_deref(), body.client_secret.as_deref())?;
+                let client = tokens::authenticate_client(app, &tenant, &presented, "token").await?;
+                tokens::client_credentials(
+                    app,
+                    &client,
+                    body.scope.as_deref(),
+                    body.resource.as_deref(),
+                    body.audience.as_deref(),
+                )
+                .await
+            }
+            .await;
+            match result {
+                Ok(t) => OAuthResponse::ok(AccessTokenResponse {
+                    access_token: t.access_token,
+                    token_type: "Bearer".into(),
+                    expires_in: t.expires_in,
+                    scope: t.scope,
+                }),
+                Err(f) => OAuthResponse::failure(f),
+            }
+        }
+        Some(other) => OAuthResponse::failure(TokenFailure::Request {
+            error: "unsupported_grant_type",
+            description: format!("grant type {other:?} is not supported"),
+        }),
+    }
+}
+
+fn hint_limits(body: &TokenHintRequest) -> Option<&'static str> {
+    overlong_field(&[
+        ("token", &body.token, 8192),
+        ("token_type_hint", &body.token_type_hint, 64),
+        ("client_id", &body.client_id, 256),
+        ("client_secret", &body.client_secret, 512),
+    ])
+}
+
+async fn introspect(
+    app: &AppState,
+    resolved: Resolved,
+    req: &poem::Request,
+    body: &TokenHintRequest,
+) -> OAuthResponse<IntrospectionResponse> {
+    let tenant = match tenant_or_answer(app, resolved, "/oauth2/introspect") {
+        Ok(t) => t,
+        Err(answer) => return answer,
+    };
+    if let Some(field) = hint_limits(body) {
+        return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
+    }
+    let result = async {
+        let presented = presented_client(req, body.client_id.as_deref(), body.client_secret.as_deref())?;
+        tokens::authenticate_client(app, &tenant, &presented, "introspect").await?;
+        let token = body.token.as_deref().ok_or_else(|| invalid_request("token is required"))?;
+        // The freshness rule: without a known leader this node's deny-list may be stale.
+        if app.raft.status().leader.is_none() {
+            return Err(TokenFailure::Unavailable);
+        }
+        match tokens::verify_access_token(app, &tenant, token, None) {
+            Ok(claims) => Ok(IntrospectionResponse::from(claims)),
+            Err(tokens::InvalidToken::Unavailable) => Err(TokenFailure::Unavailable),
+            Err(_) => Ok(IntrospectionResponse::default()),
+        }
+    }
+    .await;
+    match result {
+        Ok(r) => OAuthResponse::ok(r),
+        Err(f) => OAuthResponse::failure(f),
+    }
+}
+
+async fn revoke(
+    app: &AppState,
+    resolved: Resolved,
+    req: &poem::Request,
+    body: &TokenHintRequest,
+) -> OAuthResponse<Empty> {
+    let tenant = match tenant_or_answer(app, resolved, "/oauth2/revoke") {
+        Ok(t) => t,
+        Err(answer) => return answer,
+    };
+    if let Some(field) = hint_limits(body) {
+        return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
+    }
+    let result = async {
+        let presented = presented_client(req, body.client_id.as_deref(), body.client_secret.as_deref())?;
+        let client = tokens::authenticate_client(app, &tenant, &presented, "revoke").await?;
+        let token = body.token.as_deref().ok_or_else(|| invalid_request("token is required"))?;
+        tokens::revoke(app, &client, token).await
+    }
+    .await;
+    match result {
+        Ok(()) => OAuthResponse::ok(Empty {}),
+        Err(f) => OAuthResponse::failure(f),
+    }
+}
+
+#[OpenApi]
+impl OAuthApi {
+    /// Token endpoint of the `default` tenant.
+    #[oai(path = "/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "token")]
+    async fn token_default(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        body: Form<TokenRequest>,
+    ) -> OAuthResponse<AccessTokenResponse> {
+        token(&app, resolve(&app, "default"), req, &body).await
+    }
+
+    /// Token endpoint of a tenant.
+    #[oai(path = "/t/:tenant/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "tokenTenant")]
+    async fn token_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        tenant: Path<String>,
+        body: Form<TokenRequest>,
+    ) -> OAuthResponse<AccessTokenResponse> {
+        token(&app, resolve_path(&app, &tenant), req, &body).await
+    }
+
+    /// Token introspection (RFC 7662) for the `default` tenant; the caller authenticates as a
+    /// confidential client.
+    #[oai(path = "/oauth2/introspect", method = "post", tag = "OidcTag::OAuth2", operation_id = "introspect")]
+    async fn introspect_default(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        body: Form<TokenHintRequest>,
+    ) -> OAuthResponse<IntrospectionResponse> {
+        introspect(&app, resolve(&app, "default"), req, &body).await
+    }
+
+    /// Token introspection (RFC 7662) for a tenant.
+    #[oai(
+        path = "/t/:tenant/oauth2/introspect",
+        method = "post",
+        tag = "OidcTag::OAuth2",
+        operation_id = "introspectTenant"
+    )]
+    async fn introspect_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        tenant: Path<String>,
+        body: Form<TokenHintRequest>,
+    ) -> OAuthResponse<IntrospectionResponse> {
+        introspect(&app, resolve_path(&app, &tenant), req, &body).await
+    }
+
+    /// Token revocation (RFC 7009) for the `default` tenant: the token stays inactive until it
+    /// expires. Answers 200 whether or not the token was valid.
+    #[oai(path = "/oauth2/revoke", method = "post", tag = "OidcTag::OAuth2", operation_id = "revoke")]
+    async fn revoke_default(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        body: Form<TokenHintRequest>,
+    ) -> OAuthResponse<Empty> {
+        revoke(&app, resolve(&app, "default"), req, &body).await
+    }
+
+    /// Token revocation (RFC 7009) for a tenant.
+    #[oai(path = "/t/:tenant/oauth2/revoke", method = "post", tag = "OidcTag::OAuth2", operation_id = "revokeTenant")]
+    async fn revoke_tenant(
+        &self,
+        app: Data<&Arc<AppState>>,
+        req: &poem::Request,
+        tenant: Path<String>,
+        body: Form<TokenHintRequest>,
+    ) -> OAuthResponse<Empty> {
+        revoke(&app, resolve_path(&app, &tenant), req, &body).await
+    }
+}

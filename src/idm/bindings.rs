@@ -1,0 +1,89 @@
+//! Role bindings: a subject holds a role template in a tenant, optionally scoped.
+
+use gatehouse_storage::model::{BindingRecord, ROLE_TEMPLATES};
+use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+
+use crate::node::{AppState, NodeWriteError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BindingError {
+    #[error("invalid binding: {0}: {1}")]
+    Invalid(String, String),
+    #[error(transparent)]
+    Refused(Rejection),
+    #[error(transparent)]
+    Write(#[from] NodeWriteError),
+}
+
+/// Checks the input before anything is proposed. Subjects are `client:{id}` until the user
+/// directory exists.
+pub fn validate(subject: &str, role: &str, scope: Option<&str>) -> Result<(), BindingError> {
+    let invalid = |f: &str, m: &str| Err(BindingError::Invalid(f.into(), m.into()));
+    match subject.strip_prefix("client:") {
+        Some(id) if !id.is_empty() && id.len() <= 128 => {}
+        _ => return invalid("subject", "must be client:{client_id}"),
+    }
+    if !ROLE_TEMPLATES.contains(&role) {
+        return invalid("role", &format!("must be one of {}", ROLE_TEMPLATES.join(", ")));
+    }
+    if let Some(s) = scope {
+        let ok = s.split_once(':').is_some_and(|(kind, id)| {
+            !kind.is_empty() && !id.is_empty() && s.len() <= 200 && !s.chars().any(char::is_whitespace)
+        });
+        if !ok {
+            return invalid("scope", "must look like kind:id, such as org:42");
+        }
+    }
+    Ok(())
+}
+
+pub async fn create(
+    app: &AppState,
+    tenant: &str,
+    subject: &str,
+    role: &str,
+    scope: Option<&str>,
+    actor: &str,
+) -> Result<BindingRecord, BindingError> {
+    validate(subject, role, scope)?;
+    // Refused before proposing when the client is plainly absent; `apply` checks again.
+    let client_id = subject.trim_start_matches("client:");
+    let exists = app
+        .store
+        .read()
+        .and_then(|r| r.client(tenant, client_id))
+        .map_err(|e| NodeWriteError::Unavailable(e.to_string()))?;
+    if exists.is_none() {
+        return Err(BindingError::Refused(Rejection::UnknownClient {
+            tenant: tenant.into(),
+            client_id: client_id.into(),
+        }));
+    }
+    let now_ms = app.clock.now_ms();
+    let binding = BindingRecord {
+        v: 1,
+        tenant: tenant.to_string(),
+        id: crate::clock::random_id("b-"),
+        subject: subject.to_string(),
+        role: role.to_string(),
+        scope: scope.map(str::to_string),
+        created_at_ms: now_ms,
+    };
+    let proposal =
+        Proposal { at_ms: now_ms, actor: actor.to_string(), command: Command::CreateBinding(binding.clone()) };
+    match app.write(proposal).await? {
+        Outcome::Applied(Applied::BindingCreated { .. }) => Ok(binding),
+        Outcome::Refused(r) => Err(BindingError::Refused(r)),
+        other => Err(BindingError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    }
+}
+
+pub async fn delete(app: &AppState, tenant: &str, id: &str, actor: &str) -> Result<(), BindingError> {
+    let command = Command::DeleteBinding { tenant: tenant.to_string(), id: id.to_string() };
+    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+        Outcome::Applied(Applied::BindingDeleted { .. }) => Ok(()),
+        Outcome::Refused(r) => Err(BindingError::Refused(r)),
+        other => Err(BindingError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    }
+}

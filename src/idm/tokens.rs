@@ -1,0 +1,438 @@
+//! Access tokens: `client_credentials` issuance (every token audited through raft before it is
+//! returned, A10), verification for the admin API and introspection, and revocation.
+//!
+//! Access tokens are RFC 9068 JWTs (`typ: at+jwt`) signed ES256 with the tenant's active key.
+//! Verification takes the key from our records by `kid` with the algorithm pinned to it, then
+//! checks `typ`, `iss`, `aud`, `exp`, `nbf` and the tenant's revocation deny-list.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use gatehouse_storage::model::{ClientRecord, ClientStatus, SigningAlg};
+use gatehouse_storage::{Applied, Command, IssuedToken, Outcome, Proposal, Rejection};
+use jsonwebtoken::Validation;
+use serde::{Deserialize, Serialize};
+
+use crate::crypto::signer::TokenError;
+use crate::crypto::TokenSigner;
+use crate::idm::clients::{secret_matches, GRANT_CLIENT_CREDENTIALS};
+use crate::node::{AppState, NodeWriteError};
+
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// Clock skew allowed on `nbf` between the nodes of a cluster. `exp` has none: a retired key's
+/// tokens must all have expired by the time `keys prune` may remove it.
+const NBF_LEEWAY_SECS: i64 = 5;
+
+/// The claims of an access token (RFC 9068 plus the tenant and the subject's roles).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    pub nbf: i64,
+    pub jti: String,
+    pub client_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub scope: String,
+    pub tenant: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Each tenant's keys, loaded once and reloaded when the tenant's key set changes.
+#[derive(Default)]
+pub struct Signers {
+    by_tenant: Mutex<HashMap<String, (String, Arc<TokenSigner>)>>,
+}
+
+impl Signers {
+    pub fn for_tenant(&self, app: &AppState, tenant: &str) -> Result<Arc<TokenSigner>, TokenFailure> {
+        let records = app.store.read().and_then(|r| r.signing_keys(tenant)).map_err(TokenFailure::storage)?;
+        let fingerprint: String = records.iter().map(|r| r.kid.as_str()).collect::<Vec<_>>().join(",");
+        if let Some((f, signer)) = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            if *f == fingerprint {
+                return Ok(signer.clone());
+            }
+        }
+        let signer = Arc::new(TokenSigner::load(&records, Some(&app.cipher)).map_err(|e| {
+            tracing::error!("loading the signing keys of tenant {tenant}: {e}");
+            TokenFailure::Unavailable
+        })?);
+        self.by_tenant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tenant.to_string(), (fingerprint, signer.clone()));
+        Ok(signer)
+    }
+}
+
+/// Why a token request or a token check failed, in RFC 6749 terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenFailure {
+    /// 400 with an RFC 6749 error code.
+    Request { error: &'static str, description: String },
+    /// 401 `invalid_client`; `basic` when the client used HTTP Basic (a challenge is sent).
+    InvalidClient { basic: bool },
+    /// The node cannot read or write right now: 503.
+    Unavailable,
+}
+
+impl TokenFailure {
+    fn request(error: &'static str, description: impl Into<String>) -> TokenFailure {
+        TokenFailure::Request { error, description: description.into() }
+    }
+
+    fn storage(e: impl std::fmt::Display) -> TokenFailure {
+        tracing::error!("storage: {e}");
+        TokenFailure::Unavailable
+    }
+}
+
+impl From<NodeWriteError> for TokenFailure {
+    fn from(e: NodeWriteError) -> Self {
+        tracing::warn!("token write: {e}");
+        TokenFailure::Unavailable
+    }
+}
+
+/// The client credentials a request presented.
+#[derive(Debug, Clone)]
+pub struct PresentedClient {
+    pub client_id: String,
+    pub secret: Option<String>,
+    /// Sent as HTTP Basic (`client_secret_basic`) rather than in the form.
+    pub basic: bool,
+}
+
+/// Authenticates a confidential client of `tenant` (S15). A failure is audited and answers
+/// `invalid_client`; unknown clients and wrong secrets look the same.
+pub async fn authenticate_client(
+    app: &AppState,
+    tenant: &str,
+    presented: &PresentedClient,
+    endpoint: &str,
+) -> Result<ClientRecord, TokenFailure> {
+    let client =
+        app.store.read().and_then(|r| r.client(tenant, &presented.client_id)).map_err(TokenFailure::storage)?;
+    let method = if presented.basic { "client_secret_basic" } else { "client_secret_post" };
+    let ok = match (&client, &presented.secret) {
+        (Some(c), Some(secret)) => {
+            let digest_ok = secret_matches(secret, c.secret_sha256.as_deref());
+            digest_ok && c.auth_method == method && c.status == ClientStatus::Active
+        }
+        (None, Some(secret)) => {
+            let _ = secret_matches(secret, None); // same work as a known client
+            false
+        }
+        _ => false,
+    };
+    match (ok, client) {
+        (true, Some(c)) => Ok(c),
+        _ => {
+            let command = Command::ClientAuthenticationFailed {
+                tenant: tenant.to_string(),
+                client_id: presented.client_id.chars().take(128).collect(),
+                endpoint: endpoint.to_string(),
+            };
+            let proposal = Proposal { at_ms: app.clock.now_ms(), actor: "anonymous".into(), command };
+            app.write(proposal).await?;
+            Err(TokenFailure::InvalidClient { basic: presented.basic })
+        }
+    }
+}
+
+/// A token that was issued and audited.
+#[derive(Debug, Clone)]
+pub struct IssuedAccessToken {
+    pub access_token: String,
+    pub expires_in: u64,
+    pub scope: String,
+}
+
+/// The `client_credentials` grant for an authenticated client.
+pub async fn client_credentials(
+    app: &AppState,
+    client: &ClientRecord,
+    requested_scope: Option<&str>,
+    resource: Option<&str>,
+    audience: Option<&str>,
+) -> Result<IssuedAccessToken, TokenFailure> {
+    if !client.grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
+        return Err(TokenFailure::request("unauthorized_client", "this client may not use client_credentials"));
+    }
+    let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
+        None => client.scopes.join(" "),
+        Some(s) => {
+            let requested: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
+            if let Some(bad) = requested.iter().find(|x| !client.scopes.iter().any(|c| c == *x)) {
+                return Err(TokenFailure::request(
+                    "invalid_scope",
+                    format!("scope {bad:?} is not allowed for this client"),
+                ));
+            }
+            let mut unique: Vec<&str> = Vec::new();
+            for x in requested {
+                if !unique.contains(&x) {
+                    unique.push(x);
+                }
+            }
+            unique.join(" ")
+        }
+    };
+    let aud = match (resource, audience) {
+        (Some(_), Some(_)) => {
+            return Err(TokenFailure::request("invalid_request", "give either resource or audience, not both"))
+        }
+        (Some(r), None) => {
+            // RFC 8707: an absolute URI without a fragment.
+            let absolute = url::Url::parse(r).is_ok_and(|u| u.fragment().is_none());
+            if !absolute {
+                return Err(TokenFailure::request(
+                    "invalid_target",
+                    "resource must be an absolute URI without a fragment",
+                ));
+            }
+            r.to_string()
+        }
+        (None, Some(a)) => a.to_string(),
+        (None, None) => client.audiences.first().cloned().unwrap_or_default(),
+    };
+    if !client.audiences.contains(&aud) {
+        return Err(TokenFailure::request("invalid_target", format!("{aud:?} is not an audience this client may use")));
+    }
+    let roles = app
+        .store
+        .read()
+        .and_then(|r| r.roles_of(&client.tenant, &format!("client:{}", client.client_id)))
+        .map_err(TokenFailure::storage)?;
+    let lifetime = u64::from(client.access_token_lifetime_secs);
+    let claims = new_claims(app, &client.tenant, &client.client_id, &client.client_id, aud, scope, roles, lifetime);
+    let token = sign_and_record(app, &claims, Some(client.client_id.clone()), GRANT_CLIENT_CREDENTIALS).await?;
+    app.metrics.count_token_issued(&client.tenant, GRANT_CLIENT_CREDENTIALS);
+    Ok(IssuedAccessToken { access_token: token, expires_in: lifetime, scope: claims.scope })
+}
+
+/// A short-lived platform admin token for the `gatehouse admin token` command.
+pub async fn mint_admin_token(app: &AppState, actor: &str) -> Result<(String, u64), TokenFailure> {
+    let lifetime = app.config.oauth.admin_token_lifetime_secs;
+    let aud = app.config.oauth.admin_audience.clone();
+    let claims = new_claims(app, "system", actor, "gatehouse-cli", aud, String::new(), vec!["owner".into()], lifetime);
+    let token = sign_and_record(app, &claims, None, "cli").await?;
+    Ok((token, lifetime))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_claims(
+    app: &AppState,
+    tenant: &str,
+    sub: &str,
+    client_id: &str,
+    aud: String,
+    scope: String,
+    roles: Vec<String>,
+    lifetime_secs: u64,
+) -> AccessClaims {
+    let now = app.clock.now_ms() / 1000;
+    let mut jti = [0u8; 16];
+    crate::clock::random_bytes(&mut jti);
+    AccessClaims {
+        iss: app.issuer_of(tenant),
+        sub: sub.to_string(),
+        aud,
+        exp: now + i64::try_from(lifetime_secs).unwrap_or(i64::MAX / 2),
+        iat: now,
+        nbf: now,
+        jti: crate::crypto::b64url(&jti),
+        client_id: client_id.to_string(),
+        scope,
+        tenant: tenant.to_string(),
+        roles,
+    }
+}
+
+/// Signs the claims, then commits the issuance's audit entry through raft; the token is
+/// returned only once that entry is committed.
+async fn sign_and_record(
+    app: &AppState,
+    claims: &AccessClaims,
+    client_id: Option<String>,
+    grant: &str,
+) -> Result<String, TokenFailure> {
+    let signer = app.signers.for_tenant(app, &claims.tenant)?;
+    let token = signer.sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, claims, app.clock.now_ms()).map_err(|e| {
+        tracing::error!("signing an access token for tenant {}: {e}", claims.tenant);
+        TokenFailure::Unavailable
+    })?;
+    let issued = IssuedToken {
+        tenant: claims.tenant.clone(),
+        client_id,
+        subject: claims.sub.clone(),
+        jti: claims.jti.clone(),
+        grant: grant.to_string(),
+        scope: claims.scope.clone(),
+        audience: claims.aud.clone(),
+        exp_ms: claims.exp.saturating_mul(1000),
+    };
+    let actor = match &issued.client_id {
+        Some(c) => format!("client:{c}"),
+        None => claims.sub.clone(),
+    };
+    let proposal = Proposal { at_ms: app.clock.now_ms(), actor, command: Command::IssueToken(issued) };
+    match app.write(proposal).await? {
+        Outcome::Applied(Applied::TokenIssued { .. }) => Ok(token),
+        Outcome::Refused(Rejection::ClientDisabled { .. } | Rejection::UnknownClient { .. }) => {
+            Err(TokenFailure::InvalidClient { basic: false })
+        }
+        Outcome::Refused(r) => Err(TokenFailure::request("invalid_request", r.to_string())),
+        other => {
+            tracing::error!("unexpected outcome of a token issue: {other:?}");
+            Err(TokenFailure::Unavailable)
+        }
+    }
+}
+
+/// Why a presented access token is not accepted.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidToken {
+    #[error("the token is not a well-formed JWT access token")]
+    Malformed,
+    #[error("the token was not issued by this server for this tenant")]
+    WrongIssuer,
+    #[error("the token names no known key")]
+    UnknownKey,
+    #[error("the token does not verify: {0}")]
+    Rejected(String),
+    #[error("the token has been revoked")]
+    Revoked,
+    #[error("storage is not readable on this node")]
+    Unavailable,
+}
+
+/// The tenant whose issuer is `iss`, if any. Used only to pick the keys to verify with; the
+/// signature then proves `iss`.
+pub fn tenant_of_issuer(app: &AppState, iss: &str) -> Option<String> {
+    let public = app.public_url.as_str();
+    if iss == public {
+        return Some("default".into());
+    }
+    let id = iss.strip_prefix(public)?.strip_prefix("/t/")?;
+    (!id.is_empty() && !id.contains('/') && id != "default").then(|| id.to_string())
+}
+
+/// Reads `iss` from an unverified token, to choose the tenant whose keys verify it.
+pub fn unverified_issuer(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = crate::crypto::b64url_decode(payload)?;
+    let value: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    value.get("iss")?.as_str().map(str::to_string)
+}
+
+/// Verifies an access token of `tenant`: signature by one of its keys (algorithm pinned to
+/// the key), `typ: at+jwt`, its issuer, `audience` when given, times, and the deny-list.
+pub fn verify_access_token(
+    app: &AppState,
+    tenant: &str,
+    token: &str,
+    audience: Option<&str>,
+) -> Result<AccessClaims, InvalidToken> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| InvalidToken::Malformed)?;
+    if !header
+        .typ
+        .as_deref()
+        .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || t.eq_ignore_ascii_case("application/at+jwt"))
+    {
+        return Err(InvalidToken::Malformed);
+    }
+    let signer = app.signers.for_tenant(app, tenant).map_err(|_| InvalidToken::Unavailable)?;
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&[app.issuer_of(tenant)]);
+    match audience {
+        Some(a) => validation.set_audience(&[a]),
+        None => validation.validate_aud = false,
+    }
+    // Times are checked below against the node's clock (injected, so tests can pin it).
+    validation.validate_nbf = false;
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
+    let claims: AccessClaims = signer.verify(token, &validation).map_err(|e| match e {
+        TokenError::UnknownKey => InvalidToken::UnknownKey,
+        TokenError::Invalid(why) if why.contains("InvalidIssuer") => InvalidToken::WrongIssuer,
+        other => InvalidToken::Rejected(other.to_string()),
+    })?;
+    if claims.tenant != tenant {
+        return Err(InvalidToken::WrongIssuer);
+    }
+    let now = app.clock.now_ms() / 1000;
+    if claims.exp <= now {
+        return Err(InvalidToken::Rejected("the token has expired".into()));
+    }
+    if claims.nbf > now + NBF_LEEWAY_SECS {
+        return Err(InvalidToken::Rejected("the token is not valid yet".into()));
+    }
+    let revoked =
+        app.store.read().and_then(|r| r.is_revoked(tenant, &claims.jti)).map_err(|_| InvalidToken::Unavailable)?;
+    if revoked {
+        return Err(InvalidToken::Revoked);
+    }
+    Ok(claims)
+}
+
+/// RFC 7009: revokes an access token of this tenant that was issued to `client`. Tokens that
+/// do not verify, or belong to another client, are ignored (the answer is the same).
+pub async fn revoke(app: &AppState, client: &ClientRecord, token: &str) -> Result<(), TokenFailure> {
+    let claims = match verify_access_token(app, &client.tenant, token, None) {
+        Ok(c) => c,
+        Err(InvalidToken::Unavailable) => return Err(TokenFailure::Unavailable),
+        Err(_) => return Ok(()),
+    };
+    if claims.client_id != client.client_id {
+        return Ok(());
+    }
+    let command = Command::RevokeToken {
+        tenant: client.tenant.clone(),
+        jti: claims.jti,
+        exp_ms: claims.exp.saturating_mul(1000),
+    };
+    let proposal = Proposal { at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
+    match app.write(proposal).await? {
+        Outcome::Applied(_) => Ok(()),
+        Outcome::Refused(r) => {
+            tracing::warn!("revocation refused: {r}");
+            Ok(())
+        }
+    }
+}
+
+/// How often the leader drops deny-list entries of expired tokens.
+const REVOCATION_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// On the leader, every few minutes, prunes the revocation deny-list of tokens that have
+/// expired (they fail verification on `exp` anyway). Runs until `stop` turns true.
+pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(REVOCATION_PRUNE_EVERY) => {}
+        }
+        if !app.raft.status().is_leader {
+            continue;
+        }
+        let now_ms = app.clock.now_ms();
+        match app.store.read().and_then(|r| r.expired_revocations(now_ms)) {
+            Ok(0) => continue,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!("revocation pruning check: {e}");
+                continue;
+            }
+        }
+        let proposal =
+            Proposal { at_ms: now_ms, actor: "policy:revocation-pruning".into(), command: Command::PruneRevocations };
+        if let Err(e) = app.write(proposal).await {
+            tracing::warn!("revocation pruning: {e}");
+        }
+    }
+}
