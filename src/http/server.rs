@@ -5,16 +5,16 @@ use std::sync::Arc;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
-use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, TenantsApi};
+use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, TenantsApi, UsersApi};
 use crate::http::api::{OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 use crate::node::AppState;
 
-type Apis = (OpsApi, OidcApi, OAuthApi, TenantsApi, ClientsApi, BindingsApi, KeysApi);
+type Apis = (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, BindingsApi, KeysApi);
 
 fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OpsApi, OidcApi, OAuthApi, TenantsApi, ClientsApi, BindingsApi, KeysApi),
+        (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, BindingsApi, KeysApi),
         "Gatehouse",
         env!("CARGO_PKG_VERSION"),
     )

@@ -16,13 +16,12 @@ pub enum BindingError {
     Write(#[from] NodeWriteError),
 }
 
-/// Checks the input before anything is proposed. Subjects are `client:{id}` until the user
-/// directory exists.
+/// Checks the input before anything is proposed. Subjects are `client:{id}` or `user:{id}`.
 pub fn validate(subject: &str, role: &str, scope: Option<&str>) -> Result<(), BindingError> {
     let invalid = |f: &str, m: &str| Err(BindingError::Invalid(f.into(), m.into()));
-    match subject.strip_prefix("client:") {
+    match subject.strip_prefix("client:").or_else(|| subject.strip_prefix("user:")) {
         Some(id) if !id.is_empty() && id.len() <= 128 => {}
-        _ => return invalid("subject", "must be client:{client_id}"),
+        _ => return invalid("subject", "must be client:{client_id} or user:{user_id}"),
     }
     if !ROLE_TEMPLATES.contains(&role) {
         return invalid("role", &format!("must be one of {}", ROLE_TEMPLATES.join(", ")));
@@ -47,19 +46,28 @@ pub async fn create(
     actor: &str,
 ) -> Result<BindingRecord, BindingError> {
     validate(subject, role, scope)?;
-    // Refused before proposing when the client is plainly absent; `apply` checks again.
-    let client_id = subject.trim_start_matches("client:");
-    let exists = app
-        .store
-        .read()
-        .and_then(|r| r.client(tenant, client_id))
-        .map_err(|e| NodeWriteError::Unavailable(e.to_string()))?;
-    if exists.is_none() {
-        return Err(BindingError::Refused(Rejection::UnknownClient {
-            tenant: tenant.into(),
-            client_id: client_id.into(),
-        }));
+    // Refused before proposing when the subject is plainly absent; `apply` checks again.
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let reader = app.store.read().map_err(unavailable)?;
+    if let Some(client_id) = subject.strip_prefix("client:") {
+        if reader.client(tenant, client_id).map_err(unavailable)?.is_none() {
+            let client_id = client_id.into();
+            return Err(BindingError::Refused(Rejection::UnknownClient { tenant: tenant.into(), client_id }));
+        }
+    } else if let Some(user_id) = subject.strip_prefix("user:") {
+        if reader.user(tenant, user_id).map_err(unavailable)?.is_none() {
+            return Err(BindingError::Refused(Rejection::UnknownUser { tenant: tenant.into(), id: user_id.into() }));
+        }
     }
+    if let Some(org) = scope.and_then(|s| s.strip_prefix("org:")) {
+        if reader.organization(tenant, org).map_err(unavailable)?.is_none() {
+            return Err(BindingError::Refused(Rejection::UnknownOrganization {
+                tenant: tenant.into(),
+                id: org.into(),
+            }));
+        }
+    }
+    drop(reader);
     let now_ms = app.clock.now_ms();
     let binding = BindingRecord {
         v: 1,

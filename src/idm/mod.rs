@@ -5,3 +5,4 @@ pub mod clients;
 pub mod keys;
 pub mod tenants;
 pub mod tokens;
+pub mod users;

@@ -95,3 +95,38 @@ pub async fn create(
         Outcome::Refused(r) => Err(TenantError::Refused(r)),
     }
 }
+
+/// Changes a tenant's display name, status or self-registration. The `system` tenant cannot
+/// be disabled: its issuer is how platform admins sign in.
+pub async fn update(
+    app: &AppState,
+    actor: &str,
+    current: &TenantRecord,
+    display_name: Option<&str>,
+    disabled: Option<bool>,
+    self_registration: Option<bool>,
+) -> Result<TenantRecord, TenantError> {
+    let display_name = display_name.unwrap_or(&current.display_name).to_string();
+    display_name_ok(&display_name)?;
+    let status = match disabled {
+        Some(true) => TenantStatus::Disabled,
+        Some(false) => TenantStatus::Active,
+        None => current.status,
+    };
+    if current.id == "system" && status == TenantStatus::Disabled {
+        return Err(TenantError::Invalid("the system tenant cannot be disabled".into()));
+    }
+    if current.id == "system" && self_registration == Some(true) {
+        return Err(TenantError::Invalid("the system tenant never allows self-registration".into()));
+    }
+    let self_registration = self_registration.unwrap_or(current.self_registration);
+    let command =
+        Command::UpdateTenant { id: current.id.clone(), display_name: display_name.clone(), status, self_registration };
+    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+        Outcome::Applied(Applied::TenantUpdated { .. }) => {
+            Ok(TenantRecord { display_name, status, self_registration, ..current.clone() })
+        }
+        Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
+        Outcome::Refused(r) => Err(TenantError::Refused(r)),
+    }
+}

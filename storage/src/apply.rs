@@ -11,9 +11,10 @@ use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
 use crate::model::binding::binding_key;
 use crate::model::client::client_key;
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
+use crate::model::user::{membership_key, organization_key, user_key, username_key};
 use crate::model::{
-    key_states, BindingRecord, ClientRecord, ClientStatus, KeyState, SigningKeyRecord, TenantRecord, TenantStatus,
-    ROLE_TEMPLATES,
+    key_states, BindingRecord, ClientRecord, ClientStatus, KeyState, MembershipRecord, SigningKeyRecord, TenantRecord,
+    TenantStatus, UserRecord, ROLE_TEMPLATES,
 };
 use crate::{codec, tables, StoreError};
 
@@ -25,6 +26,10 @@ struct Tables<'t> {
     clients: Table<'t, &'static str, &'static [u8]>,
     bindings: Table<'t, &'static str, &'static [u8]>,
     revoked: Table<'t, &'static str, &'static [u8]>,
+    users: Table<'t, &'static str, &'static [u8]>,
+    usernames: Table<'t, &'static str, &'static [u8]>,
+    organizations: Table<'t, &'static str, &'static [u8]>,
+    memberships: Table<'t, &'static str, &'static [u8]>,
     audit: Table<'t, u64, &'static [u8]>,
 }
 
@@ -38,6 +43,10 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         clients: txn.open_table(tables::CLIENTS)?,
         bindings: txn.open_table(tables::BINDINGS)?,
         revoked: txn.open_table(tables::REVOKED_TOKENS)?,
+        users: txn.open_table(tables::USERS)?,
+        usernames: txn.open_table(tables::USERNAMES)?,
+        organizations: txn.open_table(tables::ORGANIZATIONS)?,
+        memberships: txn.open_table(tables::MEMBERSHIPS)?,
         audit: txn.open_table(tables::AUDIT)?,
     };
     let (tenant, target) = audit_subject(&proposal.command);
@@ -87,6 +96,18 @@ fn audit_subject(command: &Command) -> (String, String) {
         }
         Command::RevokeToken { tenant, jti, .. } => (tenant.clone(), format!("token:{jti}")),
         Command::PruneRevocations => ("system".into(), "revoked_tokens".into()),
+        Command::UpdateTenant { id, status, .. } => (id.clone(), format!("tenant:{id} status={status:?}")),
+        Command::CreateUser(u) => (u.tenant.clone(), format!("user:{}", u.id)),
+        Command::UpdateUser { user, .. } => (user.tenant.clone(), format!("user:{}", user.id)),
+        Command::SetPassword { tenant, user_id, .. } | Command::DeleteUser { tenant, user_id } => {
+            (tenant.clone(), format!("user:{user_id}"))
+        }
+        Command::CreateOrganization(o) => (o.tenant.clone(), format!("organization:{}", o.id)),
+        Command::DeleteOrganization { tenant, id } => (tenant.clone(), format!("organization:{id}")),
+        Command::AddMember(m) => (m.tenant.clone(), format!("organization:{} user:{}", m.organization_id, m.user_id)),
+        Command::RemoveMember { tenant, organization_id, user_id } => {
+            (tenant.clone(), format!("organization:{organization_id} user:{user_id}"))
+        }
     }
 }
 
@@ -175,11 +196,18 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             if t.bindings.get(b.table_key().as_str())?.is_some() {
                 return Ok(Err(Rejection::BindingExists { id: b.id.clone() }));
             }
-            // Users come with the user directory; until then a binding names a client.
-            let Some(client_id) = b.subject.strip_prefix("client:") else {
-                return Ok(Err(Rejection::Inconsistent { what: format!("unknown subject kind {:?}", b.subject) }));
-            };
-            read_client(t, &b.tenant, client_id).map(|r| r.map(|_| ()))
+            if let Some(org) = b.scope.as_deref().and_then(|s| s.strip_prefix("org:")) {
+                if let Err(r) = check_organization(t, &b.tenant, org)? {
+                    return Ok(Err(r));
+                }
+            }
+            if let Some(client_id) = b.subject.strip_prefix("client:") {
+                read_client(t, &b.tenant, client_id).map(|r| r.map(|_| ()))
+            } else if let Some(user_id) = b.subject.strip_prefix("user:") {
+                read_user(t, &b.tenant, user_id).map(|r| r.map(|_| ()))
+            } else {
+                Ok(Err(Rejection::Inconsistent { what: format!("unknown subject kind {:?}", b.subject) }))
+            }
         }
         Command::DeleteBinding { tenant, id } => {
             if t.bindings.get(binding_key(tenant, id).as_str())?.is_none() {
@@ -210,6 +238,77 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::PruneRevocations => Ok(Ok(())),
+        Command::UpdateTenant { id, .. } => {
+            if t.tenants.get(id.as_str())?.is_none() {
+                return Ok(Err(Rejection::UnknownTenant { id: id.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::CreateUser(u) => {
+            if let Err(r) = check_active_tenant(t, &u.tenant)? {
+                return Ok(Err(r));
+            }
+            if t.users.get(user_key(&u.tenant, &u.id).as_str())?.is_some() {
+                return Ok(Err(Rejection::AlreadyExists { what: "user".into(), id: u.id.clone() }));
+            }
+            if t.usernames.get(username_key(&u.tenant, &u.username).as_str())?.is_some() {
+                return Ok(Err(Rejection::UsernameTaken { tenant: u.tenant.clone(), username: u.username.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::UpdateUser { user, expected_revision } => {
+            let stored = match read_user(t, &user.tenant, &user.id)? {
+                Ok(u) => u,
+                Err(r) => return Ok(Err(r)),
+            };
+            if stored.revision != *expected_revision || user.revision != stored.revision + 1 {
+                return Ok(Err(Rejection::RevisionMismatch { current: stored.revision }));
+            }
+            let new_key = username_key(&user.tenant, &user.username);
+            if new_key != username_key(&stored.tenant, &stored.username) && t.usernames.get(new_key.as_str())?.is_some()
+            {
+                return Ok(Err(Rejection::UsernameTaken {
+                    tenant: user.tenant.clone(),
+                    username: user.username.clone(),
+                }));
+            }
+            Ok(Ok(()))
+        }
+        Command::SetPassword { tenant, user_id, .. } | Command::DeleteUser { tenant, user_id } => {
+            read_user(t, tenant, user_id).map(|r| r.map(|_| ()))
+        }
+        Command::CreateOrganization(o) => {
+            if let Err(r) = check_active_tenant(t, &o.tenant)? {
+                return Ok(Err(r));
+            }
+            if t.organizations.get(organization_key(&o.tenant, &o.id).as_str())?.is_some() {
+                return Ok(Err(Rejection::AlreadyExists { what: "organization".into(), id: o.id.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::DeleteOrganization { tenant, id } => check_organization(t, tenant, id),
+        Command::AddMember(m) => {
+            if let Err(r) = check_organization(t, &m.tenant, &m.organization_id)? {
+                return Ok(Err(r));
+            }
+            if let Err(r) = read_user(t, &m.tenant, &m.user_id)? {
+                return Ok(Err(r));
+            }
+            if t.memberships.get(m.table_key().as_str())?.is_some() {
+                let id = format!("{}/{}", m.organization_id, m.user_id);
+                return Ok(Err(Rejection::AlreadyExists { what: "membership".into(), id }));
+            }
+            Ok(Ok(()))
+        }
+        Command::RemoveMember { tenant, organization_id, user_id } => {
+            if t.memberships.get(membership_key(tenant, organization_id, user_id).as_str())?.is_none() {
+                return Ok(Err(Rejection::NotAMember {
+                    organization_id: organization_id.clone(),
+                    user_id: user_id.clone(),
+                }));
+            }
+            Ok(Ok(()))
+        }
     }
 }
 
@@ -255,6 +354,47 @@ fn read_client(t: &Tables<'_>, tenant: &str, client_id: &str) -> Result<Result<C
         Some(v) => Ok(Ok(codec::decode("clients", &key, v.value())?)),
         None => Ok(Err(Rejection::UnknownClient { tenant: tenant.to_string(), client_id: client_id.to_string() })),
     }
+}
+
+fn read_user(t: &Tables<'_>, tenant: &str, id: &str) -> Result<Result<UserRecord, Rejection>, StoreError> {
+    let key = user_key(tenant, id);
+    match t.users.get(key.as_str())? {
+        Some(v) => Ok(Ok(codec::decode("users", &key, v.value())?)),
+        None => Ok(Err(Rejection::UnknownUser { tenant: tenant.to_string(), id: id.to_string() })),
+    }
+}
+
+fn check_organization(t: &Tables<'_>, tenant: &str, id: &str) -> Result<Result<(), Rejection>, StoreError> {
+    if t.organizations.get(organization_key(tenant, id).as_str())?.is_none() {
+        return Ok(Err(Rejection::UnknownOrganization { tenant: tenant.to_string(), id: id.to_string() }));
+    }
+    Ok(Ok(()))
+}
+
+/// Keys of the rows of a `{tenant}/…` table whose record matches.
+fn matching_keys<T: serde::de::DeserializeOwned>(
+    table: &Table<'_, &'static str, &'static [u8]>,
+    name: &'static str,
+    prefix: &str,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<String>, StoreError> {
+    let end = format!("{}\u{10FFFF}", prefix);
+    let mut out = Vec::new();
+    for item in table.range(prefix..end.as_str())? {
+        let (k, v) = item?;
+        let record: T = codec::decode(name, k.value(), v.value())?;
+        if keep(&record) {
+            out.push(k.value().to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn remove_all(table: &mut Table<'_, &'static str, &'static [u8]>, keys: &[String]) -> Result<(), StoreError> {
+    for key in keys {
+        table.remove(key.as_str())?;
+    }
+    Ok(())
 }
 
 fn tenant_keys(t: &Tables<'_>, tenant: &str) -> Result<Vec<SigningKeyRecord>, StoreError> {
@@ -391,6 +531,85 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
                 t.revoked.remove(key.as_str())?;
             }
             Ok(Applied::RevocationsPruned { count: expired.len() as u64 })
+        }
+        Command::UpdateTenant { id, display_name, status, self_registration } => {
+            let mut record: TenantRecord = match t.tenants.get(id.as_str())? {
+                Some(v) => codec::decode("tenants", id, v.value())?,
+                None => return Err(StoreError::Database(format!("tenant {id} vanished between check and write"))),
+            };
+            record.display_name = display_name.clone();
+            record.status = *status;
+            record.self_registration = *self_registration;
+            t.tenants.insert(id.as_str(), codec::encode(&record).as_slice())?;
+            Ok(Applied::TenantUpdated { id: id.clone() })
+        }
+        Command::CreateUser(u) => {
+            t.users.insert(user_key(&u.tenant, &u.id).as_str(), codec::encode(u).as_slice())?;
+            t.usernames.insert(username_key(&u.tenant, &u.username).as_str(), u.id.as_bytes())?;
+            Ok(Applied::UserCreated { id: u.id.clone() })
+        }
+        Command::UpdateUser { user, .. } => {
+            let key = user_key(&user.tenant, &user.id);
+            let stored: UserRecord = match t.users.get(key.as_str())? {
+                Some(v) => codec::decode("users", &key, v.value())?,
+                None => return Err(StoreError::Database(format!("user {key} vanished between check and write"))),
+            };
+            let record = UserRecord { password_hash: stored.password_hash.clone(), ..user.clone() };
+            t.usernames.remove(username_key(&stored.tenant, &stored.username).as_str())?;
+            t.usernames.insert(username_key(&user.tenant, &user.username).as_str(), user.id.as_bytes())?;
+            t.users.insert(key.as_str(), codec::encode(&record).as_slice())?;
+            Ok(Applied::UserUpdated { id: user.id.clone(), revision: user.revision })
+        }
+        Command::SetPassword { tenant, user_id, password_hash } => {
+            let key = user_key(tenant, user_id);
+            let mut record: UserRecord = match t.users.get(key.as_str())? {
+                Some(v) => codec::decode("users", &key, v.value())?,
+                None => return Err(StoreError::Database(format!("user {key} vanished between check and write"))),
+            };
+            record.password_hash = Some(password_hash.clone());
+            t.users.insert(key.as_str(), codec::encode(&record).as_slice())?;
+            Ok(Applied::PasswordSet { user_id: user_id.clone() })
+        }
+        Command::DeleteUser { tenant, user_id } => {
+            let key = user_key(tenant, user_id);
+            let stored: Option<UserRecord> =
+                t.users.get(key.as_str())?.map(|v| codec::decode("users", &key, v.value())).transpose()?;
+            if let Some(u) = stored {
+                t.usernames.remove(username_key(tenant, &u.username).as_str())?;
+            }
+            t.users.remove(key.as_str())?;
+            let subject = format!("user:{user_id}");
+            let prefix = format!("{tenant}/");
+            let bindings = matching_keys(&t.bindings, "bindings", &prefix, |b: &BindingRecord| b.subject == subject)?;
+            remove_all(&mut t.bindings, &bindings)?;
+            let members =
+                matching_keys(&t.memberships, "memberships", &prefix, |m: &MembershipRecord| m.user_id == *user_id)?;
+            remove_all(&mut t.memberships, &members)?;
+            Ok(Applied::UserDeleted { id: user_id.clone() })
+        }
+        Command::CreateOrganization(o) => {
+            t.organizations.insert(organization_key(&o.tenant, &o.id).as_str(), codec::encode(o).as_slice())?;
+            Ok(Applied::OrganizationCreated { id: o.id.clone() })
+        }
+        Command::DeleteOrganization { tenant, id } => {
+            t.organizations.remove(organization_key(tenant, id).as_str())?;
+            let members =
+                matching_keys(&t.memberships, "memberships", &format!("{tenant}/{id}/"), |_: &MembershipRecord| true)?;
+            remove_all(&mut t.memberships, &members)?;
+            let scope = format!("org:{id}");
+            let bindings = matching_keys(&t.bindings, "bindings", &format!("{tenant}/"), |b: &BindingRecord| {
+                b.scope.as_deref() == Some(scope.as_str())
+            })?;
+            remove_all(&mut t.bindings, &bindings)?;
+            Ok(Applied::OrganizationDeleted { id: id.clone() })
+        }
+        Command::AddMember(m) => {
+            t.memberships.insert(m.table_key().as_str(), codec::encode(m).as_slice())?;
+            Ok(Applied::MemberAdded { organization_id: m.organization_id.clone(), user_id: m.user_id.clone() })
+        }
+        Command::RemoveMember { tenant, organization_id, user_id } => {
+            t.memberships.remove(membership_key(tenant, organization_id, user_id).as_str())?;
+            Ok(Applied::MemberRemoved { organization_id: organization_id.clone(), user_id: user_id.clone() })
         }
     }
 }

@@ -4,7 +4,10 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
+use crate::model::{
+    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, MembershipRecord, OrganizationRecord, SigningKeyRecord,
+    TenantRecord, TenantStatus, UserRecord,
+};
 
 /// One entry of the raft log: a command with its time and its actor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +77,43 @@ pub enum Command {
     },
     /// Drops deny-list entries of tokens that expired before the proposal's time.
     PruneRevocations,
+    /// Changes a tenant's display name, status or self-registration.
+    UpdateTenant {
+        id: String,
+        display_name: String,
+        status: TenantStatus,
+        self_registration: bool,
+    },
+    CreateUser(UserRecord),
+    /// Replaces a user's profile when its stored revision is still `expected_revision`. The
+    /// password hash is kept; `SetPassword` changes it.
+    UpdateUser {
+        user: UserRecord,
+        expected_revision: u64,
+    },
+    SetPassword {
+        tenant: String,
+        user_id: String,
+        /// An argon2id PHC string, computed before proposing.
+        password_hash: String,
+    },
+    /// Removes a user with its memberships and bindings.
+    DeleteUser {
+        tenant: String,
+        user_id: String,
+    },
+    CreateOrganization(OrganizationRecord),
+    /// Removes an organization with its memberships and the bindings scoped to it.
+    DeleteOrganization {
+        tenant: String,
+        id: String,
+    },
+    AddMember(MembershipRecord),
+    RemoveMember {
+        tenant: String,
+        organization_id: String,
+        user_id: String,
+    },
 }
 
 /// What an issued token carried, for its audit entry. Never the token itself.
@@ -107,6 +147,15 @@ impl Command {
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
+            Command::UpdateTenant { .. } => "tenant.update",
+            Command::CreateUser(_) => "user.create",
+            Command::UpdateUser { .. } => "user.update",
+            Command::SetPassword { .. } => "user.set_password",
+            Command::DeleteUser { .. } => "user.delete",
+            Command::CreateOrganization(_) => "organization.create",
+            Command::DeleteOrganization { .. } => "organization.delete",
+            Command::AddMember(_) => "membership.create",
+            Command::RemoveMember { .. } => "membership.delete",
         }
     }
 }
@@ -169,6 +218,36 @@ pub enum Applied {
     RevocationsPruned {
         count: u64,
     },
+    TenantUpdated {
+        id: String,
+    },
+    UserCreated {
+        id: String,
+    },
+    UserUpdated {
+        id: String,
+        revision: u64,
+    },
+    PasswordSet {
+        user_id: String,
+    },
+    UserDeleted {
+        id: String,
+    },
+    OrganizationCreated {
+        id: String,
+    },
+    OrganizationDeleted {
+        id: String,
+    },
+    MemberAdded {
+        organization_id: String,
+        user_id: String,
+    },
+    MemberRemoved {
+        organization_id: String,
+        user_id: String,
+    },
 }
 
 /// A business refusal: the command was valid raft data but the state says no.
@@ -214,6 +293,16 @@ pub enum Rejection {
     UnknownRole { role: String },
     #[error("client authentication failed")]
     ClientAuthenticationFailed,
+    #[error("user {id:?} does not exist in tenant {tenant:?}")]
+    UnknownUser { tenant: String, id: String },
+    #[error("username {username:?} is taken in tenant {tenant:?}")]
+    UsernameTaken { tenant: String, username: String },
+    #[error("organization {id:?} does not exist in tenant {tenant:?}")]
+    UnknownOrganization { tenant: String, id: String },
+    #[error("{what} {id:?} already exists")]
+    AlreadyExists { what: String, id: String },
+    #[error("user {user_id:?} is not a member of organization {organization_id:?}")]
+    NotAMember { organization_id: String, user_id: String },
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -242,6 +331,11 @@ impl Rejection {
             Rejection::UnknownBinding { .. } => "unknown_binding",
             Rejection::UnknownRole { .. } => "unknown_role",
             Rejection::ClientAuthenticationFailed => "client_authentication_failed",
+            Rejection::UnknownUser { .. } => "unknown_user",
+            Rejection::UsernameTaken { .. } => "username_taken",
+            Rejection::UnknownOrganization { .. } => "unknown_organization",
+            Rejection::AlreadyExists { .. } => "already_exists",
+            Rejection::NotAMember { .. } => "not_a_member",
         }
     }
 }

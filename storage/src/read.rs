@@ -3,7 +3,11 @@
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::audit::{self, AuditEntry, AuditHead, VerifyReport};
-use crate::model::{BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, SigningKeyRecord, TenantRecord};
+use crate::model::user::{organization_key, user_key, username_key};
+use crate::model::{
+    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, MembershipRecord, OrganizationRecord, SigningKeyRecord,
+    TenantRecord, UserRecord,
+};
 use crate::{codec, tables, StoreError};
 
 pub struct Reader {
@@ -89,6 +93,64 @@ impl Reader {
         Ok(t.get(format!("{tenant}/{jti}").as_str())?.is_some())
     }
 
+    pub fn user(&self, tenant: &str, id: &str) -> Result<Option<UserRecord>, StoreError> {
+        let t = self.txn.open_table(tables::USERS)?;
+        let key = user_key(tenant, id);
+        t.get(key.as_str())?.map(|v| codec::decode("users", &key, v.value())).transpose()
+    }
+
+    /// The user with this username (case-insensitive), if any.
+    pub fn user_by_username(&self, tenant: &str, username: &str) -> Result<Option<UserRecord>, StoreError> {
+        let index = self.txn.open_table(tables::USERNAMES)?;
+        let id = index
+            .get(username_key(tenant, username).as_str())?
+            .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+        match id {
+            Some(id) => self.user(tenant, &id),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` users of a tenant in id order after `after`, keeping those `keep` accepts.
+    pub fn users(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&UserRecord) -> bool,
+    ) -> Result<Vec<UserRecord>, StoreError> {
+        let t = self.txn.open_table(tables::USERS)?;
+        page_filtered(&t, "users", tenant, after, limit, keep)
+    }
+
+    pub fn organization(&self, tenant: &str, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
+        let t = self.txn.open_table(tables::ORGANIZATIONS)?;
+        let key = organization_key(tenant, id);
+        t.get(key.as_str())?.map(|v| codec::decode("organizations", &key, v.value())).transpose()
+    }
+
+    pub fn organizations(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<OrganizationRecord>, StoreError> {
+        let t = self.txn.open_table(tables::ORGANIZATIONS)?;
+        page(&t, "organizations", tenant, after, limit)
+    }
+
+    /// Up to `limit` members of an organization in user id order after `after`.
+    pub fn members(
+        &self,
+        tenant: &str,
+        organization_id: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<MembershipRecord>, StoreError> {
+        let t = self.txn.open_table(tables::MEMBERSHIPS)?;
+        page(&t, "memberships", &format!("{tenant}/{organization_id}"), after, limit)
+    }
+
     /// How many deny-list entries belong to tokens that expired before `now_ms`.
     pub fn expired_revocations(&self, now_ms: i64) -> Result<u64, StoreError> {
         let t = self.txn.open_table(tables::REVOKED_TOKENS)?;
@@ -147,6 +209,18 @@ fn page<T: serde::de::DeserializeOwned>(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Vec<T>, StoreError> {
+    page_filtered(t, name, tenant, after, limit, |_| true)
+}
+
+/// One page of a `{tenant}/{id}`-keyed table, of the rows `keep` accepts.
+fn page_filtered<T: serde::de::DeserializeOwned>(
+    t: &redb::ReadOnlyTable<&str, &[u8]>,
+    name: &'static str,
+    tenant: &str,
+    after: Option<&str>,
+    limit: usize,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>, StoreError> {
     let end = format!("{tenant}0"); // '0' sorts right after '/'
     let mut out = Vec::new();
     let start = match after {
@@ -161,7 +235,10 @@ fn page<T: serde::de::DeserializeOwned>(
         if out.len() >= limit {
             break;
         }
-        out.push(codec::decode(name, k.value(), v.value())?);
+        let record: T = codec::decode(name, k.value(), v.value())?;
+        if keep(&record) {
+            out.push(record);
+        }
     }
     Ok(out)
 }

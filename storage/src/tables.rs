@@ -22,6 +22,14 @@ pub const BINDINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("binding
 /// Revoked access tokens by `{tenant}/{jti}`: the token's expiry (i64 ms, big-endian), after
 /// which the entry may be pruned.
 pub const REVOKED_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("revoked_tokens");
+/// Users by `{tenant}/{user_id}`.
+pub const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// The username index: `{tenant}/{lowercased username}` → user id (UTF-8).
+pub const USERNAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("usernames");
+/// Organizations by `{tenant}/{organization_id}`.
+pub const ORGANIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("organizations");
+/// Memberships by `{tenant}/{organization_id}/{user_id}`.
+pub const MEMBERSHIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("memberships");
 /// The audit chain by sequence number, starting at 1.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -44,7 +52,18 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 7] =
-    [META, TENANTS, SIGNING_KEYS, DATA_KEYS, CLIENTS, BINDINGS, REVOKED_TOKENS];
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
+    META,
+    TENANTS,
+    SIGNING_KEYS,
+    DATA_KEYS,
+    CLIENTS,
+    BINDINGS,
+    REVOKED_TOKENS,
+    USERS,
+    USERNAMES,
+    ORGANIZATIONS,
+    MEMBERSHIPS,
+];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

@@ -289,3 +289,151 @@ async fn forged_and_foreign_tokens_are_refused() {
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn users_organizations_and_their_bindings() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let users = "/admin/v1/tenants/default/users";
+    let body = json!({"username": "Ada", "email": "ada@example.com", "display_name": "Ada Lovelace",
+                      "password": "correct horse battery staple"});
+    let ada = call(&node, Method::POST, users, Some(&admin), Some(&body)).await;
+    assert_eq!(ada.status, StatusCode::CREATED, "{}", ada.body);
+    assert_eq!(ada.body["has_password"], true);
+    assert!(!ada.body.to_string().contains("correct horse"), "the password is write-only");
+    let ada_id = ada.body["id"].as_str().unwrap().to_string();
+    // Usernames are unique, case-insensitively; passwords have a length policy.
+    let dup = call(&node, Method::POST, users, Some(&admin), Some(&json!({"username": "ADA"}))).await;
+    assert_problem(&dup, StatusCode::CONFLICT, None);
+    let short =
+        call(&node, Method::POST, users, Some(&admin), Some(&json!({"username": "bob", "password": "short"}))).await;
+    assert_problem(&short, StatusCode::BAD_REQUEST, Some("password"));
+    let bob = call(&node, Method::POST, users, Some(&admin), Some(&json!({"username": "bob"}))).await;
+    assert_eq!(bob.status, StatusCode::CREATED, "{}", bob.body);
+    assert_eq!(bob.body["has_password"], false);
+    let bob_id = bob.body["id"].as_str().unwrap().to_string();
+
+    // Search matches username, e-mail and display name.
+    let found = call(&node, Method::GET, &format!("{users}?search=lovelace"), Some(&admin), None).await;
+    let ids: Vec<&str> = found.body["items"].as_array().unwrap().iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![ada_id.as_str()]);
+    let all = call(&node, Method::GET, users, Some(&admin), None).await;
+    assert_eq!(all.body["items"].as_array().unwrap().len(), 2);
+
+    // Set a password; update the profile with If-Match.
+    let pw = call(
+        &node,
+        Method::POST,
+        &format!("{users}/{bob_id}/password"),
+        Some(&admin),
+        Some(&json!({"password": "another long passphrase"})),
+    )
+    .await;
+    assert_eq!(pw.status, StatusCode::NO_CONTENT, "{}", pw.body);
+    let got = call(&node, Method::GET, &format!("{users}/{bob_id}"), Some(&admin), None).await;
+    assert_eq!(got.body["has_password"], true);
+    let etag = got.header("etag").unwrap();
+    let resp = node
+        .client()
+        .put(format!("{}{users}/{bob_id}", node.url))
+        .bearer_auth(&admin)
+        .header("If-Match", &etag)
+        .json(&json!({"username": "robert", "disabled": true}))
+        .send()
+        .await
+        .unwrap();
+    let updated = crate::support::admin::into_answer(resp).await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(updated.body["username"], "robert");
+    assert_eq!(updated.body["disabled"], true);
+    assert_eq!(updated.body["has_password"], true, "an update keeps the password");
+    let taken = call(&node, Method::POST, users, Some(&admin), Some(&json!({"username": "Robert"}))).await;
+    assert_problem(&taken, StatusCode::CONFLICT, None);
+    let freed = call(&node, Method::POST, users, Some(&admin), Some(&json!({"username": "bob"}))).await;
+    assert_eq!(freed.status, StatusCode::CREATED, "the old username is free again: {}", freed.body);
+
+    // Organizations, memberships, and a binding scoped to the organization.
+    let orgs = "/admin/v1/tenants/default/organizations";
+    let org = call(&node, Method::POST, orgs, Some(&admin), Some(&json!({"name": "Engines"}))).await;
+    assert_eq!(org.status, StatusCode::CREATED, "{}", org.body);
+    let org_id = org.body["id"].as_str().unwrap().to_string();
+    let members = format!("{orgs}/{org_id}/members");
+    let m = call(&node, Method::POST, &members, Some(&admin), Some(&json!({"user_id": ada_id}))).await;
+    assert_eq!(m.status, StatusCode::CREATED, "{}", m.body);
+    let again = call(&node, Method::POST, &members, Some(&admin), Some(&json!({"user_id": ada_id}))).await;
+    assert_problem(&again, StatusCode::CONFLICT, None);
+    let nobody = call(&node, Method::POST, &members, Some(&admin), Some(&json!({"user_id": "u-nobody"}))).await;
+    assert_problem(&nobody, StatusCode::BAD_REQUEST, Some("user_id"));
+    let listed = call(&node, Method::GET, &members, Some(&admin), None).await;
+    assert_eq!(listed.body["items"][0]["user_id"], ada_id.as_str());
+    let bindings = "/admin/v1/tenants/default/bindings";
+    let scoped = json!({"subject": format!("user:{ada_id}"), "role": "viewer", "scope": format!("org:{org_id}")});
+    let b = call(&node, Method::POST, bindings, Some(&admin), Some(&scoped)).await;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    let bad_scope = json!({"subject": format!("user:{ada_id}"), "role": "viewer", "scope": "org:o-nowhere"});
+    let b = call(&node, Method::POST, bindings, Some(&admin), Some(&bad_scope)).await;
+    assert_problem(&b, StatusCode::BAD_REQUEST, Some("scope"));
+
+    // Deleting the user takes its membership and bindings with it.
+    let del = call(&node, Method::DELETE, &format!("{users}/{ada_id}"), Some(&admin), None).await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT);
+    let listed = call(&node, Method::GET, &members, Some(&admin), None).await;
+    assert_eq!(listed.body["items"], json!([]));
+    let left = call(&node, Method::GET, bindings, Some(&admin), None).await;
+    assert_eq!(left.body["items"], json!([]));
+    let gone = call(&node, Method::DELETE, &format!("{orgs}/{org_id}"), Some(&admin), None).await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    let gone = call(&node, Method::GET, &format!("{orgs}/{org_id}"), Some(&admin), None).await;
+    assert_problem(&gone, StatusCode::NOT_FOUND, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_disabled_tenant_stops_serving_and_system_stays_enabled() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "acme"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let (id, secret) = create_client(&node, &admin, "acme", &["gatehouse-admin"], &[]).await;
+    crate::support::admin::bind(&node, &admin, "acme", &id, "admin").await;
+    let tenant_token = crate::support::admin::token_basic(&node, "acme", &id, &secret, &[]).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let own = call(&node, Method::GET, "/admin/v1/tenants/acme", Some(&tenant_token), None).await;
+    assert_eq!(own.status, StatusCode::OK);
+    // A tenant admin may rename its tenant but not disable it.
+    let a = call(&node, Method::PATCH, "/admin/v1/tenants/acme", Some(&tenant_token), Some(&json!({"disabled": true})))
+        .await;
+    assert_problem(&a, StatusCode::FORBIDDEN, None);
+    let a = call(
+        &node,
+        Method::PATCH,
+        "/admin/v1/tenants/acme",
+        Some(&tenant_token),
+        Some(&json!({"display_name": "Acme Inc"})),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["display_name"], "Acme Inc");
+
+    let a = call(&node, Method::PATCH, "/admin/v1/tenants/acme", Some(&admin), Some(&json!({"disabled": true}))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_eq!(a.body["status"], "disabled");
+    let discovery =
+        node.client().get(format!("{}/t/acme/.well-known/openid-configuration", node.url)).send().await.unwrap();
+    assert_eq!(discovery.status(), 404, "a disabled tenant's issuer is gone");
+    let t = crate::support::admin::token_basic(&node, "acme", &id, &secret, &[]).await;
+    assert_eq!(t.status, StatusCode::NOT_FOUND);
+    let a = call(&node, Method::GET, "/admin/v1/tenants/acme", Some(&tenant_token), None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "its tokens stop working: {}", a.body);
+    let a =
+        call(&node, Method::PATCH, "/admin/v1/tenants/system", Some(&admin), Some(&json!({"disabled": true}))).await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, None);
+    let a = call(&node, Method::PATCH, "/admin/v1/tenants/acme", Some(&admin), Some(&json!({"disabled": false}))).await;
+    assert_eq!(a.body["status"], "active");
+    let discovery =
+        node.client().get(format!("{}/t/acme/.well-known/openid-configuration", node.url)).send().await.unwrap();
+    assert_eq!(discovery.status(), 200);
+}

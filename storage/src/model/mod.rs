@@ -7,6 +7,7 @@ pub mod data_key;
 pub mod sealed;
 pub mod signing_key;
 pub mod tenant;
+pub mod user;
 
 pub use binding::{BindingRecord, ROLE_TEMPLATES};
 pub use client::{ClientKind, ClientRecord, ClientStatus};
@@ -15,3 +16,4 @@ pub use data_key::DataKeyRecord;
 pub use sealed::Sealed;
 pub use signing_key::{key_states, KeyState, PublicJwk, SigningAlg, SigningKeyRecord};
 pub use tenant::{TenantRecord, TenantStatus};
+pub use user::{MembershipRecord, OrganizationRecord, UserRecord, UserStatus};

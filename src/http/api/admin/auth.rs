@@ -24,9 +24,17 @@ pub enum Permission {
     KeysRead,
     KeysRotate,
     AuditRead,
+    UsersRead,
+    UsersWrite,
+    OrganizationsRead,
+    OrganizationsWrite,
 }
 
-pub const PERMISSIONS: [(Permission, &str); 9] = [
+pub const PERMISSIONS: [(Permission, &str); 13] = [
+    (Permission::UsersRead, "users:read"),
+    (Permission::UsersWrite, "users:write"),
+    (Permission::OrganizationsRead, "organizations:read"),
+    (Permission::OrganizationsWrite, "organizations:write"),
     (Permission::TenantsRead, "tenant:read"),
     (Permission::TenantsWrite, "tenant:admin"),
     (Permission::ClientsRead, "clients:read"),
@@ -51,6 +59,8 @@ impl Permission {
                 | Permission::BindingsRead
                 | Permission::KeysRead
                 | Permission::AuditRead
+                | Permission::UsersRead
+                | Permission::OrganizationsRead
         )
     }
 }
@@ -99,6 +109,17 @@ pub fn authorize(app: &AppState, bearer: &AdminBearer, tenant: Option<&str>, p: 
             ),
             other => unauthorized(&other.to_string()),
         })?;
+    // A disabled tenant's tokens no longer reach the admin API.
+    let active = app.store.read().and_then(|r| r.tenant(&claims.tenant)).map_err(|_| {
+        Problem::new(
+            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is not readable on this node",
+        )
+    })?;
+    if !active.is_some_and(|t| t.status == gatehouse_storage::model::TenantStatus::Active) {
+        return Err(unauthorized("the token's tenant is disabled"));
+    }
     let caller = Caller { platform: claims.tenant == "system", claims };
     if let Some(t) = tenant {
         if !caller.platform && caller.claims.tenant != t {

@@ -24,7 +24,7 @@ pub struct BindingsApi;
 #[derive(Debug, Object)]
 pub struct Binding {
     pub id: String,
-    /// `client:{client_id}`.
+    /// `client:{client_id}` or `user:{user_id}`.
     pub subject: String,
     /// `owner`, `admin`, `member` or `viewer`.
     pub role: String,
@@ -37,7 +37,7 @@ pub struct Binding {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct CreateBinding {
-    /// `client:{client_id}`.
+    /// `client:{client_id}` or `user:{user_id}`.
     #[oai(validator(max_length = 140))]
     pub subject: Text,
     /// `owner`, `admin`, `member` or `viewer`.
@@ -63,6 +63,12 @@ fn problem_of(e: BindingError) -> Problem {
         BindingError::Invalid(field, message) => invalid(vec![(field, message)]),
         BindingError::Refused(Rejection::UnknownClient { client_id, .. }) => {
             invalid(vec![("subject".into(), format!("there is no client {client_id:?} in this tenant"))])
+        }
+        BindingError::Refused(Rejection::UnknownUser { id, .. }) => {
+            invalid(vec![("subject".into(), format!("there is no user {id:?} in this tenant"))])
+        }
+        BindingError::Refused(Rejection::UnknownOrganization { id, .. }) => {
+            invalid(vec![("scope".into(), format!("there is no organization {id:?} in this tenant"))])
         }
         BindingError::Refused(Rejection::UnknownBinding { id, .. }) => {
             Problem::not_found(format!("there is no binding {id:?}"))

@@ -11,7 +11,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{conflict, invalid, next_cursor, page_params, storage, write_failed, AdminResponse, Page};
+use super::responses::{
+    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, AdminResponse, Page,
+};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::http::api::checked::Checked;
@@ -164,11 +166,6 @@ fn find(app: &AppState, tenant: &str, client_id: &str) -> Result<ClientRecord, P
         .ok_or_else(|| Problem::not_found(format!("there is no client {client_id:?}")))
 }
 
-/// `"r{n}"` (or `W/"r{n}"`) to `n`.
-fn parse_etag(value: &str) -> Option<u64> {
-    value.trim().trim_start_matches("W/").trim_matches('"').strip_prefix('r')?.parse().ok()
-}
-
 #[OpenApi(tag = "AdminTag::Clients")]
 impl ClientsApi {
     /// List a tenant's clients.
@@ -261,14 +258,9 @@ impl ClientsApi {
             Ok(v) => v,
             Err(p) => return AdminResponse::problem(p),
         };
-        let expected = match if_match.0.as_deref() {
-            None => current.revision,
-            Some(v) => match parse_etag(v) {
-                Some(n) => n,
-                None => {
-                    return AdminResponse::problem(invalid(vec![("If-Match".into(), "not an ETag of this API".into())]))
-                }
-            },
+        let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
+            Ok(n) => n,
+            Err(p) => return AdminResponse::problem(p),
         };
         match clients::update(&app, &current, spec(&body), expected, &caller.actor()).await {
             Ok(c) => {

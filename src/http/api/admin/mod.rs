@@ -9,14 +9,18 @@ mod auth;
 mod bindings;
 mod clients;
 mod keys;
+mod organizations;
 mod responses;
 mod tenants;
+mod users;
 
 pub use auth::{Permission, PERMISSIONS};
 pub use bindings::BindingsApi;
 pub use clients::ClientsApi;
 pub use keys::KeysApi;
+pub use organizations::OrganizationsApi;
 pub use tenants::TenantsApi;
+pub use users::UsersApi;
 
 /// The admin API's OpenAPI tags.
 #[derive(poem_openapi::Tags)]
@@ -25,7 +29,11 @@ pub(crate) enum AdminTag {
     Tenants,
     /// OAuth clients of a tenant.
     Clients,
-    /// Role bindings: a client (or later a user) holds a role in a tenant.
+    /// Users of a tenant.
+    Users,
+    /// Organizations of a tenant and their members.
+    Organizations,
+    /// Role bindings: a user or a client holds a role in a tenant, optionally scoped.
     Bindings,
     /// Signing keys and the tenant's audit trail.
     Keys,

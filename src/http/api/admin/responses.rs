@@ -155,3 +155,15 @@ pub fn page_params(limit: Option<u32>, cursor: Option<&str>) -> Result<(usize, O
 pub fn next_cursor(items_len: usize, limit: usize, last: Option<&str>) -> Option<String> {
     (items_len == limit).then_some(()).and(last).map(|l| crate::crypto::b64url(l.as_bytes()))
 }
+
+/// The revision an `If-Match` names (`"r{n}"` or `W/"r{n}"`), or `current` without one.
+pub fn parse_etag(if_match: Option<&str>, current: u64) -> Result<u64, Problem> {
+    let Some(value) = if_match else { return Ok(current) };
+    value
+        .trim()
+        .trim_start_matches("W/")
+        .trim_matches('"')
+        .strip_prefix('r')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| invalid(vec![("If-Match".into(), "not an ETag of this API".into())]))
+}

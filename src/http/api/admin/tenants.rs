@@ -31,6 +31,8 @@ pub struct Tenant {
     pub status: String,
     /// The tenant's OIDC issuer.
     pub issuer: String,
+    /// Whether end users may register themselves.
+    pub self_registration: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
 }
@@ -46,6 +48,18 @@ pub struct CreateTenant {
     pub display_name: Option<Text>,
 }
 
+/// Changes to a tenant; absent members stay as they are.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateTenant {
+    #[oai(validator(max_length = 200))]
+    pub display_name: Option<Text>,
+    /// A disabled tenant's issuer answers 404 and its tokens stop working. `system` cannot be
+    /// disabled.
+    pub disabled: Option<bool>,
+    pub self_registration: Option<bool>,
+}
+
 impl poem_openapi::types::Example for CreateTenant {
     fn example() -> Self {
         CreateTenant { id: "acme".into(), display_name: Some("Acme Corp".into()) }
@@ -59,6 +73,7 @@ pub(crate) fn view(app: &AppState, t: TenantRecord) -> Tenant {
             TenantStatus::Active => "active".into(),
             TenantStatus::Disabled => "disabled".into(),
         },
+        self_registration: t.self_registration,
         id: t.id,
         display_name: t.display_name,
         created_at_ms: t.created_at_ms,
@@ -125,6 +140,46 @@ impl TenantsApi {
                 AdminResponse::problem(conflict("tenant_exists", format!("tenant {id:?} already exists")))
             }
             Err(TenantError::Refused(r)) => AdminResponse::problem(invalid(vec![("id".into(), r.to_string())])),
+            Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
+            Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
+        }
+    }
+
+    /// Update a tenant: rename, disable or enable it, or change self-registration.
+    #[oai(path = "/tenants/:tenant", method = "patch", operation_id = "updateTenant")]
+    async fn update(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        body: Json<Checked<UpdateTenant>>,
+    ) -> AdminResponse<Tenant> {
+        let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::TenantsWrite)
+            .and_then(|c| visible_tenant(&app, &tenant).map(|t| (c, t)))
+        {
+            Ok(v) => v,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        let b = &body.0 .0;
+        if b.disabled.is_some() {
+            // Enabling or disabling a tenant is the platform's decision, not the tenant's own.
+            if let Err(p) = require_platform(&caller) {
+                return AdminResponse::problem(p);
+            }
+        }
+        match tenants::update(
+            &app,
+            &caller.actor(),
+            &current,
+            b.display_name.as_deref(),
+            b.disabled,
+            b.self_registration,
+        )
+        .await
+        {
+            Ok(t) => AdminResponse::Ok(Json(view(&app, t)), None),
+            Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("body".into(), why)])),
+            Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
             Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
             Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
         }

@@ -1,0 +1,312 @@
+//! `/admin/v1/tenants/{tenant}/users`: the tenant's user directory. Passwords are write-only.
+
+use std::sync::Arc;
+
+use gatehouse_storage::model::{UserRecord, UserStatus};
+use gatehouse_storage::Rejection;
+use poem::web::Data;
+use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi};
+
+use super::auth::{authorize, AdminBearer, Permission};
+use super::responses::{
+    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, AdminResponse, Page,
+};
+use super::tenants::visible_tenant;
+use super::AdminTag;
+use crate::http::api::checked::Checked;
+use crate::http::api::text::Text;
+use crate::http::problem::Problem;
+use crate::idm::users::{self, UserError, UserSpec};
+use crate::node::AppState;
+
+pub struct UsersApi;
+
+#[derive(Debug, Object)]
+pub struct User {
+    pub id: String,
+    pub username: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub email: Option<String>,
+    pub display_name: String,
+    pub disabled: bool,
+    /// Whether a password is set (the password itself is never shown).
+    pub has_password: bool,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A new user.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields, example)]
+pub struct CreateUser {
+    /// Unique in the tenant (case-insensitive), no spaces.
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub username: Text,
+    #[oai(validator(max_length = 254))]
+    pub email: Option<Text>,
+    #[oai(validator(max_length = 200))]
+    pub display_name: Option<Text>,
+    /// 8 to 256 characters; stored as an argon2id hash only.
+    #[oai(validator(min_length = 8, max_length = 256))]
+    pub password: Option<Text>,
+    #[oai(default)]
+    pub disabled: bool,
+}
+
+impl poem_openapi::types::Example for CreateUser {
+    fn example() -> Self {
+        CreateUser {
+            username: "ada".into(),
+            email: Some("ada@example.com".into()),
+            display_name: Some("Ada Lovelace".into()),
+            password: Some("correct horse battery staple".into()),
+            disabled: false,
+        }
+    }
+}
+
+/// A user's profile; an update replaces it.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct UpdateUser {
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub username: Text,
+    #[oai(validator(max_length = 254))]
+    pub email: Option<Text>,
+    #[oai(validator(max_length = 200))]
+    pub display_name: Option<Text>,
+    #[oai(default)]
+    pub disabled: bool,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SetPassword {
+    /// 8 to 256 characters.
+    #[oai(validator(min_length = 8, max_length = 256))]
+    pub password: Text,
+}
+
+fn view(u: UserRecord) -> User {
+    User {
+        id: u.id,
+        username: u.username,
+        email: u.email,
+        display_name: u.display_name,
+        disabled: u.status != UserStatus::Active,
+        has_password: u.password_hash.is_some(),
+        created_at_ms: u.created_at_ms,
+        updated_at_ms: u.updated_at_ms,
+    }
+}
+
+fn etag(u: &UserRecord) -> String {
+    format!("\"r{}\"", u.revision)
+}
+
+pub(crate) fn problem_of(e: UserError) -> Problem {
+    match e {
+        UserError::Invalid(errors) => invalid(errors),
+        UserError::Refused(Rejection::RevisionMismatch { current }) => Problem::new(
+            poem::http::StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            format!("the resource changed since it was read; its current ETag is \"r{current}\""),
+        ),
+        UserError::Refused(Rejection::UnknownUser { id, .. }) => Problem::not_found(format!("there is no user {id:?}")),
+        UserError::Refused(Rejection::UnknownOrganization { id, .. }) => {
+            Problem::not_found(format!("there is no organization {id:?}"))
+        }
+        UserError::Refused(Rejection::NotAMember { user_id, .. }) => {
+            Problem::not_found(format!("user {user_id:?} is not a member"))
+        }
+        UserError::Refused(r) => conflict(r.code(), r.to_string()),
+        UserError::Write(e) => write_failed(e),
+        UserError::Hashing(e) => super::responses::unavailable(e),
+    }
+}
+
+fn find(app: &AppState, tenant: &str, id: &str) -> Result<UserRecord, Problem> {
+    app.store
+        .read()
+        .and_then(|r| r.user(tenant, id))
+        .map_err(storage)?
+        .ok_or_else(|| Problem::not_found(format!("there is no user {id:?}")))
+}
+
+fn spec(username: &Text, email: &Option<Text>, display_name: &Option<Text>, disabled: bool) -> UserSpec {
+    UserSpec {
+        username: username.0.clone(),
+        email: email.as_ref().map(|e| e.0.clone()),
+        display_name: display_name.as_ref().map(|d| d.0.clone()),
+        disabled,
+    }
+}
+
+#[OpenApi(tag = "AdminTag::Users")]
+impl UsersApi {
+    /// List a tenant's users; `search` matches username, e-mail or display name.
+    #[oai(path = "/admin/v1/tenants/:tenant/users", method = "get", operation_id = "listUsers")]
+    async fn list(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        /// Case-insensitive substring of username, e-mail or display name.
+        #[oai(validator(max_length = 128))]
+        search: Query<Option<String>>,
+        /// Page size, 1 to 500 (default 50).
+        limit: Query<Option<u32>>,
+        /// `next_cursor` of the previous page.
+        #[oai(validator(max_length = 256))]
+        cursor: Query<Option<String>>,
+    ) -> AdminResponse<Page<User>> {
+        let result = (|| {
+            authorize(&app, &auth, Some(&tenant), Permission::UsersRead)?;
+            visible_tenant(&app, &tenant)?;
+            let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
+            let needle = search.0.as_deref().map(str::to_lowercase);
+            let matches = |u: &UserRecord| {
+                needle.as_deref().is_none_or(|n| {
+                    u.username.to_lowercase().contains(n)
+                        || u.display_name.to_lowercase().contains(n)
+                        || u.email.as_deref().is_some_and(|e| e.to_lowercase().contains(n))
+                })
+            };
+            let items =
+                app.store.read().and_then(|r| r.users(&tenant, after.as_deref(), limit, matches)).map_err(storage)?;
+            let next = next_cursor(items.len(), limit, items.last().map(|u| u.id.as_str()));
+            Ok(Page { items: items.into_iter().map(view).collect(), next_cursor: next })
+        })();
+        match result {
+            Ok(page) => AdminResponse::Ok(Json(page), None),
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+
+    /// Create a user.
+    #[oai(path = "/admin/v1/tenants/:tenant/users", method = "post", operation_id = "createUser")]
+    async fn create(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        body: Json<Checked<CreateUser>>,
+    ) -> AdminResponse<User> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+            .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        let b = &body.0 .0;
+        let spec = spec(&b.username, &b.email, &b.display_name, b.disabled);
+        match users::create(&app, &tenant, spec, b.password.as_deref(), &caller.actor()).await {
+            Ok(u) => {
+                let tag = etag(&u);
+                AdminResponse::Created(Json(view(u)), Some(tag))
+            }
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+
+    /// Get a user.
+    #[oai(path = "/admin/v1/tenants/:tenant/users/:user_id", method = "get", operation_id = "getUser")]
+    async fn get(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] user_id: Path<String>,
+    ) -> AdminResponse<User> {
+        match authorize(&app, &auth, Some(&tenant), Permission::UsersRead).and_then(|_| find(&app, &tenant, &user_id)) {
+            Ok(u) => {
+                let tag = etag(&u);
+                AdminResponse::Ok(Json(view(u)), Some(tag))
+            }
+            Err(p) => AdminResponse::problem(p),
+        }
+    }
+
+    /// Replace a user's profile (and enable or disable it). With `If-Match`, a stale ETag gets 412.
+    #[oai(path = "/admin/v1/tenants/:tenant/users/:user_id", method = "put", operation_id = "updateUser")]
+    async fn update(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] user_id: Path<String>,
+        /// The ETag of the user as last read.
+        #[oai(name = "If-Match", validator(max_length = 64))]
+        if_match: Header<Option<String>>,
+        body: Json<Checked<UpdateUser>>,
+    ) -> AdminResponse<User> {
+        let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+            .and_then(|c| find(&app, &tenant, &user_id).map(|u| (c, u)))
+        {
+            Ok(v) => v,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
+            Ok(n) => n,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        let b = &body.0 .0;
+        let spec = spec(&b.username, &b.email, &b.display_name, b.disabled);
+        match users::update(&app, &current, spec, expected, &caller.actor()).await {
+            Ok(u) => {
+                let tag = etag(&u);
+                AdminResponse::Ok(Json(view(u)), Some(tag))
+            }
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+
+    /// Delete a user with its memberships and role bindings.
+    #[oai(path = "/admin/v1/tenants/:tenant/users/:user_id", method = "delete", operation_id = "deleteUser")]
+    async fn delete(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] user_id: Path<String>,
+    ) -> AdminResponse<User> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+            .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match users::delete(&app, &tenant, &user_id, &caller.actor()).await {
+            Ok(()) => AdminResponse::NoContent,
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+
+    /// Set a user's password.
+    #[oai(
+        path = "/admin/v1/tenants/:tenant/users/:user_id/password",
+        method = "post",
+        operation_id = "setUserPassword"
+    )]
+    async fn set_password(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 128))] user_id: Path<String>,
+        body: Json<Checked<SetPassword>>,
+    ) -> AdminResponse<User> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+            .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match users::set_password(&app, &tenant, &user_id, &body.0 .0.password, &caller.actor()).await {
+            Ok(()) => AdminResponse::NoContent,
+            Err(e) => AdminResponse::problem(problem_of(e)),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! Users and organizations of a tenant: validation, password hashing (argon2id, bounded
+//! concurrency), and the commands that change them.
+
+use std::sync::LazyLock;
+
+use gatehouse_storage::model::{MembershipRecord, OrganizationRecord, UserRecord, UserStatus};
+use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+use tokio::sync::Semaphore;
+
+use crate::node::{AppState, NodeWriteError};
+
+/// Passwords are at most this long (the design's limit), and at least this short.
+pub const MAX_PASSWORD_CHARS: usize = 256;
+pub const MIN_PASSWORD_CHARS: usize = 8;
+
+/// One argon2 hash holds 19 MiB; at most this many run at once, so a flood of password
+/// changes cannot exhaust memory.
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(2));
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UserError {
+    #[error("invalid input: {}", .0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(String, String)>),
+    #[error(transparent)]
+    Refused(Rejection),
+    #[error(transparent)]
+    Write(#[from] NodeWriteError),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+}
+
+/// What a caller may set on a user.
+#[derive(Debug, Clone)]
+pub struct UserSpec {
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub disabled: bool,
+}
+
+fn validate(spec: &UserSpec) -> Result<(), UserError> {
+    let mut errors = Vec::new();
+    let u = &spec.username;
+    if u.is_empty() || u.chars().count() > 128 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        errors.push(("username".to_string(), "must be 1 to 128 characters without spaces".to_string()));
+    }
+    if let Some(e) = &spec.email {
+        let ok = e.len() <= 254
+            && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
+            && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+        if !ok {
+            errors.push(("email".to_string(), "must be an e-mail address of at most 254 characters".to_string()));
+        }
+    }
+    if let Some(d) = &spec.display_name {
+        if d.chars().count() > 200 || d.chars().any(char::is_control) {
+            errors.push(("display_name".to_string(), "must be at most 200 characters".to_string()));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(UserError::Invalid(errors))
+    }
+}
+
+pub fn check_password(password: &str) -> Result<(), UserError> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
+        return Err(UserError::Invalid(vec![(
+            "password".into(),
+            format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
+        )]));
+    }
+    Ok(())
+}
+
+/// argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1), off the async workers.
+pub async fn hash_password(password: &str) -> Result<String, UserError> {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let _permit = HASHING.acquire().await.map_err(|e| UserError::Hashing(e.to_string()))?;
+    let password = zeroize::Zeroizing::new(password.to_string());
+    tokio::task::spawn_blocking(move || {
+        let mut salt = [0u8; 16];
+        crate::clock::random_bytes(&mut salt);
+        let salt = SaltString::encode_b64(&salt).map_err(|e| UserError::Hashing(e.to_string()))?;
+        let params = argon2::Params::new(19 * 1024, 2, 1, None).map_err(|e| UserError::Hashing(e.to_string()))?;
+        let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        argon
+            .hash_password(password.as_bytes(), &salt)
+            .map(|h| h.to_string())
+            .map_err(|e| UserError::Hashing(e.to_string()))
+    })
+    .await
+    .map_err(|e| UserError::Hashing(e.to_string()))?
+}
+
+fn outcome<T>(outcome: Outcome, ok: impl FnOnce(Applied) -> Option<T>) -> Result<T, UserError> {
+    match outcome {
+        Outcome::Refused(r) => Err(UserError::Refused(r)),
+        Outcome::Applied(a) => {
+            let text = format!("{a:?}");
+            ok(a).ok_or_else(|| UserError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {text}"))))
+        }
+    }
+}
+
+pub async fn create(
+    app: &AppState,
+    tenant: &str,
+    spec: UserSpec,
+    password: Option<&str>,
+    actor: &str,
+) -> Result<UserRecord, UserError> {
+    validate(&spec)?;
+    if let Some(p) = password {
+        check_password(p)?;
+    }
+    if app.store.read().and_then(|r| r.user_by_username(tenant, &spec.username)).map_err(storage)?.is_some() {
+        return Err(UserError::Refused(Rejection::UsernameTaken { tenant: tenant.into(), username: spec.username }));
+    }
+    let password_hash = match password {
+        Some(p) => Some(hash_password(p).await?),
+        None => None,
+    };
+    let now_ms = app.clock.now_ms();
+    let user = UserRecord {
+        v: 1,
+        tenant: tenant.to_string(),
+        id: crate::clock::random_id("u-"),
+        display_name: spec.display_name.clone().unwrap_or_else(|| spec.username.clone()),
+        username: spec.username,
+        email: spec.email,
+        status: if spec.disabled { UserStatus::Disabled } else { UserStatus::Active },
+        password_hash,
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        revision: 1,
+    };
+    let command = Command::CreateUser(user.clone());
+    let out = app.write(Proposal { at_ms: now_ms, actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::UserCreated { .. }).then_some(user))
+}
+
+pub async fn update(
+    app: &AppState,
+    current: &UserRecord,
+    spec: UserSpec,
+    expected_revision: u64,
+    actor: &str,
+) -> Result<UserRecord, UserError> {
+    validate(&spec)?;
+    let now_ms = app.clock.now_ms();
+    let user = UserRecord {
+        display_name: spec.display_name.clone().unwrap_or_else(|| spec.username.clone()),
+        username: spec.username,
+        email: spec.email,
+        status: if spec.disabled { UserStatus::Disabled } else { UserStatus::Active },
+        updated_at_ms: now_ms,
+        revision: expected_revision + 1,
+        ..current.clone()
+    };
+    let command = Command::UpdateUser { user: user.clone(), expected_revision };
+    let out = app.write(Proposal { at_ms: now_ms, actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::UserUpdated { .. }).then_some(user))
+}
+
+pub async fn set_password(
+    app: &AppState,
+    tenant: &str,
+    user_id: &str,
+    password: &str,
+    actor: &str,
+) -> Result<(), UserError> {
+    check_password(password)?;
+    let password_hash = hash_password(password).await?;
+    let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
+    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::PasswordSet { .. }).then_some(()))
+}
+
+pub async fn delete(app: &AppState, tenant: &str, user_id: &str, actor: &str) -> Result<(), UserError> {
+    let command = Command::DeleteUser { tenant: tenant.into(), user_id: user_id.into() };
+    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::UserDeleted { .. }).then_some(()))
+}
+
+pub async fn create_organization(
+    app: &AppState,
+    tenant: &str,
+    name: &str,
+    actor: &str,
+) -> Result<OrganizationRecord, UserError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+        return Err(UserError::Invalid(vec![("name".into(), "must be 1 to 200 characters".into())]));
+    }
+    let now_ms = app.clock.now_ms();
+    let org = OrganizationRecord {
+        v: 1,
+        tenant: tenant.into(),
+        id: crate::clock::random_id("o-"),
+        name: name.into(),
+        created_at_ms: now_ms,
+    };
+    let command = Command::CreateOrganization(org.clone());
+    let out = app.write(Proposal { at_ms: now_ms, actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::OrganizationCreated { .. }).then_some(org))
+}
+
+pub async fn delete_organization(app: &AppState, tenant: &str, id: &str, actor: &str) -> Result<(), UserError> {
+    let command = Command::DeleteOrganization { tenant: tenant.into(), id: id.into() };
+    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::OrganizationDeleted { .. }).then_some(()))
+}
+
+pub async fn add_member(
+    app: &AppState,
+    tenant: &str,
+    organization_id: &str,
+    user_id: &str,
+    actor: &str,
+) -> Result<MembershipRecord, UserError> {
+    let now_ms = app.clock.now_ms();
+    let m = MembershipRecord {
+        v: 1,
+        tenant: tenant.into(),
+        organization_id: organization_id.into(),
+        user_id: user_id.into(),
+        created_at_ms: now_ms,
+    };
+    let out =
+        app.write(Proposal { at_ms: now_ms, actor: actor.into(), command: Command::AddMember(m.clone()) }).await?;
+    outcome(out, |a| matches!(a, Applied::MemberAdded { .. }).then_some(m))
+}
+
+pub async fn remove_member(
+    app: &AppState,
+    tenant: &str,
+    organization_id: &str,
+    user_id: &str,
+    actor: &str,
+) -> Result<(), UserError> {
+    let command = Command::RemoveMember {
+        tenant: tenant.into(),
+        organization_id: organization_id.into(),
+        user_id: user_id.into(),
+    };
+    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    outcome(out, |a| matches!(a, Applied::MemberRemoved { .. }).then_some(()))
+}
+
+fn storage(e: gatehouse_storage::StoreError) -> UserError {
+    UserError::Write(NodeWriteError::Unavailable(e.to_string()))
+}
