@@ -2,6 +2,7 @@
 
 pub mod acceptor;
 pub mod api;
+pub mod idempotency;
 pub mod middleware;
 pub mod problem;
 pub mod server;

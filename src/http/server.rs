@@ -42,7 +42,11 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
         )
         .nest("/docs", docs)
         .nest("/", api)
-        .data(app)
+        .data(app.clone())
+        .around(move |ep, req| {
+            let app = app.clone();
+            async move { crate::http::idempotency::idempotent(&ep, req, app).await }
+        })
         .around(move |ep, req| async move { middleware::limit_body(&ep, req, limit).await })
         .around(move |ep, req| {
             let metrics = metrics.clone();

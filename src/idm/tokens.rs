@@ -410,7 +410,8 @@ pub async fn revoke(app: &AppState, client: &ClientRecord, token: &str) -> Resul
 const REVOCATION_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// On the leader, every few minutes, prunes the revocation deny-list of tokens that have
-/// expired (they fail verification on `exp` anyway). Runs until `stop` turns true.
+/// expired (they fail verification on `exp` anyway) and remembered idempotent answers older
+/// than a day. Runs until `stop` turns true.
 pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {
@@ -421,18 +422,20 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
             continue;
         }
         let now_ms = app.clock.now_ms();
-        match app.store.read().and_then(|r| r.expired_revocations(now_ms)) {
-            Ok(0) => continue,
-            Ok(_) => {}
+        let due = app.store.read().and_then(|r| Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?)));
+        let (revocations, answers) = match due {
+            Ok(counts) => counts,
             Err(e) => {
-                tracing::warn!("revocation pruning check: {e}");
+                tracing::warn!("pruning check: {e}");
                 continue;
             }
-        }
-        let proposal =
-            Proposal { at_ms: now_ms, actor: "policy:revocation-pruning".into(), command: Command::PruneRevocations };
-        if let Err(e) = app.write(proposal).await {
-            tracing::warn!("revocation pruning: {e}");
+        };
+        let commands = [(revocations, Command::PruneRevocations), (answers, Command::PruneIdempotency)];
+        for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
+            let proposal = Proposal { at_ms: now_ms, actor: "policy:pruning".into(), command };
+            if let Err(e) = app.write(proposal).await {
+                tracing::warn!("pruning: {e}");
+            }
         }
     }
 }

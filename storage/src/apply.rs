@@ -13,8 +13,8 @@ use crate::model::client::client_key;
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
 use crate::model::user::{membership_key, organization_key, user_key, username_key};
 use crate::model::{
-    key_states, BindingRecord, ClientRecord, ClientStatus, KeyState, MembershipRecord, SigningKeyRecord, TenantRecord,
-    TenantStatus, UserRecord, ROLE_TEMPLATES,
+    key_states, BindingRecord, ClientRecord, ClientStatus, IdempotentResponse, KeyState, MembershipRecord,
+    SigningKeyRecord, TenantRecord, TenantStatus, UserRecord, ROLE_TEMPLATES,
 };
 use crate::{codec, tables, StoreError};
 
@@ -30,6 +30,7 @@ struct Tables<'t> {
     usernames: Table<'t, &'static str, &'static [u8]>,
     organizations: Table<'t, &'static str, &'static [u8]>,
     memberships: Table<'t, &'static str, &'static [u8]>,
+    idempotency: Table<'t, &'static str, &'static [u8]>,
     audit: Table<'t, u64, &'static [u8]>,
 }
 
@@ -47,6 +48,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         usernames: txn.open_table(tables::USERNAMES)?,
         organizations: txn.open_table(tables::ORGANIZATIONS)?,
         memberships: txn.open_table(tables::MEMBERSHIPS)?,
+        idempotency: txn.open_table(tables::IDEMPOTENCY)?,
         audit: txn.open_table(tables::AUDIT)?,
     };
     let (tenant, target) = audit_subject(&proposal.command);
@@ -108,6 +110,8 @@ fn audit_subject(command: &Command) -> (String, String) {
         Command::RemoveMember { tenant, organization_id, user_id } => {
             (tenant.clone(), format!("organization:{organization_id} user:{user_id}"))
         }
+        Command::RememberResponse(r) => ("system".into(), format!("idempotency:{} status={}", r.scope, r.status)),
+        Command::PruneIdempotency => ("system".into(), "idempotency".into()),
     }
 }
 
@@ -300,6 +304,13 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             }
             Ok(Ok(()))
         }
+        Command::RememberResponse(r) => {
+            if t.idempotency.get(r.scope.as_str())?.is_some() {
+                return Ok(Err(Rejection::AlreadyExists { what: "idempotency record".into(), id: r.scope.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::PruneIdempotency => Ok(Ok(())),
         Command::RemoveMember { tenant, organization_id, user_id } => {
             if t.memberships.get(membership_key(tenant, organization_id, user_id).as_str())?.is_none() {
                 return Ok(Err(Rejection::NotAMember {
@@ -606,6 +617,16 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
         Command::AddMember(m) => {
             t.memberships.insert(m.table_key().as_str(), codec::encode(m).as_slice())?;
             Ok(Applied::MemberAdded { organization_id: m.organization_id.clone(), user_id: m.user_id.clone() })
+        }
+        Command::RememberResponse(r) => {
+            t.idempotency.insert(r.scope.as_str(), codec::encode(r).as_slice())?;
+            Ok(Applied::ResponseRemembered)
+        }
+        Command::PruneIdempotency => {
+            let expired =
+                matching_keys(&t.idempotency, "idempotency", "", |r: &IdempotentResponse| r.expires_at_ms < now_ms)?;
+            remove_all(&mut t.idempotency, &expired)?;
+            Ok(Applied::IdempotencyPruned { count: expired.len() as u64 })
         }
         Command::RemoveMember { tenant, organization_id, user_id } => {
             t.memberships.remove(membership_key(tenant, organization_id, user_id).as_str())?;

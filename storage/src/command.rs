@@ -5,8 +5,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, MembershipRecord, OrganizationRecord, SigningKeyRecord,
-    TenantRecord, TenantStatus, UserRecord,
+    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, MembershipRecord,
+    OrganizationRecord, SigningKeyRecord, TenantRecord, TenantStatus, UserRecord,
 };
 
 /// One entry of the raft log: a command with its time and its actor.
@@ -114,6 +114,11 @@ pub enum Command {
         organization_id: String,
         user_id: String,
     },
+    /// Remembers the first answer to an idempotent request. A second record for the same scope
+    /// is refused (the first one stands).
+    RememberResponse(IdempotentResponse),
+    /// Drops remembered answers that expired before the proposal's time.
+    PruneIdempotency,
 }
 
 /// What an issued token carried, for its audit entry. Never the token itself.
@@ -156,6 +161,8 @@ impl Command {
             Command::DeleteOrganization { .. } => "organization.delete",
             Command::AddMember(_) => "membership.create",
             Command::RemoveMember { .. } => "membership.delete",
+            Command::RememberResponse(_) => "idempotency.remember",
+            Command::PruneIdempotency => "idempotency.prune",
         }
     }
 }
@@ -247,6 +254,10 @@ pub enum Applied {
     MemberRemoved {
         organization_id: String,
         user_id: String,
+    },
+    ResponseRemembered,
+    IdempotencyPruned {
+        count: u64,
     },
 }
 

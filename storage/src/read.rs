@@ -5,8 +5,8 @@ use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 use crate::audit::{self, AuditEntry, AuditHead, VerifyReport};
 use crate::model::user::{organization_key, user_key, username_key};
 use crate::model::{
-    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, MembershipRecord, OrganizationRecord, SigningKeyRecord,
-    TenantRecord, UserRecord,
+    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, MembershipRecord,
+    OrganizationRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
 use crate::{codec, tables, StoreError};
 
@@ -149,6 +149,28 @@ impl Reader {
     ) -> Result<Vec<MembershipRecord>, StoreError> {
         let t = self.txn.open_table(tables::MEMBERSHIPS)?;
         page(&t, "memberships", &format!("{tenant}/{organization_id}"), after, limit)
+    }
+
+    /// The remembered answer for an idempotency scope, if it has not expired at `now_ms`.
+    pub fn idempotent_response(&self, scope: &str, now_ms: i64) -> Result<Option<IdempotentResponse>, StoreError> {
+        let t = self.txn.open_table(tables::IDEMPOTENCY)?;
+        let found: Option<IdempotentResponse> =
+            t.get(scope)?.map(|v| codec::decode("idempotency", scope, v.value())).transpose()?;
+        Ok(found.filter(|r| r.expires_at_ms >= now_ms))
+    }
+
+    /// How many remembered answers expired before `now_ms`.
+    pub fn expired_idempotency(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let t = self.txn.open_table(tables::IDEMPOTENCY)?;
+        let mut n = 0;
+        for item in t.iter()? {
+            let (k, v) = item?;
+            let r: IdempotentResponse = codec::decode("idempotency", k.value(), v.value())?;
+            if r.expires_at_ms < now_ms {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// How many deny-list entries belong to tokens that expired before `now_ms`.

@@ -30,6 +30,8 @@ pub const USERNAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("userna
 pub const ORGANIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("organizations");
 /// Memberships by `{tenant}/{organization_id}/{user_id}`.
 pub const MEMBERSHIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("memberships");
+/// Remembered admin API answers by `Idempotency-Key` scope (a hash of caller, route and key).
+pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// The audit chain by sequence number, starting at 1.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -52,7 +54,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 12] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -64,6 +66,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 11] = [
     USERNAMES,
     ORGANIZATIONS,
     MEMBERSHIPS,
+    IDEMPOTENCY,
 ];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

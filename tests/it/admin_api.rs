@@ -437,3 +437,61 @@ async fn a_disabled_tenant_stops_serving_and_system_stays_enabled() {
         node.client().get(format!("{}/t/acme/.well-known/openid-configuration", node.url)).send().await.unwrap();
     assert_eq!(discovery.status(), 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotent_replay_creates_nothing_twice_and_shows_no_secret() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let path = "/admin/v1/tenants/default/clients";
+    let post = |key: &'static str, token: String, body: Value| {
+        let node = &node;
+        async move {
+            let resp = node
+                .client()
+                .post(format!("{}{path}", node.url))
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            crate::support::admin::into_answer(resp).await
+        }
+    };
+    let first = post("k-1", admin.clone(), valid_client()).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    let secret = first.body["client_secret"].as_str().expect("the first answer shows the secret").to_string();
+    let replay = post("k-1", admin.clone(), valid_client()).await;
+    assert_eq!(replay.status, StatusCode::CREATED, "the first status again");
+    assert_eq!(replay.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(replay.body["client_id"], first.body["client_id"], "the same resource");
+    assert!(replay.body.get("client_secret").is_none(), "no secret in a replay: {}", replay.body);
+    assert!(!replay.body.to_string().contains(&secret));
+    let list = call(&node, Method::GET, path, Some(&admin), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 1, "created once");
+
+    // The same key with another body: 422, nothing created.
+    let mut other = valid_client();
+    other["name"] = json!("other");
+    let a = post("k-1", admin.clone(), other.clone()).await;
+    assert_problem(&a, StatusCode::UNPROCESSABLE_ENTITY, None);
+    // Another caller's key space is its own: a platform admin client using the same key creates.
+    let (c, s) = create_client(&node, &admin, "system", &["gatehouse-admin"], &[]).await;
+    crate::support::admin::bind(&node, &admin, "system", &c, "admin").await;
+    let other_caller = crate::support::admin::token_basic(&node, "system", &c, &s, &[]).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let theirs = post("k-1", other_caller, valid_client()).await;
+    assert_eq!(theirs.status, StatusCode::CREATED);
+    assert!(theirs.header("idempotent-replayed").is_none());
+    assert_ne!(theirs.body["client_id"], first.body["client_id"]);
+    let list = call(&node, Method::GET, path, Some(&admin), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+    // A key that is not visible ASCII is refused before anything happens.
+    let a = post("bad key", admin.clone(), other).await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, Some("Idempotency-Key"));
+    let list = call(&node, Method::GET, path, Some(&admin), None).await;
+    assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
+}

@@ -62,3 +62,90 @@ async fn acknowledged_tenant_creates_survive_kill_9() {
         assert_eq!(n, 1, "{id} has {n} successful create entries");
     }
 }
+
+/// `kill -9` during a stream of admin creates and token requests: every acknowledged create
+/// exists after restart, every token that was returned has its `token.issue` audit entry, and
+/// the chain verifies (A10, R4).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_admin_creates_and_returned_tokens_survive_kill_9() {
+    use crate::support::admin::{create_client, into_answer, jwt_parts, platform_token};
+
+    let (_tmp, dir) = temp_data_dir();
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let (id, secret) = create_client(&node, &admin, "default", &["https://api.test"], &[]).await;
+    let created = Arc::new(Mutex::new(Vec::<String>::new()));
+    let jtis = Arc::new(Mutex::new(Vec::<String>::new()));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (client, url, admin, id, secret) =
+            (node.client(), node.url.clone(), admin.clone(), id.clone(), secret.clone());
+        let (created, jtis) = (created.clone(), jtis.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0..2000 {
+                if w % 2 == 0 {
+                    let body = serde_json::json!({"username": format!("user-{w}-{i}")});
+                    let sent = client
+                        .post(format!("{url}/admin/v1/tenants/default/users"))
+                        .bearer_auth(&admin)
+                        .json(&body)
+                        .send()
+                        .await;
+                    let Ok(resp) = sent else { return };
+                    let a = into_answer(resp).await;
+                    if a.status != 201 {
+                        return;
+                    }
+                    created.lock().unwrap().push(a.body["id"].as_str().unwrap().to_string());
+                } else {
+                    let sent = client
+                        .post(format!("{url}/oauth2/token"))
+                        .basic_auth(&id, Some(&secret))
+                        .form(&[("grant_type", "client_credentials")])
+                        .send()
+                        .await;
+                    let Ok(resp) = sent else { return };
+                    let a = into_answer(resp).await;
+                    if a.status != 200 {
+                        return;
+                    }
+                    let token = a.body["access_token"].as_str().unwrap();
+                    jtis.lock().unwrap().push(jwt_parts(token).1["jti"].as_str().unwrap().to_string());
+                }
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (created.lock().unwrap().len() < 10 || jtis.lock().unwrap().len() < 10) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::task::block_in_place(|| node.kill9());
+    for w in workers {
+        let _ = w.await;
+    }
+    let (created, jtis) = (created.lock().unwrap().clone(), jtis.lock().unwrap().clone());
+    assert!(
+        created.len() >= 10 && jtis.len() >= 10,
+        "acknowledged before the kill: {} users, {} tokens",
+        created.len(),
+        jtis.len()
+    );
+
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
+    let verify = node.cli(&["audit", "verify"]);
+    assert!(verify.status.success(), "audit verify after crash: {}", String::from_utf8_lossy(&verify.stderr));
+    assert!(node.stop().success());
+    let db = gatehouse_storage::store::open_read_only(&dir.join("gatehouse.redb")).unwrap();
+    let reader = gatehouse_storage::Reader::begin(&db).unwrap();
+    let lost: Vec<&String> = created.iter().filter(|u| reader.user("default", u).unwrap().is_none()).collect();
+    assert!(lost.is_empty(), "acknowledged user creates lost after kill -9: {lost:?}");
+    let entries = reader.audit_entries(1, usize::MAX).unwrap();
+    for jti in &jtis {
+        let prefix = format!("token:{jti} ");
+        let n = entries
+            .iter()
+            .filter(|e| e.action == "token.issue" && e.target.starts_with(&prefix) && e.outcome == "ok")
+            .count();
+        assert_eq!(n, 1, "token {jti} was returned, so it has exactly one audit entry");
+    }
+}

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::BindingRecord;
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -113,6 +113,9 @@ impl BindingsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63))] tenant: Path<String>,
         body: Json<Checked<CreateBinding>>,
     ) -> AdminResponse<Binding> {

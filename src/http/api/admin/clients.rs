@@ -201,6 +201,9 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63))] tenant: Path<String>,
         body: Json<Checked<ClientInput>>,
     ) -> AdminResponse<Client> {

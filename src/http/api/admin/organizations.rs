@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use gatehouse_storage::model::{MembershipRecord, OrganizationRecord};
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -107,6 +107,9 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63))] tenant: Path<String>,
         body: Json<Checked<CreateOrganization>>,
     ) -> AdminResponse<Organization> {
@@ -214,6 +217,9 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63))] tenant: Path<String>,
         #[oai(validator(max_length = 128))] organization_id: Path<String>,
         body: Json<Checked<AddMember>>,

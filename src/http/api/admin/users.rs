@@ -191,6 +191,9 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63))] tenant: Path<String>,
         body: Json<Checked<CreateUser>>,
     ) -> AdminResponse<User> {
@@ -294,6 +297,9 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
+        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63))] tenant: Path<String>,
         #[oai(validator(max_length = 128))] user_id: Path<String>,
         body: Json<Checked<SetPassword>>,

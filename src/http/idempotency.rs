@@ -1,0 +1,165 @@
+//! `Idempotency-Key` on admin API POSTs: the first successful answer is remembered for 24 h,
+//! replicated through raft, scoped to the caller (the verified token's tenant and subject),
+//! the route and the key. A replay gets that answer again with every secret removed and
+//! `Idempotent-Replayed: true`; the same key with another body gets 422. Concurrent requests
+//! with one key on this node wait for each other.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
+use gatehouse_storage::model::IdempotentResponse;
+use gatehouse_storage::{Command, Proposal};
+use poem::http::{Method, StatusCode};
+use poem::{Endpoint, IntoResponse, Request, Response};
+
+use crate::http::problem::{FieldError, Problem};
+use crate::idm::tokens;
+use crate::node::AppState;
+
+pub const HEADER: &str = "Idempotency-Key";
+/// How long an answer is remembered.
+pub const KEEP_MS: i64 = 24 * 3600 * 1000;
+/// Members removed from remembered answers: a secret is shown once.
+const SECRET_MEMBERS: [&str; 4] = ["client_secret", "password", "access_token", "refresh_token"];
+
+static IN_FLIGHT: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+
+fn sha256_hex(parts: &[&[u8]]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(&(p.len() as u64).to_be_bytes());
+        ctx.update(p);
+    }
+    hex::encode(ctx.finish())
+}
+
+/// `tenant/sub` of a valid admin bearer token, or `None` (the handler then answers 401).
+fn caller(app: &AppState, req: &Request) -> Option<String> {
+    let header = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
+    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?.trim();
+    let tenant = tokens::tenant_of_issuer(app, &tokens::unverified_issuer(token)?)?;
+    let claims = tokens::verify_access_token(app, &tenant, token, Some(&app.config.oauth.admin_audience)).ok()?;
+    Some(format!("{}/{}", claims.tenant, claims.sub))
+}
+
+fn key_problem(detail: &str) -> Response {
+    let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail);
+    p.errors = Some(vec![FieldError { field: HEADER.into(), message: detail.into() }]);
+    p.into_response()
+}
+
+/// Removes secret members anywhere in a JSON document.
+fn redact(body: &[u8]) -> String {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for name in SECRET_MEMBERS {
+                    map.remove(name);
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(mut v) => {
+            walk(&mut v);
+            v.to_string()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+fn replay(r: &IdempotentResponse) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
+    let mut b = Response::builder().status(status).header("Idempotent-Replayed", "true");
+    if let Some(etag) = &r.etag {
+        b = b.header("ETag", etag.as_str());
+    }
+    if r.body.is_empty() {
+        b.finish()
+    } else {
+        b.content_type("application/json; charset=utf-8").body(r.body.clone())
+    }
+}
+
+pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState>) -> poem::Result<Response> {
+    let applies = req.method() == Method::POST && req.uri().path().starts_with("/admin/v1/");
+    let key = req.headers().get(HEADER).map(|v| v.to_str().map(str::to_string));
+    let (true, Some(key)) = (applies, key) else {
+        return ep.call(req).await.map(IntoResponse::into_response);
+    };
+    let Ok(key) = key else {
+        return Ok(key_problem("the Idempotency-Key must be visible ASCII"));
+    };
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Ok(key_problem("the Idempotency-Key must be 1 to 255 visible ASCII characters"));
+    }
+    let Some(caller) = caller(&app, &req) else {
+        return ep.call(req).await.map(IntoResponse::into_response);
+    };
+    let body = req.take_body().into_bytes().await?;
+    req.set_body(body.clone());
+    let route = req.uri().path().to_string();
+    let scope = sha256_hex(&[caller.as_bytes(), b"POST", route.as_bytes(), key.as_bytes()]);
+    let request_sha256 = sha256_hex(&[&body]);
+
+    let lock = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).entry(scope.clone()).or_default().clone();
+    let guard = lock.lock().await;
+    let now_ms = app.clock.now_ms();
+    let remembered = match app.store.read().and_then(|r| r.idempotent_response(&scope, now_ms)) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("reading idempotency records: {e}");
+            let p =
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "this node cannot serve the request now");
+            return Ok(p.into_response());
+        }
+    };
+    let answer = match remembered {
+        Some(r) if r.request_sha256 == request_sha256 => replay(&r),
+        Some(_) => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+        .into_response(),
+        None => {
+            let resp = ep.call(req).await?.into_response();
+            if resp.status().is_success() {
+                remember(&app, resp, scope.clone(), request_sha256, now_ms).await
+            } else {
+                resp
+            }
+        }
+    };
+    drop(guard);
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    if in_flight.get(&scope).is_some_and(|l| Arc::strong_count(l) == 1) {
+        in_flight.remove(&scope);
+    }
+    Ok(answer)
+}
+
+/// Stores the answer (redacted) through raft and returns it unchanged to this caller.
+async fn remember(app: &AppState, resp: Response, scope: String, request_sha256: String, now_ms: i64) -> Response {
+    let (parts, body) = resp.into_parts();
+    let bytes = body.into_bytes().await.unwrap_or_default();
+    let record = IdempotentResponse {
+        v: 1,
+        scope,
+        request_sha256,
+        status: parts.status.as_u16(),
+        body: redact(&bytes),
+        etag: parts.headers.get("ETag").and_then(|v| v.to_str().ok()).map(str::to_string),
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms + KEEP_MS,
+    };
+    let proposal = Proposal { at_ms: now_ms, actor: "idempotency".into(), command: Command::RememberResponse(record) };
+    if let Err(e) = app.write(proposal).await {
+        // The action itself is done; only a later replay would miss it.
+        tracing::warn!("could not remember an idempotent answer: {e}");
+    }
+    Response::from_parts(parts, poem::Body::from(bytes))
+}
