@@ -40,6 +40,8 @@ pub struct AppState {
     pub kek_source: KekSource,
     /// Each tenant's signing keys, parsed once.
     pub signers: crate::idm::tokens::Signers,
+    /// Group commit of the token endpoint's audit entries.
+    pub token_audit: crate::idm::tokens::TokenAudit,
     /// This start founded the cluster (the banner then says how to get admin credentials).
     pub founded: bool,
 }
@@ -179,6 +181,7 @@ pub async fn prepare(
         metrics: Arc::new(Metrics::new()),
         kek_source,
         signers: Default::default(),
+        token_audit: Default::default(),
         founded: false,
     };
     let mut app = app;
@@ -349,8 +352,9 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
     let jobs = {
         let rotation = crate::idm::keys::rotation_job(app.clone(), shutdown_rx.clone());
         let pruning = crate::idm::tokens::revocation_pruning_job(app.clone(), shutdown_rx.clone());
+        let token_audit = crate::idm::tokens::token_audit_job(app.clone(), shutdown_rx.clone());
         tokio::spawn(async move {
-            tokio::join!(rotation, pruning);
+            tokio::join!(rotation, pruning, token_audit);
         })
     };
     let routes = crate::http::routes(app.clone());

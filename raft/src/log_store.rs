@@ -1,11 +1,18 @@
-//! The raft log and vote in redb. Appends, truncation, purges and the vote commit with
-//! `Durability::Immediate` before openraft is told they are done (R4); the committed index is
-//! not persisted (openraft re-derives it). openraft serialises calls, so log IO is ordered.
+//! The raft log and vote in redb. The vote, truncation and purges commit with
+//! `Durability::Immediate`; the committed index is not persisted (openraft re-derives it).
+//!
+//! Appends are group-committed (R4 still holds): `append` only queues its entries (readable at
+//! once from memory) for the flusher thread, which writes every queued append in one durable
+//! redb transaction and then reports each append flushed, in order. Under concurrent writes one
+//! fsync covers many entries, and neither openraft's core nor the async workers wait on an
+//! fsync. openraft never learns an entry is flushed before it is on disk. Truncation and purge
+//! go through the same queue, so log changes reach redb in the order openraft made them.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
 
 use gatehouse_storage::tables::{RAFT_LOG, RAFT_STATE};
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -18,16 +25,52 @@ use crate::types::{read_err, write_err, Entry, LogId, StorageError, TypeConfig, 
 const VOTE: &str = "vote";
 const LAST_PURGED: &str = "last_purged";
 
+fn stopped() -> std::io::Error {
+    std::io::Error::other("the log flusher has stopped")
+}
+
+/// A change of the log, applied to redb by the flusher thread in queue order.
+enum LogOp {
+    Append(Vec<Entry>, LogFlushed<TypeConfig>),
+    Truncate(u64, mpsc::Sender<Result<(), String>>),
+    Purge(LogId, mpsc::Sender<Result<(), String>>),
+}
+
+/// Entries appended but not yet in redb, by index.
+type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
+
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<Database>,
     /// The last committed index openraft reported, for metrics.
     committed_index: Arc<AtomicU64>,
+    queue: mpsc::Sender<LogOp>,
+    unflushed: Unflushed,
 }
 
 impl LogStore {
     pub fn new(db: Arc<Database>) -> Self {
-        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)) }
+        let (queue, ops) = mpsc::channel();
+        let unflushed: Unflushed = Arc::default();
+        let (flush_db, flush_unflushed) = (db.clone(), unflushed.clone());
+        std::thread::Builder::new()
+            .name("raft-log-flush".into())
+            .spawn(move || flush_loop(&flush_db, &ops, &flush_unflushed))
+            .expect("spawning the raft log flusher");
+        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)), queue, unflushed }
+    }
+
+    fn unflushed(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.unflushed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a truncate or purge and waits until the flusher has made it durable.
+    fn run_in_order(&self, op: impl FnOnce(mpsc::Sender<Result<(), String>>) -> LogOp) -> Result<(), StorageError> {
+        let (done, wait) = mpsc::channel();
+        self.queue.send(op(done)).map_err(|_| write_err(stopped()))?;
+        // The flusher answers after one redb transaction; truncation and purges are rare, so
+        // waiting here (rather than on an async channel) keeps the code simple.
+        wait.recv().map_err(|_| write_err(stopped()))?.map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     /// Shared view of the committed index, updated as openraft saves it.
@@ -61,14 +104,20 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
+        // Snapshot the unflushed entries first: an entry leaves that map only after it is in
+        // redb, so every entry is found in one place or the other.
+        let pending: Vec<Entry> = self.unflushed().range(range.clone()).map(|(_, e)| e.clone()).collect();
         let txn = self.db.begin_read().map_err(read_err)?;
         let t = txn.open_table(RAFT_LOG).map_err(read_err)?;
-        let mut out = Vec::new();
+        let mut out: BTreeMap<u64, Entry> = BTreeMap::new();
         for item in t.range(range).map_err(read_err)? {
-            let (_, v) = item.map_err(read_err)?;
-            out.push(serde_json::from_slice(v.value()).map_err(read_err)?);
+            let (k, v) = item.map_err(read_err)?;
+            out.insert(k.value(), serde_json::from_slice(v.value()).map_err(read_err)?);
         }
-        Ok(out)
+        for e in pending {
+            out.insert(e.log_id.index, e);
+        }
+        Ok(out.into_values().collect())
     }
 }
 
@@ -79,13 +128,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let last_purged: Option<LogId> = self.get_state(LAST_PURGED)?;
         let txn = self.db.begin_read().map_err(read_err)?;
         let t = txn.open_table(RAFT_LOG).map_err(read_err)?;
-        let last = match t.last().map_err(read_err)? {
+        let stored = match t.last().map_err(read_err)? {
             Some((_, v)) => {
                 let entry: Entry = serde_json::from_slice(v.value()).map_err(read_err)?;
                 Some(entry.log_id)
             }
-            None => last_purged,
+            None => None,
         };
+        let pending = self.unflushed().values().next_back().map(|e| e.log_id);
+        let last = pending.max(stored).or(last_purged);
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
     }
 
@@ -118,45 +169,112 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let result = (|| -> Result<(), StorageError> {
-            let mut txn = self.db.begin_write().map_err(write_err)?;
-            txn.set_durability(Durability::Immediate).map_err(write_err)?;
-            {
-                let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-                for entry in entries {
-                    let bytes = serde_json::to_vec(&entry).map_err(write_err)?;
-                    t.insert(entry.log_id.index, bytes.as_slice()).map_err(write_err)?;
-                }
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        {
+            let mut unflushed = self.unflushed();
+            for e in &entries {
+                unflushed.insert(e.log_id.index, e.clone());
             }
-            txn.commit().map_err(write_err)
-        })();
-        match &result {
-            Ok(()) => callback.log_io_completed(Ok(())),
-            Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
         }
-        result
+        // Reported flushed by the flusher once a durable commit holds these entries.
+        if let Err(mpsc::SendError(op)) = self.queue.send(LogOp::Append(entries, callback)) {
+            if let LogOp::Append(_, callback) = op {
+                callback.log_io_completed(Err(std::io::Error::other("the log flusher has stopped")));
+            }
+            return Err(write_err(stopped()));
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate).map_err(write_err)?;
-        {
-            let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-            t.retain_in(log_id.index.., |_, _| false).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)
+        self.unflushed().retain(|index, _| *index < log_id.index);
+        self.run_in_order(|done| LogOp::Truncate(log_id.index, done))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let bytes = serde_json::to_vec(&Some(log_id)).map_err(write_err)?;
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::Immediate).map_err(write_err)?;
-        {
-            let mut t = txn.open_table(RAFT_LOG).map_err(write_err)?;
-            t.retain_in(..=log_id.index, |_, _| false).map_err(write_err)?;
-            let mut s = txn.open_table(RAFT_STATE).map_err(write_err)?;
-            s.insert(LAST_PURGED, bytes.as_slice()).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)
+        self.run_in_order(|done| LogOp::Purge(log_id, done))
     }
+}
+
+/// Applies queued log changes to redb in order. Consecutive appends share one durable
+/// transaction; each is reported flushed only after it commits. Ends when every `LogStore`
+/// handle is gone.
+fn flush_loop(db: &Database, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed) {
+    let mut next = None;
+    loop {
+        let op = match next.take() {
+            Some(op) => op,
+            None => match ops.recv() {
+                Ok(op) => op,
+                Err(_) => return,
+            },
+        };
+        match op {
+            LogOp::Append(entries, callback) => {
+                let mut batch = vec![(entries, callback)];
+                // Take every append already queued; stop at anything else, which runs next.
+                while let Ok(op) = ops.try_recv() {
+                    match op {
+                        LogOp::Append(e, c) => batch.push((e, c)),
+                        other => {
+                            next = Some(other);
+                            break;
+                        }
+                    }
+                }
+                let result = write_entries(db, batch.iter().flat_map(|(e, _)| e.iter()));
+                if result.is_ok() {
+                    let mut map = unflushed.lock().unwrap_or_else(|p| p.into_inner());
+                    for e in batch.iter().flat_map(|(e, _)| e.iter()) {
+                        if map.get(&e.log_id.index).is_some_and(|m| m.log_id == e.log_id) {
+                            map.remove(&e.log_id.index);
+                        }
+                    }
+                }
+                for (_, callback) in batch {
+                    match &result {
+                        Ok(()) => callback.log_io_completed(Ok(())),
+                        Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.clone()))),
+                    }
+                }
+            }
+            LogOp::Truncate(from, done) => {
+                let _ = done.send(durably(db, |txn| {
+                    txn.open_table(RAFT_LOG)?.retain_in(from.., |_, _| false)?;
+                    Ok(())
+                }));
+            }
+            LogOp::Purge(log_id, done) => {
+                let _ = done.send(durably(db, |txn| {
+                    txn.open_table(RAFT_LOG)?.retain_in(..=log_id.index, |_, _| false)?;
+                    let bytes = serde_json::to_vec(&Some(log_id)).unwrap_or_default();
+                    txn.open_table(RAFT_STATE)?.insert(LAST_PURGED, bytes.as_slice())?;
+                    Ok(())
+                }));
+            }
+        }
+    }
+}
+
+fn write_entries<'a>(db: &Database, entries: impl Iterator<Item = &'a Entry>) -> Result<(), String> {
+    durably(db, |txn| {
+        let mut t = txn.open_table(RAFT_LOG)?;
+        for entry in entries {
+            let bytes = serde_json::to_vec(entry).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+            t.insert(entry.log_id.index, bytes.as_slice())?;
+        }
+        Ok(())
+    })
+}
+
+/// One write transaction committed with `Durability::Immediate`.
+fn durably(db: &Database, work: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>) -> Result<(), String> {
+    let run = || -> Result<(), redb::Error> {
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        work(&txn)?;
+        txn.commit()?;
+        Ok(())
+    };
+    run().map_err(|e| e.to_string())
 }

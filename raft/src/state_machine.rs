@@ -32,6 +32,39 @@ struct StoredSnapshot {
 }
 
 impl StateMachine {
+    /// Applies a batch of committed entries in one non-durable write transaction.
+    fn apply_batch(db: &Database, entries: Vec<Entry>) -> Result<Vec<Outcome>, StorageError> {
+        let mut txn = db.begin_write().map_err(write_err)?;
+        txn.set_durability(Durability::None).map_err(write_err)?;
+        let (mut applied, mut membership) = {
+            let meta = txn.open_table(META).map_err(read_err)?;
+            let applied: Option<LogId> = match meta.get(meta_keys::SM_APPLIED).map_err(read_err)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
+                None => None,
+            };
+            let membership: StoredMembership = match meta.get(meta_keys::SM_MEMBERSHIP).map_err(read_err)? {
+                Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
+                None => StoredMembership::default(),
+            };
+            (applied, membership)
+        };
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::Applied(Applied::Nothing),
+                EntryPayload::Normal(proposal) => gatehouse_storage::apply(&txn, &proposal).map_err(write_err)?,
+                EntryPayload::Membership(m) => {
+                    membership = StoredMembership::new(Some(entry.log_id), m);
+                    Outcome::Applied(Applied::Nothing)
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Self::write_applied(&txn, &applied, &membership)?;
+        txn.commit().map_err(write_err)?;
+        Ok(outcomes)
+    }
     pub fn new(db: Arc<Database>) -> Self {
         StateMachine { db }
     }
@@ -100,36 +133,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let mut txn = self.db.begin_write().map_err(write_err)?;
-        txn.set_durability(Durability::None).map_err(write_err)?;
-        let (mut applied, mut membership) = {
-            let meta = txn.open_table(META).map_err(read_err)?;
-            let applied: Option<LogId> = match meta.get(meta_keys::SM_APPLIED).map_err(read_err)? {
-                Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
-                None => None,
-            };
-            let membership: StoredMembership = match meta.get(meta_keys::SM_MEMBERSHIP).map_err(read_err)? {
-                Some(v) => serde_json::from_slice(v.value()).map_err(read_err)?,
-                None => StoredMembership::default(),
-            };
-            (applied, membership)
-        };
-        let mut outcomes = Vec::new();
-        for entry in entries {
-            applied = Some(entry.log_id);
-            let outcome = match entry.payload {
-                EntryPayload::Blank => Outcome::Applied(Applied::Nothing),
-                EntryPayload::Normal(proposal) => gatehouse_storage::apply(&txn, &proposal).map_err(write_err)?,
-                EntryPayload::Membership(m) => {
-                    membership = StoredMembership::new(Some(entry.log_id), m);
-                    Outcome::Applied(Applied::Nothing)
-                }
-            };
-            outcomes.push(outcome);
-        }
-        Self::write_applied(&txn, &applied, &membership)?;
-        txn.commit().map_err(write_err)?;
-        Ok(outcomes)
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let db = self.db.clone();
+        // redb blocks while another transaction (such as the log flusher's fsync) holds the
+        // write lock; keep that off the async workers.
+        tokio::task::spawn_blocking(move || Self::apply_batch(&db, entries))
+            .await
+            .map_err(|e| write_err(std::io::Error::other(e.to_string())))?
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

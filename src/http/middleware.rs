@@ -42,7 +42,12 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>) -
         Ok(resp) => resp.into_response(),
         Err(err) => render_error(err, oauth),
     };
-    let resp = ensure_problem_for_bare_errors(resp, oauth).await;
+    let mut resp = ensure_problem_for_bare_errors(resp, oauth).await;
+    if resp.status() == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key(poem::http::header::ALLOW) {
+        if let Some(allow) = crate::http::spec::allowed_methods(&path).and_then(|a| a.parse().ok()) {
+            resp.headers_mut().insert(poem::http::header::ALLOW, allow);
+        }
+    }
     let route = route_label(&path);
     metrics.observe_request(route, &method, resp.status().as_u16(), started.elapsed());
     Ok(resp)

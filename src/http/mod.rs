@@ -6,5 +6,6 @@ pub mod idempotency;
 pub mod middleware;
 pub mod problem;
 pub mod server;
+pub mod spec;
 
 pub use server::{openapi_document, routes};

@@ -10,6 +10,15 @@ use crate::http::api::{OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 use crate::node::AppState;
 
+const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
+Admin API conventions: a bearer access token with the admin audience on every call. Every POST \
+takes an optional `Idempotency-Key` header (1 to 255 visible ASCII characters): the first \
+successful answer is remembered for 24 h and replayed, with secrets removed and \
+`Idempotent-Replayed: true`, to the same caller on the same route; the same key with another \
+body gets 422. Resources with an `ETag` take `If-Match` on update; a stale or foreign one gets \
+412. Lists take `limit` and `cursor` and answer `next_cursor` until the last page. Errors are \
+RFC 7807 problem documents; invalid input names the field in `errors`.";
+
 type Apis = (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, BindingsApi, KeysApi);
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -18,18 +27,18 @@ fn service() -> OpenApiService<Apis, ()> {
         "Gatehouse",
         env!("CARGO_PKG_VERSION"),
     )
-    .description("Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.")
+    .description(DESCRIPTION)
 }
 
 /// The OpenAPI document, as committed in `openapi/gatehouse.json` and served at `/openapi.json`.
 pub fn openapi_document() -> String {
-    service().spec()
+    crate::http::spec::finish(&service().spec())
 }
 
 /// Every route of the HTTPS server with its middleware.
 pub fn routes(app: Arc<AppState>) -> impl Endpoint {
     let api = service();
-    let spec = api.spec();
+    let spec = crate::http::spec::finish(&api.spec());
     let docs = api.redoc();
     let limit = app.config.max_body_bytes;
     let metrics = app.metrics.clone();

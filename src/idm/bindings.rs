@@ -28,7 +28,7 @@ pub fn validate(subject: &str, role: &str, scope: Option<&str>) -> Result<(), Bi
     }
     if let Some(s) = scope {
         let ok = s.split_once(':').is_some_and(|(kind, id)| {
-            !kind.is_empty() && !id.is_empty() && s.len() <= 200 && !s.chars().any(char::is_whitespace)
+            !kind.is_empty() && !id.is_empty() && s.len() <= 200 && !s.chars().any(super::is_blank_or_control)
         });
         if !ok {
             return invalid("scope", "must look like kind:id, such as org:42");

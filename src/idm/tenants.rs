@@ -13,6 +13,12 @@ use crate::node::{AppState, NodeWriteError};
 pub enum TenantError {
     #[error("{0}")]
     Invalid(String),
+    /// A well-formed id that is reserved for the appliance.
+    #[error("{0}")]
+    Reserved(String),
+    /// A change the tenant's own rules forbid (the `system` tenant's).
+    #[error("{0}")]
+    Protected(String),
     #[error(transparent)]
     Refused(Rejection),
     #[error(transparent)]
@@ -56,7 +62,7 @@ pub fn validate_new_id(id: &str) -> Result<(), TenantError> {
         return Err(TenantError::Invalid(Rejection::InvalidTenantId { id: id.into() }.to_string()));
     }
     if RESERVED_TENANT_IDS.contains(&id) {
-        return Err(TenantError::Invalid(Rejection::ReservedTenantId { id: id.into() }.to_string()));
+        return Err(TenantError::Reserved(Rejection::ReservedTenantId { id: id.into() }.to_string()));
     }
     Ok(())
 }
@@ -114,10 +120,10 @@ pub async fn update(
         None => current.status,
     };
     if current.id == "system" && status == TenantStatus::Disabled {
-        return Err(TenantError::Invalid("the system tenant cannot be disabled".into()));
+        return Err(TenantError::Protected("the system tenant cannot be disabled".into()));
     }
     if current.id == "system" && self_registration == Some(true) {
-        return Err(TenantError::Invalid("the system tenant never allows self-registration".into()));
+        return Err(TenantError::Protected("the system tenant never allows self-registration".into()));
     }
     let self_registration = self_registration.unwrap_or(current.self_registration);
     let command =

@@ -207,7 +207,7 @@ pub async fn client_credentials(
         .read()
         .and_then(|r| r.roles_of(&client.tenant, &format!("client:{}", client.client_id)))
         .map_err(TokenFailure::storage)?;
-    let lifetime = u64::from(client.access_token_lifetime_secs);
+    let lifetime = u64::from(client.access_token_lifetime_secs).min(app.config.keys.max_token_lifetime_secs);
     let claims = new_claims(app, &client.tenant, &client.client_id, &client.client_id, aud, scope, roles, lifetime);
     let token = sign_and_record(app, &claims, Some(client.client_id.clone()), GRANT_CLIENT_CREDENTIALS).await?;
     app.metrics.count_token_issued(&client.tenant, GRANT_CLIENT_CREDENTIALS);
@@ -275,21 +275,106 @@ async fn sign_and_record(
         audience: claims.aud.clone(),
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let actor = match &issued.client_id {
-        Some(c) => format!("client:{c}"),
-        None => claims.sub.clone(),
-    };
-    let proposal = Proposal { at_ms: app.clock.now_ms(), actor, command: Command::IssueToken(issued) };
+    if issued.client_id.is_some() {
+        // The token endpoint's path: many requests share one raft entry (group commit).
+        app.token_audit.record(issued).await?;
+        return Ok(token);
+    }
+    let proposal =
+        Proposal { at_ms: app.clock.now_ms(), actor: claims.sub.clone(), command: Command::IssueToken(issued) };
     match app.write(proposal).await? {
         Outcome::Applied(Applied::TokenIssued { .. }) => Ok(token),
-        Outcome::Refused(Rejection::ClientDisabled { .. } | Rejection::UnknownClient { .. }) => {
-            Err(TokenFailure::InvalidClient { basic: false })
-        }
         Outcome::Refused(r) => Err(TokenFailure::request("invalid_request", r.to_string())),
         other => {
             tracing::error!("unexpected outcome of a token issue: {other:?}");
             Err(TokenFailure::Unavailable)
         }
+    }
+}
+
+type AuditReply = tokio::sync::oneshot::Sender<Result<(), TokenFailure>>;
+
+/// Group commit of token audit entries: requests queue their `IssuedToken`, and one task
+/// proposes whatever has queued as a single `IssueTokens` raft entry (a few batches in flight at
+/// once). Each request gets its answer only after its entry is committed and applied (A10).
+pub struct TokenAudit {
+    queue: tokio::sync::mpsc::UnboundedSender<(IssuedToken, AuditReply)>,
+    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(IssuedToken, AuditReply)>>>,
+}
+
+/// Tokens per raft entry at most, and raft entries in flight at once.
+const AUDIT_BATCH_MAX: usize = 1024;
+const AUDIT_BATCHES_IN_FLIGHT: usize = 4;
+
+impl Default for TokenAudit {
+    fn default() -> Self {
+        let (queue, receiver) = tokio::sync::mpsc::unbounded_channel();
+        TokenAudit { queue, receiver: Mutex::new(Some(receiver)) }
+    }
+}
+
+impl TokenAudit {
+    /// Waits until the token's audit entry is committed; refused when its client was disabled
+    /// or deleted meanwhile.
+    pub async fn record(&self, issued: IssuedToken) -> Result<(), TokenFailure> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.queue.send((issued, reply)).map_err(|_| TokenFailure::Unavailable)?;
+        answer.await.map_err(|_| TokenFailure::Unavailable)?
+    }
+}
+
+/// The batching task of [`TokenAudit`]; runs until `stop` turns true.
+pub async fn token_audit_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let Some(mut queue) = app.token_audit.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        return;
+    };
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(AUDIT_BATCHES_IN_FLIGHT));
+    loop {
+        let first = tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            item = queue.recv() => match item {
+                Some(item) => item,
+                None => return,
+            },
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        // Everything that queued while waiting joins this batch.
+        let mut batch = vec![first];
+        while batch.len() < AUDIT_BATCH_MAX {
+            match queue.try_recv() {
+                Ok(item) => batch.push(item),
+                Err(_) => break,
+            }
+        }
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let (items, replies): (Vec<IssuedToken>, Vec<AuditReply>) = batch.into_iter().unzip();
+            let proposal = Proposal {
+                at_ms: app.clock.now_ms(),
+                actor: "token-endpoint".into(),
+                command: Command::IssueTokens(items),
+            };
+            let results: Vec<Result<(), TokenFailure>> = match app.write(proposal).await {
+                Ok(Outcome::Applied(Applied::TokensIssued { refused })) if refused.len() == replies.len() => refused
+                    .into_iter()
+                    .map(|r| match r {
+                        None => Ok(()),
+                        Some(Rejection::ClientDisabled { .. } | Rejection::UnknownClient { .. }) => {
+                            Err(TokenFailure::InvalidClient { basic: false })
+                        }
+                        Some(other) => Err(TokenFailure::request("invalid_request", other.to_string())),
+                    })
+                    .collect(),
+                other => {
+                    tracing::warn!("token audit batch failed: {other:?}");
+                    replies.iter().map(|_| Err(TokenFailure::Unavailable)).collect()
+                }
+            };
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+        });
     }
 }
 

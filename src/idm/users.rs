@@ -42,13 +42,13 @@ pub struct UserSpec {
 fn validate(spec: &UserSpec) -> Result<(), UserError> {
     let mut errors = Vec::new();
     let u = &spec.username;
-    if u.is_empty() || u.chars().count() > 128 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+    if u.is_empty() || u.chars().count() > 128 || u.chars().any(super::is_blank_or_control) {
         errors.push(("username".to_string(), "must be 1 to 128 characters without spaces".to_string()));
     }
     if let Some(e) = &spec.email {
-        let ok = e.len() <= 254
+        let ok = e.chars().count() <= 254
             && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.'))
-            && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+            && !e.chars().any(super::is_blank_or_control);
         if !ok {
             errors.push(("email".to_string(), "must be an e-mail address of at most 254 characters".to_string()));
         }
@@ -192,8 +192,11 @@ pub async fn create_organization(
     name: &str,
     actor: &str,
 ) -> Result<OrganizationRecord, UserError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.chars().any(char::is_control) {
+    let name = super::trim_ascii(name);
+    if !name.chars().any(|c| !super::is_blank_or_control(c))
+        || name.chars().count() > 200
+        || name.chars().any(char::is_control)
+    {
         return Err(UserError::Invalid(vec![("name".into(), "must be 1 to 200 characters".into())]));
     }
     let now_ms = app.clock.now_ms();

@@ -7,7 +7,7 @@
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::audit::{self, AuditDraft};
-use crate::command::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
+use crate::command::{Applied, Command, IssuedToken, NewTenant, Outcome, Proposal, Rejection};
 use crate::model::binding::binding_key;
 use crate::model::client::client_key;
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
@@ -51,6 +51,9 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         idempotency: txn.open_table(tables::IDEMPOTENCY)?,
         audit: txn.open_table(tables::AUDIT)?,
     };
+    if let Command::IssueTokens(batch) = &proposal.command {
+        return issue_tokens(&mut t, proposal.at_ms, batch);
+    }
     let (tenant, target) = audit_subject(&proposal.command);
     let outcome = match check(&t, &proposal.command, proposal.at_ms)? {
         Err(rejection) => Outcome::Refused(rejection),
@@ -75,6 +78,28 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
     Ok(outcome)
 }
 
+/// Each token of the batch is checked and audited on its own (actor: its client).
+fn issue_tokens(t: &mut Tables<'_>, at_ms: i64, batch: &[IssuedToken]) -> Result<Outcome, StoreError> {
+    let mut refused = Vec::with_capacity(batch.len());
+    for issued in batch {
+        let single = Command::IssueToken(issued.clone());
+        let result = check(t, &single, at_ms)?;
+        let (tenant, target) = audit_subject(&single);
+        let actor = match &issued.client_id {
+            Some(c) => format!("client:{c}"),
+            None => issued.subject.clone(),
+        };
+        let outcome = match &result {
+            Ok(()) => "ok".to_string(),
+            Err(r) => format!("refused:{}", r.code()),
+        };
+        let draft = AuditDraft { at_ms, actor, tenant, action: single.action().to_string(), target, outcome };
+        audit::append(&mut t.meta, &mut t.audit, draft)?;
+        refused.push(result.err());
+    }
+    Ok(Outcome::Applied(Applied::TokensIssued { refused }))
+}
+
 fn audit_subject(command: &Command) -> (String, String) {
     match command {
         Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
@@ -93,6 +118,7 @@ fn audit_subject(command: &Command) -> (String, String) {
             t.tenant.clone(),
             format!("token:{} sub={} grant={} aud={} scope={}", t.jti, t.subject, t.grant, t.audience, t.scope),
         ),
+        Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
         Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
             (tenant.clone(), format!("client:{client_id} at {endpoint}"))
         }
@@ -235,6 +261,7 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::ClientAuthenticationFailed { .. } => Ok(Err(Rejection::ClientAuthenticationFailed)),
+        Command::IssueTokens(_) => Ok(Ok(())), // handled by `issue_tokens`
         Command::RevokeToken { tenant, .. } => {
             if t.tenants.get(tenant.as_str())?.is_none() {
                 return Ok(Err(Rejection::UnknownTenant { id: tenant.clone() }));
@@ -521,6 +548,7 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
             Ok(Applied::BindingDeleted { id: id.clone() })
         }
         Command::IssueToken(issued) => Ok(Applied::TokenIssued { jti: issued.jti.clone() }),
+        Command::IssueTokens(_) => Ok(Applied::TokensIssued { refused: Vec::new() }),
         Command::ClientAuthenticationFailed { .. } => {
             Err(StoreError::Database("a failed authentication is always refused".into()))
         }

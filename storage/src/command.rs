@@ -63,6 +63,9 @@ pub enum Command {
     /// Records an issued token. It is committed before the token is returned (A10), and is
     /// refused when the client was disabled or deleted in the meantime.
     IssueToken(IssuedToken),
+    /// Records many issued tokens at once (group commit from the token endpoint): each is
+    /// checked and audited on its own, as if it were an `IssueToken`.
+    IssueTokens(Vec<IssuedToken>),
     /// Records a failed client authentication: always refused, so only its audit entry is written.
     ClientAuthenticationFailed {
         tenant: String,
@@ -148,7 +151,7 @@ impl Command {
             Command::DeleteClient { .. } => "client.delete",
             Command::CreateBinding(_) => "binding.create",
             Command::DeleteBinding { .. } => "binding.delete",
-            Command::IssueToken(_) => "token.issue",
+            Command::IssueToken(_) | Command::IssueTokens(_) => "token.issue",
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
@@ -218,6 +221,11 @@ pub enum Applied {
     },
     TokenIssued {
         jti: String,
+    },
+    /// One entry per token of an `IssueTokens`, in order: `None` when it was recorded, or why
+    /// it was refused.
+    TokensIssued {
+        refused: Vec<Option<Rejection>>,
     },
     TokenRevoked {
         jti: String,

@@ -49,9 +49,12 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let mut bad_grant = valid_client();
     bad_grant["grant_types"] = json!(["password"]);
     cases.push((bad_grant, "grant_types"));
-    let mut public_cc = valid_client();
-    public_cc["client_type"] = json!("public");
-    cases.push((public_cc, "grant_types"));
+    let mut no_audience = valid_client();
+    no_audience["audiences"] = json!([]);
+    cases.push((no_audience, "audiences"));
+    let mut null_member = valid_client();
+    null_member["token_endpoint_auth_method"] = Value::Null;
+    cases.push((null_member, "token_endpoint_auth_method"));
     let mut bad_scope = valid_client();
     bad_scope["scopes"] = json!(["two words"]);
     cases.push((bad_scope, "scopes"));
@@ -82,9 +85,9 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
     let a = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "Not Valid"}))).await;
     assert_problem(&a, StatusCode::BAD_REQUEST, Some("id"));
     let a = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "admin"}))).await;
-    assert_problem(&a, StatusCode::BAD_REQUEST, Some("id"));
+    assert_problem(&a, StatusCode::CONFLICT, None);
     let a = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "system"}))).await;
-    assert_problem(&a, StatusCode::BAD_REQUEST, Some("id"));
+    assert_problem(&a, StatusCode::CONFLICT, None);
     // Bindings: unknown role, subject that is no client of this tenant.
     let a = call(
         &node,
@@ -94,7 +97,7 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         Some(&json!({"subject": "client:c-nobody", "role": "admin"})),
     )
     .await;
-    assert_problem(&a, StatusCode::BAD_REQUEST, Some("subject"));
+    assert_problem(&a, StatusCode::CONFLICT, Some("subject"));
     let a = call(
         &node,
         Method::POST,
@@ -364,7 +367,7 @@ async fn users_organizations_and_their_bindings() {
     let again = call(&node, Method::POST, &members, Some(&admin), Some(&json!({"user_id": ada_id}))).await;
     assert_problem(&again, StatusCode::CONFLICT, None);
     let nobody = call(&node, Method::POST, &members, Some(&admin), Some(&json!({"user_id": "u-nobody"}))).await;
-    assert_problem(&nobody, StatusCode::BAD_REQUEST, Some("user_id"));
+    assert_problem(&nobody, StatusCode::CONFLICT, Some("user_id"));
     let listed = call(&node, Method::GET, &members, Some(&admin), None).await;
     assert_eq!(listed.body["items"][0]["user_id"], ada_id.as_str());
     let bindings = "/admin/v1/tenants/default/bindings";
@@ -373,7 +376,7 @@ async fn users_organizations_and_their_bindings() {
     assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
     let bad_scope = json!({"subject": format!("user:{ada_id}"), "role": "viewer", "scope": "org:o-nowhere"});
     let b = call(&node, Method::POST, bindings, Some(&admin), Some(&bad_scope)).await;
-    assert_problem(&b, StatusCode::BAD_REQUEST, Some("scope"));
+    assert_problem(&b, StatusCode::CONFLICT, Some("scope"));
 
     // Deleting the user takes its membership and bindings with it.
     let del = call(&node, Method::DELETE, &format!("{users}/{ada_id}"), Some(&admin), None).await;
@@ -430,7 +433,7 @@ async fn a_disabled_tenant_stops_serving_and_system_stays_enabled() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "its tokens stop working: {}", a.body);
     let a =
         call(&node, Method::PATCH, "/admin/v1/tenants/system", Some(&admin), Some(&json!({"disabled": true}))).await;
-    assert_problem(&a, StatusCode::BAD_REQUEST, None);
+    assert_problem(&a, StatusCode::CONFLICT, None);
     let a = call(&node, Method::PATCH, "/admin/v1/tenants/acme", Some(&admin), Some(&json!({"disabled": false}))).await;
     assert_eq!(a.body["status"], "active");
     let discovery =

@@ -43,7 +43,12 @@ async fn the_http_surface_answers_errors_in_its_formats() {
         .await;
     assert_problem(c.get(format!("{url}/no/such/path")).send().await.unwrap(), 404, "not_found").await;
     // An undeclared method: 405 problem document.
-    assert_problem(c.delete(format!("{url}/health")).send().await.unwrap(), 405, "method_not_allowed").await;
+    let resp = c.delete(format!("{url}/health")).send().await.unwrap();
+    assert_eq!(resp.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET"), "405 names the allowed methods");
+    assert_problem(resp, 405, "method_not_allowed").await;
+    let resp = c.request(reqwest::Method::TRACE, format!("{url}/admin/v1/tenants/acme/clients")).send().await.unwrap();
+    assert_eq!(resp.headers().get("allow").and_then(|v| v.to_str().ok()), Some("GET, POST"));
+    assert_problem(resp, 405, "method_not_allowed").await;
 
     // Over 64 KiB: 413 before parsing (the same body under the limit would be a 400).
     let big = "a".repeat(64 * 1024 + 1);

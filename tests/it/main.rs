@@ -11,5 +11,6 @@ mod http_edges;
 mod keys;
 mod oauth;
 mod openapi_doc;
+mod real_clients;
 mod refusals;
 mod restart;

@@ -170,7 +170,7 @@ async fn token_endpoint_refusals_are_rfc_6749_errors() {
 
     // A client not registered for client_credentials (S11).
     let body = json!({"name": "web", "client_type": "confidential", "grant_types": ["authorization_code"],
-                      "redirect_uris": ["https://app.test/cb"]});
+                      "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
     let web = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&body)).await;
     assert_eq!(web.status, StatusCode::CREATED, "{}", web.body);
     let (web_id, web_secret) = (web.body["client_id"].as_str().unwrap(), web.body["client_secret"].as_str().unwrap());

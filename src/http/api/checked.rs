@@ -47,6 +47,13 @@ impl<T: Type> Type for Checked<T> {
 
 impl<T: ParseFromJSON> ParseFromJSON for Checked<T> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        // poem-openapi reads `null` as an absent optional member; the schema says nothing of
+        // null, so a null member is refused rather than silently ignored.
+        if let Some(Value::Object(members)) = &value {
+            if let Some((name, _)) = members.iter().find(|(_, v)| v.is_null()) {
+                return Err(ParseError::custom(format!("field `{name}` must not be null")));
+            }
+        }
         let copy = value.clone();
         T::parse_from_json(value).map(Checked).map_err(|e| {
             let mut registry = Registry::new();

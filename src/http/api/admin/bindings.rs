@@ -5,12 +5,14 @@ use std::sync::Arc;
 use gatehouse_storage::model::BindingRecord;
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{conflict, invalid, next_cursor, page_params, storage, write_failed, AdminResponse, Page};
+use super::responses::{
+    conflict, invalid, missing, next_cursor, page_params, storage, write_failed, AdminResponse, Page,
+};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::http::api::checked::Checked;
@@ -38,19 +40,42 @@ pub struct Binding {
 #[oai(deny_unknown_fields, example)]
 pub struct CreateBinding {
     /// `client:{client_id}` or `user:{user_id}`.
-    #[oai(validator(max_length = 140))]
+    #[oai(validator(max_length = 140, pattern = r"^(client|user):[A-Za-z0-9_-]{1,128}$"))]
     pub subject: Text,
-    /// `owner`, `admin`, `member` or `viewer`.
-    #[oai(validator(max_length = 32))]
-    pub role: Text,
-    /// `kind:id`, such as `org:42`; absent for the whole tenant.
-    #[oai(validator(max_length = 200))]
+    pub role: Role,
+    /// `kind:id`, such as `org:o-42`; absent for the whole tenant.
+    #[oai(validator(max_length = 200, pattern = r"^[a-z]+:[A-Za-z0-9_-]{1,128}$"))]
     pub scope: Option<Text>,
+}
+
+/// A system role template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything in the tenant.
+    Owner,
+    /// Everything but deleting the tenant and changing owners.
+    Admin,
+    /// Own profile and sessions; nothing of the admin API.
+    Member,
+    /// Read-only on the tenant's directory.
+    Viewer,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
 }
 
 impl poem_openapi::types::Example for CreateBinding {
     fn example() -> Self {
-        CreateBinding { subject: "client:c-0123456789abcdef0123456789abcdef".into(), role: "admin".into(), scope: None }
+        CreateBinding { subject: "client:c-0123456789abcdef0123456789abcdef".into(), role: Role::Admin, scope: None }
     }
 }
 
@@ -61,14 +86,15 @@ fn view(b: BindingRecord) -> Binding {
 fn problem_of(e: BindingError) -> Problem {
     match e {
         BindingError::Invalid(field, message) => invalid(vec![(field, message)]),
+        // A well-formed reference to something absent: 404, naming the field.
         BindingError::Refused(Rejection::UnknownClient { client_id, .. }) => {
-            invalid(vec![("subject".into(), format!("there is no client {client_id:?} in this tenant"))])
+            missing("subject", format!("there is no client {client_id:?} in this tenant"))
         }
         BindingError::Refused(Rejection::UnknownUser { id, .. }) => {
-            invalid(vec![("subject".into(), format!("there is no user {id:?} in this tenant"))])
+            missing("subject", format!("there is no user {id:?} in this tenant"))
         }
         BindingError::Refused(Rejection::UnknownOrganization { id, .. }) => {
-            invalid(vec![("scope".into(), format!("there is no organization {id:?} in this tenant"))])
+            missing("scope", format!("there is no organization {id:?} in this tenant"))
         }
         BindingError::Refused(Rejection::UnknownBinding { id, .. }) => {
             Problem::not_found(format!("there is no binding {id:?}"))
@@ -86,11 +112,12 @@ impl BindingsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<Binding>> {
         let result = (|| {
@@ -113,10 +140,7 @@ impl BindingsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateBinding>>,
     ) -> AdminResponse<Binding> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
@@ -125,7 +149,9 @@ impl BindingsApi {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
         };
-        match bindings::create(&app, &tenant, &body.subject, &body.role, body.scope.as_deref(), &caller.actor()).await {
+        match bindings::create(&app, &tenant, &body.subject, body.role.as_str(), body.scope.as_deref(), &caller.actor())
+            .await
+        {
             Ok(b) => AdminResponse::Created(Json(view(b)), None),
             Err(e) => AdminResponse::problem(problem_of(e)),
         }
@@ -137,8 +163,8 @@ impl BindingsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] binding_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] binding_id: Path<String>,
     ) -> AdminResponse<Binding> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite) {
             Ok(c) => c,

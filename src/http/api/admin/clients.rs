@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
@@ -33,6 +33,35 @@ pub enum ClientType {
     Public,
 }
 
+/// A grant type a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum GrantType {
+    ClientCredentials,
+    AuthorizationCode,
+    RefreshToken,
+}
+
+impl GrantType {
+    fn as_str(self) -> &'static str {
+        match self {
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+}
+
+/// How a confidential client authenticates at the token endpoint: `client_secret_basic` (the
+/// default) or `client_secret_post`. Public clients authenticate with nothing (`none`), whatever
+/// they ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+#[oai(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
 /// An OAuth client.
 #[derive(Debug, Object)]
 pub struct Client {
@@ -57,25 +86,38 @@ pub struct Client {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct ClientInput {
-    #[oai(validator(min_length = 1, max_length = 200))]
+    /// Visible text, at most 200 characters.
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     pub name: Text,
     pub client_type: ClientType,
-    /// `client_secret_basic` (default for confidential clients), `client_secret_post`, or
-    /// `none` (public clients).
-    #[oai(validator(max_length = 64))]
-    pub token_endpoint_auth_method: Option<Text>,
-    /// Of `client_credentials`, `authorization_code`, `refresh_token`.
-    #[oai(validator(min_items = 1, max_items = 3, max_length = 64))]
-    pub grant_types: Vec<Text>,
+    pub token_endpoint_auth_method: Option<AuthMethod>,
+    /// The grants the client may use. A public client cannot authenticate, so
+    /// `client_credentials` never works for one.
+    #[oai(validator(min_items = 1, max_items = 3, unique_items))]
+    pub grant_types: Vec<GrantType>,
     /// The scopes the client may ask for (RFC 6749 scope tokens).
-    #[oai(default, validator(max_items = 64, max_length = 128))]
+    #[oai(default, validator(max_items = 64, max_length = 128, pattern = r"^[\x21\x23-\x5b\x5d-\x7e]+$"))]
     pub scopes: Vec<Text>,
     /// Audiences its tokens may carry (RFC 8707 resources or names); the first is the default.
-    #[oai(default, validator(max_items = 16, max_length = 256))]
+    #[oai(validator(min_items = 1, max_items = 16, max_length = 256, pattern = r"^[^\x00-\x20\x7f-\x9f]+$"))]
     pub audiences: Vec<Text>,
-    #[oai(default, validator(max_items = 16, max_length = 2048))]
+    /// `https://…`, `http://` on localhost, 127.0.0.1 or [::1], or a reverse-domain private
+    /// scheme (`com.example.app:/callback`); no fragment.
+    #[oai(
+        default,
+        validator(
+            max_items = 16,
+            max_length = 2048,
+            pattern = r"^(https://[^\x00-\x20\x7f-\x9f#/?@]+|http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?|[a-z][a-z0-9]*(\.[a-z0-9]+)+:)(/[^\x00-\x20\x7f-\x9f#]*)?$"
+        )
+    )]
     pub redirect_uris: Vec<Text>,
-    /// Defaults to `oauth.access_token_lifetime_secs`.
+    /// Defaults to `oauth.access_token_lifetime_secs`; tokens never outlive
+    /// `keys.max_token_lifetime_secs`, whatever this says.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
     pub access_token_lifetime_secs: Option<u32>,
     #[oai(default)]
@@ -87,8 +129,8 @@ impl poem_openapi::types::Example for ClientInput {
         ClientInput {
             name: "billing-service".into(),
             client_type: ClientType::Confidential,
-            token_endpoint_auth_method: Some("client_secret_basic".into()),
-            grant_types: vec!["client_credentials".into()],
+            token_endpoint_auth_method: Some(AuthMethod::ClientSecretBasic),
+            grant_types: vec![GrantType::ClientCredentials],
             scopes: vec!["invoices:read".into()],
             audiences: vec!["https://billing.example.com".into()],
             redirect_uris: vec![],
@@ -103,12 +145,16 @@ fn spec(input: &ClientInput) -> ClientSpec {
         ClientType::Confidential => ClientKind::Confidential,
         ClientType::Public => ClientKind::Public,
     };
-    let default_method = if kind == ClientKind::Public { "none" } else { "client_secret_basic" };
+    let auth_method = match (kind, input.token_endpoint_auth_method) {
+        (ClientKind::Public, _) => "none",
+        (_, Some(AuthMethod::ClientSecretPost)) => "client_secret_post",
+        _ => "client_secret_basic",
+    };
     ClientSpec {
         name: input.name.0.clone(),
         kind,
-        auth_method: input.token_endpoint_auth_method.as_ref().map_or_else(|| default_method.into(), |m| m.0.clone()),
-        grant_types: strings(&input.grant_types),
+        auth_method: auth_method.into(),
+        grant_types: input.grant_types.iter().map(|g| g.as_str().to_string()).collect(),
         scopes: strings(&input.scopes),
         audiences: strings(&input.audiences),
         redirect_uris: strings(&input.redirect_uris),
@@ -145,6 +191,7 @@ fn etag(c: &ClientRecord) -> String {
 fn problem_of(e: ClientError) -> Problem {
     match e {
         ClientError::Invalid(errors) => invalid(errors),
+        ClientError::KindFixed => conflict("client_type_fixed", "a client's type cannot change; register a new client"),
         ClientError::Refused(Rejection::RevisionMismatch { current }) => Problem::new(
             poem::http::StatusCode::PRECONDITION_FAILED,
             "precondition_failed",
@@ -174,11 +221,12 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<Client>> {
         let result = (|| {
@@ -201,10 +249,7 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<ClientInput>>,
     ) -> AdminResponse<Client> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
@@ -228,8 +273,8 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] client_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
     ) -> AdminResponse<Client> {
         let result = authorize(&app, &auth, Some(&tenant), Permission::ClientsRead)
             .and_then(|_| find(&app, &tenant, &client_id));
@@ -248,11 +293,9 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] client_id: Path<String>,
-        /// The ETag of the client as last read.
-        #[oai(name = "If-Match", validator(max_length = 64))]
-        if_match: Header<Option<String>>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
+        req: &poem::Request,
         body: Json<Checked<ClientInput>>,
     ) -> AdminResponse<Client> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
@@ -261,7 +304,7 @@ impl ClientsApi {
             Ok(v) => v,
             Err(p) => return AdminResponse::problem(p),
         };
-        let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
+        let expected = match parse_etag(req, current.revision) {
             Ok(n) => n,
             Err(p) => return AdminResponse::problem(p),
         };
@@ -280,8 +323,8 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] client_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
     ) -> AdminResponse<Client> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|_| c))

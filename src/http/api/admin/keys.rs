@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -103,7 +103,7 @@ impl KeysApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
     ) -> AdminResponse<KeyList> {
         if let Err(p) = authorize(&app, &auth, Some(&tenant), Permission::KeysRead) {
             return AdminResponse::problem(p);
@@ -117,10 +117,7 @@ impl KeysApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<RotateKeys>>,
     ) -> AdminResponse<KeyList> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::KeysRotate) {
@@ -137,10 +134,7 @@ impl KeysApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<PruneKeys>>,
     ) -> AdminResponse<KeyList> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::KeysRotate) {
@@ -156,25 +150,27 @@ impl KeysApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         /// Only entries with this action, such as `token.issue` or `client.create`.
         #[oai(validator(max_length = 64))]
         action: Query<Option<String>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
-        /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        /// `next_cursor` of the previous page (a sequence number).
+        #[oai(validator(max_length = 19, pattern = r"^[0-9]{1,19}$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<AuditRecord>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::AuditRead)?;
             visible_tenant(&app, &tenant)?;
-            let (limit, after) = page_params(limit.0, cursor.0.as_deref())?;
-            let from = match after {
+            let (limit, _) = page_params(limit.0, None)?;
+            // The schema admits decimal sequence numbers only, so this parses.
+            let from = match cursor.0.as_deref() {
                 None => 1,
-                Some(a) => a
+                Some(c) => c
                     .parse::<u64>()
-                    .map_err(|_| invalid(vec![("cursor".into(), "not a cursor this API issued".into())]))?
+                    .map_err(|_| invalid(vec![("cursor".into(), "not a sequence number".into())]))?
                     .saturating_add(1),
             };
             // The chain is global; walk it in bounded batches and keep this tenant's entries.
@@ -207,9 +203,7 @@ impl KeysApi {
                     }
                 }
             }
-            let next_cursor = (items.len() == limit)
-                .then(|| last_seen.map(|s| crate::crypto::b64url(s.to_string().as_bytes())))
-                .flatten();
+            let next_cursor = (items.len() == limit).then(|| last_seen.map(|s| s.to_string())).flatten();
             Ok(Page { items, next_cursor })
         })();
         match result {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use gatehouse_storage::model::{MembershipRecord, OrganizationRecord};
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -31,7 +31,11 @@ pub struct Organization {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct CreateOrganization {
-    #[oai(validator(min_length = 1, max_length = 200))]
+    #[oai(validator(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    ))]
     pub name: Text,
 }
 
@@ -51,7 +55,7 @@ pub struct Membership {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct AddMember {
-    #[oai(validator(min_length = 1, max_length = 128))]
+    #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))]
     pub user_id: Text,
 }
 
@@ -79,11 +83,12 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<Organization>> {
         let result = (|| {
@@ -107,10 +112,7 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateOrganization>>,
     ) -> AdminResponse<Organization> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
@@ -135,8 +137,8 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] organization_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
     ) -> AdminResponse<Organization> {
         match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsRead)
             .and_then(|_| find(&app, &tenant, &organization_id))
@@ -156,8 +158,8 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] organization_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
     ) -> AdminResponse<Organization> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
             .and_then(|c| find(&app, &tenant, &organization_id).map(|_| c))
@@ -181,12 +183,13 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] organization_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<Membership>> {
         let result = (|| {
@@ -217,11 +220,8 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] organization_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
         body: Json<Checked<AddMember>>,
     ) -> AdminResponse<Membership> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
@@ -235,8 +235,7 @@ impl OrganizationsApi {
         match exists {
             Ok(Some(_)) => {}
             Ok(None) => {
-                let p =
-                    super::responses::invalid(vec![("user_id".into(), format!("there is no user {:?}", &**user_id))]);
+                let p = super::responses::missing("user_id", format!("there is no user {:?}", &**user_id));
                 return AdminResponse::problem(p);
             }
             Err(p) => return AdminResponse::problem(p),
@@ -257,9 +256,9 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] organization_id: Path<String>,
-        #[oai(validator(max_length = 128))] user_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
     ) -> AdminResponse<Membership> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite) {
             Ok(c) => c,

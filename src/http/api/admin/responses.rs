@@ -107,6 +107,15 @@ pub fn invalid(errors: Vec<(String, String)>) -> Problem {
     p
 }
 
+/// 409 for a body that names something that does not exist (the request is well formed but
+/// does not fit the current state), naming the field. Not 404: the resource addressed by the
+/// path does exist.
+pub fn missing(field: &str, detail: String) -> Problem {
+    let mut p = Problem::new(StatusCode::CONFLICT, "unknown_reference", detail.clone());
+    p.errors = Some(vec![FieldError { field: field.into(), message: detail }]);
+    p
+}
+
 pub fn conflict(code: &str, detail: impl Into<String>) -> Problem {
     Problem::new(StatusCode::CONFLICT, code, detail)
 }
@@ -134,20 +143,18 @@ pub struct Page<T: ToJSON + ParseFromJSON + Send + Sync> {
     pub next_cursor: Option<String>,
 }
 
-/// Checks `limit` and decodes `cursor` (an opaque token: the last id of the previous page).
+/// Checks `limit` and decodes `cursor`: the last id of the previous page, base64url. A cursor
+/// this API did not issue still names a position (its bytes, read leniently), so it pages from
+/// there rather than failing.
 pub fn page_params(limit: Option<u32>, cursor: Option<&str>) -> Result<(usize, Option<String>), Problem> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if limit == 0 || limit > MAX_LIMIT {
         return Err(invalid(vec![("limit".into(), format!("must be between 1 and {MAX_LIMIT}"))]));
     }
-    let after = match cursor {
-        None => None,
-        Some(c) => Some(
-            crate::crypto::b64url_decode(c)
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| invalid(vec![("cursor".into(), "not a cursor this API issued".into())]))?,
-        ),
-    };
+    let after = cursor.map(|c| match crate::crypto::b64url_decode(c) {
+        Some(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        None => c.to_string(),
+    });
     Ok((limit as usize, after))
 }
 
@@ -156,14 +163,21 @@ pub fn next_cursor(items_len: usize, limit: usize, last: Option<&str>) -> Option
     (items_len == limit).then_some(()).and(last).map(|l| crate::crypto::b64url(l.as_bytes()))
 }
 
-/// The revision an `If-Match` names (`"r{n}"` or `W/"r{n}"`), or `current` without one.
-pub fn parse_etag(if_match: Option<&str>, current: u64) -> Result<u64, Problem> {
-    let Some(value) = if_match else { return Ok(current) };
+/// The revision the request's `If-Match` names (`"r{n}"` or `W/"r{n}"`), or `current` without
+/// one. An `If-Match` that names no revision of this resource cannot match: 412.
+pub fn parse_etag(req: &poem::Request, current: u64) -> Result<u64, Problem> {
+    let Some(value) = req.headers().get(poem::http::header::IF_MATCH) else { return Ok(current) };
     value
-        .trim()
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .strip_prefix('r')
+        .to_str()
+        .ok()
+        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+        .and_then(|v| v.strip_prefix('r'))
         .and_then(|n| n.parse().ok())
-        .ok_or_else(|| invalid(vec![("If-Match".into(), "not an ETag of this API".into())]))
+        .ok_or_else(|| {
+            Problem::new(
+                StatusCode::PRECONDITION_FAILED,
+                "precondition_failed",
+                "If-Match names no revision of this resource",
+            )
+        })
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::{TenantRecord, TenantStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -41,10 +41,11 @@ pub struct Tenant {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
 pub struct CreateTenant {
-    /// `[a-z0-9][a-z0-9-]{1,62}`; not one of the reserved ids.
-    #[oai(validator(max_length = 63, min_length = 2))]
+    /// `[a-z0-9][a-z0-9-]{1,62}`; the reserved ids (`system`, `default`, `t`, `admin`, `v1`,
+    /// `oauth2`, `docs`, `health`, `ready`, `metrics`, `openapi`) are taken (409).
+    #[oai(validator(max_length = 63, min_length = 2, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))]
     pub id: Text,
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub display_name: Option<Text>,
 }
 
@@ -52,7 +53,7 @@ pub struct CreateTenant {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct UpdateTenant {
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub display_name: Option<Text>,
     /// A disabled tenant's issuer answers 404 and its tokens stop working. `system` cannot be
     /// disabled.
@@ -97,9 +98,10 @@ impl TenantsApi {
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<Tenant>> {
         let result = (|| {
@@ -124,9 +126,6 @@ impl TenantsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
         body: Json<Checked<CreateTenant>>,
     ) -> AdminResponse<Tenant> {
         let caller = match authorize(&app, &auth, None, Permission::TenantsWrite).and_then(|c| {
@@ -138,11 +137,12 @@ impl TenantsApi {
         };
         match tenants::create(&app, &caller.actor(), &body.id, body.display_name.as_deref()).await {
             Ok(t) => AdminResponse::Created(Json(view(&app, t)), None),
+            Err(TenantError::Reserved(why)) => AdminResponse::problem(conflict("reserved_tenant_id", why)),
             Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("id".into(), why)])),
             Err(TenantError::Refused(Rejection::TenantExists { id })) => {
                 AdminResponse::problem(conflict("tenant_exists", format!("tenant {id:?} already exists")))
             }
-            Err(TenantError::Refused(r)) => AdminResponse::problem(invalid(vec![("id".into(), r.to_string())])),
+            Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
             Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
             Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
         }
@@ -154,7 +154,7 @@ impl TenantsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<UpdateTenant>>,
     ) -> AdminResponse<Tenant> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::TenantsWrite)
@@ -181,7 +181,8 @@ impl TenantsApi {
         .await
         {
             Ok(t) => AdminResponse::Ok(Json(view(&app, t)), None),
-            Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("body".into(), why)])),
+            Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("display_name".into(), why)])),
+            Err(TenantError::Protected(why)) => AdminResponse::problem(conflict("protected_tenant", why)),
             Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
             Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
             Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
@@ -194,7 +195,7 @@ impl TenantsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
     ) -> AdminResponse<Tenant> {
         let result =
             authorize(&app, &auth, Some(&tenant), Permission::TenantsRead).and_then(|_| visible_tenant(&app, &tenant));

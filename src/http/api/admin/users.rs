@@ -5,7 +5,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::{UserRecord, UserStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Header, Path, Query};
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -42,11 +42,14 @@ pub struct User {
 #[oai(deny_unknown_fields, example)]
 pub struct CreateUser {
     /// Unique in the tenant (case-insensitive), no spaces.
-    #[oai(validator(min_length = 1, max_length = 128))]
+    #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x20\x7f-\x9f]+$"))]
     pub username: Text,
-    #[oai(validator(max_length = 254))]
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]*\.[^@\x00-\x20\x7f-\x9f]*$"
+    ))]
     pub email: Option<Text>,
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub display_name: Option<Text>,
     /// 8 to 256 characters; stored as an argon2id hash only.
     #[oai(validator(min_length = 8, max_length = 256))]
@@ -71,11 +74,14 @@ impl poem_openapi::types::Example for CreateUser {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct UpdateUser {
-    #[oai(validator(min_length = 1, max_length = 128))]
+    #[oai(validator(min_length = 1, max_length = 128, pattern = r"^[^\x00-\x20\x7f-\x9f]+$"))]
     pub username: Text,
-    #[oai(validator(max_length = 254))]
+    #[oai(validator(
+        max_length = 254,
+        pattern = r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]*\.[^@\x00-\x20\x7f-\x9f]*$"
+    ))]
     pub email: Option<Text>,
-    #[oai(validator(max_length = 200))]
+    #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub display_name: Option<Text>,
     #[oai(default)]
     pub disabled: bool,
@@ -152,14 +158,15 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         /// Case-insensitive substring of username, e-mail or display name.
         #[oai(validator(max_length = 128))]
         search: Query<Option<String>>,
         /// Page size, 1 to 500 (default 50).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<Option<u32>>,
         /// `next_cursor` of the previous page.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
     ) -> AdminResponse<Page<User>> {
         let result = (|| {
@@ -191,10 +198,7 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateUser>>,
     ) -> AdminResponse<User> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
@@ -220,8 +224,8 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] user_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
     ) -> AdminResponse<User> {
         match authorize(&app, &auth, Some(&tenant), Permission::UsersRead).and_then(|_| find(&app, &tenant, &user_id)) {
             Ok(u) => {
@@ -238,11 +242,9 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] user_id: Path<String>,
-        /// The ETag of the user as last read.
-        #[oai(name = "If-Match", validator(max_length = 64))]
-        if_match: Header<Option<String>>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
+        req: &poem::Request,
         body: Json<Checked<UpdateUser>>,
     ) -> AdminResponse<User> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
@@ -251,7 +253,7 @@ impl UsersApi {
             Ok(v) => v,
             Err(p) => return AdminResponse::problem(p),
         };
-        let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
+        let expected = match parse_etag(req, current.revision) {
             Ok(n) => n,
             Err(p) => return AdminResponse::problem(p),
         };
@@ -272,8 +274,8 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] user_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
     ) -> AdminResponse<User> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
@@ -297,11 +299,8 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
-        /// Makes a retry safe: the first answer is replayed (secrets removed) for 24 h.
-        #[oai(name = "Idempotency-Key", validator(max_length = 255))]
-        _idempotency_key: Header<Option<String>>,
-        #[oai(validator(max_length = 63))] tenant: Path<String>,
-        #[oai(validator(max_length = 128))] user_id: Path<String>,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+        #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
         body: Json<Checked<SetPassword>>,
     ) -> AdminResponse<User> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
