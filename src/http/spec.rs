@@ -28,16 +28,37 @@ pub fn finish(spec: &str) -> String {
             }
         }
     }
-    if let Some(schemas) = doc.pointer_mut("/components/schemas").and_then(Value::as_object_mut) {
-        for name in closed {
-            if let Some(s) = schemas.get_mut(&name).and_then(Value::as_object_mut) {
-                if s.get("type").and_then(Value::as_str) == Some("object") {
-                    s.insert("additionalProperties".into(), Value::Bool(false));
-                }
-            }
+    // Close every object schema reachable from a request body (nested ones too).
+    let mut seen = std::collections::HashSet::new();
+    while let Some(name) = closed.pop() {
+        if !seen.insert(name.clone()) {
+            continue;
         }
+        let Some(schema) = doc.pointer_mut(&format!("/components/schemas/{name}")).and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        if schema.get("type").and_then(Value::as_str) == Some("object") {
+            schema.insert("additionalProperties".into(), Value::Bool(false));
+        }
+        let mut refs = Vec::new();
+        collect_refs(&Value::Object(schema.clone()), &mut refs);
+        closed.extend(refs);
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
+fn collect_refs(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(name) = map.get("$ref").and_then(Value::as_str).and_then(|r| r.rsplit('/').next()) {
+                out.push(name.to_string());
+            }
+            map.values().for_each(|x| collect_refs(x, out));
+        }
+        Value::Array(items) => items.iter().for_each(|x| collect_refs(x, out)),
+        _ => {}
+    }
 }
 
 /// Path templates of the document with their methods.

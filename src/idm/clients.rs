@@ -11,7 +11,8 @@ pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// Grant types a client may register. Only `client_credentials` is served at the token
 /// endpoint so far; the others answer `unsupported_grant_type` until the code flow exists.
 pub const KNOWN_GRANTS: [&str; 3] = [GRANT_CLIENT_CREDENTIALS, "authorization_code", "refresh_token"];
-pub const CONFIDENTIAL_AUTH_METHODS: [&str; 2] = ["client_secret_basic", "client_secret_post"];
+pub const CONFIDENTIAL_AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "private_key_jwt"];
+pub const PRIVATE_KEY_JWT: &str = "private_key_jwt";
 
 /// What a caller may set on a client.
 #[derive(Debug, Clone)]
@@ -25,6 +26,9 @@ pub struct ClientSpec {
     pub redirect_uris: Vec<String>,
     pub access_token_lifetime_secs: Option<u32>,
     pub disabled: bool,
+    /// For `private_key_jwt`: the client's public keys, a JWK Set as JSON.
+    pub jwks: Option<String>,
+    pub id_token_signed_response_alg: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,12 +164,12 @@ pub async fn create(app: &AppState, tenant: &str, spec: ClientSpec, actor: &str)
     validate(&spec)?;
     let now_ms = app.clock.now_ms();
     let secret = match spec.kind {
-        ClientKind::Confidential => {
+        ClientKind::Confidential if spec.auth_method != PRIVATE_KEY_JWT => {
             let mut bytes = [0u8; 32];
             crate::clock::random_bytes(&mut bytes);
             Some(crate::crypto::b64url(&bytes))
         }
-        ClientKind::Public => None,
+        _ => None,
     };
     let client = ClientRecord {
         v: 1,
@@ -180,6 +184,8 @@ pub async fn create(app: &AppState, tenant: &str, spec: ClientSpec, actor: &str)
         scopes: spec.scopes,
         audiences: spec.audiences,
         redirect_uris: spec.redirect_uris,
+        jwks: spec.jwks,
+        id_token_signed_response_alg: spec.id_token_signed_response_alg,
         status: if spec.disabled { ClientStatus::Disabled } else { ClientStatus::Active },
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
@@ -214,6 +220,8 @@ pub async fn update(
         scopes: spec.scopes,
         audiences: spec.audiences,
         redirect_uris: spec.redirect_uris,
+        jwks: spec.jwks,
+        id_token_signed_response_alg: spec.id_token_signed_response_alg,
         status: if spec.disabled { ClientStatus::Disabled } else { ClientStatus::Active },
         updated_at_ms: now_ms,
         revision: expected_revision + 1,

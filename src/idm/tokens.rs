@@ -10,12 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use gatehouse_storage::model::{ClientRecord, ClientStatus, SigningAlg};
 use gatehouse_storage::{Applied, Command, IssuedToken, Outcome, Proposal, Rejection};
-use jsonwebtoken::Validation;
+use jsonwebtoken::{DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::crypto::signer::TokenError;
 use crate::crypto::TokenSigner;
-use crate::idm::clients::{secret_matches, GRANT_CLIENT_CREDENTIALS};
+use crate::idm::clients::{secret_matches, GRANT_CLIENT_CREDENTIALS, PRIVATE_KEY_JWT};
 use crate::node::{AppState, NodeWriteError};
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -104,6 +104,82 @@ pub struct PresentedClient {
     pub secret: Option<String>,
     /// Sent as HTTP Basic (`client_secret_basic`) rather than in the form.
     pub basic: bool,
+    /// A `private_key_jwt` client assertion (RFC 7523).
+    pub assertion: Option<String>,
+}
+
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// A client assertion may live at most this long from now (S16).
+const ASSERTION_MAX_LIFETIME_SECS: i64 = 300;
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    jti: String,
+    exp: i64,
+}
+
+/// Checks a `private_key_jwt` assertion in full (S16): signed by one of the client's keys with
+/// the algorithm pinned to the key, `iss` = `sub` = client id, `aud` this issuer or the endpoint,
+/// a short `exp`, and a `jti` used nowhere before in the cluster (consumed through raft).
+async fn assertion_is_valid(
+    app: &AppState,
+    client: &ClientRecord,
+    assertion: &str,
+    endpoint: &str,
+) -> Result<bool, TokenFailure> {
+    let Ok(header) = jsonwebtoken::decode_header(assertion) else { return Ok(false) };
+    let alg = match header.alg {
+        jsonwebtoken::Algorithm::ES256 => "ES256",
+        jsonwebtoken::Algorithm::RS256 => "RS256",
+        _ => return Ok(false),
+    };
+    let Some(jwks) = client.jwks.as_deref().and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok()) else {
+        return Ok(false);
+    };
+    let issuer = app.issuer_of(&client.tenant);
+    let mut validation = Validation::new(header.alg);
+    validation.set_issuer(&[client.client_id.as_str()]);
+    validation.sub = Some(client.client_id.clone());
+    validation.set_audience(&[issuer.clone(), format!("{issuer}/oauth2/{endpoint}")]);
+    validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+    validation.validate_exp = false; // checked below against the node's clock
+    let keys = jwks.get("keys").and_then(|k| k.as_array()).cloned().unwrap_or_default();
+    let field = |k: &serde_json::Value, m: &str| k.get(m).and_then(|x| x.as_str()).unwrap_or_default().to_string();
+    let mut claims = None;
+    for key in keys.iter().filter(|k| field(k, "alg") == alg) {
+        if header.kid.as_ref().is_some_and(|kid| *kid != field(key, "kid")) {
+            continue;
+        }
+        let decoding = match alg {
+            "ES256" => DecodingKey::from_ec_components(&field(key, "x"), &field(key, "y")),
+            _ => DecodingKey::from_rsa_components(&field(key, "n"), &field(key, "e")),
+        };
+        let Ok(decoding) = decoding else { continue };
+        if let Ok(data) = jsonwebtoken::decode::<AssertionClaims>(assertion, &decoding, &validation) {
+            claims = Some(data.claims);
+            break;
+        }
+    }
+    let Some(claims) = claims else { return Ok(false) };
+    let now = app.clock.now_ms() / 1000;
+    if claims.exp <= now
+        || claims.exp > now + ASSERTION_MAX_LIFETIME_SECS
+        || claims.jti.is_empty()
+        || claims.jti.len() > 256
+    {
+        return Ok(false);
+    }
+    let command = Command::ConsumeAssertion {
+        tenant: client.tenant.clone(),
+        client_id: client.client_id.clone(),
+        jti: claims.jti,
+        exp_ms: claims.exp.saturating_mul(1000),
+    };
+    let proposal = Proposal { at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
+    match app.write(proposal).await? {
+        Outcome::Applied(_) => Ok(true),
+        Outcome::Refused(_) => Ok(false),
+    }
 }
 
 /// Authenticates a confidential client of `tenant` (S15). A failure is audited and answers
@@ -118,6 +194,12 @@ pub async fn authenticate_client(
         app.store.read().and_then(|r| r.client(tenant, &presented.client_id)).map_err(TokenFailure::storage)?;
     let method = if presented.basic { "client_secret_basic" } else { "client_secret_post" };
     let ok = match (&client, &presented.secret) {
+        (Some(c), _) if presented.assertion.is_some() => {
+            let assertion = presented.assertion.as_deref().unwrap_or_default();
+            c.auth_method == PRIVATE_KEY_JWT
+                && c.status == ClientStatus::Active
+                && assertion_is_valid(app, c, assertion, endpoint).await?
+        }
         (Some(c), Some(secret)) => {
             let digest_ok = secret_matches(secret, c.secret_sha256.as_deref());
             digest_ok && c.auth_method == method && c.status == ClientStatus::Active

@@ -31,6 +31,7 @@ struct Tables<'t> {
     organizations: Table<'t, &'static str, &'static [u8]>,
     memberships: Table<'t, &'static str, &'static [u8]>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
+    used_assertions: Table<'t, &'static str, &'static [u8]>,
     audit: Table<'t, u64, &'static [u8]>,
 }
 
@@ -49,6 +50,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         organizations: txn.open_table(tables::ORGANIZATIONS)?,
         memberships: txn.open_table(tables::MEMBERSHIPS)?,
         idempotency: txn.open_table(tables::IDEMPOTENCY)?,
+        used_assertions: txn.open_table(tables::USED_ASSERTIONS)?,
         audit: txn.open_table(tables::AUDIT)?,
     };
     if let Command::IssueTokens(batch) = &proposal.command {
@@ -124,6 +126,9 @@ fn audit_subject(command: &Command) -> (String, String) {
         }
         Command::RevokeToken { tenant, jti, .. } => (tenant.clone(), format!("token:{jti}")),
         Command::PruneRevocations => ("system".into(), "revoked_tokens".into()),
+        Command::ConsumeAssertion { tenant, client_id, jti, .. } => {
+            (tenant.clone(), format!("client:{client_id} assertion:{jti}"))
+        }
         Command::UpdateTenant { id, status, .. } => (id.clone(), format!("tenant:{id} status={status:?}")),
         Command::CreateUser(u) => (u.tenant.clone(), format!("user:{}", u.id)),
         Command::UpdateUser { user, .. } => (user.tenant.clone(), format!("user:{}", user.id)),
@@ -269,6 +274,15 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::PruneRevocations => Ok(Ok(())),
+        Command::ConsumeAssertion { tenant, client_id, jti, .. } => {
+            if let Err(r) = check_active_tenant(t, tenant)? {
+                return Ok(Err(r));
+            }
+            if t.used_assertions.get(format!("{tenant}/{client_id}/{jti}").as_str())?.is_some() {
+                return Ok(Err(Rejection::AssertionReplayed));
+            }
+            Ok(Ok(()))
+        }
         Command::UpdateTenant { id, .. } => {
             if t.tenants.get(id.as_str())?.is_none() {
                 return Ok(Err(Rejection::UnknownTenant { id: id.clone() }));
@@ -569,7 +583,16 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
             for key in &expired {
                 t.revoked.remove(key.as_str())?;
             }
-            Ok(Applied::RevocationsPruned { count: expired.len() as u64 })
+            let mut used = Vec::new();
+            for item in t.used_assertions.iter()? {
+                let (k, v) = item?;
+                let exp = <[u8; 8]>::try_from(v.value()).map(i64::from_be_bytes).unwrap_or(i64::MAX);
+                if exp < now_ms {
+                    used.push(k.value().to_string());
+                }
+            }
+            remove_all(&mut t.used_assertions, &used)?;
+            Ok(Applied::RevocationsPruned { count: (expired.len() + used.len()) as u64 })
         }
         Command::UpdateTenant { id, display_name, status, self_registration } => {
             let mut record: TenantRecord = match t.tenants.get(id.as_str())? {
@@ -645,6 +668,11 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
         Command::AddMember(m) => {
             t.memberships.insert(m.table_key().as_str(), codec::encode(m).as_slice())?;
             Ok(Applied::MemberAdded { organization_id: m.organization_id.clone(), user_id: m.user_id.clone() })
+        }
+        Command::ConsumeAssertion { tenant, client_id, jti, exp_ms } => {
+            let key = format!("{tenant}/{client_id}/{jti}");
+            t.used_assertions.insert(key.as_str(), exp_ms.to_be_bytes().as_slice())?;
+            Ok(Applied::AssertionConsumed)
         }
         Command::RememberResponse(r) => {
             t.idempotency.insert(r.scope.as_str(), codec::encode(r).as_slice())?;

@@ -78,8 +78,17 @@ pub enum Command {
         jti: String,
         exp_ms: i64,
     },
-    /// Drops deny-list entries of tokens that expired before the proposal's time.
+    /// Drops deny-list entries of tokens, and used client assertions, that expired before the
+    /// proposal's time.
     PruneRevocations,
+    /// Marks a client assertion's `jti` used (RFC 7523 replay protection, S16): refused when
+    /// it was used before, anywhere in the cluster.
+    ConsumeAssertion {
+        tenant: String,
+        client_id: String,
+        jti: String,
+        exp_ms: i64,
+    },
     /// Changes a tenant's display name, status or self-registration.
     UpdateTenant {
         id: String,
@@ -155,6 +164,7 @@ impl Command {
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
+            Command::ConsumeAssertion { .. } => "client.assertion",
             Command::UpdateTenant { .. } => "tenant.update",
             Command::CreateUser(_) => "user.create",
             Command::UpdateUser { .. } => "user.update",
@@ -230,6 +240,7 @@ pub enum Applied {
     TokenRevoked {
         jti: String,
     },
+    AssertionConsumed,
     RevocationsPruned {
         count: u64,
     },
@@ -312,6 +323,8 @@ pub enum Rejection {
     UnknownRole { role: String },
     #[error("client authentication failed")]
     ClientAuthenticationFailed,
+    #[error("this client assertion was used before")]
+    AssertionReplayed,
     #[error("user {id:?} does not exist in tenant {tenant:?}")]
     UnknownUser { tenant: String, id: String },
     #[error("username {username:?} is taken in tenant {tenant:?}")]
@@ -350,6 +363,7 @@ impl Rejection {
             Rejection::UnknownBinding { .. } => "unknown_binding",
             Rejection::UnknownRole { .. } => "unknown_role",
             Rejection::ClientAuthenticationFailed => "client_authentication_failed",
+            Rejection::AssertionReplayed => "assertion_replayed",
             Rejection::UnknownUser { .. } => "unknown_user",
             Rejection::UsernameTaken { .. } => "username_taken",
             Rejection::UnknownOrganization { .. } => "unknown_organization",

@@ -174,14 +174,17 @@ impl Reader {
     }
 
     /// How many deny-list entries belong to tokens that expired before `now_ms`.
+    /// (Also counts used client assertions that expired: the same command prunes both.)
     pub fn expired_revocations(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let t = self.txn.open_table(tables::REVOKED_TOKENS)?;
         let mut n = 0;
-        for item in t.iter()? {
-            let (_, v) = item?;
-            let exp = <[u8; 8]>::try_from(v.value()).map(i64::from_be_bytes).unwrap_or(i64::MAX);
-            if exp < now_ms {
-                n += 1;
+        for table in [tables::REVOKED_TOKENS, tables::USED_ASSERTIONS] {
+            let t = self.txn.open_table(table)?;
+            for item in t.iter()? {
+                let (_, v) = item?;
+                let exp = <[u8; 8]>::try_from(v.value()).map(i64::from_be_bytes).unwrap_or(i64::MAX);
+                if exp < now_ms {
+                    n += 1;
+                }
             }
         }
         Ok(n)

@@ -30,6 +30,9 @@ pub const USERNAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("userna
 pub const ORGANIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("organizations");
 /// Memberships by `{tenant}/{organization_id}/{user_id}`.
 pub const MEMBERSHIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("memberships");
+/// Client assertions (`private_key_jwt`) already used, by `{tenant}/{client_id}/{jti}`: the
+/// assertion's expiry (i64 ms, big-endian), after which the entry may be pruned.
+pub const USED_ASSERTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("used_assertions");
 /// Remembered admin API answers by `Idempotency-Key` scope (a hash of caller, route and key).
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
 /// The audit chain by sequence number, starting at 1.
@@ -54,7 +57,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 12] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 13] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -67,6 +70,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 12] = [
     ORGANIZATIONS,
     MEMBERSHIPS,
     IDEMPOTENCY,
+    USED_ASSERTIONS,
 ];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

@@ -355,6 +355,8 @@ fn client(tenant: &str, id: &str) -> ClientRecord {
         scopes: vec![],
         audiences: vec!["api".into()],
         redirect_uris: vec![],
+        jwks: None,
+        id_token_signed_response_alg: None,
         access_token_lifetime_secs: 600,
         status: ClientStatus::Active,
         created_at_ms: 10,

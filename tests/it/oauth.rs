@@ -279,3 +279,94 @@ async fn a_bound_client_gets_admin_tokens_for_its_own_tenant_only() {
     assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.body);
     assert!(a.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")));
 }
+
+/// `private_key_jwt` (RFC 7523, S16): an assertion signed by the client's registered key gets
+/// a token once; a replay, a wrong audience, a long-lived assertion, another key, or another
+/// algorithm get `invalid_client`.
+#[tokio::test(flavor = "multi_thread")]
+async fn private_key_jwt_assertions_are_checked_in_full_and_single_use() {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::Engine;
+
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let new_key = || {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+        let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+        let point = pair.public_key().as_ref().to_vec(); // 0x04 | x | y
+        (pkcs8.as_ref().to_vec(), b64(&point[1..33]), b64(&point[33..65]))
+    };
+    let (pkcs8, x, y) = new_key();
+    let body = json!({"name": "signer", "client_type": "confidential", "token_endpoint_auth_method": "private_key_jwt",
+                      "grant_types": ["client_credentials"], "audiences": ["https://api.test"],
+                      "jwks": {"ec": [{"kid": "k1", "x": x, "y": y}]}});
+    let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&body)).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    assert!(c.body.get("client_secret").is_none(), "a private_key_jwt client gets no secret");
+    assert_eq!(c.body["jwks"]["ec"][0]["x"], x.as_str());
+    let id = c.body["client_id"].as_str().unwrap().to_string();
+    let token_endpoint = format!("{}/oauth2/token", node.url);
+    // The node reads the system clock; so does the test, through the same seam.
+    let now = || gatehouse::clock::Clock::now_ms(&gatehouse::clock::SystemClock) / 1000;
+    let sign = |pkcs8: &[u8], kid: &str, claims: Value| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(kid.into());
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_der(pkcs8)).unwrap()
+    };
+    let claims = |aud: &str, exp_in: i64, jti: &str| json!({"iss": id, "sub": id, "aud": aud, "exp": now() + exp_in, "iat": now(), "jti": jti});
+    let present = |assertion: String| {
+        let node = &node;
+        async move {
+            let resp = node
+                .client()
+                .post(format!("{}/oauth2/token", node.url))
+                .form(&[
+                    ("grant_type", "client_credentials"),
+                    ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                    ("client_assertion", assertion.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap();
+            crate::support::admin::into_answer(resp).await
+        }
+    };
+
+    let good = sign(&pkcs8, "k1", claims(&token_endpoint, 60, "a-1"));
+    let a = present(good.clone()).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    assert_no_store(&a);
+    assert_eq!(jwt_parts(a.body["access_token"].as_str().unwrap()).1["client_id"], id.as_str());
+    // The issuer is an accepted audience too.
+    let a = present(sign(&pkcs8, "k1", claims(&node.url, 60, "a-2"))).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+
+    let (other_pkcs8, _, _) = new_key();
+    let mut hs_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    hs_header.kid = Some("k1".into());
+    let hs = jsonwebtoken::encode(
+        &hs_header,
+        &claims(&token_endpoint, 60, "a-7"),
+        &jsonwebtoken::EncodingKey::from_secret(x.as_bytes()),
+    )
+    .unwrap();
+    for (what, assertion) in [
+        ("a replay", good),
+        ("another audience", sign(&pkcs8, "k1", claims("https://elsewhere.test/token", 60, "a-3"))),
+        ("exp more than 5 min ahead", sign(&pkcs8, "k1", claims(&token_endpoint, 900, "a-4"))),
+        ("expired", sign(&pkcs8, "k1", claims(&token_endpoint, -10, "a-5"))),
+        ("another key", sign(&other_pkcs8, "k1", claims(&token_endpoint, 60, "a-6"))),
+        ("HS256 keyed with public data", hs),
+        ("an unknown kid", sign(&pkcs8, "k9", claims(&token_endpoint, 60, "a-8"))),
+    ] {
+        let a = present(assertion).await;
+        assert_oauth_error(&a, StatusCode::UNAUTHORIZED, "invalid_client");
+        assert!(a.header("www-authenticate").is_none(), "{what}: no Basic challenge for an assertion");
+    }
+    // The replay is in the audit trail as a refused assertion.
+    let used = audit_targets(&node, &admin, "default", "client.assertion").await;
+    assert!(used.iter().any(|(t, o)| t.ends_with("assertion:a-1") && o == "refused:assertion_replayed"), "{used:?}");
+}

@@ -49,10 +49,8 @@ impl<T: ParseFromJSON> ParseFromJSON for Checked<T> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         // poem-openapi reads `null` as an absent optional member; the schema says nothing of
         // null, so a null member is refused rather than silently ignored.
-        if let Some(Value::Object(members)) = &value {
-            if let Some((name, _)) = members.iter().find(|(_, v)| v.is_null()) {
-                return Err(ParseError::custom(format!("field `{name}` must not be null")));
-            }
+        if let Some(path) = value.as_ref().and_then(|v| null_member(v, "")) {
+            return Err(ParseError::custom(format!("field `{path}` must not be null")));
         }
         let copy = value.clone();
         T::parse_from_json(value).map(Checked).map_err(|e| {
@@ -64,6 +62,22 @@ impl<T: ParseFromJSON> ParseFromJSON for Checked<T> {
                 None => ParseError::custom(e.message()),
             }
         })
+    }
+}
+
+/// The path of the first null member anywhere in `value` (no schema here admits null).
+fn null_member(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::Object(members) => members.iter().find_map(|(name, v)| {
+            let here = join(path, name);
+            if v.is_null() {
+                Some(here)
+            } else {
+                null_member(v, &here)
+            }
+        }),
+        Value::Array(items) => items.iter().find_map(|v| null_member(v, path)),
+        _ => None,
     }
 }
 

@@ -28,6 +28,12 @@ pub struct TokenRequest {
     pub client_id: Option<String>,
     #[oai(validator(max_length = 512))]
     pub client_secret: Option<String>,
+    /// `urn:ietf:params:oauth:client-assertion-type:jwt-bearer` for `private_key_jwt`.
+    #[oai(validator(max_length = 256))]
+    pub client_assertion_type: Option<String>,
+    /// A JWT signed with one of the client's keys (RFC 7523).
+    #[oai(validator(max_length = 8192))]
+    pub client_assertion: Option<String>,
     #[oai(validator(max_length = 2048))]
     pub scope: Option<String>,
     /// RFC 8707 resource indicator: an absolute URI the client may use.
@@ -58,6 +64,10 @@ pub struct TokenHintRequest {
     pub client_id: Option<String>,
     #[oai(validator(max_length = 512))]
     pub client_secret: Option<String>,
+    #[oai(validator(max_length = 256))]
+    pub client_assertion_type: Option<String>,
+    #[oai(validator(max_length = 8192))]
+    pub client_assertion: Option<String>,
 }
 
 /// RFC 6749 section 5.1.
@@ -200,12 +210,38 @@ fn tenant_or_answer<T: poem_openapi::types::ToJSON + Send + Sync>(
 
 /// The client credentials of a request: HTTP Basic (RFC 6749 section 2.3.1, each part
 /// form-urlencoded) or the form's `client_id` and `client_secret`, never both.
-fn presented_client(
-    req: &poem::Request,
-    form_id: Option<&str>,
-    form_secret: Option<&str>,
-) -> Result<PresentedClient, TokenFailure> {
+/// The client authentication of a request: HTTP Basic, form secret, or a client assertion;
+/// exactly one of them.
+struct FormClient<'a> {
+    id: Option<&'a str>,
+    secret: Option<&'a str>,
+    assertion_type: Option<&'a str>,
+    assertion: Option<&'a str>,
+}
+
+fn presented_client(req: &poem::Request, form: FormClient<'_>) -> Result<PresentedClient, TokenFailure> {
     let header = req.headers().get(poem::http::header::AUTHORIZATION);
+    if form.assertion.is_some() || form.assertion_type.is_some() {
+        if header.is_some() || form.secret.is_some() {
+            return Err(invalid_request("use one client authentication method, not two"));
+        }
+        if form.assertion_type != Some(tokens::JWT_BEARER_ASSERTION) {
+            return Err(invalid_request(format!("client_assertion_type must be {}", tokens::JWT_BEARER_ASSERTION)));
+        }
+        let assertion = form.assertion.ok_or_else(|| invalid_request("client_assertion is missing"))?;
+        // The client is named by the assertion's issuer (checked against its keys later).
+        let claimed = unverified_claim(assertion, "iss").ok_or(TokenFailure::InvalidClient { basic: false })?;
+        if form.id.is_some_and(|id| id != claimed) {
+            return Err(invalid_request("client_id differs from the assertion's issuer"));
+        }
+        return Ok(PresentedClient {
+            client_id: claimed,
+            secret: None,
+            basic: false,
+            assertion: Some(assertion.into()),
+        });
+    }
+    let (form_id, form_secret) = (form.id, form.secret);
     if let Some(value) = header {
         if form_secret.is_some() {
             return Err(invalid_request("use one client authentication method, not two"));
@@ -223,14 +259,24 @@ fn presented_client(
         if form_id.is_some_and(|f| f != id) {
             return Err(invalid_request("client_id differs from the authenticated client"));
         }
-        return Ok(PresentedClient { client_id: id, secret: Some(secret), basic: true });
+        return Ok(PresentedClient { client_id: id, secret: Some(secret), basic: true, assertion: None });
     }
     match (form_id, form_secret) {
-        (Some(id), Some(secret)) => {
-            Ok(PresentedClient { client_id: id.to_string(), secret: Some(secret.to_string()), basic: false })
-        }
+        (Some(id), Some(secret)) => Ok(PresentedClient {
+            client_id: id.to_string(),
+            secret: Some(secret.to_string()),
+            basic: false,
+            assertion: None,
+        }),
         _ => Err(TokenFailure::InvalidClient { basic: true }),
     }
+}
+
+/// A string claim of an unverified JWT.
+fn unverified_claim(token: &str, name: &str) -> Option<String> {
+    let payload = crate::crypto::b64url_decode(token.split('.').nth(1)?)?;
+    let value: serde_json::Value = serde_json::from_slice(&payload).ok()?;
+    value.get(name)?.as_str().map(str::to_string)
 }
 
 fn form_urldecode(s: &str) -> Option<String> {
@@ -257,6 +303,8 @@ async fn token(
         ("grant_type", &body.grant_type, 256),
         ("client_id", &body.client_id, 256),
         ("client_secret", &body.client_secret, 512),
+        ("client_assertion_type", &body.client_assertion_type, 256),
+        ("client_assertion", &body.client_assertion, 8192),
         ("scope", &body.scope, 2048),
         ("resource", &body.resource, 2048),
         ("audience", &body.audience, 256),
@@ -272,7 +320,15 @@ async fn token(
         None => OAuthResponse::failure(invalid_request("grant_type is required")),
         Some(GRANT_CLIENT_CREDENTIALS) => {
             let result = async {
-                let presented = presented_client(req, body.client_id.as_deref(), body.client_secret.as_deref())?;
+                let presented = presented_client(
+                    req,
+                    form_client(
+                        &body.client_id,
+                        &body.client_secret,
+                        &body.client_assertion_type,
+                        &body.client_assertion,
+                    ),
+                )?;
                 let client = tokens::authenticate_client(app, &tenant, &presented, "token").await?;
                 tokens::client_credentials(
                     app,
@@ -301,12 +357,28 @@ async fn token(
     }
 }
 
+fn form_client<'a>(
+    id: &'a Option<String>,
+    secret: &'a Option<String>,
+    assertion_type: &'a Option<String>,
+    assertion: &'a Option<String>,
+) -> FormClient<'a> {
+    FormClient {
+        id: id.as_deref(),
+        secret: secret.as_deref(),
+        assertion_type: assertion_type.as_deref(),
+        assertion: assertion.as_deref(),
+    }
+}
+
 fn hint_limits(body: &TokenHintRequest) -> Option<&'static str> {
     overlong_field(&[
         ("token", &body.token, 8192),
         ("token_type_hint", &body.token_type_hint, 64),
         ("client_id", &body.client_id, 256),
         ("client_secret", &body.client_secret, 512),
+        ("client_assertion_type", &body.client_assertion_type, 256),
+        ("client_assertion", &body.client_assertion, 8192),
     ])
 }
 
@@ -324,7 +396,10 @@ async fn introspect(
         return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
     }
     let result = async {
-        let presented = presented_client(req, body.client_id.as_deref(), body.client_secret.as_deref())?;
+        let presented = presented_client(
+            req,
+            form_client(&body.client_id, &body.client_secret, &body.client_assertion_type, &body.client_assertion),
+        )?;
         tokens::authenticate_client(app, &tenant, &presented, "introspect").await?;
         let token = body.token.as_deref().ok_or_else(|| invalid_request("token is required"))?;
         // The freshness rule: without a known leader this node's deny-list may be stale.
@@ -358,7 +433,10 @@ async fn revoke(
         return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
     }
     let result = async {
-        let presented = presented_client(req, body.client_id.as_deref(), body.client_secret.as_deref())?;
+        let presented = presented_client(
+            req,
+            form_client(&body.client_id, &body.client_secret, &body.client_assertion_type, &body.client_assertion),
+        )?;
         let client = tokens::authenticate_client(app, &tenant, &presented, "revoke").await?;
         let token = body.token.as_deref().ok_or_else(|| invalid_request("token is required"))?;
         tokens::revoke(app, &client, token).await

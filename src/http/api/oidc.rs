@@ -26,7 +26,7 @@ pub(crate) enum OidcTag {
 
 pub struct OidcApi;
 
-const CLIENT_AUTH_METHODS: [&str; 2] = crate::idm::clients::CONFIDENTIAL_AUTH_METHODS;
+const CLIENT_AUTH_METHODS: [&str; 3] = crate::idm::clients::CONFIDENTIAL_AUTH_METHODS;
 
 /// OpenID Connect Discovery 1.0 / RFC 8414 metadata.
 #[derive(Debug, Object)]
@@ -41,6 +41,8 @@ pub struct DiscoveryDocument {
     /// RFC 7009.
     pub revocation_endpoint: String,
     pub token_endpoint_auth_methods_supported: Vec<String>,
+    /// For `private_key_jwt` client assertions.
+    pub token_endpoint_auth_signing_alg_values_supported: Vec<String>,
     pub introspection_endpoint_auth_methods_supported: Vec<String>,
     pub revocation_endpoint_auth_methods_supported: Vec<String>,
     pub scopes_supported: Vec<String>,
@@ -191,6 +193,7 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
                 introspection_endpoint: format!("{issuer}/oauth2/introspect"),
                 revocation_endpoint: format!("{issuer}/oauth2/revoke"),
                 token_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
+                token_endpoint_auth_signing_alg_values_supported: strings(&["ES256", "RS256"]),
                 introspection_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
                 revocation_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
                 issuer,

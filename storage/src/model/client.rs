@@ -35,6 +35,12 @@ pub struct ClientRecord {
     /// Audiences (RFC 8707 resources or names) its tokens may carry; the first is the default.
     pub audiences: Vec<String>,
     pub redirect_uris: Vec<String>,
+    /// Public keys for `private_key_jwt` (RFC 7523), a JWK Set as JSON; absent otherwise.
+    #[serde(default)]
+    pub jwks: Option<String>,
+    /// `RS256` (default) or `ES256`, for the ID tokens this client gets.
+    #[serde(default)]
+    pub id_token_signed_response_alg: Option<String>,
     pub access_token_lifetime_secs: u32,
     pub status: ClientStatus,
     pub created_at_ms: i64,

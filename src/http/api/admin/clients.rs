@@ -60,6 +60,89 @@ impl GrantType {
 pub enum AuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
+    /// RFC 7523: a JWT signed with one of the client's `jwks` keys; no secret is issued.
+    PrivateKeyJwt,
+}
+
+/// The algorithm of the ID tokens a client gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub enum IdTokenAlg {
+    RS256,
+    ES256,
+}
+
+/// An EC P-256 public key (ES256), as JWK members.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct EcPublicKey {
+    #[oai(skip_serializing_if_is_none, validator(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    pub kid: Option<Text>,
+    /// The x coordinate, 32 bytes base64url.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{43}$"))]
+    pub x: Text,
+    /// The y coordinate, 32 bytes base64url.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{43}$"))]
+    pub y: Text,
+}
+
+/// An RSA public key (RS256), as JWK members.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct RsaPublicKey {
+    #[oai(skip_serializing_if_is_none, validator(pattern = r"^[A-Za-z0-9._-]{1,128}$"))]
+    pub kid: Option<Text>,
+    /// The modulus, 2048 to 8192 bits, base64url.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{342,1366}$"))]
+    pub n: Text,
+    /// The public exponent, base64url.
+    #[oai(validator(pattern = r"^[A-Za-z0-9_-]{1,8}$"))]
+    pub e: Text,
+}
+
+/// A client's public keys for `private_key_jwt`.
+#[derive(Debug, Clone, Object)]
+#[oai(deny_unknown_fields)]
+pub struct ClientKeys {
+    #[oai(default, validator(max_items = 8))]
+    pub ec: Vec<EcPublicKey>,
+    #[oai(default, validator(max_items = 8))]
+    pub rsa: Vec<RsaPublicKey>,
+}
+
+impl ClientKeys {
+    /// As a JWK Set, the form stored and used to verify assertions.
+    fn to_jwks(&self) -> String {
+        let mut keys = Vec::new();
+        for k in &self.ec {
+            let mut jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "alg": "ES256", "x": k.x.0, "y": k.y.0});
+            if let Some(kid) = &k.kid {
+                jwk["kid"] = kid.0.clone().into();
+            }
+            keys.push(jwk);
+        }
+        for k in &self.rsa {
+            let mut jwk = serde_json::json!({"kty": "RSA", "alg": "RS256", "n": k.n.0, "e": k.e.0});
+            if let Some(kid) = &k.kid {
+                jwk["kid"] = kid.0.clone().into();
+            }
+            keys.push(jwk);
+        }
+        serde_json::json!({ "keys": keys }).to_string()
+    }
+
+    fn from_jwks(jwks: &str) -> Option<ClientKeys> {
+        let v: serde_json::Value = serde_json::from_str(jwks).ok()?;
+        let text = |k: &serde_json::Value, m: &str| k.get(m).and_then(|x| x.as_str()).map(Text::from);
+        let mut keys = ClientKeys { ec: Vec::new(), rsa: Vec::new() };
+        for k in v.get("keys")?.as_array()? {
+            match k.get("kty").and_then(|x| x.as_str()) {
+                Some("EC") => keys.ec.push(EcPublicKey { kid: text(k, "kid"), x: text(k, "x")?, y: text(k, "y")? }),
+                Some("RSA") => keys.rsa.push(RsaPublicKey { kid: text(k, "kid"), n: text(k, "n")?, e: text(k, "e")? }),
+                _ => {}
+            }
+        }
+        Some(keys)
+    }
 }
 
 /// An OAuth client.
@@ -75,6 +158,10 @@ pub struct Client {
     pub redirect_uris: Vec<String>,
     pub access_token_lifetime_secs: u32,
     pub disabled: bool,
+    #[oai(skip_serializing_if_is_none)]
+    pub jwks: Option<ClientKeys>,
+    #[oai(skip_serializing_if_is_none)]
+    pub id_token_signed_response_alg: Option<IdTokenAlg>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// Shown once, in the answer that created the client; never again.
@@ -122,6 +209,10 @@ pub struct ClientInput {
     pub access_token_lifetime_secs: Option<u32>,
     #[oai(default)]
     pub disabled: bool,
+    /// Public keys for `private_key_jwt`; a client using it authenticates with none until it
+    /// has one.
+    pub jwks: Option<ClientKeys>,
+    pub id_token_signed_response_alg: Option<IdTokenAlg>,
 }
 
 impl poem_openapi::types::Example for ClientInput {
@@ -136,6 +227,8 @@ impl poem_openapi::types::Example for ClientInput {
             redirect_uris: vec![],
             access_token_lifetime_secs: Some(600),
             disabled: false,
+            jwks: None,
+            id_token_signed_response_alg: None,
         }
     }
 }
@@ -148,6 +241,7 @@ fn spec(input: &ClientInput) -> ClientSpec {
     let auth_method = match (kind, input.token_endpoint_auth_method) {
         (ClientKind::Public, _) => "none",
         (_, Some(AuthMethod::ClientSecretPost)) => "client_secret_post",
+        (_, Some(AuthMethod::PrivateKeyJwt)) => "private_key_jwt",
         _ => "client_secret_basic",
     };
     ClientSpec {
@@ -160,6 +254,11 @@ fn spec(input: &ClientInput) -> ClientSpec {
         redirect_uris: strings(&input.redirect_uris),
         access_token_lifetime_secs: input.access_token_lifetime_secs,
         disabled: input.disabled,
+        jwks: input.jwks.as_ref().map(ClientKeys::to_jwks),
+        id_token_signed_response_alg: input.id_token_signed_response_alg.map(|a| match a {
+            IdTokenAlg::RS256 => "RS256".to_string(),
+            IdTokenAlg::ES256 => "ES256".to_string(),
+        }),
     }
 }
 
@@ -178,6 +277,12 @@ fn view(c: ClientRecord, secret: Option<String>) -> Client {
         audiences: c.audiences,
         redirect_uris: c.redirect_uris,
         access_token_lifetime_secs: c.access_token_lifetime_secs,
+        jwks: c.jwks.as_deref().and_then(ClientKeys::from_jwks),
+        id_token_signed_response_alg: match c.id_token_signed_response_alg.as_deref() {
+            Some("ES256") => Some(IdTokenAlg::ES256),
+            Some(_) => Some(IdTokenAlg::RS256),
+            None => None,
+        },
         created_at_ms: c.created_at_ms,
         updated_at_ms: c.updated_at_ms,
         client_secret: secret,
