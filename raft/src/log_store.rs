@@ -52,7 +52,9 @@ impl LogStore {
     pub fn new(db: Arc<Database>) -> Self {
         let (queue, ops) = mpsc::channel();
         let unflushed: Unflushed = Arc::default();
-        let (flush_db, flush_unflushed) = (db.clone(), unflushed.clone());
+        // A weak handle: the database must close (cleanly) when the node drops it, whatever
+        // this thread is doing; it holds a strong one only while it writes.
+        let (flush_db, flush_unflushed) = (Arc::downgrade(&db), unflushed.clone());
         std::thread::Builder::new()
             .name("raft-log-flush".into())
             .spawn(move || flush_loop(&flush_db, &ops, &flush_unflushed))
@@ -199,7 +201,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// Applies queued log changes to redb in order. Consecutive appends share one durable
 /// transaction; each is reported flushed only after it commits. Ends when every `LogStore`
 /// handle is gone.
-fn flush_loop(db: &Database, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed) {
+fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed) {
     let mut next = None;
     loop {
         let op = match next.take() {
@@ -209,6 +211,11 @@ fn flush_loop(db: &Database, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed)
                 Err(_) => return,
             },
         };
+        let Some(db) = db.upgrade() else {
+            fail(op, "the database is closed");
+            return;
+        };
+        let db = db.as_ref();
         match op {
             LogOp::Append(entries, callback) => {
                 let mut batch = vec![(entries, callback)];
@@ -252,6 +259,16 @@ fn flush_loop(db: &Database, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed)
                     Ok(())
                 }));
             }
+        }
+    }
+}
+
+/// Reports an operation that can no longer be carried out.
+fn fail(op: LogOp, why: &str) {
+    match op {
+        LogOp::Append(_, callback) => callback.log_io_completed(Err(std::io::Error::other(why.to_string()))),
+        LogOp::Truncate(_, done) | LogOp::Purge(_, done) => {
+            let _ = done.send(Err(why.to_string()));
         }
     }
 }

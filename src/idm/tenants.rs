@@ -136,3 +136,16 @@ pub async fn update(
         Outcome::Refused(r) => Err(TenantError::Refused(r)),
     }
 }
+
+/// Deletes a tenant with everything it holds; `system` and `default` are refused.
+pub async fn delete(app: &AppState, actor: &str, id: &str) -> Result<(), TenantError> {
+    let command = Command::DeleteTenant { id: id.to_string() };
+    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+        Outcome::Applied(Applied::TenantDeleted { .. }) => Ok(()),
+        Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
+        Outcome::Refused(Rejection::TenantProtected { id }) => {
+            Err(TenantError::Protected(format!("tenant {id:?} belongs to the appliance and cannot be deleted")))
+        }
+        Outcome::Refused(r) => Err(TenantError::Refused(r)),
+    }
+}

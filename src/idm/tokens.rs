@@ -532,19 +532,25 @@ pub fn verify_access_token(
     if claims.tenant != tenant {
         return Err(InvalidToken::WrongIssuer);
     }
-    let now = app.clock.now_ms() / 1000;
-    if claims.exp <= now {
-        return Err(InvalidToken::Rejected("the token has expired".into()));
-    }
-    if claims.nbf > now + NBF_LEEWAY_SECS {
-        return Err(InvalidToken::Rejected("the token is not valid yet".into()));
-    }
+    check_times(claims.exp, claims.nbf, app.clock.now_ms() / 1000)?;
     let revoked =
         app.store.read().and_then(|r| r.is_revoked(tenant, &claims.jti)).map_err(|_| InvalidToken::Unavailable)?;
     if revoked {
         return Err(InvalidToken::Revoked);
     }
     Ok(claims)
+}
+
+/// `exp` without leeway (a retired key's tokens must all have expired when it is pruned) and
+/// `nbf` with a little, for clock skew between nodes; times in seconds.
+fn check_times(exp: i64, nbf: i64, now: i64) -> Result<(), InvalidToken> {
+    if exp <= now {
+        return Err(InvalidToken::Rejected("the token has expired".into()));
+    }
+    if nbf > now + NBF_LEEWAY_SECS {
+        return Err(InvalidToken::Rejected("the token is not valid yet".into()));
+    }
+    Ok(())
 }
 
 /// RFC 7009: revokes an access token of this tenant that was issued to `client`. Tokens that
@@ -604,5 +610,20 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
                 tracing::warn!("pruning: {e}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_and_not_yet_valid_tokens_are_refused() {
+        let now = 1_000;
+        assert!(check_times(now + 60, now, now).is_ok());
+        assert!(check_times(now, now - 60, now).is_err(), "expires at now: expired");
+        assert!(check_times(now - 1, now - 60, now).is_err());
+        assert!(check_times(now + 60, now + NBF_LEEWAY_SECS, now).is_ok(), "within the skew allowance");
+        assert!(check_times(now + 600, now + NBF_LEEWAY_SECS + 1, now).is_err(), "not valid yet");
     }
 }

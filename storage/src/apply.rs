@@ -130,6 +130,7 @@ fn audit_subject(command: &Command) -> (String, String) {
             (tenant.clone(), format!("client:{client_id} assertion:{jti}"))
         }
         Command::UpdateTenant { id, status, .. } => (id.clone(), format!("tenant:{id} status={status:?}")),
+        Command::DeleteTenant { id } => (id.clone(), format!("tenant:{id}")),
         Command::CreateUser(u) => (u.tenant.clone(), format!("user:{}", u.id)),
         Command::UpdateUser { user, .. } => (user.tenant.clone(), format!("user:{}", user.id)),
         Command::SetPassword { tenant, user_id, .. } | Command::DeleteUser { tenant, user_id } => {
@@ -284,6 +285,15 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::UpdateTenant { id, .. } => {
+            if t.tenants.get(id.as_str())?.is_none() {
+                return Ok(Err(Rejection::UnknownTenant { id: id.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::DeleteTenant { id } => {
+            if id == "system" || id == "default" {
+                return Ok(Err(Rejection::TenantProtected { id: id.clone() }));
+            }
             if t.tenants.get(id.as_str())?.is_none() {
                 return Ok(Err(Rejection::UnknownTenant { id: id.clone() }));
             }
@@ -604,6 +614,34 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
             record.self_registration = *self_registration;
             t.tenants.insert(id.as_str(), codec::encode(&record).as_slice())?;
             Ok(Applied::TenantUpdated { id: id.clone() })
+        }
+        Command::DeleteTenant { id } => {
+            let record: TenantRecord = match t.tenants.get(id.as_str())? {
+                Some(v) => codec::decode("tenants", id, v.value())?,
+                None => return Err(StoreError::Database(format!("tenant {id} vanished between check and write"))),
+            };
+            t.tenants.remove(id.as_str())?;
+            t.data_keys.remove(record.data_key_id.as_str())?;
+            let prefix = format!("{id}/");
+            for table in [
+                &mut t.signing_keys,
+                &mut t.clients,
+                &mut t.bindings,
+                &mut t.revoked,
+                &mut t.users,
+                &mut t.usernames,
+                &mut t.organizations,
+                &mut t.memberships,
+                &mut t.used_assertions,
+            ] {
+                let end = format!("{id}0"); // '0' sorts right after '/'
+                let mut keys = Vec::new();
+                for item in table.range(prefix.as_str()..end.as_str())? {
+                    keys.push(item?.0.value().to_string());
+                }
+                remove_all(table, &keys)?;
+            }
+            Ok(Applied::TenantDeleted { id: id.clone() })
         }
         Command::CreateUser(u) => {
             t.users.insert(user_key(&u.tenant, &u.id).as_str(), codec::encode(u).as_slice())?;

@@ -96,6 +96,11 @@ pub enum Command {
         status: TenantStatus,
         self_registration: bool,
     },
+    /// Removes a tenant and everything it holds (its data key too, so its sealed secrets are
+    /// gone for good); its audit entries stay. `system` and `default` cannot be deleted.
+    DeleteTenant {
+        id: String,
+    },
     CreateUser(UserRecord),
     /// Replaces a user's profile when its stored revision is still `expected_revision`. The
     /// password hash is kept; `SetPassword` changes it.
@@ -166,6 +171,7 @@ impl Command {
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
             Command::UpdateTenant { .. } => "tenant.update",
+            Command::DeleteTenant { .. } => "tenant.delete",
             Command::CreateUser(_) => "user.create",
             Command::UpdateUser { .. } => "user.update",
             Command::SetPassword { .. } => "user.set_password",
@@ -247,6 +253,9 @@ pub enum Applied {
     TenantUpdated {
         id: String,
     },
+    TenantDeleted {
+        id: String,
+    },
     UserCreated {
         id: String,
     },
@@ -325,6 +334,8 @@ pub enum Rejection {
     ClientAuthenticationFailed,
     #[error("this client assertion was used before")]
     AssertionReplayed,
+    #[error("tenant {id:?} belongs to the appliance and cannot be deleted")]
+    TenantProtected { id: String },
     #[error("user {id:?} does not exist in tenant {tenant:?}")]
     UnknownUser { tenant: String, id: String },
     #[error("username {username:?} is taken in tenant {tenant:?}")]
@@ -364,6 +375,7 @@ impl Rejection {
             Rejection::UnknownRole { .. } => "unknown_role",
             Rejection::ClientAuthenticationFailed => "client_authentication_failed",
             Rejection::AssertionReplayed => "assertion_replayed",
+            Rejection::TenantProtected { .. } => "tenant_protected",
             Rejection::UnknownUser { .. } => "unknown_user",
             Rejection::UsernameTaken { .. } => "username_taken",
             Rejection::UnknownOrganization { .. } => "unknown_organization",

@@ -498,3 +498,48 @@ async fn an_idempotent_replay_creates_nothing_twice_and_shows_no_secret() {
     let list = call(&node, Method::GET, path, Some(&admin), None).await;
     assert_eq!(list.body["items"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_tenant_removes_everything_it_holds() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let owner = platform_token(&node);
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&owner), Some(&json!({"id": "gone"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let (id, secret) = create_client(&node, &owner, "gone", &["gatehouse-admin"], &[]).await;
+    crate::support::admin::bind(&node, &owner, "gone", &id, "admin").await;
+    let u = call(&node, Method::POST, "/admin/v1/tenants/gone/users", Some(&owner), Some(&json!({"username": "ann"})))
+        .await;
+    assert_eq!(u.status, StatusCode::CREATED);
+    let tenant_admin = crate::support::admin::token_basic(&node, "gone", &id, &secret, &[]).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Deleting needs the owner role: a tenant admin gets 403; the appliance's tenants are kept.
+    let a = call(&node, Method::DELETE, "/admin/v1/tenants/gone", Some(&tenant_admin), None).await;
+    assert_problem(&a, StatusCode::FORBIDDEN, None);
+    for kept in ["system", "default"] {
+        let a = call(&node, Method::DELETE, &format!("/admin/v1/tenants/{kept}"), Some(&owner), None).await;
+        assert_problem(&a, StatusCode::CONFLICT, None);
+    }
+
+    let a = call(&node, Method::DELETE, "/admin/v1/tenants/gone", Some(&owner), None).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.body);
+    let a = call(&node, Method::GET, "/admin/v1/tenants/gone", Some(&owner), None).await;
+    assert_problem(&a, StatusCode::NOT_FOUND, None);
+    let discovery =
+        node.client().get(format!("{}/t/gone/.well-known/openid-configuration", node.url)).send().await.unwrap();
+    assert_eq!(discovery.status(), 404);
+    let a = call(&node, Method::GET, "/admin/v1/tenants/gone/clients", Some(&tenant_admin), None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "the deleted tenant's tokens stop working: {}", a.body);
+    // A new tenant with the same id starts empty.
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&owner), Some(&json!({"id": "gone"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    for list in ["clients", "users", "bindings", "organizations"] {
+        let a = call(&node, Method::GET, &format!("/admin/v1/tenants/gone/{list}"), Some(&owner), None).await;
+        assert_eq!(a.body["items"], json!([]), "{list} of the old tenant are gone");
+    }
+    let verify = node.cli(&["audit", "verify"]);
+    assert!(verify.status.success(), "the audit chain stays whole");
+}

@@ -28,9 +28,11 @@ pub enum Permission {
     UsersWrite,
     OrganizationsRead,
     OrganizationsWrite,
+    TenantDelete,
 }
 
-pub const PERMISSIONS: [(Permission, &str); 13] = [
+pub const PERMISSIONS: [(Permission, &str); 14] = [
+    (Permission::TenantDelete, "tenant:delete"),
     (Permission::UsersRead, "users:read"),
     (Permission::UsersWrite, "users:write"),
     (Permission::OrganizationsRead, "organizations:read"),
@@ -65,12 +67,12 @@ impl Permission {
     }
 }
 
-/// Whether the role templates grant `p`: `owner` and `admin` everything here (what separates
-/// them, deleting the tenant and changing owners, is not on this API yet), `viewer` reads,
-/// `member` nothing of the admin API.
+/// Whether the role templates grant `p`: `owner` everything, `admin` everything but deleting
+/// the tenant, `viewer` reads, `member` nothing of the admin API.
 fn role_grants(role: &str, p: Permission) -> bool {
     match role {
-        "owner" | "admin" => true,
+        "owner" => true,
+        "admin" => p != Permission::TenantDelete,
         "viewer" => p.read_only(),
         _ => false,
     }

@@ -189,6 +189,34 @@ impl TenantsApi {
         }
     }
 
+    /// Delete a tenant with its users, organizations, clients, bindings and keys (its data key
+    /// too, so nothing sealed under it can be recovered). Its audit entries stay. Needs the
+    /// `owner` role; `system` and `default` cannot be deleted.
+    #[oai(path = "/tenants/:tenant", method = "delete", operation_id = "deleteTenant")]
+    async fn delete(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+    ) -> AdminResponse<Tenant> {
+        let caller = match authorize(&app, &auth, Some(&tenant), Permission::TenantDelete)
+            .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
+        {
+            Ok(c) => c,
+            Err(p) => return AdminResponse::problem(p),
+        };
+        match tenants::delete(&app, &caller.actor(), &tenant).await {
+            Ok(()) => AdminResponse::NoContent,
+            Err(TenantError::Protected(why)) => AdminResponse::problem(conflict("protected_tenant", why)),
+            Err(TenantError::Refused(Rejection::UnknownTenant { id })) => {
+                AdminResponse::problem(Problem::not_found(format!("there is no tenant {id:?}")))
+            }
+            Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
+            Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
+            Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
+        }
+    }
+
     /// Get a tenant.
     #[oai(path = "/tenants/:tenant", method = "get", operation_id = "getTenant")]
     async fn get(
