@@ -5,7 +5,7 @@ use std::sync::Arc;
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
-use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, TenantsApi, UsersApi};
+use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
 use crate::http::api::{OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 use crate::node::AppState;
@@ -19,11 +19,12 @@ body gets 422. Resources with an `ETag` take `If-Match` on update; a stale or fo
 412. Lists take `limit` and `cursor` and answer `next_cursor` until the last page. Errors are \
 RFC 7807 problem documents; invalid input names the field in `errors`.";
 
-type Apis = (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, BindingsApi, KeysApi);
+type Apis =
+    (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, RolesApi, BindingsApi, KeysApi);
 
 fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, BindingsApi, KeysApi),
+        (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, RolesApi, BindingsApi, KeysApi),
         "Gatehouse",
         env!("CARGO_PKG_VERSION"),
     )

@@ -23,8 +23,11 @@ pub fn validate(subject: &str, role: &str, scope: Option<&str>) -> Result<(), Bi
         Some(id) if !id.is_empty() && id.len() <= 128 => {}
         _ => return invalid("subject", "must be client:{client_id} or user:{user_id}"),
     }
-    if !ROLE_TEMPLATES.contains(&role) {
-        return invalid("role", &format!("must be one of {}", ROLE_TEMPLATES.join(", ")));
+    let name_ok = role.len() <= 63
+        && role.starts_with(|c: char| c.is_ascii_lowercase())
+        && role.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !name_ok {
+        return invalid("role", "must be a role name: a template (owner, admin, member, viewer) or a tenant role");
     }
     if let Some(s) = scope {
         let ok = s.split_once(':').is_some_and(|(kind, id)| {
@@ -58,6 +61,9 @@ pub async fn create(
         if reader.user(tenant, user_id).map_err(unavailable)?.is_none() {
             return Err(BindingError::Refused(Rejection::UnknownUser { tenant: tenant.into(), id: user_id.into() }));
         }
+    }
+    if !ROLE_TEMPLATES.contains(&role) && reader.role(tenant, role).map_err(unavailable)?.is_none() {
+        return Err(BindingError::Refused(Rejection::UnknownRole { role: role.into() }));
     }
     if let Some(org) = scope.and_then(|s| s.strip_prefix("org:")) {
         if reader.organization(tenant, org).map_err(unavailable)?.is_none() {

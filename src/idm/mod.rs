@@ -3,6 +3,7 @@
 pub mod bindings;
 pub mod clients;
 pub mod keys;
+pub mod roles;
 pub mod tenants;
 pub mod tokens;
 pub mod users;

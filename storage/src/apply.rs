@@ -8,7 +8,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, IssuedToken, NewTenant, Outcome, Proposal, Rejection};
-use crate::model::binding::binding_key;
+use crate::model::binding::{binding_key, role_key};
 use crate::model::client::client_key;
 use crate::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
 use crate::model::user::{membership_key, organization_key, user_key, username_key};
@@ -32,6 +32,7 @@ struct Tables<'t> {
     memberships: Table<'t, &'static str, &'static [u8]>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     used_assertions: Table<'t, &'static str, &'static [u8]>,
+    roles: Table<'t, &'static str, &'static [u8]>,
     audit: Table<'t, u64, &'static [u8]>,
 }
 
@@ -51,6 +52,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         memberships: txn.open_table(tables::MEMBERSHIPS)?,
         idempotency: txn.open_table(tables::IDEMPOTENCY)?,
         used_assertions: txn.open_table(tables::USED_ASSERTIONS)?,
+        roles: txn.open_table(tables::ROLES)?,
         audit: txn.open_table(tables::AUDIT)?,
     };
     if let Command::IssueTokens(batch) = &proposal.command {
@@ -114,6 +116,8 @@ fn audit_subject(command: &Command) -> (String, String) {
         Command::CreateClient(c) => (c.tenant.clone(), format!("client:{}", c.client_id)),
         Command::UpdateClient { client, .. } => (client.tenant.clone(), format!("client:{}", client.client_id)),
         Command::DeleteClient { tenant, client_id } => (tenant.clone(), format!("client:{client_id}")),
+        Command::CreateRole(r) => (r.tenant.clone(), format!("role:{} template={}", r.name, r.template)),
+        Command::DeleteRole { tenant, name } => (tenant.clone(), format!("role:{name}")),
         Command::CreateBinding(b) => (b.tenant.clone(), format!("binding:{}:{}->{}", b.id, b.subject, b.role)),
         Command::DeleteBinding { tenant, id } => (tenant.clone(), format!("binding:{id}")),
         Command::IssueToken(t) => (
@@ -222,11 +226,37 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::DeleteClient { tenant, client_id } => read_client(t, tenant, client_id).map(|r| r.map(|_| ())),
+        Command::CreateRole(r) => {
+            if let Err(rej) = check_active_tenant(t, &r.tenant)? {
+                return Ok(Err(rej));
+            }
+            if !ROLE_TEMPLATES.contains(&r.template.as_str()) {
+                return Ok(Err(Rejection::UnknownRole { role: r.template.clone() }));
+            }
+            if ROLE_TEMPLATES.contains(&r.name.as_str())
+                || t.roles.get(role_key(&r.tenant, &r.name).as_str())?.is_some()
+            {
+                return Ok(Err(Rejection::AlreadyExists { what: "role".into(), id: r.name.clone() }));
+            }
+            Ok(Ok(()))
+        }
+        Command::DeleteRole { tenant, name } => {
+            if t.roles.get(role_key(tenant, name).as_str())?.is_none() {
+                return Ok(Err(Rejection::UnknownRole { role: name.clone() }));
+            }
+            let bound =
+                matching_keys(&t.bindings, "bindings", &format!("{tenant}/"), |b: &BindingRecord| b.role == *name)?;
+            if !bound.is_empty() {
+                return Ok(Err(Rejection::RoleInUse { name: name.clone() }));
+            }
+            Ok(Ok(()))
+        }
         Command::CreateBinding(b) => {
             if let Err(r) = check_active_tenant(t, &b.tenant)? {
                 return Ok(Err(r));
             }
-            if !ROLE_TEMPLATES.contains(&b.role.as_str()) {
+            let tenant_role = t.roles.get(role_key(&b.tenant, &b.role).as_str())?.is_some();
+            if !ROLE_TEMPLATES.contains(&b.role.as_str()) && !tenant_role {
                 return Ok(Err(Rejection::UnknownRole { role: b.role.clone() }));
             }
             if t.bindings.get(b.table_key().as_str())?.is_some() {
@@ -563,6 +593,14 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
             }
             Ok(Applied::ClientDeleted { client_id: client_id.clone() })
         }
+        Command::CreateRole(r) => {
+            t.roles.insert(role_key(&r.tenant, &r.name).as_str(), codec::encode(r).as_slice())?;
+            Ok(Applied::RoleCreated { name: r.name.clone() })
+        }
+        Command::DeleteRole { tenant, name } => {
+            t.roles.remove(role_key(tenant, name).as_str())?;
+            Ok(Applied::RoleDeleted { name: name.clone() })
+        }
         Command::CreateBinding(b) => {
             t.bindings.insert(b.table_key().as_str(), codec::encode(b).as_slice())?;
             Ok(Applied::BindingCreated { id: b.id.clone() })
@@ -633,6 +671,7 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
                 &mut t.organizations,
                 &mut t.memberships,
                 &mut t.used_assertions,
+                &mut t.roles,
             ] {
                 let end = format!("{id}0"); // '0' sorts right after '/'
                 let mut keys = Vec::new();

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, MembershipRecord,
-    OrganizationRecord, SigningKeyRecord, TenantRecord, TenantStatus, UserRecord,
+    OrganizationRecord, RoleRecord, SigningKeyRecord, TenantRecord, TenantStatus, UserRecord,
 };
 
 /// One entry of the raft log: a command with its time and its actor.
@@ -54,6 +54,12 @@ pub enum Command {
     DeleteClient {
         tenant: String,
         client_id: String,
+    },
+    CreateRole(RoleRecord),
+    /// Removes a tenant role; refused while a binding names it.
+    DeleteRole {
+        tenant: String,
+        name: String,
     },
     CreateBinding(BindingRecord),
     DeleteBinding {
@@ -163,6 +169,8 @@ impl Command {
             Command::CreateClient(_) => "client.create",
             Command::UpdateClient { .. } => "client.update",
             Command::DeleteClient { .. } => "client.delete",
+            Command::CreateRole(_) => "role.create",
+            Command::DeleteRole { .. } => "role.delete",
             Command::CreateBinding(_) => "binding.create",
             Command::DeleteBinding { .. } => "binding.delete",
             Command::IssueToken(_) | Command::IssueTokens(_) => "token.issue",
@@ -228,6 +236,12 @@ pub enum Applied {
     },
     ClientDeleted {
         client_id: String,
+    },
+    RoleCreated {
+        name: String,
+    },
+    RoleDeleted {
+        name: String,
     },
     BindingCreated {
         id: String,
@@ -334,6 +348,8 @@ pub enum Rejection {
     ClientAuthenticationFailed,
     #[error("this client assertion was used before")]
     AssertionReplayed,
+    #[error("role {name:?} is bound to someone; delete those bindings first")]
+    RoleInUse { name: String },
     #[error("tenant {id:?} belongs to the appliance and cannot be deleted")]
     TenantProtected { id: String },
     #[error("user {id:?} does not exist in tenant {tenant:?}")]
@@ -376,6 +392,7 @@ impl Rejection {
             Rejection::ClientAuthenticationFailed => "client_authentication_failed",
             Rejection::AssertionReplayed => "assertion_replayed",
             Rejection::TenantProtected { .. } => "tenant_protected",
+            Rejection::RoleInUse { .. } => "role_in_use",
             Rejection::UnknownUser { .. } => "unknown_user",
             Rejection::UsernameTaken { .. } => "username_taken",
             Rejection::UnknownOrganization { .. } => "unknown_organization",

@@ -77,6 +77,22 @@ impl Reader {
         t.get(key.as_str())?.map(|v| codec::decode("bindings", &key, v.value())).transpose()
     }
 
+    pub fn role(&self, tenant: &str, name: &str) -> Result<Option<crate::model::RoleRecord>, StoreError> {
+        let t = self.txn.open_table(tables::ROLES)?;
+        let key = crate::model::binding::role_key(tenant, name);
+        t.get(key.as_str())?.map(|v| codec::decode("roles", &key, v.value())).transpose()
+    }
+
+    pub fn roles(
+        &self,
+        tenant: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<crate::model::RoleRecord>, StoreError> {
+        let t = self.txn.open_table(tables::ROLES)?;
+        page(&t, "roles", tenant, after, limit)
+    }
+
     /// The roles a subject (`client:{id}`) holds in a tenant, unscoped bindings only.
     pub fn roles_of(&self, tenant: &str, subject: &str) -> Result<Vec<String>, StoreError> {
         let all = self.bindings(tenant, None, usize::MAX)?;

@@ -5,7 +5,7 @@
 //! - 2: the audit head record (count and last hash) is kept beside the chain, so a deleted
 //!   last entry is visible to `audit verify`.
 //! - 3: the `clients`, `bindings`, `revoked_tokens`, `users`, `usernames`, `organizations` and
-//!   `memberships`, `idempotency` and `used_assertions` tables (created empty).
+//!   `memberships`, `idempotency`, `used_assertions` and `roles` tables (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft

@@ -30,6 +30,8 @@ pub const USERNAMES: TableDefinition<&str, &[u8]> = TableDefinition::new("userna
 pub const ORGANIZATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("organizations");
 /// Memberships by `{tenant}/{organization_id}/{user_id}`.
 pub const MEMBERSHIPS: TableDefinition<&str, &[u8]> = TableDefinition::new("memberships");
+/// Tenant roles by `{tenant}/{name}`.
+pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 /// Client assertions (`private_key_jwt`) already used, by `{tenant}/{client_id}/{jti}`: the
 /// assertion's expiry (i64 ms, big-endian), after which the entry may be pruned.
 pub const USED_ASSERTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("used_assertions");
@@ -57,7 +59,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 13] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 14] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -71,6 +73,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 13] = [
     MEMBERSHIPS,
     IDEMPOTENCY,
     USED_ASSERTIONS,
+    ROLES,
 ];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

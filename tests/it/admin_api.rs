@@ -103,7 +103,7 @@ async fn bad_input_is_refused_naming_the_field_and_changes_nothing() {
         Method::POST,
         "/admin/v1/tenants/default/bindings",
         Some(&admin),
-        Some(&json!({"subject": "client:c-nobody", "role": "superuser"})),
+        Some(&json!({"subject": "client:c-nobody", "role": "Super User!"})),
     )
     .await;
     assert_problem(&a, StatusCode::BAD_REQUEST, Some("role"));
@@ -542,4 +542,78 @@ async fn deleting_a_tenant_removes_everything_it_holds() {
     }
     let verify = node.cli(&["audit", "verify"]);
     assert!(verify.status.success(), "the audit chain stays whole");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_role_is_a_template_with_permissions_added_and_removed() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let roles = "/admin/v1/tenants/default/roles";
+    let body = json!({"name": "auditor", "template": "viewer", "add": ["keys:rotate"], "remove": ["clients:read"]});
+    let r = call(&node, Method::POST, roles, Some(&admin), Some(&body)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let perms: Vec<&str> = r.body["permissions"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
+    assert!(
+        perms.contains(&"keys:rotate") && perms.contains(&"audit:read") && !perms.contains(&"clients:read"),
+        "{perms:?}"
+    );
+    let list = call(&node, Method::GET, roles, Some(&admin), None).await;
+    let names: Vec<&str> = list.body["roles"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["owner", "admin", "member", "viewer", "auditor"]);
+    let dup =
+        call(&node, Method::POST, roles, Some(&admin), Some(&json!({"name": "admin", "template": "owner"}))).await;
+    assert_problem(&dup, StatusCode::CONFLICT, None);
+    let unknown = call(
+        &node,
+        Method::POST,
+        roles,
+        Some(&admin),
+        Some(&json!({"name": "x1", "template": "viewer", "add": ["root:all"]})),
+    )
+    .await;
+    assert_problem(&unknown, StatusCode::BAD_REQUEST, Some("add"));
+
+    // A client bound to the tenant role gets exactly its permissions.
+    let (id, secret) = create_client(&node, &admin, "default", &["gatehouse-admin"], &[]).await;
+    let b = call(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants/default/bindings",
+        Some(&admin),
+        Some(&json!({"subject": format!("client:{id}"), "role": "auditor"})),
+    )
+    .await;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+    let token = crate::support::admin::token_basic(&node, "default", &id, &secret, &[]).await.body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(jwt_parts(&token).1["roles"], json!(["auditor"]));
+    let a = call(&node, Method::GET, "/admin/v1/tenants/default/audit", Some(&token), None).await;
+    assert_eq!(a.status, StatusCode::OK, "audit:read from the template: {}", a.body);
+    let a = call(&node, Method::GET, "/admin/v1/tenants/default/clients", Some(&token), None).await;
+    assert_problem(&a, StatusCode::FORBIDDEN, None);
+    let a = call(&node, Method::POST, "/admin/v1/tenants/default/keys/rotate", Some(&token), Some(&json!({}))).await;
+    assert_eq!(a.status, StatusCode::OK, "keys:rotate was added: {}", a.body);
+
+    // A role in use cannot be deleted; a binding to an unknown role names the field.
+    let d = call(&node, Method::DELETE, &format!("{roles}/auditor"), Some(&admin), None).await;
+    assert_problem(&d, StatusCode::CONFLICT, None);
+    let b2 = call(
+        &node,
+        Method::POST,
+        "/admin/v1/tenants/default/bindings",
+        Some(&admin),
+        Some(&json!({"subject": format!("client:{id}"), "role": "nobody"})),
+    )
+    .await;
+    assert_problem(&b2, StatusCode::CONFLICT, Some("role"));
+    let binding_id = b.body["id"].as_str().unwrap();
+    let u =
+        call(&node, Method::DELETE, &format!("/admin/v1/tenants/default/bindings/{binding_id}"), Some(&admin), None)
+            .await;
+    assert_eq!(u.status, StatusCode::NO_CONTENT);
+    let d = call(&node, Method::DELETE, &format!("{roles}/auditor"), Some(&admin), None).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
 }

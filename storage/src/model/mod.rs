@@ -10,7 +10,7 @@ pub mod signing_key;
 pub mod tenant;
 pub mod user;
 
-pub use binding::{BindingRecord, ROLE_TEMPLATES};
+pub use binding::{BindingRecord, RoleRecord, ROLE_TEMPLATES};
 pub use client::{ClientKind, ClientRecord, ClientStatus};
 pub use cluster::{CaRecord, ClusterRecord};
 pub use data_key::DataKeyRecord;

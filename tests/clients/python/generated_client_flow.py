@@ -30,7 +30,6 @@ from gatehouse_client.models import (
     ClientType,
     CreateBinding,
     GrantType,
-    Role,
     CreateOrganization,
     CreateTenant,
     CreateUser,
@@ -78,7 +77,7 @@ def users_and_organizations(api, tenant_id):
     if user.id not in [m.user_id for m in page.items]:
         sys.exit(f"FAILED listMembers: {user.id} not listed")
 
-    scoped = CreateBinding(subject=f"user:{user.id}", role=Role.MEMBER, scope=f"org:{org.id}")
+    scoped = CreateBinding(subject=f"user:{user.id}", role="member", scope=f"org:{org.id}")
     expect("createBinding (user, org scope)", create_binding.sync_detailed(tenant_id, client=api, body=scoped), 201, Binding)
 
 
@@ -107,7 +106,7 @@ def main():
     if client.client_id not in [c.client_id for c in page.items]:
         sys.exit(f"FAILED listClients: {client.client_id} not listed")
 
-    binding_body = CreateBinding(subject=f"client:{client.client_id}", role=Role.ADMIN)
+    binding_body = CreateBinding(subject=f"client:{client.client_id}", role="admin")
     binding = expect("createBinding", create_binding.sync_detailed(tenant_id, client=api, body=binding_body), 201, Binding)
     page = expect("listBindings", list_bindings.sync_detailed(tenant_id, client=api), 200, PageBinding)
     if binding.id not in [b.id for b in page.items]:

@@ -4,6 +4,7 @@ use poem_openapi::auth::Bearer;
 use poem_openapi::SecurityScheme;
 
 use crate::http::problem::Problem;
+pub use crate::idm::roles::{Permission, PERMISSIONS};
 use crate::idm::tokens::{self, tenant_of_issuer, unverified_issuer, AccessClaims, InvalidToken};
 use crate::node::AppState;
 
@@ -11,72 +12,6 @@ use crate::node::AppState;
 #[derive(SecurityScheme)]
 #[oai(ty = "bearer", bearer_format = "JWT")]
 pub struct AdminBearer(pub Bearer);
-
-/// A permission is `resource:action`. The one list, also in the OpenAPI document's description.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    TenantsRead,
-    TenantsWrite,
-    ClientsRead,
-    ClientsWrite,
-    BindingsRead,
-    BindingsWrite,
-    KeysRead,
-    KeysRotate,
-    AuditRead,
-    UsersRead,
-    UsersWrite,
-    OrganizationsRead,
-    OrganizationsWrite,
-    TenantDelete,
-}
-
-pub const PERMISSIONS: [(Permission, &str); 14] = [
-    (Permission::TenantDelete, "tenant:delete"),
-    (Permission::UsersRead, "users:read"),
-    (Permission::UsersWrite, "users:write"),
-    (Permission::OrganizationsRead, "organizations:read"),
-    (Permission::OrganizationsWrite, "organizations:write"),
-    (Permission::TenantsRead, "tenant:read"),
-    (Permission::TenantsWrite, "tenant:admin"),
-    (Permission::ClientsRead, "clients:read"),
-    (Permission::ClientsWrite, "clients:write"),
-    (Permission::BindingsRead, "roles:read"),
-    (Permission::BindingsWrite, "roles:write"),
-    (Permission::KeysRead, "keys:read"),
-    (Permission::KeysRotate, "keys:rotate"),
-    (Permission::AuditRead, "audit:read"),
-];
-
-impl Permission {
-    pub fn name(self) -> &'static str {
-        PERMISSIONS.iter().find(|(p, _)| *p == self).map_or("unknown", |(_, n)| n)
-    }
-
-    fn read_only(self) -> bool {
-        matches!(
-            self,
-            Permission::TenantsRead
-                | Permission::ClientsRead
-                | Permission::BindingsRead
-                | Permission::KeysRead
-                | Permission::AuditRead
-                | Permission::UsersRead
-                | Permission::OrganizationsRead
-        )
-    }
-}
-
-/// Whether the role templates grant `p`: `owner` everything, `admin` everything but deleting
-/// the tenant, `viewer` reads, `member` nothing of the admin API.
-fn role_grants(role: &str, p: Permission) -> bool {
-    match role {
-        "owner" => true,
-        "admin" => p != Permission::TenantDelete,
-        "viewer" => p.read_only(),
-        _ => false,
-    }
-}
 
 /// An authenticated admin API caller.
 pub struct Caller {
@@ -128,7 +63,14 @@ pub fn authorize(app: &AppState, bearer: &AdminBearer, tenant: Option<&str>, p: 
             return Err(Problem::not_found(format!("there is no tenant {t:?}")));
         }
     }
-    if !caller.claims.roles.iter().any(|r| role_grants(r, p)) {
+    let grants = crate::idm::roles::grants(app, &caller.claims.tenant, &caller.claims.roles, p).map_err(|_| {
+        Problem::new(
+            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "storage is not readable on this node",
+        )
+    })?;
+    if !grants {
         return Err(Problem::new(
             poem::http::StatusCode::FORBIDDEN,
             "forbidden",

@@ -42,40 +42,17 @@ pub struct CreateBinding {
     /// `client:{client_id}` or `user:{user_id}`.
     #[oai(validator(max_length = 140, pattern = r"^(client|user):[A-Za-z0-9_-]{1,128}$"))]
     pub subject: Text,
-    pub role: Role,
+    /// A template (`owner`, `admin`, `member`, `viewer`) or a tenant role.
+    #[oai(validator(max_length = 63, pattern = r"^[a-z][a-z0-9_-]{1,62}$"))]
+    pub role: Text,
     /// `kind:id`, such as `org:o-42`; absent for the whole tenant.
     #[oai(validator(max_length = 200, pattern = r"^[a-z]+:[A-Za-z0-9_-]{1,128}$"))]
     pub scope: Option<Text>,
 }
 
-/// A system role template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, poem_openapi::Enum)]
-#[oai(rename_all = "snake_case")]
-pub enum Role {
-    /// Everything in the tenant.
-    Owner,
-    /// Everything but deleting the tenant and changing owners.
-    Admin,
-    /// Own profile and sessions; nothing of the admin API.
-    Member,
-    /// Read-only on the tenant's directory.
-    Viewer,
-}
-
-impl Role {
-    fn as_str(self) -> &'static str {
-        match self {
-            Role::Owner => "owner",
-            Role::Admin => "admin",
-            Role::Member => "member",
-            Role::Viewer => "viewer",
-        }
-    }
-}
-
 impl poem_openapi::types::Example for CreateBinding {
     fn example() -> Self {
-        CreateBinding { subject: "client:c-0123456789abcdef0123456789abcdef".into(), role: Role::Admin, scope: None }
+        CreateBinding { subject: "client:c-0123456789abcdef0123456789abcdef".into(), role: "admin".into(), scope: None }
     }
 }
 
@@ -95,6 +72,9 @@ fn problem_of(e: BindingError) -> Problem {
         }
         BindingError::Refused(Rejection::UnknownOrganization { id, .. }) => {
             missing("scope", format!("there is no organization {id:?} in this tenant"))
+        }
+        BindingError::Refused(Rejection::UnknownRole { role }) => {
+            missing("role", format!("there is no role {role:?} in this tenant"))
         }
         BindingError::Refused(Rejection::UnknownBinding { id, .. }) => {
             Problem::not_found(format!("there is no binding {id:?}"))
@@ -149,9 +129,7 @@ impl BindingsApi {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
         };
-        match bindings::create(&app, &tenant, &body.subject, body.role.as_str(), body.scope.as_deref(), &caller.actor())
-            .await
-        {
+        match bindings::create(&app, &tenant, &body.subject, &body.role, body.scope.as_deref(), &caller.actor()).await {
             Ok(b) => AdminResponse::Created(Json(view(b)), None),
             Err(e) => AdminResponse::problem(problem_of(e)),
         }

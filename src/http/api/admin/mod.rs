@@ -11,6 +11,7 @@ mod clients;
 mod keys;
 mod organizations;
 mod responses;
+mod roles;
 mod tenants;
 mod users;
 
@@ -19,6 +20,7 @@ pub use bindings::BindingsApi;
 pub use clients::ClientsApi;
 pub use keys::KeysApi;
 pub use organizations::OrganizationsApi;
+pub use roles::RolesApi;
 pub use tenants::TenantsApi;
 pub use users::UsersApi;
 
