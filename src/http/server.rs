@@ -1,6 +1,6 @@
 //! The route tree and the OpenAPI document.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
@@ -36,21 +36,29 @@ pub fn openapi_document() -> String {
     crate::http::spec::finish(&service().spec())
 }
 
+/// The document and its viewer are built on first request, not at start: generating them
+/// touches most of the schema code, which would otherwise sit in an idle node's memory.
+static SPEC: LazyLock<String> = LazyLock::new(openapi_document);
+static DOCS: LazyLock<String> = LazyLock::new(|| service().redoc_html());
+
 /// Every route of the HTTPS server with its middleware.
 pub fn routes(app: Arc<AppState>) -> impl Endpoint {
     let api = service();
-    let spec = crate::http::spec::finish(&api.spec());
-    let docs = api.redoc();
     let limit = app.config.max_body_bytes;
     let metrics = app.metrics.clone();
     Route::new()
         .at(
             "/openapi.json",
-            poem::endpoint::make_sync(move |_| {
-                poem::Response::builder().content_type("application/json").body(spec.clone())
+            poem::endpoint::make_sync(|_| {
+                poem::Response::builder().content_type("application/json").body(SPEC.as_str())
             }),
         )
-        .nest("/docs", docs)
+        .at(
+            "/docs",
+            poem::endpoint::make_sync(|_| {
+                poem::Response::builder().content_type("text/html; charset=utf-8").body(DOCS.as_str())
+            }),
+        )
         .nest("/", api)
         .data(app.clone())
         .around(move |ep, req| {

@@ -257,6 +257,27 @@ async fn forged_and_foreign_tokens_are_refused() {
     let mut other = claims.clone();
     other["iss"] = json!(node.url.clone());
     forged.push(("another tenant's issuer", format!("{}.{}.{signature}", b64(&header), b64(&other))));
+    // S33: ECDSA is strict: a DER signature with r = s = 0, an all-zero raw signature.
+    forged.push(("DER r=s=0", format!("{}.{}.MAYCAQACAQA", b64(&header), b64(&claims))));
+    let zeros = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0u8; 64]);
+    forged.push(("all-zero signature", format!("{}.{}.{zeros}", b64(&header), b64(&claims))));
+    // S32: an RS256 header on the EC key's kid; a stripped signature.
+    let mut rs = header.clone();
+    rs["alg"] = json!("RS256");
+    forged.push(("RS256 on an EC kid", format!("{}.{}.{signature}", b64(&rs), b64(&claims))));
+    forged.push(("stripped signature", format!("{}.{}.", b64(&header), b64(&claims))));
+    // S34: kid is a lookup only; jku and jwk headers are ignored.
+    for kid in ["../../dev/null", "' OR 1=1--"] {
+        let mut h = header.clone();
+        h["kid"] = json!(kid);
+        forged.push(("a hostile kid", format!("{}.{}.{signature}", b64(&h), b64(&claims))));
+    }
+    let mut jku = header.clone();
+    jku["jku"] = json!("http://127.0.0.1:9/x");
+    forged.push(("a jku header", format!("{}.{}.{signature}", b64(&jku), b64(&claims))));
+    // S37: a truncated token and one with a character appended.
+    forged.push(("truncated", admin[..admin.len() - 2].to_string()));
+    forged.push(("appended", format!("{admin}A")));
     // Not a JWT; the wrong typ.
     forged.push(("garbage", "not.a.jwt".into()));
     let mut jwt_typ = header.clone();
