@@ -106,9 +106,30 @@ pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState
     let request_sha256 = sha256_hex(&[&body]);
 
     let lock = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).entry(scope.clone()).or_default().clone();
-    let guard = lock.lock().await;
+    let answer = {
+        let _one_at_a_time = lock.lock().await;
+        answer_once(ep, req, &app, &scope, request_sha256).await
+    };
+    // Forget the lock when nobody else is waiting on it, whatever the outcome.
+    drop(lock);
+    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    if in_flight.get(&scope).is_some_and(|l| Arc::strong_count(l) == 1) {
+        in_flight.remove(&scope);
+    }
+    answer
+}
+
+/// Replays the remembered answer, refuses a changed body, or runs the request and remembers
+/// a successful answer.
+async fn answer_once<E: Endpoint>(
+    ep: &E,
+    req: Request,
+    app: &AppState,
+    scope: &str,
+    request_sha256: String,
+) -> poem::Result<Response> {
     let now_ms = app.clock.now_ms();
-    let remembered = match app.store.read().and_then(|r| r.idempotent_response(&scope, now_ms)) {
+    let remembered = match app.store.read().and_then(|r| r.idempotent_response(scope, now_ms)) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("reading idempotency records: {e}");
@@ -117,7 +138,7 @@ pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState
             return Ok(p.into_response());
         }
     };
-    let answer = match remembered {
+    Ok(match remembered {
         Some(r) if r.request_sha256 == request_sha256 => replay(&r),
         Some(_) => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -128,18 +149,12 @@ pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState
         None => {
             let resp = ep.call(req).await?.into_response();
             if resp.status().is_success() {
-                remember(&app, resp, scope.clone(), request_sha256, now_ms).await
+                remember(app, resp, scope.to_string(), request_sha256, now_ms).await
             } else {
                 resp
             }
         }
-    };
-    drop(guard);
-    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-    if in_flight.get(&scope).is_some_and(|l| Arc::strong_count(l) == 1) {
-        in_flight.remove(&scope);
-    }
-    Ok(answer)
+    })
 }
 
 /// Stores the answer (redacted) through raft and returns it unchanged to this caller.
