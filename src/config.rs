@@ -22,11 +22,89 @@ pub struct Config {
     pub public_url: Option<String>,
     /// Request bodies larger than this get 413 before parsing.
     pub max_body_bytes: usize,
+    pub http: HttpConfig,
+    pub rate_limits: RateLimitConfig,
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
     pub keys: KeysConfig,
     pub oauth: OAuthConfig,
     pub log: LogConfig,
+}
+
+/// What a connection to the HTTPS port may cost the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A request head must arrive in full within this many seconds.
+    pub header_read_timeout_secs: u64,
+    /// A request body must arrive in full within this many seconds (408 otherwise).
+    pub body_read_timeout_secs: u64,
+    /// A connection that moves no byte for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// The request line and headers together may take at most this many bytes (431 beyond).
+    pub max_header_bytes: usize,
+    /// A request may carry at most this many headers (431 beyond).
+    pub max_headers: usize,
+    /// `Strict-Transport-Security`: `auto` sends it unless the public URL's host is
+    /// `localhost` or a loopback address; `always` or `never` decide outright.
+    pub hsts: HstsMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HstsMode {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 10,
+            idle_timeout_secs: 60,
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            hsts: HstsMode::Auto,
+        }
+    }
+}
+
+/// Rate limits of the OAuth and admin endpoints (429 with `Retry-After` beyond them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Turns every limit off (for benchmarks against a peer; never in production).
+    pub enabled: bool,
+    /// Requests per second one source address may send to `/oauth2/*` and `/admin/v1`.
+    pub per_source_per_sec: u32,
+    /// How many requests above that rate a source may send at once.
+    pub per_source_burst: u32,
+    /// Failed authentications per minute one source address may have before it gets 429.
+    pub failures_per_source_per_min: u32,
+    /// Failed authentications per minute one client id may have before it gets 429.
+    pub failures_per_client_per_min: u32,
+    /// How many source addresses and client ids the limiter remembers at most; past that, new
+    /// ones share one budget until the old ones are forgotten.
+    pub max_tracked_keys: usize,
+    /// Identical failed authentications (same client, source and reason) within this window
+    /// are written as one audit entry with a count.
+    pub failure_audit_window_secs: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            per_source_per_sec: 50_000,
+            per_source_burst: 10_000,
+            failures_per_source_per_min: 30,
+            failures_per_client_per_min: 30,
+            max_tracked_keys: 100_000,
+            failure_audit_window_secs: 10,
+        }
+    }
 }
 
 /// Tokens and the admin API's audience.
@@ -110,6 +188,8 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
             public_url: Some("https://localhost:8443".into()),
             max_body_bytes: 64 * 1024,
+            http: HttpConfig::default(),
+            rate_limits: RateLimitConfig::default(),
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
             keys: KeysConfig::default(),
@@ -204,6 +284,43 @@ impl Config {
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes must be at least 1024".into()));
         }
+        let http = &self.http;
+        for (name, secs) in [
+            ("http.header_read_timeout_secs", http.header_read_timeout_secs),
+            ("http.body_read_timeout_secs", http.body_read_timeout_secs),
+            ("http.idle_timeout_secs", http.idle_timeout_secs),
+        ] {
+            if secs == 0 || secs > 3600 {
+                return Err(ConfigError::Invalid(format!("{name} must be between 1 and 3600")));
+            }
+        }
+        if !(4096..=1024 * 1024).contains(&http.max_header_bytes) {
+            return Err(ConfigError::Invalid("http.max_header_bytes must be between 4096 and 1048576".into()));
+        }
+        if !(16..=1000).contains(&http.max_headers) {
+            return Err(ConfigError::Invalid("http.max_headers must be between 16 and 1000".into()));
+        }
+        let limits = &self.rate_limits;
+        for (name, n) in [
+            ("rate_limits.per_source_per_sec", limits.per_source_per_sec),
+            ("rate_limits.per_source_burst", limits.per_source_burst),
+            ("rate_limits.failures_per_source_per_min", limits.failures_per_source_per_min),
+            ("rate_limits.failures_per_client_per_min", limits.failures_per_client_per_min),
+        ] {
+            if n == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be at least 1 (turn limits off with rate_limits.enabled = false)"
+                )));
+            }
+        }
+        if limits.max_tracked_keys < 16 {
+            return Err(ConfigError::Invalid("rate_limits.max_tracked_keys must be at least 16".into()));
+        }
+        if limits.failure_audit_window_secs == 0 || limits.failure_audit_window_secs > 3600 {
+            return Err(ConfigError::Invalid(
+                "rate_limits.failure_audit_window_secs must be between 1 and 3600".into(),
+            ));
+        }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file must be set together".into()));
         }
@@ -247,6 +364,21 @@ impl Config {
                 std::net::IpAddr::V6(ip) => format!("https://[{ip}]:{}", bound.port()),
                 ip => format!("https://{ip}:{}", bound.port()),
             },
+        }
+    }
+
+    /// Whether answers carry `Strict-Transport-Security` for this public URL.
+    pub fn sends_hsts(&self, public_url: &str) -> bool {
+        match self.http.hsts {
+            HstsMode::Always => true,
+            HstsMode::Never => false,
+            HstsMode::Auto => {
+                let host = public_url.parse::<poem::http::Uri>().ok().and_then(|u| u.host().map(str::to_string));
+                let host = host.unwrap_or_default();
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let loopback = host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+                !(loopback || host.eq_ignore_ascii_case("localhost") || host.ends_with(".localhost"))
+            }
         }
     }
 
@@ -358,6 +490,19 @@ mod tests {
             let err = load(overrides, &env).expect_err("refused").to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle}");
         }
+    }
+
+    #[test]
+    fn hsts_is_sent_for_public_hosts_only_unless_configured() {
+        let c = load(Overrides::default(), &[]).unwrap();
+        assert!(!c.sends_hsts("https://localhost:8443"));
+        assert!(!c.sends_hsts("https://127.0.0.1:9"));
+        assert!(!c.sends_hsts("https://[::1]:9"));
+        assert!(c.sends_hsts("https://id.example.com"));
+        let always = load(Overrides { set: vec!["http.hsts=\"always\"".into()], ..Default::default() }, &[]).unwrap();
+        assert!(always.sends_hsts("https://localhost:8443"));
+        let never = load(Overrides { set: vec!["http.hsts=never".into()], ..Default::default() }, &[]).unwrap();
+        assert!(!never.sends_hsts("https://id.example.com"));
     }
 
     #[test]

@@ -22,8 +22,6 @@ use crate::metrics::{Metrics, Sample};
 
 /// How long to wait for a raft leader at start.
 const LEADER_WAIT: Duration = Duration::from_secs(15);
-/// Connections idle this long are closed, so silent clients cannot hold descriptors forever.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long in-flight requests may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
 
@@ -42,6 +40,10 @@ pub struct AppState {
     pub signers: crate::idm::tokens::Signers,
     /// Group commit of the token endpoint's audit entries.
     pub token_audit: crate::idm::tokens::TokenAudit,
+    /// Rate limits of the OAuth and admin endpoints.
+    pub limits: crate::http::limits::RateLimits,
+    /// Failed authentications waiting to be audited, coalesced.
+    pub auth_failures: crate::idm::auth_failures::FailureAudit,
     /// This start founded the cluster (the banner then says how to get admin credentials).
     pub founded: bool,
 }
@@ -182,6 +184,8 @@ pub async fn prepare(
         kek_source,
         signers: Default::default(),
         token_audit: Default::default(),
+        limits: crate::http::limits::RateLimits::new(&config.rate_limits),
+        auth_failures: crate::idm::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
         founded: false,
     };
     let mut app = app;
@@ -319,6 +323,16 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
     server_config(chain, key).map_err(|e| tls(&e))
 }
 
+/// Every minute, the rate limiter forgets sources and clients whose budgets are full again.
+async fn forget_idle_limits(app: Arc<AppState>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(Duration::from_secs(60)) => app.limits.forget_idle(),
+        }
+    }
+}
+
 /// Starts a node and serves until [`RunningNode::shutdown`].
 pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) -> Result<RunningNode, StartError> {
     // Bind first: a busy port then fails before the data dir is created or touched.
@@ -353,23 +367,16 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
         let rotation = crate::idm::keys::rotation_job(app.clone(), shutdown_rx.clone());
         let pruning = crate::idm::tokens::revocation_pruning_job(app.clone(), shutdown_rx.clone());
         let token_audit = crate::idm::tokens::token_audit_job(app.clone(), shutdown_rx.clone());
+        let window = Duration::from_secs(app.config.rate_limits.failure_audit_window_secs);
+        let failures = crate::idm::auth_failures::flush_job(app.clone(), window, shutdown_rx.clone());
+        let limits = forget_idle_limits(app.clone(), shutdown_rx.clone());
         tokio::spawn(async move {
-            tokio::join!(rotation, pruning, token_audit);
+            tokio::join!(rotation, pruning, token_audit, failures, limits);
         })
     };
     let routes = crate::http::routes(app.clone());
-    let mut rx = shutdown_rx;
-    let server = tokio::spawn(async move {
-        poem::Server::new_with_acceptor(acceptor)
-            .idle_timeout(IDLE_TIMEOUT)
-            .run_with_graceful_shutdown(
-                routes,
-                async move {
-                    let _ = rx.wait_for(|stop| *stop).await;
-                },
-                Some(DRAIN),
-            )
-            .await
-    });
+    let rx = shutdown_rx;
+    let limits = crate::http::edge::EdgeLimits::from_config(&app.config.http);
+    let server = tokio::spawn(crate::http::edge::serve(acceptor, routes, limits, rx, DRAIN));
     Ok(RunningNode { app, local_addr, shutdown, server, control, jobs })
 }

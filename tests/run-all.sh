@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "missing tool: cargo (install a Rust toolchain)" >&2; exit 1; }
 
+# The memory, disk and rate-limit tests measure the release binary (production build).
+cargo build --release --locked
 cargo test --workspace --all-targets --locked

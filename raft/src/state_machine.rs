@@ -10,7 +10,7 @@ use std::io::Cursor;
 use std::sync::Arc;
 
 use gatehouse_storage::tables::{meta_keys, META, RAFT_SNAPSHOT};
-use gatehouse_storage::{snapshot, Applied, Outcome};
+use gatehouse_storage::{snapshot, Applied, Changes, Outcome};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder, SnapshotMeta};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable};
@@ -23,6 +23,7 @@ const CURRENT_SNAPSHOT: &str = "current";
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
+    changes: Arc<Changes>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -33,7 +34,7 @@ struct StoredSnapshot {
 
 impl StateMachine {
     /// Applies a batch of committed entries in one non-durable write transaction.
-    fn apply_batch(db: &Database, entries: Vec<Entry>) -> Result<Vec<Outcome>, StorageError> {
+    fn apply_batch(db: &Database, changes: &Changes, entries: Vec<Entry>) -> Result<Vec<Outcome>, StorageError> {
         let mut txn = db.begin_write().map_err(write_err)?;
         txn.set_durability(Durability::None).map_err(write_err)?;
         let (mut applied, mut membership) = {
@@ -49,11 +50,15 @@ impl StateMachine {
             (applied, membership)
         };
         let mut outcomes = Vec::new();
+        let mut keys_changed = false;
         for entry in entries {
             applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::Applied(Applied::Nothing),
-                EntryPayload::Normal(proposal) => gatehouse_storage::apply(&txn, &proposal).map_err(write_err)?,
+                EntryPayload::Normal(proposal) => {
+                    keys_changed |= proposal.command.changes_signing_keys();
+                    gatehouse_storage::apply(&txn, &proposal).map_err(write_err)?
+                }
                 EntryPayload::Membership(m) => {
                     membership = StoredMembership::new(Some(entry.log_id), m);
                     Outcome::Applied(Applied::Nothing)
@@ -63,10 +68,14 @@ impl StateMachine {
         }
         Self::write_applied(&txn, &applied, &membership)?;
         txn.commit().map_err(write_err)?;
+        if keys_changed {
+            changes.note_signing_keys();
+        }
         Ok(outcomes)
     }
-    pub fn new(db: Arc<Database>) -> Self {
-        StateMachine { db }
+
+    pub fn new(db: Arc<Database>, changes: Arc<Changes>) -> Self {
+        StateMachine { db, changes }
     }
 
     fn read_applied(txn: &redb::ReadTransaction) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -134,10 +143,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let db = self.db.clone();
+        let (db, changes) = (self.db.clone(), self.changes.clone());
         // redb blocks while another transaction (such as the log flusher's fsync) holds the
         // write lock; keep that off the async workers.
-        tokio::task::spawn_blocking(move || Self::apply_batch(&db, entries))
+        tokio::task::spawn_blocking(move || Self::apply_batch(&db, &changes, entries))
             .await
             .map_err(|e| write_err(std::io::Error::other(e.to_string())))?
     }
@@ -165,7 +174,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             let mut t = txn.open_table(RAFT_SNAPSHOT).map_err(write_err)?;
             t.insert(CURRENT_SNAPSHOT, stored.as_slice()).map_err(write_err)?;
         }
-        txn.commit().map_err(write_err)
+        txn.commit().map_err(write_err)?;
+        self.changes.note_signing_keys();
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {

@@ -12,8 +12,8 @@ use gatehouse_storage::{Command, Proposal};
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
+use crate::http::api::admin::Caller;
 use crate::http::problem::{FieldError, Problem};
-use crate::idm::tokens;
 use crate::node::AppState;
 
 pub const HEADER: &str = "Idempotency-Key";
@@ -33,13 +33,11 @@ fn sha256_hex(parts: &[&[u8]]) -> String {
     hex::encode(ctx.finish())
 }
 
-/// `tenant/sub` of a valid admin bearer token, or `None` (the handler then answers 401).
-fn caller(app: &AppState, req: &Request) -> Option<String> {
-    let header = req.headers().get(poem::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let token = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer "))?.trim();
-    let tenant = tokens::tenant_of_issuer(app, &tokens::unverified_issuer(token)?)?;
-    let claims = tokens::verify_access_token(app, &tenant, token, Some(&app.config.oauth.admin_audience)).ok()?;
-    Some(format!("{}/{}", claims.tenant, claims.sub))
+/// `tenant/sub` of the caller the admin gate authenticated, or `None` (the handler then
+/// answers 401).
+fn caller(req: &Request) -> Option<String> {
+    let caller = req.extensions().get::<Arc<Caller>>()?;
+    Some(format!("{}/{}", caller.claims.tenant, caller.claims.sub))
 }
 
 fn key_problem(detail: &str) -> Response {
@@ -96,7 +94,7 @@ pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Ok(key_problem("the Idempotency-Key must be 1 to 255 visible ASCII characters"));
     }
-    let Some(caller) = caller(&app, &req) else {
+    let Some(caller) = caller(&req) else {
         return ep.call(req).await.map(IntoResponse::into_response);
     };
     let body = req.take_body().into_bytes().await?;

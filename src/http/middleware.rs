@@ -1,16 +1,23 @@
-//! Middleware around every route: body size limit, error rendering and request metrics.
+//! Middleware around every route: request ids, body size limit and read deadline, security
+//! headers, error rendering and request metrics.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use poem::http::StatusCode;
 use poem::{Endpoint, IntoResponse, Request, Response};
 
-use crate::http::problem::render_error;
+use crate::http::problem::{render_error, FieldError, Problem};
 use crate::metrics::Metrics;
 
-/// Reads the body up to `limit` bytes before any handler parses it; larger bodies get 413.
-pub async fn limit_body<E: Endpoint>(ep: &E, mut req: Request, limit: usize) -> poem::Result<Response> {
+/// Reads the body up to `limit` bytes before any handler parses it; larger bodies get 413, and
+/// one that does not arrive within `deadline` gets 408.
+pub async fn limit_body<E: Endpoint>(
+    ep: &E,
+    mut req: Request,
+    limit: usize,
+    deadline: Duration,
+) -> poem::Result<Response> {
     let declared = req
         .headers()
         .get(poem::http::header::CONTENT_LENGTH)
@@ -20,10 +27,25 @@ pub async fn limit_body<E: Endpoint>(ep: &E, mut req: Request, limit: usize) -> 
         return Err(too_large(limit));
     }
     let body = req.take_body();
-    let bytes = body.into_bytes_limit(limit).await.map_err(|e| match e {
+    let read = tokio::time::timeout(deadline, body.into_bytes_limit(limit)).await.map_err(|_| {
+        poem::Error::from_string(
+            format!("the request body did not arrive within {} s", deadline.as_secs()),
+            StatusCode::REQUEST_TIMEOUT,
+        )
+    })?;
+    let bytes = read.map_err(|e| match e {
         poem::error::ReadBodyError::PayloadTooLarge => too_large(limit),
         other => poem::Error::from(other),
     })?;
+    let json = req.content_type().is_some_and(|c| c.starts_with("application/json") || c.contains("+json"));
+    if json {
+        if let Some(field) = crate::http::api::checked::duplicate_member(&bytes) {
+            let detail = format!("member {field:?} appears more than once");
+            let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail.clone());
+            p.errors = Some(vec![FieldError { field, message: detail }]);
+            return Ok(p.into_response());
+        }
+    }
     req.set_body(bytes);
     ep.call(req).await.map(IntoResponse::into_response)
 }
@@ -32,13 +54,36 @@ fn too_large(limit: usize) -> poem::Error {
     poem::Error::from_string(format!("the request body exceeds {limit} bytes"), StatusCode::PAYLOAD_TOO_LARGE)
 }
 
-/// Renders errors in the format of the surface they came from and counts every request.
-pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>) -> poem::Result<Response> {
+/// Who sent the request being served: its id (also `X-Request-Id` on the answer) and the
+/// peer address. Set for the whole of a request's task, so the audit entries it causes and the
+/// log lines it writes carry both.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub id: String,
+    pub peer: Option<std::net::SocketAddr>,
+}
+
+tokio::task_local! {
+    static REQUEST: RequestContext;
+}
+
+/// The request being served on this task, if any.
+pub fn current_request() -> Option<RequestContext> {
+    REQUEST.try_with(Clone::clone).ok()
+}
+
+/// Renders errors in the format of the surface they came from, sets the security headers and
+/// the request id on every answer, and counts every request.
+pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>, hsts: bool) -> poem::Result<Response> {
     let started = Instant::now();
     let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
     let oauth = path.contains("/oauth2/");
-    let resp = match ep.call(req).await {
+    let context = RequestContext { id: crate::clock::random_id(""), peer: req.remote_addr().as_socket_addr().copied() };
+    let request_id = context.id.clone();
+    let span = tracing::info_span!("request", id = %request_id, method = %method, route = route_label(&path));
+    let served = tracing::Instrument::instrument(REQUEST.scope(context, ep.call(req)), span).await;
+    let resp = match served {
         Ok(resp) => resp.into_response(),
         Err(err) => render_error(err, oauth),
     };
@@ -48,9 +93,70 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>) -
             resp.headers_mut().insert(poem::http::header::ALLOW, allow);
         }
     }
+    secure_headers(&mut resp, &path, hsts);
+    if let Ok(id) = request_id.parse() {
+        resp.headers_mut().insert("x-request-id", id);
+    }
     let route = route_label(&path);
     metrics.observe_request(route, &method, resp.status().as_u16(), started.elapsed());
     Ok(resp)
+}
+
+/// The general per-source ceiling and the failure budget of the OAuth and admin endpoints:
+/// 429 with `Retry-After`, in the surface's error format, before anything else is done.
+pub async fn rate_limit<E: Endpoint>(ep: &E, req: Request, app: &crate::node::AppState) -> poem::Result<Response> {
+    let path = req.uri().path();
+    let limited = path.contains("/oauth2/") || path.starts_with("/admin/v1");
+    if let (true, Some(source)) = (limited, req.remote_addr().as_socket_addr().map(|a| a.ip())) {
+        if let Err(wait) = app.limits.admit(source) {
+            return Ok(too_many_requests(path.contains("/oauth2/"), wait));
+        }
+    }
+    ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// A 429 answer in the surface's format.
+pub fn too_many_requests(oauth: bool, wait: crate::http::limits::RetryAfter) -> Response {
+    let detail = format!("too many requests from this source; retry after {} s", wait.secs());
+    let mut resp = if oauth {
+        crate::http::problem::OAuthError::new("temporarily_unavailable", detail)
+            .into_poem_response(StatusCode::TOO_MANY_REQUESTS)
+    } else {
+        Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail).into_response()
+    };
+    if let Ok(v) = wait.secs().to_string().parse() {
+        resp.headers_mut().insert(poem::http::header::RETRY_AFTER, v);
+    }
+    resp
+}
+
+/// The policy of the HTML pages: scripts and styles only from this origin (styles may be
+/// inline: the docs viewer injects them), nothing framed, no plugins, no base rewriting.
+pub const HTML_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; \
+frame-ancestors 'none'; base-uri 'none'; object-src 'none'; form-action 'self'";
+
+/// Headers every answer carries (S51): no MIME sniffing, no referrer, nothing cached unless
+/// the answer says otherwise (discovery, JWKS and the document are public and cacheable), the
+/// HTML policy on pages, and HSTS where the public URL is not a loopback one.
+fn secure_headers(resp: &mut Response, path: &str, hsts: bool) {
+    use poem::http::header::{self, HeaderValue};
+    let html = resp.content_type().is_some_and(|c| c.starts_with("text/html"));
+    let headers = resp.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    let public_document = path.contains("/.well-known/") || path == "/openapi.json" || path.starts_with("/docs");
+    if !public_document && !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    if html {
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    if hsts {
+        headers
+            .insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000; includeSubDomains"));
+    }
 }
 
 /// Some of poem's own answers (405 for an undeclared method) arrive as empty responses
@@ -84,9 +190,12 @@ pub fn route_label(path: &str) -> &'static str {
         "docs" | "docs/" => "/docs",
         ".well-known/openid-configuration" => "{issuer}/.well-known/openid-configuration",
         ".well-known/oauth-authorization-server" => "{issuer}/.well-known/oauth-authorization-server",
+        "oauth2/introspect" => "{issuer}/oauth2/introspect",
+        "oauth2/revoke" => "{issuer}/oauth2/revoke",
         ".well-known/jwks.json" => "{issuer}/.well-known/jwks.json",
         "oauth2/authorize" => "{issuer}/oauth2/authorize",
         "oauth2/token" => "{issuer}/oauth2/token",
+        r if r.starts_with("admin/v1/") || r == "admin/v1" => "/admin/v1",
         _ => "other",
     }
 }

@@ -2,7 +2,9 @@
 
 pub mod acceptor;
 pub mod api;
+pub mod edge;
 pub mod idempotency;
+pub mod limits;
 pub mod middleware;
 pub mod problem;
 pub mod server;

@@ -81,6 +81,7 @@ pub fn render_error(err: poem::Error, oauth_surface: bool) -> Response {
         StatusCode::NOT_FOUND => "not_found",
         StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNAUTHORIZED => "unauthorized",
         StatusCode::FORBIDDEN => "forbidden",
@@ -93,10 +94,15 @@ pub fn render_error(err: poem::Error, oauth_surface: bool) -> Response {
     } else {
         err.to_string()
     };
-    // Unknown paths, 405 and 413 are problem documents on every surface; malformed OAuth
+    // Unknown paths, 405, 408 and 413 are problem documents on every surface; malformed OAuth
     // requests are RFC 6749 errors.
-    let generic =
-        matches!(status, StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED | StatusCode::PAYLOAD_TOO_LARGE);
+    let generic = matches!(
+        status,
+        StatusCode::NOT_FOUND
+            | StatusCode::METHOD_NOT_ALLOWED
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::REQUEST_TIMEOUT
+    );
     if oauth_surface && status.is_client_error() && !generic {
         return OAuthError::new("invalid_request", detail).into_poem_response(StatusCode::BAD_REQUEST);
     }

@@ -39,12 +39,41 @@ pub fn openapi_document() -> String {
 /// The document and its viewer are built on first request, not at start: generating them
 /// touches most of the schema code, which would otherwise sit in an idle node's memory.
 static SPEC: LazyLock<String> = LazyLock::new(openapi_document);
-static DOCS: LazyLock<String> = LazyLock::new(|| service().redoc_html());
+/// The viewer's script, taken from the page poem-openapi builds (it inlines the script, which
+/// the pages' CSP does not allow, and links web fonts, which a closed network cannot load).
+static REDOC_JS: LazyLock<String> = LazyLock::new(|| {
+    let page = service().redoc_html();
+    let start = page.find("<script charset=\"UTF-8\">").map(|i| i + "<script charset=\"UTF-8\">".len());
+    let script = start.and_then(|s| page[s..].find("</script>").map(|e| page[s..s + e].to_string()));
+    script.unwrap_or_default()
+});
+
+/// The docs page: the viewer's script and its start-up from this origin, nothing inline.
+const DOCS_HTML: &str = r#"<!DOCTYPE html>
+<html lang="en">
+  <head>
+    <meta charset="utf-8">
+    <meta name="viewport" content="width=device-width, initial-scale=1">
+    <title>Gatehouse API</title>
+    <style>body { margin: 0; padding: 0; }</style>
+  </head>
+  <body>
+    <div id="redoc-container"></div>
+    <script src="/docs/redoc.standalone.js"></script>
+    <script src="/docs/init.js"></script>
+  </body>
+</html>
+"#;
+
+const DOCS_INIT_JS: &str =
+    "Redoc.init('/openapi.json', { scrollYOffset: 50 }, document.getElementById('redoc-container'));\n";
 
 /// Every route of the HTTPS server with its middleware.
 pub fn routes(app: Arc<AppState>) -> impl Endpoint {
     let api = service();
     let limit = app.config.max_body_bytes;
+    let body_deadline = std::time::Duration::from_secs(app.config.http.body_read_timeout_secs);
+    let hsts = app.config.sends_hsts(&app.public_url);
     let metrics = app.metrics.clone();
     Route::new()
         .at(
@@ -56,18 +85,47 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
         .at(
             "/docs",
             poem::endpoint::make_sync(|_| {
-                poem::Response::builder().content_type("text/html; charset=utf-8").body(DOCS.as_str())
+                poem::Response::builder().content_type("text/html; charset=utf-8").body(DOCS_HTML)
+            }),
+        )
+        .at(
+            "/docs/redoc.standalone.js",
+            poem::endpoint::make_sync(|_| {
+                poem::Response::builder().content_type("text/javascript; charset=utf-8").body(REDOC_JS.as_str())
+            }),
+        )
+        .at(
+            "/docs/init.js",
+            poem::endpoint::make_sync(|_| {
+                poem::Response::builder().content_type("text/javascript; charset=utf-8").body(DOCS_INIT_JS)
             }),
         )
         .nest("/", api)
         .data(app.clone())
-        .around(move |ep, req| {
+        .around({
             let app = app.clone();
-            async move { crate::http::idempotency::idempotent(&ep, req, app).await }
+            move |ep, req| {
+                let app = app.clone();
+                async move { crate::http::idempotency::idempotent(&ep, req, app).await }
+            }
         })
-        .around(move |ep, req| async move { middleware::limit_body(&ep, req, limit).await })
+        .around(move |ep, req| async move { middleware::limit_body(&ep, req, limit, body_deadline).await })
+        .around({
+            let app = app.clone();
+            move |ep, req| {
+                let app = app.clone();
+                async move { crate::http::api::admin::gate(&ep, req, &app).await }
+            }
+        })
+        .around({
+            let app = app.clone();
+            move |ep, req| {
+                let app = app.clone();
+                async move { middleware::rate_limit(&ep, req, &app).await }
+            }
+        })
         .around(move |ep, req| {
             let metrics = metrics.clone();
-            async move { middleware::observe(&ep, req, metrics).await }
+            async move { middleware::observe(&ep, req, metrics, hsts).await }
         })
 }

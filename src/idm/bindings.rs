@@ -3,6 +3,7 @@
 use gatehouse_storage::model::{BindingRecord, ROLE_TEMPLATES};
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
 
+use crate::idm::roles::Grantor;
 use crate::node::{AppState, NodeWriteError};
 
 #[derive(Debug, thiserror::Error)]
@@ -10,6 +11,8 @@ use crate::node::{AppState, NodeWriteError};
 pub enum BindingError {
     #[error("invalid binding: {0}: {1}")]
     Invalid(String, String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Refused(Rejection),
     #[error(transparent)]
@@ -46,6 +49,7 @@ pub async fn create(
     subject: &str,
     role: &str,
     scope: Option<&str>,
+    grantor: &Grantor,
     actor: &str,
 ) -> Result<BindingRecord, BindingError> {
     validate(subject, role, scope)?;
@@ -65,6 +69,7 @@ pub async fn create(
     if !ROLE_TEMPLATES.contains(&role) && reader.role(tenant, role).map_err(unavailable)?.is_none() {
         return Err(BindingError::Refused(Rejection::UnknownRole { role: role.into() }));
     }
+    grantor.may_grant(app, tenant, role).map_err(unavailable)?.map_err(BindingError::Forbidden)?;
     if let Some(org) = scope.and_then(|s| s.strip_prefix("org:")) {
         if reader.organization(tenant, org).map_err(unavailable)?.is_none() {
             return Err(BindingError::Refused(Rejection::UnknownOrganization {
@@ -93,7 +98,21 @@ pub async fn create(
     }
 }
 
-pub async fn delete(app: &AppState, tenant: &str, id: &str, actor: &str) -> Result<(), BindingError> {
+/// Removes a binding; the caller must be able to grant its role (so only an owner removes an
+/// owner's binding), and `apply` refuses to remove a tenant's last owner.
+pub async fn delete(
+    app: &AppState,
+    tenant: &str,
+    id: &str,
+    grantor: &Grantor,
+    actor: &str,
+) -> Result<(), BindingError> {
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let binding = app.store.read().and_then(|r| r.binding(tenant, id)).map_err(unavailable)?;
+    let Some(binding) = binding else {
+        return Err(BindingError::Refused(Rejection::UnknownBinding { tenant: tenant.into(), id: id.into() }));
+    };
+    grantor.may_grant(app, tenant, &binding.role).map_err(unavailable)?.map_err(BindingError::Forbidden)?;
     let command = Command::DeleteBinding { tenant: tenant.to_string(), id: id.to_string() };
     match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::BindingDeleted { .. }) => Ok(()),

@@ -120,26 +120,101 @@ pub fn grants(
     Ok(false)
 }
 
+/// What a caller holds, so it can grant no more (S57, the design's "No escalation"): the
+/// permissions of its roles where it holds them, and whether it is an owner there.
+#[derive(Debug, Clone)]
+pub struct Grantor {
+    permissions: BTreeSet<&'static str>,
+    owner: bool,
+}
+
+impl Grantor {
+    /// The holder of `roles` in `tenant` (a platform admin's are in `system`, and count in
+    /// every tenant it acts on).
+    pub fn of(app: &AppState, tenant: &str, roles: &[String]) -> Result<Grantor, gatehouse_storage::StoreError> {
+        let mut permissions = BTreeSet::new();
+        for role in roles {
+            permissions.extend(permissions_of_role(app, tenant, role)?);
+        }
+        Ok(Grantor { permissions, owner: roles.iter().any(|r| r == "owner") })
+    }
+
+    /// Whether this caller may give someone `role` of `tenant`, or take it away: it must hold
+    /// every permission the role grants, and only an owner hands out or removes `owner`.
+    pub fn may_grant(
+        &self,
+        app: &AppState,
+        tenant: &str,
+        role: &str,
+    ) -> Result<Result<(), String>, gatehouse_storage::StoreError> {
+        if role == "owner" && !self.owner {
+            return Ok(Err("only an owner may create or remove owner bindings".into()));
+        }
+        let wanted = permissions_of_role(app, tenant, role)?;
+        Ok(self.holds(&wanted))
+    }
+
+    /// Whether this caller may define a role with these permissions.
+    pub fn may_define(&self, template: &str, permissions: &BTreeSet<&'static str>) -> Result<(), String> {
+        if template == "owner" && !self.owner {
+            return Err("only an owner may define roles from the owner template".into());
+        }
+        self.holds(permissions)
+    }
+
+    fn holds(&self, wanted: &BTreeSet<&'static str>) -> Result<(), String> {
+        let missing: Vec<&str> = wanted.difference(&self.permissions).copied().collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("a caller grants only permissions it holds; this one lacks {}", missing.join(", ")))
+        }
+    }
+}
+
+/// The permissions `role` grants in `tenant`: a template's, or a tenant role's; none for an
+/// unknown name.
+fn permissions_of_role(
+    app: &AppState,
+    tenant: &str,
+    role: &str,
+) -> Result<BTreeSet<&'static str>, gatehouse_storage::StoreError> {
+    if ROLE_TEMPLATES.contains(&role) {
+        return Ok(template_permissions(role));
+    }
+    Ok(app.store.read()?.role(tenant, role)?.map(|r| role_permissions(&r)).unwrap_or_default())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RoleError {
     #[error("invalid role: {0}: {1}")]
     Invalid(String, String),
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Refused(Rejection),
     #[error(transparent)]
     Write(#[from] NodeWriteError),
 }
 
+/// A tenant role to define: a template with permissions added and removed.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleSpec<'a> {
+    pub name: &'a str,
+    pub template: &'a str,
+    pub add: &'a [String],
+    pub remove: &'a [String],
+}
+
 pub async fn create(
     app: &AppState,
     tenant: &str,
-    name: &str,
-    template: &str,
-    add: &[String],
-    remove: &[String],
+    spec: RoleSpec<'_>,
+    grantor: &Grantor,
     actor: &str,
 ) -> Result<RoleRecord, RoleError> {
+    let RoleSpec { name, template, add, remove } = spec;
     for (field, list) in [("add", add), ("remove", remove)] {
         if let Some(bad) = list.iter().find(|n| Permission::from_name(n).is_none()) {
             return Err(RoleError::Invalid(field.into(), format!("{bad:?} is not a permission")));
@@ -155,6 +230,7 @@ pub async fn create(
         remove: remove.to_vec(),
         created_at_ms: now_ms,
     };
+    grantor.may_define(template, &role_permissions(&role)).map_err(RoleError::Forbidden)?;
     let out =
         app.write(Proposal { at_ms: now_ms, actor: actor.into(), command: Command::CreateRole(role.clone()) }).await?;
     match out {

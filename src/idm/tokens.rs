@@ -41,29 +41,56 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
 }
 
-/// Each tenant's keys, loaded once and reloaded when the tenant's key set changes.
+/// Each tenant's keys, parsed once and kept until an applied command changes some tenant's
+/// keys (`Store::changes`): a token costs no key read. Only tenants that exist are ever kept,
+/// so the cache is bounded by the number of tenants, whatever issuers callers make up.
 #[derive(Default)]
 pub struct Signers {
-    by_tenant: Mutex<HashMap<String, (String, Arc<TokenSigner>)>>,
+    by_tenant: Mutex<HashMap<String, (u64, Arc<TokenSigner>)>>,
+}
+
+/// Why a tenant's signer is not at hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignerError {
+    /// No such tenant, or one without keys.
+    UnknownTenant,
+    /// The keys could not be read or opened on this node.
+    Unavailable,
+}
+
+impl From<SignerError> for TokenFailure {
+    fn from(_: SignerError) -> Self {
+        TokenFailure::Unavailable
+    }
 }
 
 impl Signers {
-    pub fn for_tenant(&self, app: &AppState, tenant: &str) -> Result<Arc<TokenSigner>, TokenFailure> {
-        let records = app.store.read().and_then(|r| r.signing_keys(tenant)).map_err(TokenFailure::storage)?;
-        let fingerprint: String = records.iter().map(|r| r.kid.as_str()).collect::<Vec<_>>().join(",");
-        if let Some((f, signer)) = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner()).get(tenant) {
-            if *f == fingerprint {
+    pub fn for_tenant(&self, app: &AppState, tenant: &str) -> Result<Arc<TokenSigner>, SignerError> {
+        let generation = app.store.changes().signing_keys();
+        if let Some((g, signer)) = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner()).get(tenant) {
+            if *g == generation {
                 return Ok(signer.clone());
             }
         }
+        if !gatehouse_storage::model::tenant::is_valid_tenant_id(tenant) {
+            return Err(SignerError::UnknownTenant);
+        }
+        let records = app.store.read().and_then(|r| r.signing_keys(tenant)).map_err(|e| {
+            tracing::error!("reading the signing keys of tenant {tenant}: {e}");
+            SignerError::Unavailable
+        })?;
+        if records.is_empty() {
+            return Err(SignerError::UnknownTenant);
+        }
         let signer = Arc::new(TokenSigner::load(&records, Some(&app.cipher)).map_err(|e| {
             tracing::error!("loading the signing keys of tenant {tenant}: {e}");
-            TokenFailure::Unavailable
+            SignerError::Unavailable
         })?);
-        self.by_tenant
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(tenant.to_string(), (fingerprint, signer.clone()));
+        let mut cache = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
+        // Entries of an older generation are reloaded on their next use; dropping them here
+        // also forgets deleted tenants.
+        cache.retain(|_, (g, _)| *g == generation);
+        cache.insert(tenant.to_string(), (generation, signer.clone()));
         Ok(signer)
     }
 }
@@ -75,6 +102,8 @@ pub enum TokenFailure {
     Request { error: &'static str, description: String },
     /// 401 `invalid_client`; `basic` when the client used HTTP Basic (a challenge is sent).
     InvalidClient { basic: bool },
+    /// Too many failures from this source or for this client: 429.
+    RateLimited(crate::http::limits::RetryAfter),
     /// The node cannot read or write right now: 503.
     Unavailable,
 }
@@ -182,14 +211,18 @@ async fn assertion_is_valid(
     }
 }
 
-/// Authenticates a confidential client of `tenant` (S15). A failure is audited and answers
-/// `invalid_client`; unknown clients and wrong secrets look the same.
+/// Authenticates a confidential client of `tenant` (S15). Unknown clients and wrong secrets
+/// look the same. A failure costs no write of its own: it is counted against the source's and
+/// the client's failure budgets and audited coalesced (`auth_failures`); a source or client
+/// that spent its budget gets 429 before its credentials are looked at.
 pub async fn authenticate_client(
     app: &AppState,
     tenant: &str,
     presented: &PresentedClient,
-    endpoint: &str,
+    endpoint: &'static str,
 ) -> Result<ClientRecord, TokenFailure> {
+    let client_key = format!("{tenant}/{}", presented.client_id);
+    app.limits.admit_client(&client_key).map_err(TokenFailure::RateLimited)?;
     let client =
         app.store.read().and_then(|r| r.client(tenant, &presented.client_id)).map_err(TokenFailure::storage)?;
     let method = if presented.basic { "client_secret_basic" } else { "client_secret_post" };
@@ -213,13 +246,10 @@ pub async fn authenticate_client(
     match (ok, client) {
         (true, Some(c)) => Ok(c),
         _ => {
-            let command = Command::ClientAuthenticationFailed {
-                tenant: tenant.to_string(),
-                client_id: presented.client_id.chars().take(128).collect(),
-                endpoint: endpoint.to_string(),
-            };
-            let proposal = Proposal { at_ms: app.clock.now_ms(), actor: "anonymous".into(), command };
-            app.write(proposal).await?;
+            let source = crate::http::middleware::current_request().and_then(|r| r.peer).map(|p| p.ip());
+            app.limits.failed(source, Some(&client_key));
+            let now = app.clock.now_ms();
+            app.auth_failures.record(now, tenant, endpoint, &presented.client_id, source, "invalid_client");
             Err(TokenFailure::InvalidClient { basic: presented.basic })
         }
     }
@@ -486,7 +516,7 @@ pub fn tenant_of_issuer(app: &AppState, iss: &str) -> Option<String> {
         return Some("default".into());
     }
     let id = iss.strip_prefix(public)?.strip_prefix("/t/")?;
-    (!id.is_empty() && !id.contains('/') && id != "default").then(|| id.to_string())
+    (gatehouse_storage::model::tenant::is_valid_tenant_id(id) && id != "default").then(|| id.to_string())
 }
 
 /// Reads `iss` from an unverified token, to choose the tenant whose keys verify it.
@@ -513,7 +543,10 @@ pub fn verify_access_token(
     {
         return Err(InvalidToken::Malformed);
     }
-    let signer = app.signers.for_tenant(app, tenant).map_err(|_| InvalidToken::Unavailable)?;
+    let signer = app.signers.for_tenant(app, tenant).map_err(|e| match e {
+        SignerError::UnknownTenant => InvalidToken::WrongIssuer,
+        SignerError::Unavailable => InvalidToken::Unavailable,
+    })?;
     let mut validation = Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_issuer(&[app.issuer_of(tenant)]);
     match audience {
@@ -532,7 +565,7 @@ pub fn verify_access_token(
     if claims.tenant != tenant {
         return Err(InvalidToken::WrongIssuer);
     }
-    check_times(claims.exp, claims.nbf, app.clock.now_ms() / 1000)?;
+    check_times(claims.exp, claims.nbf, claims.iat, app.clock.now_ms() / 1000)?;
     let revoked =
         app.store.read().and_then(|r| r.is_revoked(tenant, &claims.jti)).map_err(|_| InvalidToken::Unavailable)?;
     if revoked {
@@ -541,14 +574,17 @@ pub fn verify_access_token(
     Ok(claims)
 }
 
-/// `exp` without leeway (a retired key's tokens must all have expired when it is pruned) and
-/// `nbf` with a little, for clock skew between nodes; times in seconds.
-fn check_times(exp: i64, nbf: i64, now: i64) -> Result<(), InvalidToken> {
+/// `exp` without leeway (a retired key's tokens must all have expired when it is pruned);
+/// `nbf` and `iat` with a little, for clock skew between nodes (S35); times in seconds.
+fn check_times(exp: i64, nbf: i64, iat: i64, now: i64) -> Result<(), InvalidToken> {
     if exp <= now {
         return Err(InvalidToken::Rejected("the token has expired".into()));
     }
     if nbf > now + NBF_LEEWAY_SECS {
         return Err(InvalidToken::Rejected("the token is not valid yet".into()));
+    }
+    if iat > now + NBF_LEEWAY_SECS {
+        return Err(InvalidToken::Rejected("the token was issued in the future".into()));
     }
     Ok(())
 }
@@ -620,10 +656,12 @@ mod tests {
     #[test]
     fn expired_and_not_yet_valid_tokens_are_refused() {
         let now = 1_000;
-        assert!(check_times(now + 60, now, now).is_ok());
-        assert!(check_times(now, now - 60, now).is_err(), "expires at now: expired");
-        assert!(check_times(now - 1, now - 60, now).is_err());
-        assert!(check_times(now + 60, now + NBF_LEEWAY_SECS, now).is_ok(), "within the skew allowance");
-        assert!(check_times(now + 600, now + NBF_LEEWAY_SECS + 1, now).is_err(), "not valid yet");
+        assert!(check_times(now + 60, now, now, now).is_ok());
+        assert!(check_times(now, now - 60, now - 60, now).is_err(), "expires at now: expired");
+        assert!(check_times(now - 1, now - 60, now - 60, now).is_err());
+        assert!(check_times(now + 60, now + NBF_LEEWAY_SECS, now, now).is_ok(), "within the skew allowance");
+        assert!(check_times(now + 600, now + NBF_LEEWAY_SECS + 1, now, now).is_err(), "not valid yet");
+        assert!(check_times(now + 600, now, now + NBF_LEEWAY_SECS, now).is_ok(), "issued within the skew");
+        assert!(check_times(now + 600, now, now + NBF_LEEWAY_SECS + 1, now).is_err(), "issued in the future");
     }
 }

@@ -58,6 +58,9 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
     if let Command::IssueTokens(batch) = &proposal.command {
         return issue_tokens(&mut t, proposal.at_ms, batch);
     }
+    if let Command::RecordAuthFailures(failures) = &proposal.command {
+        return record_failures(&mut t, proposal.at_ms, failures);
+    }
     let (tenant, target) = audit_subject(&proposal.command);
     let outcome = match check(&t, &proposal.command, proposal.at_ms)? {
         Err(rejection) => Outcome::Refused(rejection),
@@ -104,6 +107,26 @@ fn issue_tokens(t: &mut Tables<'_>, at_ms: i64, batch: &[IssuedToken]) -> Result
     Ok(Outcome::Applied(Applied::TokensIssued { refused }))
 }
 
+/// One audit entry per coalesced failure, with its count and first and last time.
+fn record_failures(t: &mut Tables<'_>, at_ms: i64, failures: &[crate::AuthFailures]) -> Result<Outcome, StoreError> {
+    for f in failures {
+        let target = format!(
+            "{} client:{} from {} count={} first_ms={} last_ms={}",
+            f.endpoint, f.client_id, f.source, f.count, f.first_ms, f.last_ms
+        );
+        let draft = AuditDraft {
+            at_ms,
+            actor: "anonymous".into(),
+            tenant: f.tenant.clone(),
+            action: "authentication.failed".into(),
+            target,
+            outcome: format!("refused:{}", f.reason),
+        };
+        audit::append(&mut t.meta, &mut t.audit, draft)?;
+    }
+    Ok(Outcome::Applied(Applied::FailuresRecorded { entries: failures.len() }))
+}
+
 fn audit_subject(command: &Command) -> (String, String) {
     match command {
         Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
@@ -125,6 +148,7 @@ fn audit_subject(command: &Command) -> (String, String) {
             format!("token:{} sub={} grant={} aud={} scope={}", t.jti, t.subject, t.grant, t.audience, t.scope),
         ),
         Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
+        Command::RecordAuthFailures(f) => ("system".into(), format!("authentication_failures:{}", f.len())),
         Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
             (tenant.clone(), format!("client:{client_id} at {endpoint}"))
         }
@@ -225,7 +249,13 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             }
             Ok(Ok(()))
         }
-        Command::DeleteClient { tenant, client_id } => read_client(t, tenant, client_id).map(|r| r.map(|_| ())),
+        Command::DeleteClient { tenant, client_id } => {
+            if let Err(r) = read_client(t, tenant, client_id)? {
+                return Ok(Err(r));
+            }
+            let subject = format!("client:{client_id}");
+            keeps_an_owner(t, tenant, |b| b.subject == subject)
+        }
         Command::CreateRole(r) => {
             if let Err(rej) = check_active_tenant(t, &r.tenant)? {
                 return Ok(Err(rej));
@@ -279,7 +309,7 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             if t.bindings.get(binding_key(tenant, id).as_str())?.is_none() {
                 return Ok(Err(Rejection::UnknownBinding { tenant: tenant.clone(), id: id.clone() }));
             }
-            Ok(Ok(()))
+            keeps_an_owner(t, tenant, |b| b.id == *id)
         }
         Command::IssueToken(issued) => {
             if let Err(r) = check_active_tenant(t, &issued.tenant)? {
@@ -297,6 +327,7 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::ClientAuthenticationFailed { .. } => Ok(Err(Rejection::ClientAuthenticationFailed)),
+        Command::RecordAuthFailures(_) => Ok(Ok(())),
         Command::IssueTokens(_) => Ok(Ok(())), // handled by `issue_tokens`
         Command::RevokeToken { tenant, .. } => {
             if t.tenants.get(tenant.as_str())?.is_none() {
@@ -359,8 +390,13 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             }
             Ok(Ok(()))
         }
-        Command::SetPassword { tenant, user_id, .. } | Command::DeleteUser { tenant, user_id } => {
-            read_user(t, tenant, user_id).map(|r| r.map(|_| ()))
+        Command::SetPassword { tenant, user_id, .. } => read_user(t, tenant, user_id).map(|r| r.map(|_| ())),
+        Command::DeleteUser { tenant, user_id } => {
+            if let Err(r) = read_user(t, tenant, user_id)? {
+                return Ok(Err(r));
+            }
+            let subject = format!("user:{user_id}");
+            keeps_an_owner(t, tenant, |b| b.subject == subject)
         }
         Command::CreateOrganization(o) => {
             if let Err(r) = check_active_tenant(t, &o.tenant)? {
@@ -464,6 +500,23 @@ fn check_organization(t: &Tables<'_>, tenant: &str, id: &str) -> Result<Result<(
 }
 
 /// Keys of the rows of a `{tenant}/…` table whose record matches.
+/// Refuses a removal of the bindings `removed` picks when they are all of the tenant's
+/// whole-tenant owner bindings: a tenant that has an owner keeps one.
+fn keeps_an_owner(
+    t: &Tables<'_>,
+    tenant: &str,
+    removed: impl Fn(&BindingRecord) -> bool,
+) -> Result<Result<(), Rejection>, StoreError> {
+    let is_owner = |b: &BindingRecord| b.role == "owner" && b.scope.is_none();
+    let owners = matching_keys(&t.bindings, "bindings", &format!("{tenant}/"), is_owner)?;
+    let removed_owners =
+        matching_keys(&t.bindings, "bindings", &format!("{tenant}/"), |b: &BindingRecord| is_owner(b) && removed(b))?;
+    if !owners.is_empty() && removed_owners.len() == owners.len() {
+        return Ok(Err(Rejection::LastOwner { tenant: tenant.to_string() }));
+    }
+    Ok(Ok(()))
+}
+
 fn matching_keys<T: serde::de::DeserializeOwned>(
     table: &Table<'_, &'static str, &'static [u8]>,
     name: &'static str,
@@ -611,6 +664,7 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
         }
         Command::IssueToken(issued) => Ok(Applied::TokenIssued { jti: issued.jti.clone() }),
         Command::IssueTokens(_) => Ok(Applied::TokensIssued { refused: Vec::new() }),
+        Command::RecordAuthFailures(f) => Ok(Applied::FailuresRecorded { entries: f.len() }),
         Command::ClientAuthenticationFailed { .. } => {
             Err(StoreError::Database("a failed authentication is always refused".into()))
         }

@@ -72,7 +72,11 @@ pub enum Command {
     /// Records many issued tokens at once (group commit from the token endpoint): each is
     /// checked and audited on its own, as if it were an `IssueToken`.
     IssueTokens(Vec<IssuedToken>),
-    /// Records a failed client authentication: always refused, so only its audit entry is written.
+    /// Records coalesced failed authentications: one audit entry per item, nothing else.
+    RecordAuthFailures(Vec<AuthFailures>),
+    /// Records a failed client authentication: always refused, so only its audit entry is
+    /// written. No longer proposed (failures are coalesced into `RecordAuthFailures`); kept so
+    /// logs written by older versions still apply.
     ClientAuthenticationFailed {
         tenant: String,
         client_id: String,
@@ -144,6 +148,26 @@ pub enum Command {
     PruneIdempotency,
 }
 
+/// Identical failed authentications (same tenant, endpoint, presented client, source and
+/// reason) seen in one window, written as one audit entry with their count. Never the
+/// credential itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthFailures {
+    pub tenant: String,
+    /// `token`, `introspect`, `revoke` or `admin`.
+    pub endpoint: String,
+    /// The client id presented (at most 128 characters), `*` when the node folded many into
+    /// one entry, empty for a bearer token that named nobody.
+    pub client_id: String,
+    /// The peer address, `*` when folded.
+    pub source: String,
+    /// Why: `invalid_client`, `invalid_token`, `forbidden`.
+    pub reason: String,
+    pub count: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
 /// What an issued token carried, for its audit entry. Never the token itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IssuedToken {
@@ -159,6 +183,18 @@ pub struct IssuedToken {
 }
 
 impl Command {
+    /// Whether applying this changes some tenant's set of signing keys.
+    pub fn changes_signing_keys(&self) -> bool {
+        matches!(
+            self,
+            Command::Bootstrap { .. }
+                | Command::CreateTenant(_)
+                | Command::AddSigningKeys { .. }
+                | Command::PruneSigningKeys { .. }
+                | Command::DeleteTenant { .. }
+        )
+    }
+
     /// The audit action name.
     pub fn action(&self) -> &'static str {
         match self {
@@ -175,6 +211,7 @@ impl Command {
             Command::DeleteBinding { .. } => "binding.delete",
             Command::IssueToken(_) | Command::IssueTokens(_) => "token.issue",
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
+            Command::RecordAuthFailures(_) => "authentication.failed",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
@@ -213,6 +250,10 @@ pub enum Outcome {
 pub enum Applied {
     /// A raft entry without a command (blank or membership).
     Nothing,
+    /// Coalesced failed authentications, each audited.
+    FailuresRecorded {
+        entries: usize,
+    },
     Bootstrapped {
         cluster_id: String,
     },
@@ -350,6 +391,8 @@ pub enum Rejection {
     AssertionReplayed,
     #[error("role {name:?} is bound to someone; delete those bindings first")]
     RoleInUse { name: String },
+    #[error("this would remove the last owner of tenant {tenant}")]
+    LastOwner { tenant: String },
     #[error("tenant {id:?} belongs to the appliance and cannot be deleted")]
     TenantProtected { id: String },
     #[error("user {id:?} does not exist in tenant {tenant:?}")]
@@ -393,6 +436,7 @@ impl Rejection {
             Rejection::AssertionReplayed => "assertion_replayed",
             Rejection::TenantProtected { .. } => "tenant_protected",
             Rejection::RoleInUse { .. } => "role_in_use",
+            Rejection::LastOwner { .. } => "last_owner",
             Rejection::UnknownUser { .. } => "unknown_user",
             Rejection::UsernameTaken { .. } => "username_taken",
             Rejection::UnknownOrganization { .. } => "unknown_organization",

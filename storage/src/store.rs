@@ -17,6 +17,27 @@ pub struct Store {
     db: Arc<Database>,
     path: PathBuf,
     schema_action: SchemaAction,
+    changes: Arc<Changes>,
+}
+
+/// Counters the state machine moves after it commits changes that caches outside storage keep
+/// copies of, so a cache compares one number instead of re-reading records on every use.
+#[derive(Debug, Default)]
+pub struct Changes {
+    signing_keys: std::sync::atomic::AtomicU64,
+}
+
+impl Changes {
+    /// Moves after every committed change of any tenant's signing keys (and of the tenants
+    /// themselves, which create or remove key sets).
+    pub fn signing_keys(&self) -> u64 {
+        self.signing_keys.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Called by the state machine after the commit that changed keys, never before it.
+    pub fn note_signing_keys(&self) {
+        self.signing_keys.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Store {
@@ -48,11 +69,15 @@ impl Store {
         let txn = db.begin_write()?;
         let schema_action = schema::prepare(&txn)?;
         txn.commit()?;
-        Ok(Store { db: Arc::new(db), path: path.to_path_buf(), schema_action })
+        Ok(Store { db: Arc::new(db), path: path.to_path_buf(), schema_action, changes: Arc::default() })
     }
 
     pub fn db(&self) -> &Arc<Database> {
         &self.db
+    }
+
+    pub fn changes(&self) -> &Arc<Changes> {
+        &self.changes
     }
 
     pub fn path(&self) -> &Path {

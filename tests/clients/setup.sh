@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned third-party clients used by tests/clients/ into a cache directory outside
-# the clone: a Python venv (python/requirements.txt) and Node packages (node/package-lock.json).
+# the clone: a Python venv (python/requirements.txt) and Node packages (node/package-lock.json);
+# also Debian's chromium (apt-get, as root) when /usr/bin/chromium is missing.
 # The install is keyed by a hash of the pin files and the interpreter versions, so changing a
 # pin installs afresh; an install that is already complete is reused at once.
 #
@@ -25,6 +26,27 @@ if ((${#missing[@]})); then
 fi
 
 root="${GATEHOUSE_TOOLS_DIR:-/var/cache/gatehouse-tools}"
+mkdir -p "$root"
+
+# node/docs_viewer.mjs drives Debian's Chromium through playwright-core (which downloads no
+# browser of its own). Installed once per machine, under a lock so parallel callers wait.
+chromium=/usr/bin/chromium
+if [[ ! -x "$chromium" ]]; then
+  exec 8>"$root/chromium.lock"
+  flock 8
+  if [[ ! -x "$chromium" ]]; then
+    log "installing Debian package chromium (for $chromium)"
+    if ! command -v apt-get >/dev/null || ((EUID != 0)); then
+      echo "setup: $chromium is missing and cannot be installed here (needs root and apt-get): install the Debian package chromium" >&2
+      exit 1
+    fi
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 || [[ ! -x "$chromium" ]]; then
+      echo "setup: apt-get install -y chromium failed: install the Debian package chromium (it provides $chromium)" >&2
+      exit 1
+    fi
+  fi
+  exec 8>&-
+fi
 key="$({
   cat "$here/python/requirements.txt" "$here/node/package.json" "$here/node/package-lock.json"
   python3 -c 'import sys; print(sys.version)'
@@ -32,7 +54,6 @@ key="$({
 } | sha256sum | cut -c1-16)"
 dest="$root/$key"
 
-mkdir -p "$root"
 # One installer at a time per key; a second caller waits, then finds the install complete.
 exec 9>"$root/$key.lock"
 flock 9
@@ -63,4 +84,5 @@ fi
 
 log "python venv:   $dest/venv (bin: schemathesis, openapi-python-client, ruff, python with httpx)"
 log "node packages: $dest/node/node_modules (linked from $link)"
+log "browser:       $chromium ($("$chromium" --version 2>/dev/null || echo 'version unknown'))"
 echo "$dest"

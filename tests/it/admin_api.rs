@@ -638,3 +638,51 @@ async fn a_tenant_role_is_a_template_with_permissions_added_and_removed() {
     let d = call(&node, Method::DELETE, &format!("{roles}/auditor"), Some(&admin), None).await;
     assert_eq!(d.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test]
+async fn a_json_member_given_twice_is_refused_and_creates_nothing() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let users = "/admin/v1/tenants/default/users";
+    let resp = node
+        .client()
+        .post(format!("{}{users}", node.url))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(r#"{"username":"a","username":"b"}"#)
+        .send()
+        .await
+        .unwrap();
+    let a = crate::support::admin::into_answer(resp).await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, Some("username"));
+    let all = call(&node, Method::GET, users, Some(&admin), None).await;
+    assert_eq!(all.body["items"].as_array().map(Vec::len), Some(0), "nothing was created: {}", all.body);
+}
+
+#[tokio::test]
+async fn a_request_without_a_valid_token_is_refused_before_its_body_is_parsed() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let users = format!("{}/admin/v1/tenants/default/users", node.url);
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let bodies = [r#"{"username": 5}"#.to_string(), "not json at all".to_string(), deep];
+    let bad_token = format!("{}x", &admin[..admin.len() - 1]);
+    for body in &bodies {
+        for token in [None, Some(bad_token.as_str())] {
+            let mut req = node.client().post(&users).header("content-type", "application/json").body(body.clone());
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let a = crate::support::admin::into_answer(req.send().await.unwrap()).await;
+            assert_problem(&a, StatusCode::UNAUTHORIZED, None);
+            assert!(a.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")), "{:?}", a.headers);
+            assert!(a.body.get("errors").is_none(), "no field-level messages for an anonymous caller: {}", a.body);
+        }
+    }
+    // With a valid token, the same bodies are validated and named.
+    let a =
+        call(&node, Method::POST, "/admin/v1/tenants/default/users", Some(&admin), Some(&json!({"username": 5}))).await;
+    assert_problem(&a, StatusCode::BAD_REQUEST, Some("username"));
+}

@@ -4,12 +4,11 @@ use serde_json::Value;
 
 use crate::support::{node::temp_data_dir, TestNode};
 
-const REQUIRED: [&str; 7] = [
+const REQUIRED: [&str; 6] = [
     "issuer",
     "authorization_endpoint",
     "token_endpoint",
     "jwks_uri",
-    "response_types_supported",
     "subject_types_supported",
     "id_token_signing_alg_values_supported",
 ];
@@ -44,8 +43,11 @@ async fn discovery_is_complete_and_its_issuer_is_the_url_it_was_fetched_under() 
             assert_eq!(doc["issuer"], Value::String(issuer.clone()), "issuer must equal the URL prefix");
             let algs = strings(&doc["id_token_signing_alg_values_supported"]);
             assert!(algs.contains(&"RS256".into()) && algs.contains(&"ES256".into()), "algs: {algs:?}");
-            assert!(strings(&doc["scopes_supported"]).contains(&"openid".into()));
-            assert!(strings(&doc["code_challenge_methods_supported"]).contains(&"S256".into()));
+            // Only what is served: client_credentials; the code flow, its response types, PKCE
+            // and the openid scope are listed once they work.
+            assert_eq!(strings(&doc["grant_types_supported"]), vec!["client_credentials".to_string()], "{url}");
+            assert!(doc["response_types_supported"].as_array().is_some_and(|a| a.is_empty()), "{url}");
+            assert!(!strings(&doc["grant_types_supported"]).contains(&"authorization_code".into()));
             assert!(!strings(&doc["code_challenge_methods_supported"]).contains(&"plain".into()));
             let listed: Vec<(String, String)> = doc
                 .as_object()
@@ -64,6 +66,22 @@ async fn discovery_is_complete_and_its_issuer_is_the_url_it_was_fetched_under() 
             }
         }
     }
+    // RFC 8414 section 3.1: the issuer's path inserted after the well-known name, as RFC 8414
+    // clients (openid-client's `oauth2` discovery) build it.
+    for tenant in ["acme", "system"] {
+        let url = format!("{}/.well-known/oauth-authorization-server/t/{tenant}", node.url);
+        let resp = client.get(&url).send().await.expect("RFC 8414 metadata");
+        assert_eq!(resp.status(), 200, "{url}");
+        let doc: Value = resp.json().await.unwrap();
+        assert_eq!(doc["issuer"], format!("{}/t/{tenant}", node.url), "{url}");
+        assert_eq!(doc["token_endpoint"], format!("{}/t/{tenant}/oauth2/token", node.url));
+    }
+    let missing = client
+        .get(format!("{}/.well-known/oauth-authorization-server/t/nobody", node.url))
+        .send()
+        .await
+        .expect("RFC 8414 metadata of no tenant");
+    assert_eq!(missing.status(), 404);
 }
 
 #[tokio::test]

@@ -192,3 +192,189 @@ async fn request_counters_and_raft_gauges_move() {
     assert!(metric(&after, "gatehouse_raft_commit_index") >= metric(&after, "gatehouse_raft_applied_index"));
     assert!(metric(&after, "gatehouse_audit_entries_total") > metric(&before, "gatehouse_audit_entries_total"));
 }
+
+/// Reads until the server closes the connection or `within` passes: what arrived, and whether
+/// the connection was closed by then.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return (got, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (got, true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn status_line(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn slow_silent_and_oversized_clients_are_cut_off() {
+    use tokio::io::AsyncWriteExt;
+    let (_tmp, dir) = temp_data_dir();
+    let args = [
+        "--set",
+        "http.header_read_timeout_secs=2",
+        "--set",
+        "http.body_read_timeout_secs=2",
+        "--set",
+        "http.idle_timeout_secs=4",
+    ];
+    let node = TestNode::start_with(&dir, &args, &[]).expect("node");
+    // Generous margins: each limit is 2-4 s, every check allows 10.
+    let within = Duration::from_secs(10);
+
+    // A partial head followed by silence.
+    let mut s = crate::support::node::raw_tls(&node).await;
+    s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let (_, closed) = read_until_closed(&mut s, within).await;
+    assert!(closed, "a partial head followed by silence is closed");
+
+    // A head trickled a byte at a time: the head deadline counts from its start.
+    let mut s = crate::support::node::raw_tls(&node).await;
+    s.write_all(b"GET /health HTTP/1.1\r\nX-Slow: ").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut cut = false;
+    while started.elapsed() < within {
+        if s.write_all(b"a").await.is_err() || s.flush().await.is_err() {
+            cut = true;
+            break;
+        }
+        let (_, closed) = read_until_closed(&mut s, Duration::from_millis(500)).await;
+        if closed {
+            cut = true;
+            break;
+        }
+    }
+    assert!(cut, "a trickled head is cut off at the head deadline");
+
+    // A body shorter than announced: 408 at the body deadline, then closed.
+    let mut s = crate::support::node::raw_tls(&node).await;
+    s.write_all(
+        b"POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type",
+    )
+    .await
+    .unwrap();
+    let (got, closed) = read_until_closed(&mut s, within).await;
+    assert!(status_line(&got).starts_with("HTTP/1.1 408"), "short body: {:?}", status_line(&got));
+    assert!(closed, "the connection of a short body is closed");
+
+    // A connection that says nothing after the handshake.
+    let mut s = crate::support::node::raw_tls(&node).await;
+    let (_, closed) = read_until_closed(&mut s, within).await;
+    assert!(closed, "a silent connection is closed");
+
+    // Heads over the size or count bounds: 431.
+    let mut s = crate::support::node::raw_tls(&node).await;
+    let big = format!("GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
+    let _ = s.write_all(big.as_bytes()).await;
+    let (got, _) = read_until_closed(&mut s, within).await;
+    assert!(status_line(&got).starts_with("HTTP/1.1 431"), "a 20 KiB header: {:?}", status_line(&got));
+    let mut s = crate::support::node::raw_tls(&node).await;
+    let many: String = (0..100).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let _ = s.write_all(format!("GET /health HTTP/1.1\r\nHost: localhost\r\n{many}\r\n").as_bytes()).await;
+    let (got, _) = read_until_closed(&mut s, within).await;
+    assert!(status_line(&got).starts_with("HTTP/1.1 431"), "100 headers: {:?}", status_line(&got));
+    // The same over HTTP/2 (reqwest negotiates h2): never served.
+    let resp = node.client().get(format!("{}/health", node.url)).header("x-big", "a".repeat(420 * 1024)).send().await;
+    if let Ok(r) = resp {
+        assert_eq!(r.status(), 431, "an HTTP/2 header list over the bound");
+    }
+
+    // Still serving.
+    let ok = node.client().get(format!("{}/health", node.url)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn a_flood_of_unterminated_heads_leaves_no_memory_behind() {
+    use tokio::io::AsyncWriteExt;
+    let (_tmp, dir) = temp_data_dir();
+    let mut node = TestNode::start_release(&dir, &[]);
+    let client = node.client();
+    for _ in 0..20 {
+        assert_eq!(client.get(format!("{}/health", node.url)).send().await.unwrap().status(), 200);
+    }
+    let before = node.rss_kib();
+    let chunk = vec![b'a'; 64 * 1024];
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let mut s = crate::support::node::raw_tls(&node).await;
+        let chunk = chunk.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Flood: ").await;
+            for _ in 0..7 {
+                if s.write_all(&chunk).await.is_err() {
+                    break;
+                }
+            }
+            let _ = read_until_closed(&mut s, Duration::from_secs(15)).await;
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = node.rss_kib();
+    assert!(node.is_running());
+    assert!(after < before + 8 * 1024, "100 unterminated 400 KB heads grew RSS from {before} to {after} KiB");
+    assert_eq!(client.get(format!("{}/health", node.url)).send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn every_answer_carries_the_security_headers() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let c = node.client();
+    let url = &node.url;
+    let h = |r: &reqwest::Response, name: &str| {
+        r.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string).unwrap_or_default()
+    };
+    let big = "a".repeat(64 * 1024 + 1);
+    let answers = vec![
+        ("413 on the token endpoint", c.post(format!("{url}/oauth2/token")).body(big).send().await.unwrap()),
+        ("400 on the token endpoint", c.post(format!("{url}/oauth2/token")).form(&[("a", "b")]).send().await.unwrap()),
+        ("401 on the admin API", c.get(format!("{url}/admin/v1/tenants")).send().await.unwrap()),
+        ("404", c.get(format!("{url}/no/such/path")).send().await.unwrap()),
+        ("health", c.get(format!("{url}/health")).send().await.unwrap()),
+    ];
+    let mut ids = std::collections::HashSet::new();
+    for (what, r) in &answers {
+        assert_eq!(h(r, "x-content-type-options"), "nosniff", "{what}");
+        assert_eq!(h(r, "referrer-policy"), "no-referrer", "{what}");
+        assert_eq!(h(r, "cache-control"), "no-store", "{what}");
+        assert!(h(r, "content-type").contains("json") || r.status() == 200, "{what}");
+        assert!(h(r, "strict-transport-security").is_empty(), "{what}: no HSTS on a loopback public URL");
+        assert!(ids.insert(h(r, "x-request-id")), "{what}: a request id of its own");
+    }
+    // Public documents stay cacheable but are never sniffed.
+    let jwks = c.get(format!("{url}/.well-known/jwks.json")).send().await.unwrap();
+    assert_eq!(h(&jwks, "x-content-type-options"), "nosniff");
+    assert_ne!(h(&jwks, "cache-control"), "no-store");
+    // HTML: a CSP that forbids framing and plugins.
+    let docs = c.get(format!("{url}/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    let csp = h(&docs, "content-security-policy");
+    for directive in ["frame-ancestors 'none'", "object-src 'none'", "base-uri 'none'", "script-src 'self'"] {
+        assert!(csp.contains(directive), "CSP {csp:?} lacks {directive}");
+    }
+    assert_eq!(h(&docs, "x-frame-options"), "DENY");
+    assert!(h(&docs, "content-type").contains("charset=utf-8"));
+    let page = docs.text().await.unwrap();
+    assert!(!page.contains("fonts.googleapis.com"), "the docs page loads nothing from elsewhere");
+    let script = c.get(format!("{url}/docs/redoc.standalone.js")).send().await.unwrap();
+    assert_eq!(script.status(), 200);
+    assert!(script.text().await.unwrap().len() > 100_000, "the viewer's script is served from here");
+    drop(node);
+
+    // HSTS when asked for (the default sends it for public host names).
+    let (_tmp2, dir2) = temp_data_dir();
+    let node = TestNode::start_with(&dir2, &["--set", "http.hsts=always"], &[]).expect("node");
+    let r = node.client().get(format!("{}/health", node.url)).send().await.unwrap();
+    assert_eq!(h(&r, "strict-transport-security"), "max-age=31536000; includeSubDomains");
+}

@@ -3,10 +3,12 @@
 
 mod support;
 
+mod abuse;
 mod admin_api;
 mod audit_tamper;
 mod crash;
 mod discovery;
+mod escalation;
 mod http_edges;
 mod keys;
 mod oauth;

@@ -131,7 +131,7 @@ async fn client_credentials_tokens_verify_introspect_and_revoke() {
 #[tokio::test(flavor = "multi_thread")]
 async fn token_endpoint_refusals_are_rfc_6749_errors() {
     let (_tmp, dir) = temp_data_dir();
-    let node = TestNode::start(&dir);
+    let node = TestNode::start_with(&dir, &["--set", "rate_limits.failure_audit_window_secs=1"], &[]).expect("node");
     let admin = platform_token(&node);
     let (id, secret) = create_client(&node, &admin, "default", &["https://api.test", "orders"], &["read"]).await;
 
@@ -141,10 +141,22 @@ async fn token_endpoint_refusals_are_rfc_6749_errors() {
         assert_oauth_error(&a, StatusCode::UNAUTHORIZED, "invalid_client");
         assert!(a.header("www-authenticate").is_some_and(|h| h.starts_with("Basic")), "challenge for Basic");
     }
-    // Failed authentications are audited.
-    let failures = audit_targets(&node, &admin, "default", "client.authenticate").await;
+    // Failed authentications are audited, coalesced per client, source and reason within the
+    // audit window (1 s here).
+    let mut failures = Vec::new();
+    for _ in 0..50 {
+        failures = audit_targets(&node, &admin, "default", "authentication.failed").await;
+        if failures.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     assert_eq!(failures.len(), 2, "{failures:?}");
-    assert!(failures.iter().all(|(_, o)| o == "refused:client_authentication_failed"));
+    assert!(failures.iter().all(|(_, o)| o == "refused:invalid_client"));
+    assert!(
+        failures.iter().any(|(t, _)| t.contains(&format!("client:{id} ")) && t.contains("count=1")),
+        "{failures:?}"
+    );
 
     // Scope outside the allowlist (S11), audience outside it (S22), malformed resource.
     let a = token_basic(&node, "default", &id, &secret, &[("scope", "read admin")]).await;

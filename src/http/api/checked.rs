@@ -163,3 +163,87 @@ fn kind(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+/// The path of the first member that appears twice in one object of a JSON document
+/// (`{"username":"a","username":"b"}`), which serde would otherwise resolve silently as "the
+/// last one wins". `None` for a document without duplicates, or one that is not JSON (the
+/// parser then reports that).
+pub fn duplicate_member(body: &[u8]) -> Option<String> {
+    use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    /// Walks a value; `Err` carries the path of a duplicate, or a syntax error (`None`).
+    struct Walk<'p>(&'p str);
+
+    impl<'de> DeserializeSeed<'de> for Walk<'_> {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Walk<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any JSON value")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut i = 0usize;
+            while seq.next_element_seed(Walk(&format!("{}[{i}]", self.0)))?.is_some() {
+                i += 1;
+            }
+            Ok(())
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(key) = map.next_key::<String>()? {
+                let path = if self.0.is_empty() { key.clone() } else { format!("{}.{key}", self.0) };
+                if !seen.insert(key) {
+                    return Err(serde::de::Error::custom(format!("\u{0}duplicate:{path}")));
+                }
+                map.next_value_seed(Walk(&path))?;
+            }
+            Ok(())
+        }
+    }
+
+    let mut de = serde_json::Deserializer::from_slice(body);
+    match Walk("").deserialize(&mut de) {
+        Ok(()) => None,
+        Err(e) => {
+            let text = e.to_string();
+            text.split("\u{0}duplicate:").nth(1).map(|rest| rest.split(" at line ").next().unwrap_or(rest).to_string())
+        }
+    }
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    use super::duplicate_member;
+
+    #[test]
+    fn a_member_given_twice_is_found_with_its_path() {
+        assert_eq!(duplicate_member(br#"{"username":"a","username":"b"}"#).as_deref(), Some("username"));
+        assert_eq!(duplicate_member(br#"{"a":{"b":1,"b":2}}"#).as_deref(), Some("a.b"));
+        assert_eq!(duplicate_member(br#"{"a":[{"x":1},{"x":1,"x":2}]}"#).as_deref(), Some("a[1].x"));
+        assert_eq!(duplicate_member(br#"{"a":1,"b":{"a":2}}"#), None, "the same name in another object");
+        assert_eq!(duplicate_member(b"not json"), None, "syntax errors are the parser's to report");
+    }
+}

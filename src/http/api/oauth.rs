@@ -156,6 +156,15 @@ pub enum OAuthResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
     /// No such tenant.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// Too many failed authentications from this source or for this client, or too many
+    /// requests from this source (`temporarily_unavailable`); retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(
+        Json<OAuthError>,
+        #[oai(header = "Cache-Control")] String,
+        #[oai(header = "Pragma")] String,
+        #[oai(header = "Retry-After")] String,
+    ),
     /// This node cannot serve the request now (`temporarily_unavailable`).
     #[oai(status = 503)]
     Unavailable(Json<OAuthError>, #[oai(header = "Cache-Control")] String, #[oai(header = "Pragma")] String),
@@ -180,6 +189,15 @@ impl<T: poem_openapi::types::ToJSON + Send + Sync> OAuthResponse<T> {
                 NO_STORE.into(),
                 NO_CACHE.into(),
                 basic.then(|| "Basic realm=\"gatehouse\", charset=\"UTF-8\"".to_string()),
+            ),
+            TokenFailure::RateLimited(wait) => OAuthResponse::TooManyRequests(
+                Json(OAuthError::new(
+                    "temporarily_unavailable",
+                    format!("too many failed authentications; retry after {} s", wait.secs()),
+                )),
+                NO_STORE.into(),
+                NO_CACHE.into(),
+                wait.secs().to_string(),
             ),
             TokenFailure::Unavailable => OAuthResponse::Unavailable(
                 Json(OAuthError::new("temporarily_unavailable", "this node cannot serve the request now")),

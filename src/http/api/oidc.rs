@@ -197,13 +197,15 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
                 introspection_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
                 revocation_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
                 issuer,
-                scopes_supported: strings(&["openid"]),
-                response_types_supported: strings(&["code"]),
-                response_modes_supported: strings(&["query"]),
-                grant_types_supported: strings(&["authorization_code", "client_credentials"]),
+                // Only what is served: the code flow (and with it `openid`, response types,
+                // response modes and PKCE) comes with the OpenID Connect work.
+                scopes_supported: Vec::new(),
+                response_types_supported: Vec::new(),
+                response_modes_supported: Vec::new(),
+                grant_types_supported: strings(&["client_credentials"]),
                 subject_types_supported: strings(&["public"]),
                 id_token_signing_alg_values_supported: strings(&["RS256", "ES256"]),
-                code_challenge_methods_supported: strings(&["S256"]),
+                code_challenge_methods_supported: Vec::new(),
                 request_parameter_supported: false,
                 request_uri_parameter_supported: false,
             }))
@@ -317,6 +319,18 @@ impl OidcApi {
         operation_id = "getTenantAuthorizationServerMetadata"
     )]
     async fn as_metadata_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> DiscoveryResponse {
+        discovery(&app, resolve_path(&app, &tenant), "/.well-known/oauth-authorization-server")
+    }
+
+    /// RFC 8414 metadata of a tenant at the well-known URL its issuer's path is inserted
+    /// into (RFC 8414 section 3.1), as RFC 8414 clients look for it.
+    #[oai(
+        path = "/.well-known/oauth-authorization-server/t/:tenant",
+        method = "get",
+        tag = "OidcTag::Discovery",
+        operation_id = "getTenantAuthorizationServerMetadataInserted"
+    )]
+    async fn as_metadata_inserted(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> DiscoveryResponse {
         discovery(&app, resolve_path(&app, &tenant), "/.well-known/oauth-authorization-server")
     }
 

@@ -8,9 +8,29 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_gatehouse");
 
+/// The optimised binary, for the tests that measure memory and disk: `GATEHOUSE_RELEASE_BIN`, or
+/// `release/gatehouse` beside the debug binary's profile directory.
+pub fn release_bin() -> PathBuf {
+    let path = std::env::var_os("GATEHOUSE_RELEASE_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let debug = Path::new(BIN);
+        let target = debug.parent().and_then(Path::parent).unwrap_or(Path::new("target"));
+        target.join("release/gatehouse")
+    });
+    assert!(
+        path.is_file(),
+        "the release binary {} is missing: run `cargo build --release --locked` first (tests/run-all.sh does)",
+        path.display()
+    );
+    path
+}
+
 /// A base command with a clean environment for the node's settings.
 pub fn command(data_dir: &Path) -> Command {
-    let mut c = Command::new(BIN);
+    command_of(Path::new(BIN), data_dir)
+}
+
+fn command_of(bin: &Path, data_dir: &Path) -> Command {
+    let mut c = Command::new(bin);
     c.arg("--data-dir").arg(data_dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("GATEHOUSE_") {
@@ -43,7 +63,17 @@ impl TestNode {
     }
 
     pub fn start_with(data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
-        let mut cmd = command(data_dir);
+        Self::start_bin(Path::new(BIN), data_dir, extra_args, env)
+    }
+
+    /// Starts the release binary (production build, production defaults but for `extra_args`).
+    pub fn start_release(data_dir: &Path, extra_args: &[&str]) -> TestNode {
+        Self::start_bin(&release_bin(), data_dir, extra_args, &[])
+            .unwrap_or_else(|e| panic!("release node did not start: {e}"))
+    }
+
+    fn start_bin(bin: &Path, data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
+        let mut cmd = command_of(bin, data_dir);
         cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra_args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -114,6 +144,31 @@ impl TestNode {
         cli(&self.data_dir, args)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The node's resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("/proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The size of the node's database file, in bytes.
+    #[allow(dead_code)] // used by the disk tests
+    pub fn db_bytes(&self) -> u64 {
+        std::fs::metadata(self.data_dir.join("gatehouse.redb")).map(|m| m.len()).expect("database file")
+    }
+
+    /// Whether the process is still running (not exited, not a zombie).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
     pub fn addr(&self) -> String {
         self.url.trim_start_matches("https://").to_string()
     }
@@ -173,4 +228,23 @@ pub fn temp_data_dir() -> (tempfile::TempDir, PathBuf) {
 pub fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp").arg("-a").arg(from).arg(to).status().expect("cp");
     assert!(status.success(), "cp -a failed");
+}
+
+/// A raw TLS connection to the node speaking HTTP/1.1, for clients that misbehave on purpose.
+pub async fn raw_tls(node: &TestNode) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut node.ca_pem.as_slice()) {
+        roots.add(cert.expect("CA certificate")).expect("add CA");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(node.addr()).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    connector.connect(name, tcp).await.expect("TLS handshake")
 }

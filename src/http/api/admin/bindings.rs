@@ -9,7 +9,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::auth::{authorize, AdminBearer, Permission};
+use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
 use super::responses::{
     conflict, invalid, missing, next_cursor, page_params, storage, write_failed, AdminResponse, Page,
 };
@@ -63,6 +63,7 @@ fn view(b: BindingRecord) -> Binding {
 fn problem_of(e: BindingError) -> Problem {
     match e {
         BindingError::Invalid(field, message) => invalid(vec![(field, message)]),
+        BindingError::Forbidden(why) => escalation(why),
         // A well-formed reference to something absent: 404, naming the field.
         BindingError::Refused(Rejection::UnknownClient { client_id, .. }) => {
             missing("subject", format!("there is no client {client_id:?} in this tenant"))
@@ -123,13 +124,15 @@ impl BindingsApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateBinding>>,
     ) -> AdminResponse<Binding> {
-        let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
+        let (caller, grantor) = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
+            .and_then(|c| grantor(&app, &c).map(|g| (c, g)))
         {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
         };
-        match bindings::create(&app, &tenant, &body.subject, &body.role, body.scope.as_deref(), &caller.actor()).await {
+        let (subject, role, scope) = (&body.subject, &body.role, body.scope.as_deref());
+        match bindings::create(&app, &tenant, subject, role, scope, &grantor, &caller.actor()).await {
             Ok(b) => AdminResponse::Created(Json(view(b)), None),
             Err(e) => AdminResponse::problem(problem_of(e)),
         }
@@ -144,11 +147,13 @@ impl BindingsApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] binding_id: Path<String>,
     ) -> AdminResponse<Binding> {
-        let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite) {
+        let (caller, grantor) = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
+            .and_then(|c| grantor(&app, &c).map(|g| (c, g)))
+        {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
         };
-        match bindings::delete(&app, &tenant, &binding_id, &caller.actor()).await {
+        match bindings::delete(&app, &tenant, &binding_id, &grantor, &caller.actor()).await {
             Ok(()) => AdminResponse::NoContent,
             Err(e) => AdminResponse::problem(problem_of(e)),
         }

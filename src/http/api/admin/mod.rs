@@ -15,7 +15,7 @@ mod roles;
 mod tenants;
 mod users;
 
-pub use auth::{Permission, PERMISSIONS};
+pub use auth::{gate, Caller, Permission, PERMISSIONS};
 pub use bindings::BindingsApi;
 pub use clients::ClientsApi;
 pub use keys::KeysApi;

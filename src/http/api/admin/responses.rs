@@ -43,6 +43,10 @@ pub enum AdminResponse<T: ToJSON + ParseFromJSON + Send + Sync> {
     /// `If-Match` names a revision that is no longer current.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
+    /// Too many requests, or too many failed authentications, from this source; retry after
+    /// `Retry-After` seconds.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] String),
     /// This node cannot serve the request now.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>),

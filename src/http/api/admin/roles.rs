@@ -10,7 +10,7 @@ use poem_openapi::param::Path;
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
-use super::auth::{authorize, AdminBearer, Permission};
+use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
 use super::responses::{conflict, invalid, storage, write_failed, AdminResponse};
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -125,6 +125,7 @@ fn view(r: &RoleRecord) -> Role {
 fn problem_of(e: RoleError) -> Problem {
     match e {
         RoleError::Invalid(field, message) => invalid(vec![(field, message)]),
+        RoleError::Forbidden(why) => escalation(why),
         RoleError::Refused(Rejection::UnknownRole { role }) => Problem::not_found(format!("there is no role {role:?}")),
         RoleError::Refused(r) => conflict(r.code(), r.to_string()),
         RoleError::Write(e) => write_failed(e),
@@ -172,8 +173,9 @@ impl RolesApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateRole>>,
     ) -> AdminResponse<Role> {
-        let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
+        let (caller, grantor) = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
+            .and_then(|c| grantor(&app, &c).map(|g| (c, g)))
         {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
@@ -181,7 +183,8 @@ impl RolesApi {
         let b = &body.0 .0;
         let add: Vec<String> = b.add.iter().map(|p| p.name()).collect();
         let remove: Vec<String> = b.remove.iter().map(|p| p.name()).collect();
-        match roles::create(&app, &tenant, &b.name, b.template.as_str(), &add, &remove, &caller.actor()).await {
+        let spec = roles::RoleSpec { name: &b.name, template: b.template.as_str(), add: &add, remove: &remove };
+        match roles::create(&app, &tenant, spec, &grantor, &caller.actor()).await {
             Ok(r) => AdminResponse::Created(Json(view(&r)), None),
             Err(e) => AdminResponse::problem(problem_of(e)),
         }
