@@ -124,6 +124,9 @@ pub enum AuditCommand {
 }
 
 pub fn main() -> ExitCode {
+    // Single-threaded still: changing the environment is sound only before threads start.
+    let _ = KEK_ENV.set(std::env::var("GATEHOUSE_KEK").ok());
+    std::env::remove_var("GATEHOUSE_KEK");
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -216,8 +219,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// `GATEHOUSE_KEK`, taken out of the process environment by `main` before any other thread
+/// exists, so child processes and `/proc/{pid}/environ` never show it.
+static KEK_ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+fn take_kek_env() -> Option<String> {
+    KEK_ENV.get().cloned().flatten()
+}
+
 async fn serve(config: Config) -> anyhow::Result<ExitCode> {
-    let kek_env = std::env::var("GATEHOUSE_KEK").ok();
+    let kek_env = take_kek_env();
     let started = std::time::Instant::now();
     let running = node::start(config, Arc::new(SystemClock), kek_env).await?;
     print_banner(&running, started.elapsed());
@@ -297,7 +308,7 @@ async fn init(config: Config) -> anyhow::Result<ExitCode> {
         return Err(crate::datadir::DataDirError::AlreadyInitialised { path: dir.root().display().to_string() }.into());
     }
     let public_url = config.public_url.clone().unwrap_or_else(|| config.effective_public_url(config.listen));
-    let kek_env = std::env::var("GATEHOUSE_KEK").ok();
+    let kek_env = take_kek_env();
     let app = node::prepare(&config, Arc::new(SystemClock), kek_env.as_deref(), &public_url).await?;
     let names = node::certificate_names(&config, &public_url, None);
     let result = node::tls_material(&app, &names);

@@ -157,7 +157,10 @@ async fn etags_guard_updates_and_lists_page_by_cursor() {
     assert_eq!(a.body["name"], "renamed");
     let mut stale = body.clone();
     stale["name"] = json!("lost update");
-    let a = put("\"r1\"", stale).await;
+    let a = put("\"r1\"", stale.clone()).await;
+    assert_problem(&a, StatusCode::PRECONDITION_FAILED, None);
+    // The largest revision a counter could name: a clear 412, never a wrap or a panic.
+    let a = put("\"r18446744073709551615\"", stale).await;
     assert_problem(&a, StatusCode::PRECONDITION_FAILED, None);
     let now = call(&node, Method::GET, &path, Some(&admin), None).await;
     assert_eq!(now.body["name"], "renamed", "the stale update changed nothing");

@@ -168,20 +168,28 @@ pub fn next_cursor(items_len: usize, limit: usize, last: Option<&str>) -> Option
 }
 
 /// The revision the request's `If-Match` names (`"r{n}"` or `W/"r{n}"`), or `current` without
-/// one. An `If-Match` that names no revision of this resource cannot match: 412.
+/// one. An `If-Match` that names no revision of this resource, or not its current one (as
+/// `"r18446744073709551615"`, which no counter reaches), cannot match: 412, before anything
+/// computes the next revision. `apply` checks the revision again, atomically.
 pub fn parse_etag(req: &poem::Request, current: u64) -> Result<u64, Problem> {
     let Some(value) = req.headers().get(poem::http::header::IF_MATCH) else { return Ok(current) };
-    value
+    let named: Option<u64> = value
         .to_str()
         .ok()
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.strip_prefix('r'))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| {
-            Problem::new(
-                StatusCode::PRECONDITION_FAILED,
-                "precondition_failed",
-                "If-Match names no revision of this resource",
-            )
-        })
+        .and_then(|n| n.parse().ok());
+    match named {
+        Some(n) if n == current && n < u64::MAX => Ok(n),
+        Some(_) => Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "If-Match names a revision that is no longer current",
+        )),
+        None => Err(Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            "If-Match names no revision of this resource",
+        )),
+    }
 }
