@@ -37,7 +37,9 @@ pub async fn limit_body<E: Endpoint>(
         poem::error::ReadBodyError::PayloadTooLarge => too_large(limit),
         other => poem::Error::from(other),
     })?;
-    let json = req.content_type().is_some_and(|c| c.starts_with("application/json") || c.contains("+json"));
+    // Only the admin API takes JSON bodies, and only after its gate authenticated the caller.
+    let json = req.uri().path().starts_with("/admin/v1/")
+        && req.content_type().is_some_and(|c| c.starts_with("application/json") || c.contains("+json"));
     if json {
         if let Some(field) = crate::http::api::checked::duplicate_member(&bytes) {
             let detail = format!("member {field:?} appears more than once");

@@ -170,9 +170,22 @@ fn kind(value: &Value) -> &'static str {
 /// parser then reports that).
 pub fn duplicate_member(body: &[u8]) -> Option<String> {
     use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+    use std::cell::RefCell;
 
-    /// Walks a value; `Err` carries the path of a duplicate, or a syntax error (`None`).
-    struct Walk<'p>(&'p str);
+    /// Walks a value. The path is a stack of segments shared by every level and formatted
+    /// only when a duplicate is found, so the walk costs linear time in the body's size.
+    struct Walk<'s>(&'s RefCell<Vec<String>>);
+
+    fn joined(stack: &[String]) -> String {
+        let mut out = String::new();
+        for seg in stack {
+            if !out.is_empty() && !seg.starts_with('[') {
+                out.push('.');
+            }
+            out.push_str(seg);
+        }
+        out
+    }
 
     impl<'de> DeserializeSeed<'de> for Walk<'_> {
         type Value = ();
@@ -206,26 +219,37 @@ pub fn duplicate_member(body: &[u8]) -> Option<String> {
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
             let mut i = 0usize;
-            while seq.next_element_seed(Walk(&format!("{}[{i}]", self.0)))?.is_some() {
+            loop {
+                self.0.borrow_mut().push(format!("[{i}]"));
+                let more = seq.next_element_seed(Walk(self.0))?.is_some();
+                self.0.borrow_mut().pop();
+                if !more {
+                    return Ok(());
+                }
                 i += 1;
             }
-            Ok(())
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
             let mut seen = std::collections::HashSet::new();
             while let Some(key) = map.next_key::<String>()? {
-                let path = if self.0.is_empty() { key.clone() } else { format!("{}.{key}", self.0) };
-                if !seen.insert(key) {
-                    return Err(serde::de::Error::custom(format!("\u{0}duplicate:{path}")));
+                if seen.contains(&key) {
+                    let mut stack = self.0.borrow().clone();
+                    stack.push(key);
+                    return Err(serde::de::Error::custom(format!("\u{0}duplicate:{}", joined(&stack))));
                 }
-                map.next_value_seed(Walk(&path))?;
+                self.0.borrow_mut().push(key.clone());
+                seen.insert(key);
+                let walked = map.next_value_seed(Walk(self.0));
+                self.0.borrow_mut().pop();
+                walked?;
             }
             Ok(())
         }
     }
 
+    let stack = RefCell::new(Vec::new());
     let mut de = serde_json::Deserializer::from_slice(body);
-    match Walk("").deserialize(&mut de) {
+    match Walk(&stack).deserialize(&mut de) {
         Ok(()) => None,
         Err(e) => {
             let text = e.to_string();
@@ -245,5 +269,10 @@ mod duplicate_tests {
         assert_eq!(duplicate_member(br#"{"a":[{"x":1},{"x":1,"x":2}]}"#).as_deref(), Some("a[1].x"));
         assert_eq!(duplicate_member(br#"{"a":1,"b":{"a":2}}"#), None, "the same name in another object");
         assert_eq!(duplicate_member(b"not json"), None, "syntax errors are the parser's to report");
+        // Linear in the body: a long key over many elements formats no path per element.
+        let body = format!("{{\"{}\":[{}0]}}", "k".repeat(32 * 1024), "0,".repeat(16 * 1024));
+        let started = std::time::Instant::now();
+        assert_eq!(duplicate_member(body.as_bytes()), None);
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
     }
 }

@@ -78,8 +78,11 @@ pub fn authenticate(app: &AppState, req: &Request) -> Result<Caller, Problem> {
 pub async fn gate<E: Endpoint>(ep: &E, mut req: Request, app: &AppState) -> poem::Result<Response> {
     let path = req.uri().path();
     if path.starts_with("/admin/v1/") || path == "/admin/v1" {
-        let routed = crate::http::spec::allowed_methods(path)
-            .is_some_and(|allowed| allowed.split(", ").any(|m| m == req.method().as_str()));
+        let routed = crate::http::spec::allowed_methods(path).is_some_and(|allowed| {
+            // poem answers HEAD with the GET handler.
+            let method = if req.method() == poem::http::Method::HEAD { "GET" } else { req.method().as_str() };
+            allowed.split(", ").any(|m| m == method)
+        });
         if routed {
             match authenticate(app, &req) {
                 Ok(caller) => {
