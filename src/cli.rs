@@ -78,6 +78,8 @@ pub enum Commands {
 pub enum AdminCommand {
     /// Mint a short-lived platform admin token and print it (only the token, for scripts)
     Token,
+    /// Revoke a platform admin token, read from standard input (so it never shows in `ps`)
+    Revoke,
 }
 
 #[derive(Debug, Subcommand)]
@@ -206,6 +208,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             let token = answer.data.get("access_token").and_then(|t| t.as_str()).unwrap_or_default();
             println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Admin { command: AdminCommand::Revoke } => {
+            let config = load_config(&cli.common, None, None)?;
+            let mut token = String::new();
+            std::io::Read::read_to_string(&mut std::io::Read::take(std::io::stdin(), 64 * 1024), &mut token)?;
+            let request = ControlRequest::AdminRevoke { token: token.trim().to_string() };
+            let answer = control::call(&config.data_dir, &request).await?;
+            if !answer.ok {
+                anyhow::bail!(answer.error.unwrap_or_else(|| "the node refused the request".into()));
+            }
+            println!("{}", serde_json::to_string_pretty(&answer.data)?);
             Ok(ExitCode::SUCCESS)
         }
         Commands::Keys { command } => {

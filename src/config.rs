@@ -45,6 +45,10 @@ pub struct HttpConfig {
     pub max_header_bytes: usize,
     /// A request may carry at most this many headers (431 beyond).
     pub max_headers: usize,
+    /// Connections open at once at most; more are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// Connections open at once from one source address at most.
+    pub max_connections_per_source: usize,
     /// `Strict-Transport-Security`: `auto` sends it unless the public URL's host is
     /// `localhost` or a loopback address; `always` or `never` decide outright.
     pub hsts: HstsMode,
@@ -66,6 +70,8 @@ impl Default for HttpConfig {
             idle_timeout_secs: 60,
             max_header_bytes: 16 * 1024,
             max_headers: 64,
+            max_connections: 4096,
+            max_connections_per_source: 256,
             hsts: HstsMode::Auto,
         }
     }
@@ -299,6 +305,11 @@ impl Config {
         }
         if !(16..=1000).contains(&http.max_headers) {
             return Err(ConfigError::Invalid("http.max_headers must be between 16 and 1000".into()));
+        }
+        if http.max_connections == 0 || http.max_connections_per_source == 0 {
+            return Err(ConfigError::Invalid(
+                "http.max_connections and http.max_connections_per_source must be at least 1".into(),
+            ));
         }
         let limits = &self.rate_limits;
         for (name, n) in [

@@ -36,6 +36,11 @@ pub enum ControlRequest {
     },
     /// A short-lived platform admin token (role `owner` on the `system` tenant).
     AdminToken,
+    /// Revokes a platform admin token (one `admin token` printed, or any admin token of the
+    /// `system` issuer): it stops working everywhere at once, audited.
+    AdminRevoke {
+        token: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +190,12 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
                     "audience": app.config.oauth.admin_audience,
                 })),
                 Err(e) => ControlResponse::err(format!("could not mint a token: {e:?}")),
+            }
+        }
+        ControlRequest::AdminRevoke { token } => {
+            match crate::idm::tokens::revoke_admin_token(app, &format!("cli:uid:{uid}"), &token).await {
+                Ok(jti) => ControlResponse::ok(serde_json::json!({ "revoked": jti })),
+                Err(e) => ControlResponse::err(e),
             }
         }
         ControlRequest::AuditVerify => match app.store.read().and_then(|r| r.verify_audit()) {

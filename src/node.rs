@@ -64,11 +64,18 @@ impl AppState {
     }
 
     /// Proposes a command through raft and returns its outcome once applied here.
-    pub async fn write(&self, proposal: Proposal) -> Result<Outcome, NodeWriteError> {
-        self.raft.write(proposal).await.map_err(|e| match e {
+    /// Under an `Idempotency-Key`, the request's action carries its answer
+    /// (`http::idempotency::carry`), so both are applied in one transaction.
+    pub async fn write(&self, mut proposal: Proposal) -> Result<Outcome, NodeWriteError> {
+        proposal.command = crate::http::idempotency::carry(self, proposal.command);
+        let outcome = self.raft.write(proposal).await.map_err(|e| match e {
             WriteError::NotLeader { .. } => NodeWriteError::NotLeader,
             other => NodeWriteError::Unavailable(other.to_string()),
-        })
+        })?;
+        if let Outcome::Refused(r) = &outcome {
+            crate::http::idempotency::note_refusal(r);
+        }
+        Ok(outcome)
     }
 
     pub fn render_metrics(&self) -> String {

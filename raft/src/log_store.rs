@@ -32,9 +32,12 @@ fn stopped() -> std::io::Error {
 /// A change of the log, applied to redb by the flusher thread in queue order.
 enum LogOp {
     Append(Vec<Entry>, LogFlushed<TypeConfig>),
-    Truncate(u64, mpsc::Sender<Result<(), String>>),
-    Purge(LogId, mpsc::Sender<Result<(), String>>),
+    Truncate(u64, Done),
+    Purge(LogId, Done),
 }
+
+/// Told when a truncate or purge is durable (awaited, so no async worker blocks on it).
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// Entries appended but not yet in redb, by index.
 type Unflushed = Arc<Mutex<BTreeMap<u64, Entry>>>;
@@ -66,13 +69,12 @@ impl LogStore {
         self.unflushed.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues a truncate or purge and waits until the flusher has made it durable.
-    fn run_in_order(&self, op: impl FnOnce(mpsc::Sender<Result<(), String>>) -> LogOp) -> Result<(), StorageError> {
-        let (done, wait) = mpsc::channel();
+    /// Queues a truncate or purge and waits, without blocking the async worker, until the
+    /// flusher has made it durable.
+    async fn run_in_order(&self, op: impl FnOnce(Done) -> LogOp) -> Result<(), StorageError> {
+        let (done, wait) = tokio::sync::oneshot::channel();
         self.queue.send(op(done)).map_err(|_| write_err(stopped()))?;
-        // The flusher answers after one redb transaction; truncation and purges are rare, so
-        // waiting here (rather than on an async channel) keeps the code simple.
-        wait.recv().map_err(|_| write_err(stopped()))?.map_err(|e| write_err(std::io::Error::other(e)))
+        wait.await.map_err(|_| write_err(stopped()))?.map_err(|e| write_err(std::io::Error::other(e)))
     }
 
     /// Shared view of the committed index, updated as openraft saves it.
@@ -190,11 +192,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.unflushed().retain(|index, _| *index < log_id.index);
-        self.run_in_order(|done| LogOp::Truncate(log_id.index, done))
+        self.run_in_order(|done| LogOp::Truncate(log_id.index, done)).await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.run_in_order(|done| LogOp::Purge(log_id, done))
+        self.run_in_order(|done| LogOp::Purge(log_id, done)).await
     }
 }
 

@@ -62,22 +62,22 @@ impl LocalKek {
         let from_env = env_value.map(|v| decode_key(v).ok_or(KekError::BadEnv)).transpose()?;
         let path = dir.kek_path();
         let from_file = if path.exists() {
-            let bytes = datadir::read_private(&path)?;
-            let text = String::from_utf8_lossy(&bytes);
+            let bytes = Zeroizing::new(datadir::read_private(&path)?);
+            let text = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
             Some(decode_key(&text).ok_or_else(|| KekError::BadFile(path.display().to_string()))?)
         } else {
             None
         };
         match (from_env, from_file) {
-            (Some(e), Some(f)) if e != f => Err(KekError::Mismatch(path.display().to_string())),
-            (Some(e), _) => Ok(LocalKek::from_bytes(e, KekSource::Environment)),
-            (None, Some(f)) => Ok(LocalKek::from_bytes(f, KekSource::DataDirFile)),
+            (Some(e), Some(f)) if *e != *f => Err(KekError::Mismatch(path.display().to_string())),
+            (Some(e), _) => Ok(LocalKek::from_bytes(*e, KekSource::Environment)),
+            (None, Some(f)) => Ok(LocalKek::from_bytes(*f, KekSource::DataDirFile)),
             (None, None) if may_create => {
-                let mut key = [0u8; 32];
-                crate::clock::random_bytes(&mut key);
-                let text = base64::engine::general_purpose::STANDARD.encode(key);
-                datadir::write_private(&path, format!("{text}\n").as_bytes())?;
-                Ok(LocalKek::from_bytes(key, KekSource::DataDirFile))
+                let mut key = Zeroizing::new([0u8; 32]);
+                crate::clock::random_bytes(key.as_mut());
+                let text = Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(*key)));
+                datadir::write_private(&path, text.as_bytes())?;
+                Ok(LocalKek::from_bytes(*key, KekSource::DataDirFile))
             }
             (None, None) => Err(KekError::Missing(path.display().to_string())),
         }
@@ -89,9 +89,15 @@ pub fn check_env_format(value: &str) -> Result<(), KekError> {
     decode_key(value).map(|_| ()).ok_or(KekError::BadEnv)
 }
 
-fn decode_key(text: &str) -> Option<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?;
-    bytes.try_into().ok()
+/// The 32 key bytes of a base64 KEK; every buffer is wiped when dropped.
+fn decode_key(text: &str) -> Option<Zeroizing<[u8; 32]>> {
+    let bytes = Zeroizing::new(base64::engine::general_purpose::STANDARD.decode(text.trim()).ok()?);
+    let mut key = Zeroizing::new([0u8; 32]);
+    if bytes.len() != key.len() {
+        return None;
+    }
+    key.copy_from_slice(&bytes);
+    Some(key)
 }
 
 fn aad(kek_id: &str, context: &str) -> Vec<u8> {

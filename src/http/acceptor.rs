@@ -39,12 +39,13 @@ pub struct TlsAcceptor {
     listener: TcpListener,
     local: LocalAddr,
     tls: RustlsAcceptor,
+    last_warning: Option<std::time::Instant>,
 }
 
 impl TlsAcceptor {
     pub fn new(listener: TcpListener, config: Arc<rustls::ServerConfig>) -> io::Result<TlsAcceptor> {
         let local = LocalAddr(Addr::SocketAddr(listener.local_addr()?));
-        Ok(TlsAcceptor { listener, local, tls: RustlsAcceptor::from(config) })
+        Ok(TlsAcceptor { listener, local, tls: RustlsAcceptor::from(config), last_warning: None })
     }
 }
 
@@ -71,9 +72,14 @@ impl Acceptor for TlsAcceptor {
                         poem::http::uri::Scheme::HTTPS,
                     ));
                 }
-                // A connection that failed before accept (reset, fd pressure) must not end the server.
+                // A connection that failed before accept (reset, fd pressure) must not end the
+                // server; under pressure the warning is written once a second at most.
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
+                    let now = std::time::Instant::now();
+                    if self.last_warning.is_none_or(|at| now.duration_since(at).as_secs() >= 1) {
+                        tracing::warn!("accept failed: {e}");
+                        self.last_warning = Some(now);
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
                 }
             }

@@ -5,8 +5,11 @@
 //!
 //! - the request head must arrive within `header_read_timeout` and fit in `max_header_bytes`
 //!   and `max_headers` (hyper answers 431 past them; HTTP/2 gets the same bounds);
-//! - a connection with no traffic for `idle_timeout` is closed (a keep-alive client that
-//!   went silent, or one that never sent anything after the handshake);
+//! - a connection with no request in progress for `idle_timeout` is closed (a keep-alive
+//!   client that went silent, one that never sent a request, an HTTP/2 client sending only
+//!   pings);
+//! - at most `max_connections` connections are open, and `max_connections_per_source` from one
+//!   address; past that a new connection is closed as soon as it is accepted;
 //! - body reads have their own deadline (`middleware::limit_body`).
 
 use std::convert::Infallible;
@@ -30,6 +33,8 @@ pub struct EdgeLimits {
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    pub max_connections: usize,
+    pub max_connections_per_source: usize,
 }
 
 impl EdgeLimits {
@@ -39,6 +44,8 @@ impl EdgeLimits {
             idle_timeout: Duration::from_secs(http.idle_timeout_secs),
             max_header_bytes: http.max_header_bytes,
             max_headers: http.max_headers,
+            max_connections: http.max_connections,
+            max_connections_per_source: http.max_connections_per_source,
         }
     }
 }
@@ -61,15 +68,21 @@ where
     let ep = Arc::new(ep.into_endpoint().map_to_response());
     let (closing, closing_rx) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    let open = Arc::new(OpenConnections::default());
     loop {
         tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = acceptor.accept() => {
                 let (io, local, remote, scheme) = accepted?;
+                let source = remote.as_socket_addr().map(|a| a.ip());
+                // Over a bound, the connection is dropped before its handshake: it costs us
+                // nothing but the accept.
+                let Some(slot) = open.take(source, &limits) else { continue };
                 let ep = ep.clone();
                 let closing = closing_rx.clone();
                 connections.spawn(async move {
+                    let _slot = slot;
                     serve_connection(io, ep, local, remote, scheme, limits, closing).await;
                 });
             }
@@ -98,13 +111,17 @@ async fn serve_connection<E, Io>(
     Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let io = Tracked { inner: io, activity: activity.clone() };
-    let service = hyper::service::service_fn(move |req: poem::http::Request<hyper::body::Incoming>| {
-        let ep = ep.clone();
-        let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
-        async move {
-            let resp = ep.get_response(req).await;
-            Ok::<_, Infallible>(hyper::Response::<HyperBody>::from(resp))
+    let service = hyper::service::service_fn({
+        let activity = activity.clone();
+        move |req: poem::http::Request<hyper::body::Incoming>| {
+            let ep = ep.clone();
+            let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
+            let activity = activity.clone();
+            async move {
+                let _request = activity.begin();
+                let resp = ep.get_response(req).await;
+                Ok::<_, Infallible>(hyper::Response::<HyperBody>::from(resp))
+            }
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -140,15 +157,33 @@ async fn serve_connection<E, Io>(
     let _ = tokio::time::timeout(limits.idle_timeout, conn).await;
 }
 
-/// When a connection last moved a byte either way.
+/// Requests in progress on a connection, and when the last one began or ended: a connection
+/// is idle only while none is in progress.
 struct Activity {
     started: Instant,
     last_ms: AtomicU64,
+    in_flight: AtomicU64,
+}
+
+/// One request in progress; ends it when dropped.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Activity {
     fn new() -> Activity {
-        Activity { started: Instant::now(), last_ms: AtomicU64::new(0) }
+        Activity { started: Instant::now(), last_ms: AtomicU64::new(0), in_flight: AtomicU64::new(0) }
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(self.clone())
     }
 
     fn touch(&self) {
@@ -157,56 +192,58 @@ impl Activity {
     }
 
     fn idle_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Duration::ZERO;
+        }
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.started.elapsed().saturating_sub(last)
     }
 }
 
-/// An IO stream that records activity on every successful read or write.
-struct Tracked<Io> {
-    inner: Io,
-    activity: Arc<Activity>,
+/// Connections open now, in all and per source address (only sources with one open are
+/// kept, so the map is bounded by `max_connections`).
+#[derive(Default)]
+struct OpenConnections {
+    counts: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
 }
 
-impl<Io: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Tracked<Io> {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
+/// A connection's place in [`OpenConnections`]; given back when dropped.
+struct Slot {
+    open: Arc<OpenConnections>,
+    source: Option<std::net::IpAddr>,
+}
+
+impl OpenConnections {
+    fn take(self: &Arc<Self>, source: Option<std::net::IpAddr>, limits: &EdgeLimits) -> Option<Slot> {
+        let mut guard = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_source) = &mut *guard;
+        if *total >= limits.max_connections {
+            return None;
         }
-        poll
+        if let Some(ip) = source {
+            let n = per_source.entry(ip).or_insert(0);
+            if *n >= limits.max_connections_per_source {
+                return None;
+            }
+            *n += 1;
+        }
+        *total += 1;
+        Some(Slot { open: self.clone(), source })
     }
 }
 
-impl<Io: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Tracked<Io> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let poll = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(poll, std::task::Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut guard = self.open.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let (total, per_source) = &mut *guard;
+        *total = total.saturating_sub(1);
+        if let Some(ip) = self.source {
+            if let Some(n) = per_source.get_mut(&ip) {
+                *n -= 1;
+                if *n == 0 {
+                    per_source.remove(&ip);
+                }
+            }
         }
-        poll
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

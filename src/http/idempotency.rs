@@ -3,6 +3,12 @@
 //! the route and the key. A replay gets that answer again with every secret removed and
 //! `Idempotent-Replayed: true`; the same key with another body gets 422. Concurrent requests
 //! with one key on this node wait for each other.
+//!
+//! The answer travels in the action's own command (`Command::Idempotent`), rendered from the
+//! command before it is proposed (`admin::remembered_answer`), so `apply` records the action
+//! and its answer in one transaction and refuses a second action under the same scope: a
+//! crash or a retry at any point never creates twice. Actions whose answer cannot be rendered
+//! from their command (key rotation and pruning) are remembered after they complete.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -23,6 +29,74 @@ pub const KEEP_MS: i64 = 24 * 3600 * 1000;
 const SECRET_MEMBERS: [&str; 4] = ["client_secret", "password", "access_token", "refresh_token"];
 
 static IN_FLIGHT: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+
+/// The request being answered under a key: what its first action must carry.
+struct Ticket {
+    scope: String,
+    request_sha256: String,
+    now_ms: i64,
+    /// Set once the action carried the answer.
+    carried: std::sync::atomic::AtomicBool,
+    /// Set when `apply` refused the action because the key's answer exists already.
+    lost_race: std::sync::atomic::AtomicBool,
+}
+
+/// Notes `apply`'s refusal of a second action under this request's key.
+pub fn note_refusal(rejection: &gatehouse_storage::Rejection) {
+    if matches!(rejection, gatehouse_storage::Rejection::IdempotencyKeyUsed) {
+        let _ = TICKET.try_with(|t| t.lost_race.store(true, std::sync::atomic::Ordering::Release));
+    }
+}
+
+tokio::task_local! {
+    static TICKET: Arc<Ticket>;
+}
+
+/// Called for every proposal a request makes: under an `Idempotency-Key`, the first command
+/// whose answer can be rendered from it is wrapped to remember that answer atomically.
+pub fn carry(app: &AppState, command: Command) -> Command {
+    let Ok(ticket) = TICKET.try_with(Arc::clone) else { return command };
+    if ticket.carried.load(std::sync::atomic::Ordering::Acquire) {
+        return command;
+    }
+    let Some(answer) = crate::http::api::admin::remembered_answer(app, &command) else { return command };
+    ticket.carried.store(true, std::sync::atomic::Ordering::Release);
+    let record = IdempotentResponse {
+        v: 1,
+        scope: ticket.scope.clone(),
+        request_sha256: ticket.request_sha256.clone(),
+        status: answer.status,
+        body: redact(answer.body.as_bytes()),
+        etag: answer.etag,
+        created_at_ms: ticket.now_ms,
+        expires_at_ms: ticket.now_ms + KEEP_MS,
+    };
+    Command::Idempotent { inner: Box::new(command), answer: record }
+}
+
+/// An answer rendered from the command that will produce it.
+pub struct RenderedAnswer {
+    pub status: u16,
+    pub etag: Option<String>,
+    pub body: String,
+}
+
+/// Forgets a key's lock once nobody holds or waits on it, also when the request is dropped
+/// (a client that disconnects mid-request).
+struct LockGuard {
+    scope: String,
+    lock: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        drop(self.lock.take());
+        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+        if in_flight.get(&self.scope).is_some_and(|l| Arc::strong_count(l) == 1) {
+            in_flight.remove(&self.scope);
+        }
+    }
+}
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
     let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
@@ -104,16 +178,12 @@ pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState
     let request_sha256 = sha256_hex(&[&body]);
 
     let lock = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).entry(scope.clone()).or_default().clone();
-    let answer = {
-        let _one_at_a_time = lock.lock().await;
-        answer_once(ep, req, &app, &scope, request_sha256).await
-    };
-    // Forget the lock when nobody else is waiting on it, whatever the outcome.
+    let guard = LockGuard { scope: scope.clone(), lock: Some(lock.clone()) };
+    let _one_at_a_time = lock.lock().await;
+    let answer = answer_once(ep, req, &app, &scope, request_sha256).await;
+    drop(_one_at_a_time);
     drop(lock);
-    let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-    if in_flight.get(&scope).is_some_and(|l| Arc::strong_count(l) == 1) {
-        in_flight.remove(&scope);
-    }
+    drop(guard);
     answer
 }
 
@@ -145,8 +215,24 @@ async fn answer_once<E: Endpoint>(
         )
         .into_response(),
         None => {
-            let resp = ep.call(req).await?.into_response();
-            if resp.status().is_success() {
+            let ticket = Arc::new(Ticket {
+                scope: scope.to_string(),
+                request_sha256: request_sha256.clone(),
+                now_ms,
+                carried: false.into(),
+                lost_race: false.into(),
+            });
+            let resp = TICKET.scope(ticket.clone(), ep.call(req)).await?.into_response();
+            let carried = ticket.carried.load(std::sync::atomic::Ordering::Acquire);
+            if ticket.lost_race.load(std::sync::atomic::Ordering::Acquire) {
+                // Another request under this key won the race (on another node, say): its
+                // answer is the one to give.
+                return Ok(match app.store.read().and_then(|r| r.idempotent_response(scope, now_ms)) {
+                    Ok(Some(r)) if r.request_sha256 == request_sha256 => replay(&r),
+                    _ => resp,
+                });
+            }
+            if resp.status().is_success() && !carried {
                 remember(app, resp, scope.to_string(), request_sha256, now_ms).await
             } else {
                 resp

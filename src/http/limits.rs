@@ -7,8 +7,10 @@
 //!   budget refills.
 //!
 //! The rate arithmetic is governor's (GCRA). Memory is bounded by `max_tracked_keys`: past
-//! it, keys are first pruned of those whose budget is full again, and if that is not enough,
-//! new traffic shares one overflow budget until old keys are forgotten.
+//! it, keys are first pruned of those whose budget is full again; if that is not enough, new
+//! sources share one general budget until old keys are forgotten, and new failures are not
+//! counted (holding everyone new at once would let a flood lock every client out). IPv6
+//! sources count per /64, the block one subscriber usually holds.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -22,22 +24,33 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 use crate::config::RateLimitConfig;
 
-/// The key every source shares once the limiter tracks as many keys as it may.
+/// The key every source shares once the general limiter tracks as many keys as it may.
 const OVERFLOW_SOURCE: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
-const OVERFLOW_CLIENT: &str = "";
+
+/// The key a source address counts under: itself for IPv4, its /64 for IPv6.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+    }
+}
 
 /// A keyed governor limiter whose key count stays bounded.
 struct Bounded<K: Hash + Eq + Clone> {
     limiter: DefaultKeyedRateLimiter<K>,
     max_keys: usize,
-    overflow: K,
+    /// The key new traffic shares when full, or `None` to let it through uncounted.
+    overflow: Option<K>,
     /// When keys were last pruned: a full limiter prunes at most once a second, so a flood
     /// of new sources costs no scan per request.
     pruned: Mutex<Option<Instant>>,
 }
 
 impl<K: Hash + Eq + Clone> Bounded<K> {
-    fn new(quota: Quota, max_keys: usize, overflow: K) -> Self {
+    fn new(quota: Quota, max_keys: usize, overflow: Option<K>) -> Self {
         Bounded { limiter: DefaultKeyedRateLimiter::keyed(quota), max_keys, overflow, pruned: Mutex::new(None) }
     }
 
@@ -50,7 +63,10 @@ impl<K: Hash + Eq + Clone> Bounded<K> {
                 *pruned = Some(Instant::now());
             }
             if self.limiter.len() >= self.max_keys {
-                &self.overflow
+                match &self.overflow {
+                    Some(shared) => shared,
+                    None => return Ok(()),
+                }
             } else {
                 key
             }
@@ -67,17 +83,16 @@ impl<K: Hash + Eq + Clone> Bounded<K> {
 }
 
 /// Sources and clients that spent their failure budget, and until when. Bounded like the
-/// limiters: when full, expired entries go first, and failing that everyone new is held by
-/// one shared entry.
+/// limiters: when full, expired entries go first, and failing that the hold that ends
+/// soonest makes room. Nobody is ever held for another's failures.
 struct Penalties<K: Hash + Eq + Clone> {
     until: Mutex<HashMap<K, Instant>>,
     max_keys: usize,
-    overflow: K,
 }
 
 impl<K: Hash + Eq + Clone> Penalties<K> {
-    fn new(max_keys: usize, overflow: K) -> Self {
-        Penalties { until: Mutex::new(HashMap::new()), max_keys, overflow }
+    fn new(max_keys: usize) -> Self {
+        Penalties { until: Mutex::new(HashMap::new()), max_keys }
     }
 
     fn hold(&self, key: &K, wait: Duration) {
@@ -87,8 +102,10 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
             let now = Instant::now();
             map.retain(|_, t| *t > now);
             if map.len() >= self.max_keys {
-                map.insert(self.overflow.clone(), until);
-                return;
+                let soonest = map.iter().min_by_key(|(_, t)| **t).map(|(k, _)| k.clone());
+                if let Some(k) = soonest {
+                    map.remove(&k);
+                }
             }
         }
         map.insert(key.clone(), until);
@@ -98,9 +115,7 @@ impl<K: Hash + Eq + Clone> Penalties<K> {
     fn held(&self, key: &K) -> Option<Duration> {
         let map = self.until.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
-        let own = map.get(key).copied();
-        let shared = if map.len() >= self.max_keys { map.get(&self.overflow).copied() } else { None };
-        [own, shared].into_iter().flatten().filter(|t| *t > now).max().map(|t| t - now)
+        map.get(key).copied().filter(|t| *t > now).map(|t| t - now)
     }
 
     fn forget_expired(&self) {
@@ -143,11 +158,11 @@ impl RateLimits {
         let by_client = Quota::per_minute(nonzero(config.failures_per_client_per_min));
         RateLimits {
             enabled: config.enabled,
-            per_source: Bounded::new(general, max, OVERFLOW_SOURCE),
-            failures_by_source: Bounded::new(by_source, max, OVERFLOW_SOURCE),
-            failures_by_client: Bounded::new(by_client, max, OVERFLOW_CLIENT.to_string()),
-            held_sources: Penalties::new(max, OVERFLOW_SOURCE),
-            held_clients: Penalties::new(max, OVERFLOW_CLIENT.to_string()),
+            per_source: Bounded::new(general, max, Some(OVERFLOW_SOURCE)),
+            failures_by_source: Bounded::new(by_source, max, None),
+            failures_by_client: Bounded::new(by_client, max, None),
+            held_sources: Penalties::new(max),
+            held_clients: Penalties::new(max),
         }
     }
 
@@ -156,6 +171,7 @@ impl RateLimits {
         if !self.enabled {
             return Ok(());
         }
+        let source = source_key(source);
         if let Some(wait) = self.held_sources.held(&source) {
             return Err(RetryAfter(wait));
         }
@@ -173,13 +189,13 @@ impl RateLimits {
         }
     }
 
-    /// Counts a failed authentication against the source and the client; one that spent its
-    /// budget is held until the budget has a cell again.
+    /// Counts a failed authentication against the source and, for a client that exists, the
+    /// client; one that spent its budget is held until the budget has a cell again.
     pub fn failed(&self, source: Option<IpAddr>, client: Option<&str>) {
         if !self.enabled {
             return;
         }
-        if let Some(source) = source {
+        if let Some(source) = source.map(source_key) {
             if let Err(wait) = self.failures_by_source.take(&source) {
                 self.held_sources.hold(&source, wait);
             }
@@ -251,6 +267,28 @@ mod tests {
         assert!(limits.failures_by_source.limiter.len() <= 17);
         assert!(limits.failures_by_client.limiter.len() <= 17);
         assert!(limits.held_sources.until.lock().unwrap().len() <= 17);
+    }
+
+    #[test]
+    fn a_full_limiter_holds_nobody_for_others_failures() {
+        let limits = RateLimits::new(&config());
+        for i in 0..10_000u32 {
+            let source = IpAddr::from(i.to_be_bytes());
+            for _ in 0..5 {
+                limits.failed(Some(source), None);
+            }
+        }
+        assert!(limits.admit("198.51.100.1".parse().unwrap()).is_ok(), "a new source is not held");
+    }
+
+    #[test]
+    fn ipv6_sources_count_per_64() {
+        let limits = RateLimits::new(&config());
+        for i in 0..4u16 {
+            limits.failed(Some(IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, i])), None);
+        }
+        assert!(limits.admit(IpAddr::from([0x2001, 0xdb8, 0, 1, 9, 9, 9, 9])).is_err(), "the same /64");
+        assert!(limits.admit(IpAddr::from([0x2001, 0xdb8, 0, 2, 0, 0, 0, 1])).is_ok(), "another /64");
     }
 
     #[test]

@@ -138,6 +138,9 @@ pub const HTML_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'se
 img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; \
 frame-ancestors 'none'; base-uri 'none'; object-src 'none'; form-action 'self'";
 
+/// The policy of every other answer (JSON documents, problems, metrics).
+pub const DATA_CSP: &str = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
 /// Headers every answer carries (S51): no MIME sniffing, no referrer, nothing cached unless
 /// the answer says otherwise (discovery, JWKS and the document are public and cacheable), the
 /// HTML policy on pages, and HSTS where the public URL is not a loopback one.
@@ -154,6 +157,9 @@ fn secure_headers(resp: &mut Response, path: &str, hsts: bool) {
     if html {
         headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    } else {
+        // A JSON or text answer opened as a page runs nothing and is never framed.
+        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(DATA_CSP));
     }
     if hsts {
         headers

@@ -16,6 +16,9 @@ use crate::node::AppState;
 const MAX_CLIENT_ID: usize = 128;
 /// Failures per raft entry at most.
 const ENTRIES_PER_COMMAND: usize = 1024;
+/// Distinct entries per window at most (past it, failures fold into one entry per tenant,
+/// endpoint and reason): what a window may add to the audit, whatever the traffic.
+const ENTRIES_PER_WINDOW: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -41,7 +44,7 @@ pub struct FailureAudit {
 
 impl FailureAudit {
     pub fn new(max_keys: usize) -> FailureAudit {
-        FailureAudit { pending: Mutex::new(HashMap::new()), max_keys }
+        FailureAudit { pending: Mutex::new(HashMap::new()), max_keys: max_keys.min(ENTRIES_PER_WINDOW) }
     }
 
     /// Counts one failure. `tenant` is always one that exists (requests for an unknown tenant

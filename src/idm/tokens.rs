@@ -245,11 +245,14 @@ pub async fn authenticate_client(
     };
     match (ok, client) {
         (true, Some(c)) => Ok(c),
-        _ => {
+        (_, client) => {
             let source = crate::http::middleware::current_request().and_then(|r| r.peer).map(|p| p.ip());
-            app.limits.failed(source, Some(&client_key));
-            let now = app.clock.now_ms();
-            app.auth_failures.record(now, tenant, endpoint, &presented.client_id, source, "invalid_client");
+            // Made-up client ids count against the source only, and are audited as one: they
+            // must not fill the limiter or the audit with strings of the caller's choosing.
+            let known = client.is_some();
+            app.limits.failed(source, known.then_some(client_key.as_str()));
+            let named = if known { presented.client_id.as_str() } else { "(unknown)" };
+            app.auth_failures.record(app.clock.now_ms(), tenant, endpoint, named, source, "invalid_client");
             Err(TokenFailure::InvalidClient { basic: presented.basic })
         }
     }
@@ -333,6 +336,24 @@ pub async fn mint_admin_token(app: &AppState, actor: &str) -> Result<(String, u6
     let claims = new_claims(app, "system", actor, "gatehouse-cli", aud, String::new(), vec!["owner".into()], lifetime);
     let token = sign_and_record(app, &claims, None, "cli").await?;
     Ok((token, lifetime))
+}
+
+/// Revokes a platform admin token (the `system` issuer, the admin audience): its `jti` goes on
+/// the deny-list through raft, audited with the operator as actor. Answers the `jti`, or why
+/// the token is not one that can be revoked here.
+pub async fn revoke_admin_token(app: &AppState, actor: &str, token: &str) -> Result<String, String> {
+    let claims = verify_access_token(app, "system", token.trim(), Some(&app.config.oauth.admin_audience))
+        .map_err(|e| format!("not a valid platform admin token: {e}"))?;
+    let command = Command::RevokeToken {
+        tenant: "system".into(),
+        jti: claims.jti.clone(),
+        exp_ms: claims.exp.saturating_mul(1000),
+    };
+    let proposal = Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command };
+    match app.write(proposal).await.map_err(|e| e.to_string())? {
+        Outcome::Applied(_) => Ok(claims.jti),
+        Outcome::Refused(r) => Err(r.to_string()),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]

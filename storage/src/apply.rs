@@ -110,8 +110,10 @@ fn issue_tokens(t: &mut Tables<'_>, at_ms: i64, batch: &[IssuedToken]) -> Result
 /// One audit entry per coalesced failure, with its count and first and last time.
 fn record_failures(t: &mut Tables<'_>, at_ms: i64, failures: &[crate::AuthFailures]) -> Result<Outcome, StoreError> {
     for f in failures {
+        // The client id is the caller's string: quoted and escaped, so it cannot pose as
+        // another field or break a log line.
         let target = format!(
-            "{} client:{} from {} count={} first_ms={} last_ms={}",
+            "{} client:{:?} from {} count={} first_ms={} last_ms={}",
             f.endpoint, f.client_id, f.source, f.count, f.first_ms, f.last_ms
         );
         let draft = AuditDraft {
@@ -149,6 +151,7 @@ fn audit_subject(command: &Command) -> (String, String) {
         ),
         Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
         Command::RecordAuthFailures(f) => ("system".into(), format!("authentication_failures:{}", f.len())),
+        Command::Idempotent { inner, .. } => audit_subject(inner),
         Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
             (tenant.clone(), format!("client:{client_id} at {endpoint}"))
         }
@@ -246,6 +249,10 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             if stored.secret_sha256 != client.secret_sha256 || stored.kind != client.kind {
                 let what = "an update cannot change a client's kind or secret".to_string();
                 return Ok(Err(Rejection::Inconsistent { what }));
+            }
+            if client.status != ClientStatus::Active && stored.status == ClientStatus::Active {
+                let subject = format!("client:{}", client.client_id);
+                return keeps_an_owner(t, &client.tenant, |b| b.subject == subject);
             }
             Ok(Ok(()))
         }
@@ -388,6 +395,10 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
                     username: user.username.clone(),
                 }));
             }
+            if user.status != crate::model::UserStatus::Active && stored.status == crate::model::UserStatus::Active {
+                let subject = format!("user:{}", user.id);
+                return keeps_an_owner(t, &user.tenant, |b| b.subject == subject);
+            }
             Ok(Ok(()))
         }
         Command::SetPassword { tenant, user_id, .. } => read_user(t, tenant, user_id).map(|r| r.map(|_| ())),
@@ -420,6 +431,17 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
                 return Ok(Err(Rejection::AlreadyExists { what: "membership".into(), id }));
             }
             Ok(Ok(()))
+        }
+        Command::Idempotent { inner, answer } => {
+            if t.idempotency.get(answer.scope.as_str())?.is_some() {
+                return Ok(Err(Rejection::IdempotencyKeyUsed));
+            }
+            if matches!(**inner, Command::Idempotent { .. } | Command::IssueTokens(_) | Command::RecordAuthFailures(_))
+            {
+                let what = "only a single action can be answered under an Idempotency-Key".to_string();
+                return Ok(Err(Rejection::Inconsistent { what }));
+            }
+            check(t, inner, now_ms)
         }
         Command::RememberResponse(r) => {
             if t.idempotency.get(r.scope.as_str())?.is_some() {
@@ -500,21 +522,42 @@ fn check_organization(t: &Tables<'_>, tenant: &str, id: &str) -> Result<Result<(
 }
 
 /// Keys of the rows of a `{tenant}/…` table whose record matches.
-/// Refuses a removal of the bindings `removed` picks when they are all of the tenant's
-/// whole-tenant owner bindings: a tenant that has an owner keeps one.
+/// Refuses a change that takes away every usable owner of a tenant: removing (or disabling the
+/// subject of) the bindings `removed` picks, when they are all of the tenant's whole-tenant
+/// owner bindings whose subject is active. A tenant that has an owner keeps one.
 fn keeps_an_owner(
     t: &Tables<'_>,
     tenant: &str,
     removed: impl Fn(&BindingRecord) -> bool,
 ) -> Result<Result<(), Rejection>, StoreError> {
-    let is_owner = |b: &BindingRecord| b.role == "owner" && b.scope.is_none();
-    let owners = matching_keys(&t.bindings, "bindings", &format!("{tenant}/"), is_owner)?;
-    let removed_owners =
-        matching_keys(&t.bindings, "bindings", &format!("{tenant}/"), |b: &BindingRecord| is_owner(b) && removed(b))?;
-    if !owners.is_empty() && removed_owners.len() == owners.len() {
+    let (start, end) = prefix_range(tenant);
+    let (mut owners, mut removed_owners) = (0usize, 0usize);
+    for item in t.bindings.range(start.as_str()..end.as_str())? {
+        let (k, v) = item?;
+        let b: BindingRecord = codec::decode("bindings", k.value(), v.value())?;
+        if b.role != "owner" || b.scope.is_some() || !subject_is_active(t, tenant, &b.subject)? {
+            continue;
+        }
+        owners += 1;
+        if removed(&b) {
+            removed_owners += 1;
+        }
+    }
+    if owners > 0 && removed_owners == owners {
         return Ok(Err(Rejection::LastOwner { tenant: tenant.to_string() }));
     }
     Ok(Ok(()))
+}
+
+/// Whether a binding's subject (`client:{id}` or `user:{id}`) exists and is not disabled.
+fn subject_is_active(t: &Tables<'_>, tenant: &str, subject: &str) -> Result<bool, StoreError> {
+    if let Some(id) = subject.strip_prefix("client:") {
+        return Ok(read_client(t, tenant, id)?.is_ok_and(|c| c.status == ClientStatus::Active));
+    }
+    if let Some(id) = subject.strip_prefix("user:") {
+        return Ok(read_user(t, tenant, id)?.is_ok_and(|u| u.status == crate::model::UserStatus::Active));
+    }
+    Ok(false)
 }
 
 fn matching_keys<T: serde::de::DeserializeOwned>(
@@ -804,6 +847,11 @@ fn write(t: &mut Tables<'_>, command: &Command, now_ms: i64) -> Result<Applied, 
             let key = format!("{tenant}/{client_id}/{jti}");
             t.used_assertions.insert(key.as_str(), exp_ms.to_be_bytes().as_slice())?;
             Ok(Applied::AssertionConsumed)
+        }
+        Command::Idempotent { inner, answer } => {
+            let applied = write(t, inner, now_ms)?;
+            t.idempotency.insert(answer.scope.as_str(), codec::encode(answer).as_slice())?;
+            Ok(applied)
         }
         Command::RememberResponse(r) => {
             t.idempotency.insert(r.scope.as_str(), codec::encode(r).as_slice())?;

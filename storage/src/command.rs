@@ -72,6 +72,14 @@ pub enum Command {
     /// Records many issued tokens at once (group commit from the token endpoint): each is
     /// checked and audited on its own, as if it were an `IssueToken`.
     IssueTokens(Vec<IssuedToken>),
+    /// An action answered under an `Idempotency-Key`: `inner` is applied as on its own, and,
+    /// when it applies, `answer` is remembered in the same transaction, so a crash can never
+    /// leave the action done and its answer forgotten. Refused when an answer is remembered
+    /// under the same scope already: a retry never applies the action twice.
+    Idempotent {
+        inner: Box<Command>,
+        answer: IdempotentResponse,
+    },
     /// Records coalesced failed authentications: one audit entry per item, nothing else.
     RecordAuthFailures(Vec<AuthFailures>),
     /// Records a failed client authentication: always refused, so only its audit entry is
@@ -185,6 +193,9 @@ pub struct IssuedToken {
 impl Command {
     /// Whether applying this changes some tenant's set of signing keys.
     pub fn changes_signing_keys(&self) -> bool {
+        if let Command::Idempotent { inner, .. } = self {
+            return inner.changes_signing_keys();
+        }
         matches!(
             self,
             Command::Bootstrap { .. }
@@ -212,6 +223,7 @@ impl Command {
             Command::IssueToken(_) | Command::IssueTokens(_) => "token.issue",
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RecordAuthFailures(_) => "authentication.failed",
+            Command::Idempotent { inner, .. } => inner.action(),
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
@@ -393,6 +405,8 @@ pub enum Rejection {
     RoleInUse { name: String },
     #[error("this would remove the last owner of tenant {tenant}")]
     LastOwner { tenant: String },
+    #[error("an answer is remembered under this Idempotency-Key already")]
+    IdempotencyKeyUsed,
     #[error("tenant {id:?} belongs to the appliance and cannot be deleted")]
     TenantProtected { id: String },
     #[error("user {id:?} does not exist in tenant {tenant:?}")]
@@ -437,6 +451,7 @@ impl Rejection {
             Rejection::TenantProtected { .. } => "tenant_protected",
             Rejection::RoleInUse { .. } => "role_in_use",
             Rejection::LastOwner { .. } => "last_owner",
+            Rejection::IdempotencyKeyUsed => "idempotency_key_used",
             Rejection::UnknownUser { .. } => "unknown_user",
             Rejection::UsernameTaken { .. } => "username_taken",
             Rejection::UnknownOrganization { .. } => "unknown_organization",

@@ -94,6 +94,15 @@ impl Reader {
     }
 
     /// The roles a subject (`client:{id}`) holds in a tenant, unscoped bindings only.
+    /// Every role `subject` holds in `tenant`, in any scope.
+    pub fn roles_held(&self, tenant: &str, subject: &str) -> Result<Vec<String>, StoreError> {
+        let all = self.bindings(tenant, None, usize::MAX)?;
+        let mut roles: Vec<String> = all.into_iter().filter(|b| b.subject == subject).map(|b| b.role).collect();
+        roles.sort();
+        roles.dedup();
+        Ok(roles)
+    }
+
     pub fn roles_of(&self, tenant: &str, subject: &str) -> Result<Vec<String>, StoreError> {
         let all = self.bindings(tenant, None, usize::MAX)?;
         let mut roles: Vec<String> =

@@ -479,3 +479,39 @@ fn a_failed_client_authentication_writes_only_its_audit_entry() {
     let last = reader.audit_entries(before + 1, 1).unwrap();
     assert_eq!(last[0].outcome, "refused:client_authentication_failed");
 }
+
+#[test]
+fn an_idempotent_action_and_its_answer_apply_together_and_only_once() {
+    use crate::model::IdempotentResponse;
+    let (_dir, store) = fresh();
+    let answer = |status: u16| IdempotentResponse {
+        v: 1,
+        scope: "scope-1".into(),
+        request_sha256: "digest".into(),
+        status,
+        body: "{}".into(),
+        etag: None,
+        created_at_ms: 2_000,
+        expires_at_ms: 90_000_000,
+    };
+    let wrapped =
+        |id: &str| Command::Idempotent { inner: Box::new(Command::CreateTenant(new_tenant(id))), answer: answer(201) };
+    let out = apply_all(&store, &[bootstrap(), by(2_000, wrapped("acme")), by(2_001, wrapped("acme-again"))]);
+    assert!(matches!(out[1], Outcome::Applied(Applied::TenantCreated { .. })), "{:?}", out[1]);
+    assert!(matches!(out[2], Outcome::Refused(Rejection::IdempotencyKeyUsed)), "{:?}", out[2]);
+    let r = store.read().unwrap();
+    assert!(r.tenant("acme").unwrap().is_some(), "the action applied");
+    assert!(r.tenant("acme-again").unwrap().is_none(), "the second action under the key did not");
+    assert_eq!(
+        r.idempotent_response("scope-1", 3_000).unwrap().map(|a| a.status),
+        Some(201),
+        "the answer is remembered"
+    );
+    // An action that is refused remembers nothing, so the key stays usable.
+    let (_dir, store) = fresh();
+    let refused =
+        Command::Idempotent { inner: Box::new(Command::DeleteTenant { id: "nobody".into() }), answer: answer(204) };
+    let out = apply_all(&store, &[bootstrap(), by(2_000, refused)]);
+    assert!(matches!(out[1], Outcome::Refused(_)));
+    assert!(store.read().unwrap().idempotent_response("scope-1", 3_000).unwrap().is_none());
+}

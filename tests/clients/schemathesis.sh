@@ -21,9 +21,15 @@ color=(); [[ -t 1 ]] || color=(--no-color) # plain text in CI logs
 # and never replays failures that a cache in the working directory kept from older runs.
 mkdir -p "$report_dir" && cd "$report_dir"
 rc=0
-"$tools/venv/bin/schemathesis" run "${BASE_URL%/}/openapi.json" \
-  --include-path-regex '^/admin/v1/' \
-  --checks all --max-examples 50 --seed 1 --generation-database none \
+# ensure_resource_availability is left out: a replay under an Idempotency-Key answers the first
+# create again, also after the resource was deleted (the documented semantics), which that
+# check reads as "created resource not found" whenever the generator reuses a key and body.
+# Every operation of the document, with a seed schemathesis picks (it prints it, so a failure
+# can be replayed with --seed). SCHEMATHESIS_SEED pins one.
+seed=(); [[ -n "${SCHEMATHESIS_SEED:-}" ]] && seed=(--seed "$SCHEMATHESIS_SEED")
+"$tools/venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "${BASE_URL%/}/openapi.json" \
+  --checks all --exclude-checks ensure_resource_availability \
+  --max-examples 50 "${seed[@]}" --generation-database none \
   -H "Authorization: Bearer $ADMIN_TOKEN" \
   --tls-verify "$CA_FILE" \
   --report junit --report-dir "$report_dir" \

@@ -689,3 +689,50 @@ async fn a_request_without_a_valid_token_is_refused_before_its_body_is_parsed() 
         call(&node, Method::POST, "/admin/v1/tenants/default/users", Some(&admin), Some(&json!({"username": 5}))).await;
     assert_problem(&a, StatusCode::BAD_REQUEST, Some("username"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_platform_admin_token_from_the_cli_can_be_revoked_and_the_revocation_is_audited() {
+    use std::io::Write;
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let other = platform_token(&node);
+    let ok = call(&node, Method::GET, "/admin/v1/tenants", Some(&admin), None).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    // The token is read from standard input, so it never shows in a process list.
+    let mut child = crate::support::node::command(&dir)
+        .args(["admin", "revoke"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(admin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "admin revoke: {}", String::from_utf8_lossy(&out.stderr));
+    let refused = call(&node, Method::GET, "/admin/v1/tenants", Some(&admin), None).await;
+    assert_problem(&refused, StatusCode::UNAUTHORIZED, None);
+    // Only that token: another one keeps working, and the revocation is in the audit trail.
+    let audit =
+        call(&node, Method::GET, "/admin/v1/tenants/system/audit?action=token.revoke", Some(&other), None).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.body);
+    let (_, claims) = jwt_parts(&admin);
+    let entries = audit.body["items"].as_array().unwrap();
+    assert!(
+        entries.iter().any(|e| e["target"] == format!("token:{}", claims["jti"].as_str().unwrap())
+            && e["actor"].as_str().unwrap_or_default().starts_with("cli:uid:")),
+        "{}",
+        audit.body
+    );
+    // Something that is not a platform admin token is refused with a reason.
+    let mut child = crate::support::node::command(&dir)
+        .args(["admin", "revoke"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"not-a-token").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid platform admin token"));
+}

@@ -149,3 +149,98 @@ async fn acknowledged_admin_creates_and_returned_tokens_survive_kill_9() {
         assert_eq!(n, 1, "token {jti} was returned, so it has exactly one audit entry");
     }
 }
+
+/// `kill -9` under a stream of creates sent with `Idempotency-Key`, each retried after the
+/// restart: exactly one resource per key, and a retry of an acknowledged create answers the
+/// same resource (the answer is applied with the action, never after it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retried_idempotent_creates_make_one_resource_per_key_across_kill_9() {
+    use crate::support::admin::{call, into_answer, platform_token};
+
+    let (_tmp, dir) = temp_data_dir();
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let body = |key: &str| {
+        serde_json::json!({"name": key, "client_type": "confidential", "grant_types": ["client_credentials"],
+                           "audiences": ["https://api.test"]})
+    };
+    // key -> the client id its acknowledged answer named (None: sent, answer unknown).
+    let sent = Arc::new(Mutex::new(std::collections::BTreeMap::<String, Option<String>>::new()));
+    let mut workers = Vec::new();
+    for w in 0..4 {
+        let (client, url, admin, sent) = (node.client(), node.url.clone(), admin.clone(), sent.clone());
+        workers.push(tokio::spawn(async move {
+            for i in 0..300 {
+                let key = format!("idem-{w}-{i}");
+                sent.lock().unwrap().insert(key.clone(), None);
+                let resp = client
+                    .post(format!("{url}/admin/v1/tenants/default/clients"))
+                    .bearer_auth(&admin)
+                    .header("Idempotency-Key", &key)
+                    .json(&body(&key))
+                    .send()
+                    .await;
+                let Ok(resp) = resp else { return };
+                let a = into_answer(resp).await;
+                if a.status != 201 {
+                    return;
+                }
+                let id = a.body["client_id"].as_str().unwrap().to_string();
+                sent.lock().unwrap().insert(key, Some(id));
+            }
+        }));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while sent.lock().unwrap().values().filter(|v| v.is_some()).count() < 20 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::task::block_in_place(|| node.kill9());
+    for w in workers {
+        let _ = w.await;
+    }
+    let sent = sent.lock().unwrap().clone();
+    assert!(sent.values().filter(|v| v.is_some()).count() >= 20);
+
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
+    // The restarted node listens on another port, so its issuer differs: a new token for the
+    // same caller (the key's scope is the caller's tenant and subject, not the token).
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    for (key, acked) in &sent {
+        let resp = node
+            .client()
+            .post(format!("{}/admin/v1/tenants/default/clients", node.url))
+            .bearer_auth(&admin)
+            .header("Idempotency-Key", key)
+            .json(&body(key))
+            .send()
+            .await
+            .unwrap();
+        let a = into_answer(resp).await;
+        assert_eq!(a.status, 201, "retry of {key}: {}", a.body);
+        if let Some(id) = acked {
+            assert_eq!(a.body["client_id"].as_str(), Some(id.as_str()), "{key} answers the resource it made");
+            assert_eq!(a.header("idempotent-replayed").as_deref(), Some("true"), "{key} is a replay");
+            assert!(a.body.get("client_secret").is_none(), "a replay shows no secret");
+        }
+    }
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/admin/v1/tenants/default/clients?limit=500&cursor={c}"),
+            None => "/admin/v1/tenants/default/clients?limit=500".to_string(),
+        };
+        let page = call(&node, reqwest::Method::GET, &path, Some(&admin), None).await;
+        for c in page.body["items"].as_array().unwrap() {
+            names.push(c["name"].as_str().unwrap().to_string());
+        }
+        match page.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    for key in sent.keys() {
+        let n = names.iter().filter(|n| *n == key).count();
+        assert_eq!(n, 1, "{key} made {n} clients");
+    }
+}

@@ -122,3 +122,54 @@ async fn a_platform_admin_cannot_make_itself_or_anyone_an_owner() {
     let by_owner = bind_as(&node, &platform, "system", &me, "owner").await;
     assert_eq!(by_owner.status, StatusCode::CREATED, "{}", by_owner.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_admin_cannot_take_over_or_remove_an_owner_and_the_last_owner_stays_usable() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let platform = tokio::task::block_in_place(|| platform_token(&node));
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&platform), Some(&json!({"id": "acme"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let (owner_id, owner) = holder(&node, &platform, "acme", "owner").await;
+    let (_, admin) = holder(&node, &platform, "acme", "admin").await;
+    let client_path = format!("/admin/v1/tenants/acme/clients/{owner_id}");
+    // Rewriting the owner client's settings (its auth method and keys, say) would hand the
+    // caller the owner's tokens: 403, nothing changed.
+    let takeover = json!({"name": "mine now", "client_type": "confidential", "grant_types": ["client_credentials"],
+                          "audiences": ["gatehouse-admin"]});
+    let put = call(&node, Method::PUT, &client_path, Some(&admin), Some(&takeover)).await;
+    refused(&put, StatusCode::FORBIDDEN, "admin rewrites the owner's client");
+    let del = call(&node, Method::DELETE, &client_path, Some(&admin), None).await;
+    refused(&del, StatusCode::FORBIDDEN, "admin deletes the owner's client");
+    let still = call(&node, Method::GET, &client_path, Some(&platform), None).await;
+    assert_eq!(still.status, StatusCode::OK);
+    assert_ne!(still.body["name"], "mine now");
+
+    // The same for a user holding owner: no new password, no deletion.
+    let u =
+        call(&node, Method::POST, "/admin/v1/tenants/acme/users", Some(&platform), Some(&json!({"username": "olga"})))
+            .await;
+    let user_id = u.body["id"].as_str().unwrap().to_string();
+    let b = bind_as(&node, &platform, "acme", &format!("user:{user_id}"), "owner").await;
+    assert_eq!(b.status, StatusCode::CREATED);
+    let user_path = format!("/admin/v1/tenants/acme/users/{user_id}");
+    let pw = json!({"password": "a long enough password for olga"});
+    let set = call(&node, Method::POST, &format!("{user_path}/password"), Some(&admin), Some(&pw)).await;
+    refused(&set, StatusCode::FORBIDDEN, "admin sets the owner's password");
+    refused(
+        &call(&node, Method::DELETE, &user_path, Some(&admin), None).await,
+        StatusCode::FORBIDDEN,
+        "admin deletes an owner",
+    );
+
+    // An owner is there to act: the owner client may disable the owner user (another owner
+    // remains), but not itself when no other active owner is left.
+    let disable_user = json!({"username": "olga", "disabled": true});
+    let put = call(&node, Method::PUT, &user_path, Some(&owner), Some(&disable_user)).await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    let disable_self = json!({"name": "owner", "client_type": "confidential", "grant_types": ["client_credentials"],
+                              "audiences": ["gatehouse-admin"], "disabled": true});
+    let put = call(&node, Method::PUT, &client_path, Some(&owner), Some(&disable_self)).await;
+    refused(&put, StatusCode::CONFLICT, "the last active owner disables itself");
+    assert_eq!(put.body["type"], "urn:gatehouse:problem:last_owner");
+}

@@ -348,6 +348,7 @@ async fn every_answer_carries_the_security_headers() {
         assert_eq!(h(r, "x-content-type-options"), "nosniff", "{what}");
         assert_eq!(h(r, "referrer-policy"), "no-referrer", "{what}");
         assert_eq!(h(r, "cache-control"), "no-store", "{what}");
+        assert!(h(r, "content-security-policy").contains("frame-ancestors 'none'"), "{what}");
         assert!(h(r, "content-type").contains("json") || r.status() == 200, "{what}");
         assert!(h(r, "strict-transport-security").is_empty(), "{what}: no HSTS on a loopback public URL");
         assert!(ids.insert(h(r, "x-request-id")), "{what}: a request id of its own");
@@ -377,4 +378,45 @@ async fn every_answer_carries_the_security_headers() {
     let node = TestNode::start_with(&dir2, &["--set", "http.hsts=always"], &[]).expect("node");
     let r = node.client().get(format!("{}/health", node.url)).send().await.unwrap();
     assert_eq!(h(&r, "strict-transport-security"), "max-age=31536000; includeSubDomains");
+}
+
+#[tokio::test]
+async fn connections_over_the_bounds_are_closed_at_once_and_idle_ones_are_cut() {
+    let (_tmp, dir) = temp_data_dir();
+    let args = ["--set", "http.max_connections_per_source=4", "--set", "http.idle_timeout_secs=2"];
+    let node = TestNode::start_with(&dir, &args, &[]).expect("node");
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(crate::support::node::raw_tls(&node).await);
+    }
+    // The fifth from the same source is dropped before its handshake.
+    let tcp = tokio::net::TcpStream::connect(node.addr()).await.expect("connect");
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile::certs(&mut node.ca_pem.as_slice()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let fifth = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp)).await;
+    assert!(matches!(fifth, Ok(Err(_))), "a fifth connection from one source is refused");
+    // Another source is not affected.
+    let cert = reqwest::Certificate::from_pem(&node.ca_pem).unwrap();
+    let other = reqwest::Client::builder()
+        .tls_certs_only([cert])
+        .local_address(std::net::IpAddr::from([127, 0, 0, 9]))
+        .build()
+        .unwrap();
+    assert_eq!(other.get(format!("{}/health", node.url)).send().await.unwrap().status(), 200);
+    // Idle connections (no request in progress) close after the idle period, freeing slots.
+    for mut s in held {
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(10)).await;
+        assert!(closed, "an idle connection is closed");
+    }
+    assert!(crate::support::node::raw_tls_checked(&node).await.is_ok(), "slots are given back");
 }

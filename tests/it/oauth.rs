@@ -154,7 +154,7 @@ async fn token_endpoint_refusals_are_rfc_6749_errors() {
     assert_eq!(failures.len(), 2, "{failures:?}");
     assert!(failures.iter().all(|(_, o)| o == "refused:invalid_client"));
     assert!(
-        failures.iter().any(|(t, _)| t.contains(&format!("client:{id} ")) && t.contains("count=1")),
+        failures.iter().any(|(t, _)| t.contains(&format!("client:\"{id}\" ")) && t.contains("count=1")),
         "{failures:?}"
     );
 

@@ -156,6 +156,9 @@ pub enum OAuthResponse<T: poem_openapi::types::ToJSON + Send + Sync> {
     /// No such tenant.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<Problem>),
+    /// The body is larger than `max_body_bytes` (refused before it is parsed).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
     /// Too many failed authentications from this source or for this client, or too many
     /// requests from this source (`temporarily_unavailable`); retry after `Retry-After` seconds.
     #[oai(status = 429)]

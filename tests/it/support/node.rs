@@ -232,6 +232,13 @@ pub fn copy_dir(from: &Path, to: &Path) {
 
 /// A raw TLS connection to the node speaking HTTP/1.1, for clients that misbehave on purpose.
 pub async fn raw_tls(node: &TestNode) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    raw_tls_checked(node).await.expect("TLS handshake")
+}
+
+/// As [`raw_tls`], with the handshake's failure as a value.
+pub async fn raw_tls_checked(
+    node: &TestNode,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut node.ca_pem.as_slice()) {
         roots.add(cert.expect("CA certificate")).expect("add CA");
@@ -244,7 +251,7 @@ pub async fn raw_tls(node: &TestNode) -> tokio_rustls::client::TlsStream<tokio::
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(node.addr()).await.expect("connect");
+    let tcp = tokio::net::TcpStream::connect(node.addr()).await?;
     let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    connector.connect(name, tcp).await.expect("TLS handshake")
+    connector.connect(name, tcp).await
 }

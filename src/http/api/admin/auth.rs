@@ -144,6 +144,21 @@ pub fn grantor(app: &AppState, caller: &Caller) -> Result<crate::idm::roles::Gra
     crate::idm::roles::Grantor::of(app, &caller.claims.tenant, &caller.claims.roles).map_err(|_| storage_unavailable())
 }
 
+/// A caller may change, disable, re-credential or delete a user or client only when it could
+/// grant every role that subject holds: otherwise taking the subject over would hand the
+/// caller those roles (an admin setting its own key on an owner's client, say).
+pub fn may_act_on(app: &AppState, caller: &Caller, tenant: &str, subject: &str) -> Result<(), Problem> {
+    let grantor = grantor(app, caller)?;
+    let held = app.store.read().and_then(|r| r.roles_held(tenant, subject)).map_err(|_| storage_unavailable())?;
+    for role in held {
+        grantor
+            .may_grant(app, tenant, &role)
+            .map_err(|_| storage_unavailable())?
+            .map_err(|why| escalation(format!("{subject} holds {role:?}, which this caller may not grant: {why}")))?;
+    }
+    Ok(())
+}
+
 /// 403 for an attempt to grant more than the caller holds.
 pub fn escalation(detail: String) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::BindingRecord;
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -56,7 +56,7 @@ impl poem_openapi::types::Example for CreateBinding {
     }
 }
 
-fn view(b: BindingRecord) -> Binding {
+pub(crate) fn view(b: BindingRecord) -> Binding {
     Binding { id: b.id, subject: b.subject, role: b.role, scope: b.scope, created_at_ms: b.created_at_ms }
 }
 
@@ -121,6 +121,9 @@ impl BindingsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateBinding>>,
     ) -> AdminResponse<Binding> {

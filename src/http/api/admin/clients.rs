@@ -6,11 +6,11 @@ use std::sync::Arc;
 use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
-use super::auth::{authorize, AdminBearer, Permission};
+use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
     conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, AdminResponse, Page,
 };
@@ -262,7 +262,7 @@ fn spec(input: &ClientInput) -> ClientSpec {
     }
 }
 
-fn view(c: ClientRecord, secret: Option<String>) -> Client {
+pub(crate) fn view(c: ClientRecord, secret: Option<String>) -> Client {
     Client {
         client_type: match c.kind {
             ClientKind::Confidential => ClientType::Confidential,
@@ -289,7 +289,7 @@ fn view(c: ClientRecord, secret: Option<String>) -> Client {
     }
 }
 
-fn etag(c: &ClientRecord) -> String {
+pub(crate) fn etag(c: &ClientRecord) -> String {
     format!("\"r{}\"", c.revision)
 }
 
@@ -354,6 +354,9 @@ impl ClientsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<ClientInput>>,
     ) -> AdminResponse<Client> {
@@ -400,16 +403,19 @@ impl ClientsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
-        req: &poem::Request,
+        /// The `ETag` the update was based on; a stale one gets 412.
+        #[oai(name = "If-Match", validator(max_length = 64))]
+        if_match: Header<Option<String>>,
         body: Json<Checked<ClientInput>>,
     ) -> AdminResponse<Client> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|cur| (c, cur)))
+            .and_then(|(c, cur)| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| (c, cur)))
         {
             Ok(v) => v,
             Err(p) => return AdminResponse::problem(p),
         };
-        let expected = match parse_etag(req, current.revision) {
+        let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
             Ok(n) => n,
             Err(p) => return AdminResponse::problem(p),
         };
@@ -433,6 +439,7 @@ impl ClientsApi {
     ) -> AdminResponse<Client> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|_| c))
+            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| c))
         {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),

@@ -24,6 +24,33 @@ pub use roles::RolesApi;
 pub use tenants::TenantsApi;
 pub use users::UsersApi;
 
+/// What an admin create answers, rendered from the command that creates it (the views of
+/// each noun's module): the idempotency layer carries it in the command, so the action and
+/// its remembered answer are applied together. `None` for commands whose answer is not a
+/// function of the command alone.
+pub fn remembered_answer(
+    app: &crate::node::AppState,
+    command: &gatehouse_storage::Command,
+) -> Option<crate::http::idempotency::RenderedAnswer> {
+    use gatehouse_storage::Command;
+    use poem_openapi::types::ToJSON;
+    let created =
+        |body: String, etag: Option<String>| crate::http::idempotency::RenderedAnswer { status: 201, etag, body };
+    Some(match command {
+        Command::CreateTenant(n) => created(tenants::view(app, n.tenant.clone()).to_json_string(), None),
+        Command::CreateClient(c) => created(clients::view(c.clone(), None).to_json_string(), Some(clients::etag(c))),
+        Command::CreateUser(u) => created(users::view(u.clone()).to_json_string(), Some(users::etag(u))),
+        Command::CreateOrganization(o) => created(organizations::view(o.clone()).to_json_string(), None),
+        Command::AddMember(m) => created(organizations::member_view(m.clone()).to_json_string(), None),
+        Command::CreateRole(r) => created(roles::view(r).to_json_string(), None),
+        Command::CreateBinding(b) => created(bindings::view(b.clone()).to_json_string(), None),
+        Command::SetPassword { .. } => {
+            crate::http::idempotency::RenderedAnswer { status: 204, etag: None, body: String::new() }
+        }
+        _ => return None,
+    })
+}
+
 /// The admin API's OpenAPI tags.
 #[derive(poem_openapi::Tags)]
 pub(crate) enum AdminTag {

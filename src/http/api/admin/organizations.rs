@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use gatehouse_storage::model::{MembershipRecord, OrganizationRecord};
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -59,11 +59,11 @@ pub struct AddMember {
     pub user_id: Text,
 }
 
-fn view(o: OrganizationRecord) -> Organization {
+pub(crate) fn view(o: OrganizationRecord) -> Organization {
     Organization { id: o.id, name: o.name, created_at_ms: o.created_at_ms }
 }
 
-fn member_view(m: MembershipRecord) -> Membership {
+pub(crate) fn member_view(m: MembershipRecord) -> Membership {
     Membership { organization_id: m.organization_id, user_id: m.user_id, created_at_ms: m.created_at_ms }
 }
 
@@ -112,6 +112,9 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateOrganization>>,
     ) -> AdminResponse<Organization> {
@@ -220,6 +223,9 @@ impl OrganizationsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
         body: Json<Checked<AddMember>>,

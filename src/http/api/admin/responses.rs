@@ -43,6 +43,12 @@ pub enum AdminResponse<T: ToJSON + ParseFromJSON + Send + Sync> {
     /// `If-Match` names a revision that is no longer current.
     #[oai(status = 412, content_type = "application/problem+json")]
     PreconditionFailed(Json<Problem>),
+    /// The body is larger than `max_body_bytes` (refused before it is parsed).
+    #[oai(status = 413, content_type = "application/problem+json")]
+    PayloadTooLarge(Json<Problem>),
+    /// The `Idempotency-Key` was used before with another request body.
+    #[oai(status = 422, content_type = "application/problem+json")]
+    UnprocessableEntity(Json<Problem>),
     /// Too many requests, or too many failed authentications, from this source; retry after
     /// `Retry-After` seconds.
     #[oai(status = 429, content_type = "application/problem+json")]
@@ -171,11 +177,9 @@ pub fn next_cursor(items_len: usize, limit: usize, last: Option<&str>) -> Option
 /// one. An `If-Match` that names no revision of this resource, or not its current one (as
 /// `"r18446744073709551615"`, which no counter reaches), cannot match: 412, before anything
 /// computes the next revision. `apply` checks the revision again, atomically.
-pub fn parse_etag(req: &poem::Request, current: u64) -> Result<u64, Problem> {
-    let Some(value) = req.headers().get(poem::http::header::IF_MATCH) else { return Ok(current) };
-    let named: Option<u64> = value
-        .to_str()
-        .ok()
+pub fn parse_etag(if_match: Option<&str>, current: u64) -> Result<u64, Problem> {
+    let Some(value) = if_match else { return Ok(current) };
+    let named: Option<u64> = Some(value)
         .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
         .and_then(|v| v.strip_prefix('r'))
         .and_then(|n| n.parse().ok());

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::{RoleRecord, ROLE_TEMPLATES};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
@@ -113,7 +113,7 @@ pub struct CreateRole {
     pub remove: Vec<PermissionName>,
 }
 
-fn view(r: &RoleRecord) -> Role {
+pub(crate) fn view(r: &RoleRecord) -> Role {
     Role {
         name: r.name.clone(),
         template: r.template.clone(),
@@ -170,6 +170,9 @@ impl RolesApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateRole>>,
     ) -> AdminResponse<Role> {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use gatehouse_storage::model::{TenantRecord, TenantStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
@@ -126,6 +126,9 @@ impl TenantsApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         body: Json<Checked<CreateTenant>>,
     ) -> AdminResponse<Tenant> {
         let caller = match authorize(&app, &auth, None, Permission::TenantsWrite).and_then(|c| {

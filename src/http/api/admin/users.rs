@@ -5,11 +5,11 @@ use std::sync::Arc;
 use gatehouse_storage::model::{UserRecord, UserStatus};
 use gatehouse_storage::Rejection;
 use poem::web::Data;
-use poem_openapi::param::{Path, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::auth::{authorize, AdminBearer, Permission};
+use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
     conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, AdminResponse, Page,
 };
@@ -95,7 +95,7 @@ pub struct SetPassword {
     pub password: Text,
 }
 
-fn view(u: UserRecord) -> User {
+pub(crate) fn view(u: UserRecord) -> User {
     User {
         id: u.id,
         username: u.username,
@@ -108,7 +108,7 @@ fn view(u: UserRecord) -> User {
     }
 }
 
-fn etag(u: &UserRecord) -> String {
+pub(crate) fn etag(u: &UserRecord) -> String {
     format!("\"r{}\"", u.revision)
 }
 
@@ -198,6 +198,9 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateUser>>,
     ) -> AdminResponse<User> {
@@ -244,16 +247,19 @@ impl UsersApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
-        req: &poem::Request,
+        /// The `ETag` the update was based on; a stale one gets 412.
+        #[oai(name = "If-Match", validator(max_length = 64))]
+        if_match: Header<Option<String>>,
         body: Json<Checked<UpdateUser>>,
     ) -> AdminResponse<User> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|u| (c, u)))
+            .and_then(|(c, u)| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| (c, u)))
         {
             Ok(v) => v,
             Err(p) => return AdminResponse::problem(p),
         };
-        let expected = match parse_etag(req, current.revision) {
+        let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
             Ok(n) => n,
             Err(p) => return AdminResponse::problem(p),
         };
@@ -279,6 +285,7 @@ impl UsersApi {
     ) -> AdminResponse<User> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
+            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
         {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
@@ -299,12 +306,16 @@ impl UsersApi {
         &self,
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
+        /// Makes a retry safe: the first successful answer is remembered for 24 h and replayed.
+        #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
+        _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
         body: Json<Checked<SetPassword>>,
     ) -> AdminResponse<User> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
+            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
         {
             Ok(c) => c,
             Err(p) => return AdminResponse::problem(p),
