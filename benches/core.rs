@@ -66,6 +66,7 @@ fn bootstrap() -> Proposal {
         created_at_ms: 1,
     };
     Proposal {
+        origin: None,
         at_ms: 1,
         actor: "bench".into(),
         command: Command::Bootstrap { cluster, tenants: vec![new_tenant("system")] },
@@ -76,7 +77,12 @@ static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn next_create() -> Proposal {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Proposal { at_ms: 2, actor: "bench".into(), command: Command::CreateTenant(new_tenant(&format!("t{n}"))) }
+    Proposal {
+        origin: None,
+        at_ms: 2,
+        actor: "bench".into(),
+        command: Command::CreateTenant(new_tenant(&format!("t{n}"))),
+    }
 }
 
 fn storage(c: &mut Criterion) {

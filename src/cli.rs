@@ -281,6 +281,7 @@ fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
          \x20 discovery:       {url}/.well-known/openid-configuration\n\
          \x20 CA certificate:  {}\n\
          \x20 listening on:    {} (node {:016x})\n\
+         \x20 management:      http://{} (metrics, health, ready)\n\
          \nNext:\n\
          \x20 curl --cacert {} {url}/.well-known/openid-configuration\n\
          \x20 gatehouse --data-dir {dir} tenant create acme    # issuer {url}/t/acme\n\
@@ -290,6 +291,7 @@ fn print_banner(running: &node::RunningNode, took: std::time::Duration) {
         ca.display(),
         running.local_addr,
         app.raft.node_id(),
+        running.management_addr,
         ca.display(),
     );
     if app.founded {

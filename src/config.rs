@@ -24,6 +24,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub http: HttpConfig,
     pub rate_limits: RateLimitConfig,
+    pub management: ManagementConfig,
     pub tls: TlsConfig,
     pub cluster: ClusterConfig,
     pub keys: KeysConfig,
@@ -113,6 +114,21 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// The management listener: plain HTTP for metrics and probes, never on the public port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ManagementConfig {
+    /// Address of `/metrics`, `/health` and `/ready`. Keep it on loopback or a private
+    /// network: metrics name the tenants. Port 0 picks a free port (printed in the banner).
+    pub listen: SocketAddr,
+}
+
+impl Default for ManagementConfig {
+    fn default() -> Self {
+        ManagementConfig { listen: SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
+}
+
 /// Tokens and the admin API's audience.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -196,6 +212,7 @@ impl Default for Config {
             max_body_bytes: 64 * 1024,
             http: HttpConfig::default(),
             rate_limits: RateLimitConfig::default(),
+            management: ManagementConfig::default(),
             tls: TlsConfig::default(),
             cluster: ClusterConfig::default(),
             keys: KeysConfig::default(),

@@ -68,6 +68,9 @@ impl AppState {
     /// (`http::idempotency::carry`), so both are applied in one transaction.
     pub async fn write(&self, mut proposal: Proposal) -> Result<Outcome, NodeWriteError> {
         proposal.command = crate::http::idempotency::carry(self, proposal.command);
+        if proposal.origin.is_none() {
+            proposal.origin = crate::http::middleware::current_origin();
+        }
         let outcome = self.raft.write(proposal).await.map_err(|e| match e {
             WriteError::NotLeader { .. } => NodeWriteError::NotLeader,
             other => NodeWriteError::Unavailable(other.to_string()),
@@ -125,6 +128,9 @@ pub enum StartError {
 pub struct RunningNode {
     pub app: Arc<AppState>,
     pub local_addr: SocketAddr,
+    /// Where the management listener (metrics, probes; plain HTTP) is bound.
+    pub management_addr: SocketAddr,
+    management: tokio::task::JoinHandle<std::io::Result<()>>,
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
     control: tokio::task::JoinHandle<()>,
@@ -144,6 +150,7 @@ impl RunningNode {
             Ok(Err(e)) => tracing::warn!("server stopped with an error: {e}"),
             Err(e) => tracing::warn!("server task: {e}"),
         }
+        let _ = self.management.await;
         let _ = self.control.await;
         let _ = self.jobs.await;
         self.app.raft.shutdown().await;
@@ -236,7 +243,7 @@ async fn bootstrap(app: &AppState) -> Result<(), StartError> {
     .await
     .map_err(|e| StartError::Bootstrap(e.to_string()))?
     .map_err(StartError::Bootstrap)?;
-    let proposal = Proposal { at_ms: now, actor: format!("node:{node_id:016x}"), command };
+    let proposal = Proposal { origin: None, at_ms: now, actor: format!("node:{node_id:016x}"), command };
     match app.write(proposal).await.map_err(|e| StartError::Bootstrap(e.to_string()))? {
         Outcome::Applied(Applied::Bootstrapped { .. }) => Ok(()),
         Outcome::Refused(gatehouse_storage::Rejection::AlreadyBootstrapped) => Ok(()),
@@ -349,6 +356,12 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
         Err(e) => return Err(StartError::Bind { addr: config.listen, reason: e.to_string() }),
     };
     let bound = listener.local_addr().map_err(|e| StartError::Bind { addr: config.listen, reason: e.to_string() })?;
+    let management_listener = tokio::net::TcpListener::bind(config.management.listen)
+        .await
+        .map_err(|e| StartError::Bind { addr: config.management.listen, reason: e.to_string() })?;
+    let management_addr = management_listener
+        .local_addr()
+        .map_err(|e| StartError::Bind { addr: config.management.listen, reason: e.to_string() })?;
     let public_url = config.effective_public_url(bound);
     let app = Arc::new(prepare(&config, clock, kek_env.as_deref(), &public_url).await?);
     let names = certificate_names(&config, &public_url, Some(bound));
@@ -384,6 +397,17 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
     let routes = crate::http::routes(app.clone());
     let rx = shutdown_rx;
     let limits = crate::http::edge::EdgeLimits::from_config(&app.config.http);
+    let management = {
+        let mut rx = rx.clone();
+        let acceptor = poem::listener::TcpAcceptor::from_tokio(management_listener)
+            .map_err(|e| StartError::Bind { addr: management_addr, reason: e.to_string() })?;
+        let routes = crate::http::api::ops::management_routes(app.clone());
+        tokio::spawn(async move {
+            poem::Server::new_with_acceptor(acceptor)
+                .run_with_graceful_shutdown(routes, async move { drop(rx.wait_for(|s| *s).await) }, Some(DRAIN))
+                .await
+        })
+    };
     let server = tokio::spawn(crate::http::edge::serve(acceptor, routes, limits, rx, DRAIN));
-    Ok(RunningNode { app, local_addr, shutdown, server, control, jobs })
+    Ok(RunningNode { app, local_addr, management_addr, management, shutdown, server, control, jobs })
 }

@@ -255,7 +255,12 @@ async fn remember(app: &AppState, resp: Response, scope: String, request_sha256:
         created_at_ms: now_ms,
         expires_at_ms: now_ms + KEEP_MS,
     };
-    let proposal = Proposal { at_ms: now_ms, actor: "idempotency".into(), command: Command::RememberResponse(record) };
+    let proposal = Proposal {
+        origin: None,
+        at_ms: now_ms,
+        actor: "idempotency".into(),
+        command: Command::RememberResponse(record),
+    };
     if let Err(e) = app.write(proposal).await {
         // The action itself is done; only a later replay would miss it.
         tracing::warn!("could not remember an idempotent answer: {e}");

@@ -74,6 +74,14 @@ pub fn current_request() -> Option<RequestContext> {
     REQUEST.try_with(Clone::clone).ok()
 }
 
+/// The request being served, as the origin its writes record in the audit trail.
+pub fn current_origin() -> Option<gatehouse_storage::command::Origin> {
+    current_request().map(|r| gatehouse_storage::command::Origin {
+        request_id: r.id,
+        peer: r.peer.map(|p| p.to_string()).unwrap_or_default(),
+    })
+}
+
 /// Renders errors in the format of the surface they came from, sets the security headers and
 /// the request id on every answer, and counts every request.
 pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>, hsts: bool) -> poem::Result<Response> {

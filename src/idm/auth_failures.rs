@@ -101,7 +101,7 @@ impl FailureAudit {
         let failures = self.take();
         for chunk in failures.chunks(ENTRIES_PER_COMMAND) {
             let command = Command::RecordAuthFailures(chunk.to_vec());
-            let proposal = Proposal { at_ms: app.clock.now_ms(), actor: "anonymous".into(), command };
+            let proposal = Proposal { origin: None, at_ms: app.clock.now_ms(), actor: "anonymous".into(), command };
             if let Err(e) = app.write(proposal).await {
                 tracing::warn!("{} coalesced authentication failures were not audited: {e}", chunk.len());
             }

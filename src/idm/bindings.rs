@@ -89,8 +89,12 @@ pub async fn create(
         scope: scope.map(str::to_string),
         created_at_ms: now_ms,
     };
-    let proposal =
-        Proposal { at_ms: now_ms, actor: actor.to_string(), command: Command::CreateBinding(binding.clone()) };
+    let proposal = Proposal {
+        origin: None,
+        at_ms: now_ms,
+        actor: actor.to_string(),
+        command: Command::CreateBinding(binding.clone()),
+    };
     match app.write(proposal).await? {
         Outcome::Applied(Applied::BindingCreated { .. }) => Ok(binding),
         Outcome::Refused(r) => Err(BindingError::Refused(r)),
@@ -114,7 +118,7 @@ pub async fn delete(
     };
     grantor.may_grant(app, tenant, &binding.role).map_err(unavailable)?.map_err(BindingError::Forbidden)?;
     let command = Command::DeleteBinding { tenant: tenant.to_string(), id: id.to_string() };
-    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::BindingDeleted { .. }) => Ok(()),
         Outcome::Refused(r) => Err(BindingError::Refused(r)),
         other => Err(BindingError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),

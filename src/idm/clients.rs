@@ -191,7 +191,12 @@ pub async fn create(app: &AppState, tenant: &str, spec: ClientSpec, actor: &str)
         updated_at_ms: now_ms,
         revision: 1,
     };
-    let proposal = Proposal { at_ms: now_ms, actor: actor.to_string(), command: Command::CreateClient(client.clone()) };
+    let proposal = Proposal {
+        origin: None,
+        at_ms: now_ms,
+        actor: actor.to_string(),
+        command: Command::CreateClient(client.clone()),
+    };
     match app.write(proposal).await? {
         Outcome::Applied(Applied::ClientCreated { .. }) => Ok(CreatedClient { client, secret }),
         Outcome::Refused(r) => Err(ClientError::Refused(r)),
@@ -228,7 +233,7 @@ pub async fn update(
         ..current.clone()
     };
     let command = Command::UpdateClient { client: client.clone(), expected_revision };
-    match app.write(Proposal { at_ms: now_ms, actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::ClientUpdated { .. }) => Ok(client),
         Outcome::Refused(r) => Err(ClientError::Refused(r)),
         other => Err(ClientError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
@@ -237,7 +242,7 @@ pub async fn update(
 
 pub async fn delete(app: &AppState, tenant: &str, client_id: &str, actor: &str) -> Result<(), ClientError> {
     let command = Command::DeleteClient { tenant: tenant.to_string(), client_id: client_id.to_string() };
-    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::ClientDeleted { .. }) => Ok(()),
         Outcome::Refused(r) => Err(ClientError::Refused(r)),
         other => Err(ClientError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),

@@ -97,7 +97,7 @@ pub async fn rotate(app: &AppState, actor: &str, tenant: &str, immediately: bool
     .map_err(|e| KeysError::Task(e.to_string()))??;
     // Both algorithms in one command: a tenant is never half rotated.
     let command = Command::AddSigningKeys { tenant: tenant.to_string(), keys: added.clone() };
-    match app.write(Proposal { at_ms: now, actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: now, actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::SigningKeysAdded { .. }) => {}
         Outcome::Applied(other) => return Err(KeysError::Task(format!("unexpected outcome {other:?}"))),
         Outcome::Refused(r) => return Err(KeysError::Refused(r)),
@@ -125,7 +125,7 @@ pub async fn prune(app: &AppState, actor: &str, tenant: &str, dry_run: bool) -> 
         kids: retired.iter().map(|v| v.kid.clone()).collect(),
         max_token_lifetime_ms: max_lifetime_ms(app),
     };
-    match app.write(Proposal { at_ms: now, actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: now, actor: actor.to_string(), command }).await? {
         Outcome::Applied(_) => Ok(retired),
         Outcome::Refused(r) => Err(KeysError::Refused(r)),
     }

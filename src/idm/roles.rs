@@ -231,8 +231,14 @@ pub async fn create(
         created_at_ms: now_ms,
     };
     grantor.may_define(template, &role_permissions(&role)).map_err(RoleError::Forbidden)?;
-    let out =
-        app.write(Proposal { at_ms: now_ms, actor: actor.into(), command: Command::CreateRole(role.clone()) }).await?;
+    let out = app
+        .write(Proposal {
+            origin: None,
+            at_ms: now_ms,
+            actor: actor.into(),
+            command: Command::CreateRole(role.clone()),
+        })
+        .await?;
     match out {
         Outcome::Applied(Applied::RoleCreated { .. }) => Ok(role),
         Outcome::Refused(r) => Err(RoleError::Refused(r)),
@@ -242,7 +248,7 @@ pub async fn create(
 
 pub async fn delete(app: &AppState, tenant: &str, name: &str, actor: &str) -> Result<(), RoleError> {
     let command = Command::DeleteRole { tenant: tenant.into(), name: name.into() };
-    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await? {
         Outcome::Applied(Applied::RoleDeleted { .. }) => Ok(()),
         Outcome::Refused(r) => Err(RoleError::Refused(r)),
         other => Err(RoleError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),

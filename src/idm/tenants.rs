@@ -94,7 +94,7 @@ pub async fn create(
         .await
         .map_err(|e| TenantError::Invalid(format!("key generation task failed: {e}")))??;
     let tenant = new.tenant.clone();
-    let proposal = Proposal { at_ms: now, actor: actor.to_string(), command: Command::CreateTenant(new) };
+    let proposal = Proposal { origin: None, at_ms: now, actor: actor.to_string(), command: Command::CreateTenant(new) };
     match app.write(proposal).await? {
         Outcome::Applied(Applied::TenantCreated { .. }) => Ok(tenant),
         Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
@@ -128,7 +128,7 @@ pub async fn update(
     let self_registration = self_registration.unwrap_or(current.self_registration);
     let command =
         Command::UpdateTenant { id: current.id.clone(), display_name: display_name.clone(), status, self_registration };
-    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::TenantUpdated { .. }) => {
             Ok(TenantRecord { display_name, status, self_registration, ..current.clone() })
         }
@@ -140,7 +140,7 @@ pub async fn update(
 /// Deletes a tenant with everything it holds; `system` and `default` are refused.
 pub async fn delete(app: &AppState, actor: &str, id: &str) -> Result<(), TenantError> {
     let command = Command::DeleteTenant { id: id.to_string() };
-    match app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
+    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
         Outcome::Applied(Applied::TenantDeleted { .. }) => Ok(()),
         Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
         Outcome::Refused(Rejection::TenantProtected { id }) => {

@@ -204,7 +204,8 @@ async fn assertion_is_valid(
         jti: claims.jti,
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let proposal = Proposal { at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
+    let proposal =
+        Proposal { origin: None, at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
     match app.write(proposal).await? {
         Outcome::Applied(_) => Ok(true),
         Outcome::Refused(_) => Ok(false),
@@ -349,7 +350,7 @@ pub async fn revoke_admin_token(app: &AppState, actor: &str, token: &str) -> Res
         jti: claims.jti.clone(),
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let proposal = Proposal { at_ms: app.clock.now_ms(), actor: actor.to_string(), command };
+    let proposal = Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command };
     match app.write(proposal).await.map_err(|e| e.to_string())? {
         Outcome::Applied(_) => Ok(claims.jti),
         Outcome::Refused(r) => Err(r.to_string()),
@@ -407,14 +408,19 @@ async fn sign_and_record(
         scope: claims.scope.clone(),
         audience: claims.aud.clone(),
         exp_ms: claims.exp.saturating_mul(1000),
+        origin: crate::http::middleware::current_origin(),
     };
     if issued.client_id.is_some() {
         // The token endpoint's path: many requests share one raft entry (group commit).
         app.token_audit.record(issued).await?;
         return Ok(token);
     }
-    let proposal =
-        Proposal { at_ms: app.clock.now_ms(), actor: claims.sub.clone(), command: Command::IssueToken(issued) };
+    let proposal = Proposal {
+        origin: None,
+        at_ms: app.clock.now_ms(),
+        actor: claims.sub.clone(),
+        command: Command::IssueToken(issued),
+    };
     match app.write(proposal).await? {
         Outcome::Applied(Applied::TokenIssued { .. }) => Ok(token),
         Outcome::Refused(r) => Err(TokenFailure::request("invalid_request", r.to_string())),
@@ -484,6 +490,7 @@ pub async fn token_audit_job(app: Arc<AppState>, mut stop: tokio::sync::watch::R
             let _permit = permit;
             let (items, replies): (Vec<IssuedToken>, Vec<AuditReply>) = batch.into_iter().unzip();
             let proposal = Proposal {
+                origin: None,
                 at_ms: app.clock.now_ms(),
                 actor: "token-endpoint".into(),
                 command: Command::IssueTokens(items),
@@ -626,7 +633,8 @@ pub async fn revoke(app: &AppState, client: &ClientRecord, token: &str) -> Resul
         jti: claims.jti,
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let proposal = Proposal { at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
+    let proposal =
+        Proposal { origin: None, at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
     match app.write(proposal).await? {
         Outcome::Applied(_) => Ok(()),
         Outcome::Refused(r) => {
@@ -662,7 +670,7 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
         };
         let commands = [(revocations, Command::PruneRevocations), (answers, Command::PruneIdempotency)];
         for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
-            let proposal = Proposal { at_ms: now_ms, actor: "policy:pruning".into(), command };
+            let proposal = Proposal { origin: None, at_ms: now_ms, actor: "policy:pruning".into(), command };
             if let Err(e) = app.write(proposal).await {
                 tracing::warn!("pruning: {e}");
             }

@@ -139,7 +139,7 @@ pub async fn create(
         revision: 1,
     };
     let command = Command::CreateUser(user.clone());
-    let out = app.write(Proposal { at_ms: now_ms, actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::UserCreated { .. }).then_some(user))
 }
 
@@ -162,7 +162,7 @@ pub async fn update(
         ..current.clone()
     };
     let command = Command::UpdateUser { user: user.clone(), expected_revision };
-    let out = app.write(Proposal { at_ms: now_ms, actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::UserUpdated { .. }).then_some(user))
 }
 
@@ -176,13 +176,13 @@ pub async fn set_password(
     check_password(password)?;
     let password_hash = hash_password(password).await?;
     let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
-    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::PasswordSet { .. }).then_some(()))
 }
 
 pub async fn delete(app: &AppState, tenant: &str, user_id: &str, actor: &str) -> Result<(), UserError> {
     let command = Command::DeleteUser { tenant: tenant.into(), user_id: user_id.into() };
-    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::UserDeleted { .. }).then_some(()))
 }
 
@@ -208,13 +208,13 @@ pub async fn create_organization(
         created_at_ms: now_ms,
     };
     let command = Command::CreateOrganization(org.clone());
-    let out = app.write(Proposal { at_ms: now_ms, actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::OrganizationCreated { .. }).then_some(org))
 }
 
 pub async fn delete_organization(app: &AppState, tenant: &str, id: &str, actor: &str) -> Result<(), UserError> {
     let command = Command::DeleteOrganization { tenant: tenant.into(), id: id.into() };
-    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::OrganizationDeleted { .. }).then_some(()))
 }
 
@@ -233,8 +233,9 @@ pub async fn add_member(
         user_id: user_id.into(),
         created_at_ms: now_ms,
     };
-    let out =
-        app.write(Proposal { at_ms: now_ms, actor: actor.into(), command: Command::AddMember(m.clone()) }).await?;
+    let out = app
+        .write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command: Command::AddMember(m.clone()) })
+        .await?;
     outcome(out, |a| matches!(a, Applied::MemberAdded { .. }).then_some(m))
 }
 
@@ -250,7 +251,7 @@ pub async fn remove_member(
         organization_id: organization_id.into(),
         user_id: user_id.into(),
     };
-    let out = app.write(Proposal { at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
+    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
     outcome(out, |a| matches!(a, Applied::MemberRemoved { .. }).then_some(()))
 }
 

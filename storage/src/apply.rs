@@ -80,6 +80,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
             action: proposal.command.action().to_string(),
             target,
             outcome: outcome_text,
+            origin: proposal.origin.clone(),
         },
     )?;
     Ok(outcome)
@@ -100,7 +101,8 @@ fn issue_tokens(t: &mut Tables<'_>, at_ms: i64, batch: &[IssuedToken]) -> Result
             Ok(()) => "ok".to_string(),
             Err(r) => format!("refused:{}", r.code()),
         };
-        let draft = AuditDraft { at_ms, actor, tenant, action: single.action().to_string(), target, outcome };
+        let action = single.action().to_string();
+        let draft = AuditDraft { at_ms, actor, tenant, action, target, outcome, origin: issued.origin.clone() };
         audit::append(&mut t.meta, &mut t.audit, draft)?;
         refused.push(result.err());
     }
@@ -123,6 +125,7 @@ fn record_failures(t: &mut Tables<'_>, at_ms: i64, failures: &[crate::AuthFailur
             action: "authentication.failed".into(),
             target,
             outcome: format!("refused:{}", f.reason),
+            origin: None,
         };
         audit::append(&mut t.meta, &mut t.audit, draft)?;
     }

@@ -1,9 +1,13 @@
 //! The audit chain: append inside the command's write transaction, verify offline.
 //!
-//! Entry bytes (version 1), all integers big-endian:
-//! `0x01 | seq u64 | at_ms i64 | actor | tenant | action | target | outcome | prev_hash[32] | hash[32]`
-//! where each text field is `len u32 | UTF-8`. The canonical bytes are everything before
-//! `prev_hash`, and `hash = SHA-256("audit-v1\0" | prev_hash | canonical)`.
+//! Entry bytes, all integers big-endian, each text field `len u32 | UTF-8`:
+//! - version 2 (written now): `0x02 | seq u64 | at_ms i64 | actor | tenant | action | target |
+//!   outcome | request_id | peer | prev_hash[32] | hash[32]`,
+//!   `hash = SHA-256("audit-v2\0" | prev_hash | canonical)`;
+//! - version 1 (older entries, still verified): the same without `request_id` and `peer`,
+//!   hashed with `"audit-v1\0"`.
+//!
+//! The canonical bytes are everything before `prev_hash`.
 
 use redb::{ReadableTable, Table};
 use serde::{Deserialize, Serialize};
@@ -11,8 +15,8 @@ use sha2::{Digest, Sha256};
 
 use crate::{codec, tables, StoreError};
 
-pub const ENTRY_VERSION: u8 = 1;
-const DOMAIN: &[u8] = b"audit-v1\0";
+/// The version new entries are written in.
+pub const ENTRY_VERSION: u8 = 2;
 pub const GENESIS_HASH: [u8; 32] = [0; 32];
 
 /// What a command asks to be recorded; the chain fields are added on append.
@@ -24,10 +28,14 @@ pub struct AuditDraft {
     pub action: String,
     pub target: String,
     pub outcome: String,
+    /// The request that caused it, when one did.
+    pub origin: Option<crate::command::Origin>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
+    /// The byte layout the entry was written in (1 or 2).
+    pub version: u8,
     pub seq: u64,
     pub at_ms: i64,
     pub actor: String,
@@ -35,6 +43,10 @@ pub struct AuditEntry {
     pub action: String,
     pub target: String,
     pub outcome: String,
+    /// The request id (`X-Request-Id`) of the request that caused it; empty when none did.
+    pub request_id: String,
+    /// The peer address of that request; empty when none did.
+    pub peer: String,
     #[serde(with = "hex_bytes")]
     pub prev_hash: [u8; 32],
     #[serde(with = "hex_bytes")]
@@ -58,11 +70,15 @@ impl AuditHead {
 impl AuditEntry {
     /// The bytes the hash covers (besides the previous hash).
     pub fn canonical_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(64 + self.actor.len() + self.target.len());
-        out.push(ENTRY_VERSION);
+        let mut out = Vec::with_capacity(96 + self.actor.len() + self.target.len());
+        out.push(self.version);
         out.extend_from_slice(&self.seq.to_be_bytes());
         out.extend_from_slice(&self.at_ms.to_be_bytes());
-        for field in [&self.actor, &self.tenant, &self.action, &self.target, &self.outcome] {
+        let mut fields = vec![&self.actor, &self.tenant, &self.action, &self.target, &self.outcome];
+        if self.version >= 2 {
+            fields.extend([&self.request_id, &self.peer]);
+        }
+        for field in fields {
             let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
             out.extend_from_slice(&len.to_be_bytes());
             out.extend_from_slice(field.as_bytes());
@@ -71,8 +87,9 @@ impl AuditEntry {
     }
 
     pub fn compute_hash(&self) -> [u8; 32] {
+        let domain: &[u8] = if self.version >= 2 { b"audit-v2\0" } else { b"audit-v1\0" };
         let mut h = Sha256::new();
-        h.update(DOMAIN);
+        h.update(domain);
         h.update(self.prev_hash);
         h.update(self.canonical_bytes());
         h.finalize().into()
@@ -85,10 +102,11 @@ impl AuditEntry {
         out
     }
 
-    /// Parses stored bytes; `None` when they are not a well-formed version-1 entry.
+    /// Parses stored bytes; `None` when they are not a well-formed version 1 or 2 entry.
     pub fn from_bytes(bytes: &[u8]) -> Option<AuditEntry> {
         let mut r = ByteReader { rest: bytes };
-        if r.take(1)? != [ENTRY_VERSION] {
+        let version = *r.take(1)?.first()?;
+        if !(1..=2).contains(&version) {
             return None;
         }
         let seq = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
@@ -98,9 +116,23 @@ impl AuditEntry {
             String::from_utf8(r.take(len)?.to_vec()).ok()
         };
         let (actor, tenant, action, target, outcome) = (text()?, text()?, text()?, text()?, text()?);
+        let (request_id, peer) = if version >= 2 { (text()?, text()?) } else { (String::new(), String::new()) };
         let prev_hash: [u8; 32] = r.take(32)?.try_into().ok()?;
         let hash: [u8; 32] = r.take(32)?.try_into().ok()?;
-        r.rest.is_empty().then_some(AuditEntry { seq, at_ms, actor, tenant, action, target, outcome, prev_hash, hash })
+        r.rest.is_empty().then_some(AuditEntry {
+            version,
+            seq,
+            at_ms,
+            actor,
+            tenant,
+            action,
+            target,
+            outcome,
+            request_id,
+            peer,
+            prev_hash,
+            hash,
+        })
     }
 }
 
@@ -135,7 +167,9 @@ pub fn append(
     let head = read_head(meta)?;
     let prev_hash = decode_hash(&head.last_hash)
         .ok_or_else(|| StoreError::Database("the audit head's last hash is malformed".into()))?;
+    let (request_id, peer) = draft.origin.map(|o| (o.request_id, o.peer)).unwrap_or_default();
     let mut entry = AuditEntry {
+        version: ENTRY_VERSION,
         seq: head.count + 1,
         at_ms: draft.at_ms,
         actor: draft.actor,
@@ -143,6 +177,8 @@ pub fn append(
         action: draft.action,
         target: draft.target,
         outcome: draft.outcome,
+        request_id,
+        peer,
         prev_hash,
         hash: [0; 32],
     };

@@ -17,6 +17,17 @@ pub struct Proposal {
     /// Who asked: `node:{id}`, `cli:uid:{uid}`, `client:{id}`, `user:{id}`.
     pub actor: String,
     pub command: Command,
+    /// The HTTP request that caused it, when one did: its audit entry carries both.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Where a change came from: the request id (also `X-Request-Id` on the answer) and the real
+/// peer address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    pub request_id: String,
+    pub peer: String,
 }
 
 impl fmt::Display for Proposal {
@@ -188,6 +199,9 @@ pub struct IssuedToken {
     pub scope: String,
     pub audience: String,
     pub exp_ms: i64,
+    /// The token request's id and peer address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
 }
 
 impl Command {

@@ -50,6 +50,7 @@ fn new_tenant(id: &str) -> NewTenant {
 
 fn bootstrap() -> Proposal {
     Proposal {
+        origin: None,
         at_ms: 1_000,
         actor: "node:1".into(),
         command: Command::Bootstrap {
@@ -66,7 +67,7 @@ fn bootstrap() -> Proposal {
 }
 
 fn create(id: &str, at_ms: i64) -> Proposal {
-    Proposal { at_ms, actor: "cli:uid:0".into(), command: Command::CreateTenant(new_tenant(id)) }
+    Proposal { origin: None, at_ms, actor: "cli:uid:0".into(), command: Command::CreateTenant(new_tenant(id)) }
 }
 
 fn apply_all(store: &Store, proposals: &[Proposal]) -> Vec<Outcome> {
@@ -123,6 +124,7 @@ fn a_version_1_database_is_migrated() {
             let mut audit = txn.open_table(tables::AUDIT).unwrap();
             for seq in 1..=3u64 {
                 let mut e = AuditEntry {
+                    version: 1,
                     seq,
                     at_ms: seq as i64,
                     actor: "node:1".into(),
@@ -130,6 +132,8 @@ fn a_version_1_database_is_migrated() {
                     action: "tenant.create".into(),
                     target: format!("tenant:t{seq}"),
                     outcome: "ok".into(),
+                    request_id: String::new(),
+                    peer: String::new(),
                     prev_hash: prev,
                     hash: [0; 32],
                 };
@@ -161,8 +165,9 @@ fn a_version_1_database_is_migrated() {
 #[test]
 fn audit_entry_bytes_round_trip_and_reject_malformed_input() {
     let texts = ["", "a", "tenant:äöü-🙂", &"x".repeat(1000)];
-    for (i, text) in texts.iter().enumerate() {
+    for (i, (text, version)) in texts.iter().flat_map(|t| [(t, 1u8), (t, 2u8)]).enumerate() {
         let mut e = AuditEntry {
+            version,
             seq: i as u64 + 1,
             at_ms: -5 + i as i64,
             actor: text.to_string(),
@@ -170,6 +175,8 @@ fn audit_entry_bytes_round_trip_and_reject_malformed_input() {
             action: text.to_string(),
             target: "x".into(),
             outcome: "ok".into(),
+            request_id: if version == 2 { format!("req-{i}") } else { String::new() },
+            peer: if version == 2 { "127.0.0.1:9".into() } else { String::new() },
             prev_hash: [i as u8; 32],
             hash: [0; 32],
         };
@@ -183,7 +190,7 @@ fn audit_entry_bytes_round_trip_and_reject_malformed_input() {
         longer.push(0);
         assert!(AuditEntry::from_bytes(&longer).is_none(), "trailing bytes");
         let mut other_version = bytes.clone();
-        other_version[0] = 2;
+        other_version[0] = 3;
         assert!(AuditEntry::from_bytes(&other_version).is_none(), "unknown version");
     }
 }
@@ -305,6 +312,7 @@ fn prune_refuses_keys_that_sign_or_whose_tokens_may_be_valid() {
     let (_d, store) = fresh();
     apply_all(&store, &[bootstrap(), create("acme", 10)]);
     let add = |kid: &str, active_from| Proposal {
+        origin: None,
         at_ms: 100,
         actor: "cli:uid:0".into(),
         command: Command::AddSigningKeys {
@@ -313,6 +321,7 @@ fn prune_refuses_keys_that_sign_or_whose_tokens_may_be_valid() {
         },
     };
     let prune = |kids: &[&str], at_ms| Proposal {
+        origin: None,
         at_ms,
         actor: "cli:uid:0".into(),
         command: Command::PruneSigningKeys {
@@ -366,7 +375,7 @@ fn client(tenant: &str, id: &str) -> ClientRecord {
 }
 
 fn by(at_ms: i64, command: Command) -> Proposal {
-    Proposal { at_ms, actor: "admin:system:test".into(), command }
+    Proposal { origin: None, at_ms, actor: "admin:system:test".into(), command }
 }
 
 fn issue(tenant: &str, client_id: &str, jti: &str) -> Command {
@@ -379,6 +388,7 @@ fn issue(tenant: &str, client_id: &str, jti: &str) -> Command {
         scope: String::new(),
         audience: "api".into(),
         exp_ms: 1_000,
+        origin: None,
     })
 }
 

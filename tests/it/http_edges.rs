@@ -157,7 +157,17 @@ async fn request_counters_and_raft_gauges_move() {
     let (_tmp, dir) = temp_data_dir();
     let node = TestNode::start(&dir);
     let c = node.client();
-    let scrape = || async { c.get(format!("{}/metrics", node.url)).send().await.unwrap().text().await.unwrap() };
+    // Metrics are served on the management listener (plain HTTP), never on the public port.
+    let plain = reqwest::Client::new();
+    let scrape =
+        || async { plain.get(format!("{}/metrics", node.management_url)).send().await.unwrap().text().await.unwrap() };
+    assert!(node.management_url.starts_with("http://127.0.0.1:"), "{}", node.banner);
+    assert_eq!(c.get(format!("{}/metrics", node.url)).send().await.unwrap().status(), 404);
+    for probe in ["health", "ready"] {
+        let r = plain.get(format!("{}/{probe}", node.management_url)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "management {probe}");
+        assert_eq!(c.get(format!("{}/{probe}", node.url)).send().await.unwrap().status(), 200, "public {probe}");
+    }
     c.get(format!("{}/health", node.url)).send().await.unwrap();
     let before = scrape().await;
     for name in [
@@ -185,7 +195,8 @@ async fn request_counters_and_raft_gauges_move() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         after = scrape().await;
     }
-    assert!(metric(&after, "gatehouse_http_requests_total") >= metric(&before, "gatehouse_http_requests_total") + 4.0);
+    // The three JWKS requests (scrapes on the management port are not public requests).
+    assert!(metric(&after, "gatehouse_http_requests_total") >= metric(&before, "gatehouse_http_requests_total") + 3.0);
     assert!(after.contains(r#"route="{issuer}/.well-known/jwks.json",method="GET",status="200""#));
     assert!(metric(&after, "gatehouse_raft_applied_index") > metric(&before, "gatehouse_raft_applied_index"));
     assert!(metric(&after, "gatehouse_raft_commit_index") > metric(&before, "gatehouse_raft_commit_index"));

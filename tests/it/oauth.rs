@@ -382,3 +382,35 @@ async fn private_key_jwt_assertions_are_checked_in_full_and_single_use() {
     let used = audit_targets(&node, &admin, "default", "client.assertion").await;
     assert!(used.iter().any(|(t, o)| t.ends_with("assertion:a-1") && o == "refused:assertion_replayed"), "{used:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn audit_entries_carry_the_request_id_and_the_peer_address() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let body = serde_json::json!({"name": "traced", "client_type": "confidential",
+                                  "grant_types": ["client_credentials"], "audiences": ["https://api.test"]});
+    let created = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&body)).await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let request_id = created.header("x-request-id").expect("X-Request-Id");
+    let client_id = created.body["client_id"].as_str().unwrap().to_string();
+    let secret = created.body["client_secret"].as_str().unwrap().to_string();
+    let token = token_basic(&node, "default", &client_id, &secret, &[]).await;
+    assert_eq!(token.status, StatusCode::OK);
+    let token_request_id = token.header("x-request-id").expect("X-Request-Id");
+
+    let audit = call(&node, Method::GET, "/admin/v1/tenants/default/audit?limit=500", Some(&admin), None).await;
+    let items = audit.body["items"].as_array().unwrap();
+    let create = items
+        .iter()
+        .find(|e| e["action"] == "client.create" && e["target"] == format!("client:{client_id}"))
+        .expect("the create's entry");
+    assert_eq!(create["request_id"].as_str(), Some(request_id.as_str()), "{create}");
+    assert!(create["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{create}");
+    let issue = items.iter().find(|e| e["action"] == "token.issue").expect("the token's entry");
+    assert_eq!(issue["request_id"].as_str(), Some(token_request_id.as_str()), "{issue}");
+    assert!(issue["peer"].as_str().is_some_and(|p| p.starts_with("127.0.0.1:")), "{issue}");
+    // The chain, with entries of this layout, verifies.
+    let verify = node.cli(&["audit", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stderr));
+}

@@ -1,9 +1,10 @@
-//! Operations endpoints: liveness, readiness and Prometheus metrics.
+//! Operations endpoints: liveness and readiness on the public port (for probes), and the
+//! management listener's routes (metrics, liveness, readiness) on its own plain-HTTP port.
 
 use std::sync::Arc;
 
 use poem::web::Data;
-use poem_openapi::payload::{Json, PlainText};
+use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use crate::http::problem::Problem;
@@ -11,7 +12,7 @@ use crate::node::AppState;
 
 #[derive(Tags)]
 enum OpsTag {
-    /// Liveness, readiness and metrics.
+    /// Liveness and readiness.
     Operations,
 }
 
@@ -54,24 +55,50 @@ impl OpsApi {
     /// Readiness: storage open and a raft leader known.
     #[oai(path = "/ready", method = "get", operation_id = "getReady")]
     async fn ready(&self, app: Data<&Arc<AppState>>) -> ReadyResponse {
-        let status = app.raft.status();
-        match status.leader {
-            Some(leader) if app.store.read().is_ok() => ReadyResponse::Ready(Json(ReadyStatus {
-                status: "ready".into(),
-                node_id: format!("{:016x}", status.node_id),
-                leader_id: format!("{leader:016x}"),
-            })),
-            _ => ReadyResponse::NotReady(Json(Problem::new(
-                poem::http::StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                "no raft leader is known yet",
-            ))),
+        readiness(&app)
+    }
+}
+
+fn readiness(app: &AppState) -> ReadyResponse {
+    let status = app.raft.status();
+    match status.leader {
+        Some(leader) if app.store.read().is_ok() => ReadyResponse::Ready(Json(ReadyStatus {
+            status: "ready".into(),
+            node_id: format!("{:016x}", status.node_id),
+            leader_id: format!("{leader:016x}"),
+        })),
+        _ => ReadyResponse::NotReady(Json(Problem::new(
+            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no raft leader is known yet",
+        ))),
+    }
+}
+
+/// The management listener's routes: `/metrics` (Prometheus text), `/health` and `/ready`.
+pub fn management_routes(app: Arc<AppState>) -> impl poem::Endpoint {
+    use poem::{get, handler, EndpointExt, IntoResponse, Route};
+
+    #[handler]
+    fn metrics(app: Data<&Arc<AppState>>) -> poem::Response {
+        poem::Response::builder().content_type("text/plain; version=0.0.4; charset=utf-8").body(app.render_metrics())
+    }
+
+    #[handler]
+    fn health() -> poem::Response {
+        poem::web::Json(serde_json::json!({"status": "ok"})).into_response()
+    }
+
+    #[handler]
+    fn ready(app: Data<&Arc<AppState>>) -> poem::Response {
+        match readiness(&app) {
+            ReadyResponse::Ready(Json(s)) => poem::web::Json(serde_json::json!({
+                "status": s.status, "node_id": s.node_id, "leader_id": s.leader_id,
+            }))
+            .into_response(),
+            ReadyResponse::NotReady(Json(p)) => p.into_response(),
         }
     }
 
-    /// Metrics in the Prometheus text format.
-    #[oai(path = "/metrics", method = "get", operation_id = "getMetrics")]
-    async fn metrics(&self, app: Data<&Arc<AppState>>) -> PlainText<String> {
-        PlainText(app.render_metrics())
-    }
+    Route::new().at("/metrics", get(metrics)).at("/health", get(health)).at("/ready", get(ready)).data(app)
 }

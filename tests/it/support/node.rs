@@ -38,6 +38,8 @@ fn command_of(bin: &Path, data_dir: &Path) -> Command {
         }
     }
     c.env("GATEHOUSE_LOG__LEVEL", "warn");
+    // Tests run side by side: each node's management listener takes a free port.
+    c.env("GATEHOUSE_MANAGEMENT__LISTEN", "127.0.0.1:0");
     c
 }
 
@@ -50,6 +52,8 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
 pub struct TestNode {
     pub data_dir: PathBuf,
     pub url: String,
+    /// The management listener (plain HTTP: metrics and probes).
+    pub management_url: String,
     pub ca_pem: Vec<u8>,
     pub banner: String,
     log_path: PathBuf,
@@ -105,6 +109,7 @@ impl TestNode {
         let deadline = Instant::now() + Duration::from_secs(90);
         let mut banner = String::new();
         let mut url = None;
+        let mut management_url = String::new();
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
@@ -112,6 +117,9 @@ impl TestNode {
                     banner.push('\n');
                     if let Some(rest) = line.trim().strip_prefix("issuer:") {
                         url = Some(rest.trim().to_string());
+                    }
+                    if let Some(rest) = line.trim().strip_prefix("management:") {
+                        management_url = rest.split_whitespace().next().unwrap_or_default().to_string();
                     }
                     if line.trim().starts_with("Browsers:") && url.is_some() {
                         break;
@@ -132,7 +140,15 @@ impl TestNode {
         }
         let url = url.ok_or("no issuer line in the banner")?;
         let ca_pem = std::fs::read(data_dir.join("tls/ca.pem")).map_err(|e| e.to_string())?;
-        Ok(TestNode { data_dir: data_dir.to_path_buf(), url, ca_pem, banner, log_path: node_log, child })
+        Ok(TestNode {
+            data_dir: data_dir.to_path_buf(),
+            url,
+            management_url,
+            ca_pem,
+            banner,
+            log_path: node_log,
+            child,
+        })
     }
 
     /// An HTTPS client that trusts only this node's CA.

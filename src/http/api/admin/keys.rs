@@ -64,6 +64,12 @@ pub struct AuditRecord {
     pub target: String,
     /// `ok` or `refused:<code>`.
     pub outcome: String,
+    /// The id of the request that caused it (its `X-Request-Id`), when a request did.
+    #[oai(skip_serializing_if_is_none)]
+    pub request_id: Option<String>,
+    /// The peer address of that request.
+    #[oai(skip_serializing_if_is_none)]
+    pub peer: Option<String>,
     /// SHA-256 of the entry in the chain, hex.
     pub hash: String,
 }
@@ -201,6 +207,8 @@ impl KeysApi {
                             action: e.action,
                             target: e.target,
                             outcome: e.outcome,
+                            request_id: Some(e.request_id).filter(|r| !r.is_empty()),
+                            peer: Some(e.peer).filter(|p| !p.is_empty()),
                             hash: hex::encode(e.hash),
                         });
                         if items.len() == limit {
