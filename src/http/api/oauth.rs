@@ -22,8 +22,9 @@ pub struct OAuthApi;
 /// A token request (RFC 6749 section 4); which members apply depends on `grant_type`.
 #[derive(Debug, Object, serde::Deserialize)]
 pub struct TokenRequest {
-    #[oai(validator(max_length = 256))]
-    pub grant_type: Option<String>,
+    /// `client_credentials` (the one grant this version serves).
+    #[oai(validator(min_length = 1, max_length = 256))]
+    pub grant_type: String,
     #[oai(validator(max_length = 256))]
     pub client_id: Option<String>,
     #[oai(validator(max_length = 512))]
@@ -56,8 +57,9 @@ pub struct TokenRequest {
 /// An introspection or revocation request.
 #[derive(Debug, Object, serde::Deserialize)]
 pub struct TokenHintRequest {
-    #[oai(validator(max_length = 8192))]
-    pub token: Option<String>,
+    /// The access token to introspect or revoke.
+    #[oai(validator(min_length = 1, max_length = 8192))]
+    pub token: String,
     #[oai(validator(max_length = 64))]
     pub token_type_hint: Option<String>,
     #[oai(validator(max_length = 256))]
@@ -320,8 +322,10 @@ async fn token(
         Ok(t) => t,
         Err(answer) => return answer,
     };
+    if body.grant_type.is_empty() || body.grant_type.chars().count() > 256 {
+        return OAuthResponse::failure(invalid_request("grant_type must be 1 to 256 characters"));
+    }
     let limits = [
-        ("grant_type", &body.grant_type, 256),
         ("client_id", &body.client_id, 256),
         ("client_secret", &body.client_secret, 512),
         ("client_assertion_type", &body.client_assertion_type, 256),
@@ -337,9 +341,8 @@ async fn token(
     if let Some(field) = overlong_field(&limits) {
         return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
     }
-    match body.grant_type.as_deref() {
-        None => OAuthResponse::failure(invalid_request("grant_type is required")),
-        Some(GRANT_CLIENT_CREDENTIALS) => {
+    match body.grant_type.as_str() {
+        GRANT_CLIENT_CREDENTIALS => {
             let result = async {
                 let presented = presented_client(
                     req,
@@ -371,7 +374,7 @@ async fn token(
                 Err(f) => OAuthResponse::failure(f),
             }
         }
-        Some(other) => OAuthResponse::failure(TokenFailure::Request {
+        other => OAuthResponse::failure(TokenFailure::Request {
             error: "unsupported_grant_type",
             description: format!("grant type {other:?} is not supported"),
         }),
@@ -393,8 +396,10 @@ fn form_client<'a>(
 }
 
 fn hint_limits(body: &TokenHintRequest) -> Option<&'static str> {
+    if body.token.is_empty() || body.token.chars().count() > 8192 {
+        return Some("token");
+    }
     overlong_field(&[
-        ("token", &body.token, 8192),
         ("token_type_hint", &body.token_type_hint, 64),
         ("client_id", &body.client_id, 256),
         ("client_secret", &body.client_secret, 512),
@@ -414,7 +419,7 @@ async fn introspect(
         Err(answer) => return answer,
     };
     if let Some(field) = hint_limits(body) {
-        return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
+        return OAuthResponse::failure(invalid_request(format!("{field} is empty or too long")));
     }
     let result = async {
         let presented = presented_client(
@@ -422,7 +427,7 @@ async fn introspect(
             form_client(&body.client_id, &body.client_secret, &body.client_assertion_type, &body.client_assertion),
         )?;
         tokens::authenticate_client(app, &tenant, &presented, "introspect").await?;
-        let token = body.token.as_deref().ok_or_else(|| invalid_request("token is required"))?;
+        let token = body.token.as_str();
         // The freshness rule: without a known leader this node's deny-list may be stale.
         if app.raft.status().leader.is_none() {
             return Err(TokenFailure::Unavailable);
@@ -451,7 +456,7 @@ async fn revoke(
         Err(answer) => return answer,
     };
     if let Some(field) = hint_limits(body) {
-        return OAuthResponse::failure(invalid_request(format!("{field} is too long")));
+        return OAuthResponse::failure(invalid_request(format!("{field} is empty or too long")));
     }
     let result = async {
         let presented = presented_client(
@@ -459,7 +464,7 @@ async fn revoke(
             form_client(&body.client_id, &body.client_secret, &body.client_assertion_type, &body.client_assertion),
         )?;
         let client = tokens::authenticate_client(app, &tenant, &presented, "revoke").await?;
-        let token = body.token.as_deref().ok_or_else(|| invalid_request("token is required"))?;
+        let token = body.token.as_str();
         tokens::revoke(app, &client, token).await
     }
     .await;
