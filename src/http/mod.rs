@@ -4,6 +4,7 @@ pub mod acceptor;
 pub mod api;
 pub mod edge;
 pub mod idempotency;
+pub mod issuer;
 pub mod limits;
 pub mod middleware;
 pub mod problem;

@@ -101,6 +101,7 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
             }),
         )
         .nest("/", api)
+        .around(|ep, req| async move { crate::http::issuer::scope(&ep, req).await })
         .data(app.clone())
         .around({
             let app = app.clone();

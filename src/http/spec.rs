@@ -2,15 +2,19 @@
 //!
 //! poem-openapi does not emit `additionalProperties: false` for `deny_unknown_fields`, so the
 //! request-body schemas get it here: the server refuses unknown members, and the document
-//! says so. The same document answers which methods a path allows (the `Allow` of a 405).
+//! says so. The issuer-relative operations, routed once (`http::issuer`), are listed again
+//! under `/t/{tenant}`, as every other tenant serves them. The same document answers which
+//! methods a path allows (the `Allow` of a 405).
 
 use std::sync::LazyLock;
 
 use serde_json::Value;
 
-/// Marks every request-body object schema as closed.
+/// Marks every request-body object schema as closed, and lists each issuer-relative
+/// operation under `/t/{tenant}` too.
 pub fn finish(spec: &str) -> String {
     let Ok(mut doc) = serde_json::from_str::<Value>(spec) else { return spec.to_string() };
+    add_tenant_forms(&mut doc);
     let mut closed = Vec::new();
     if let Some(paths) = doc.get("paths").and_then(Value::as_object) {
         for ops in paths.values().filter_map(Value::as_object) {
@@ -46,6 +50,44 @@ pub fn finish(spec: &str) -> String {
         closed.extend(refs);
     }
     serde_json::to_string_pretty(&doc).unwrap_or_else(|_| spec.to_string())
+}
+
+/// `/t/{tenant}/…` for every issuer-relative path, with the `tenant` parameter and an
+/// operation id of its own (`…Tenant`).
+fn add_tenant_forms(doc: &mut Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else { return };
+    let issuer_relative = |p: &str| {
+        crate::http::issuer::ISSUER_PREFIXES
+            .iter()
+            .any(|prefix| p.strip_prefix('/').is_some_and(|r| r.starts_with(prefix)))
+            && !p.contains("{tenant}")
+    };
+    let forms: Vec<(String, Value)> = paths
+        .iter()
+        .filter(|(p, _)| issuer_relative(p))
+        .map(|(p, ops)| {
+            let mut ops = ops.clone();
+            for op in ops.as_object_mut().into_iter().flat_map(|o| o.values_mut()) {
+                let Some(op) = op.as_object_mut() else { continue };
+                if let Some(id) = op.get("operationId").and_then(Value::as_str).map(|id| format!("{id}Tenant")) {
+                    op.insert("operationId".into(), Value::String(id));
+                }
+                let tenant = serde_json::json!({
+                    "name": "tenant", "in": "path", "required": true,
+                    "description": "The tenant whose issuer is `{public_url}/t/{tenant}` (`default` answers 308 to the root).",
+                    "schema": {"type": "string", "maxLength": 63}
+                });
+                let params = op.entry("parameters").or_insert_with(|| Value::Array(Vec::new()));
+                if let Some(list) = params.as_array_mut() {
+                    list.insert(0, tenant);
+                }
+            }
+            (format!("/t/{{tenant}}{p}"), ops)
+        })
+        .collect();
+    for (path, ops) in forms {
+        paths.insert(path, ops);
+    }
 }
 
 fn collect_refs(v: &Value, out: &mut Vec<String>) {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 
 use base64::Engine;
 use poem::web::Data;
-use poem_openapi::param::Path;
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use crate::http::api::oidc::{resolve, resolve_path, root_location, OidcTag, Resolved};
+use crate::http::api::oidc::{resolve_scope, root_location, OidcTag, Resolved};
+use crate::http::issuer::IssuerScope;
 use crate::http::problem::{OAuthError, Problem};
 use crate::idm::clients::GRANT_CLIENT_CREDENTIALS;
 use crate::idm::tokens::{self, AccessClaims, PresentedClient, TokenFailure};
@@ -474,81 +474,45 @@ async fn revoke(
     }
 }
 
+/// Served for each tenant's issuer: at the root for `default`, under `/t/{tenant}` for the
+/// others (the document lists both forms).
 #[OpenApi]
 impl OAuthApi {
-    /// Token endpoint of the `default` tenant.
+    /// Token endpoint of the issuer.
     #[oai(path = "/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "token")]
-    async fn token_default(
+    async fn token(
         &self,
         app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
         req: &poem::Request,
         body: Form<TokenRequest>,
     ) -> OAuthResponse<AccessTokenResponse> {
-        token(&app, resolve(&app, "default"), req, &body).await
+        token(&app, resolve_scope(&app, &scope), req, &body).await
     }
 
-    /// Token endpoint of a tenant.
-    #[oai(path = "/t/:tenant/oauth2/token", method = "post", tag = "OidcTag::OAuth2", operation_id = "tokenTenant")]
-    async fn token_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        req: &poem::Request,
-        tenant: Path<String>,
-        body: Form<TokenRequest>,
-    ) -> OAuthResponse<AccessTokenResponse> {
-        token(&app, resolve_path(&app, &tenant), req, &body).await
-    }
-
-    /// Token introspection (RFC 7662) for the `default` tenant; the caller authenticates as a
-    /// confidential client.
+    /// Token introspection (RFC 7662); the caller authenticates as a confidential client of the
+    /// issuer's tenant.
     #[oai(path = "/oauth2/introspect", method = "post", tag = "OidcTag::OAuth2", operation_id = "introspect")]
-    async fn introspect_default(
+    async fn introspect(
         &self,
         app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
         req: &poem::Request,
         body: Form<TokenHintRequest>,
     ) -> OAuthResponse<IntrospectionResponse> {
-        introspect(&app, resolve(&app, "default"), req, &body).await
+        introspect(&app, resolve_scope(&app, &scope), req, &body).await
     }
 
-    /// Token introspection (RFC 7662) for a tenant.
-    #[oai(
-        path = "/t/:tenant/oauth2/introspect",
-        method = "post",
-        tag = "OidcTag::OAuth2",
-        operation_id = "introspectTenant"
-    )]
-    async fn introspect_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        req: &poem::Request,
-        tenant: Path<String>,
-        body: Form<TokenHintRequest>,
-    ) -> OAuthResponse<IntrospectionResponse> {
-        introspect(&app, resolve_path(&app, &tenant), req, &body).await
-    }
-
-    /// Token revocation (RFC 7009) for the `default` tenant: the token stays inactive until it
-    /// expires. Answers 200 whether or not the token was valid.
+    /// Token revocation (RFC 7009): the token stays inactive until it expires. Answers 200
+    /// whether or not the token was valid.
     #[oai(path = "/oauth2/revoke", method = "post", tag = "OidcTag::OAuth2", operation_id = "revoke")]
-    async fn revoke_default(
+    async fn revoke(
         &self,
         app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
         req: &poem::Request,
         body: Form<TokenHintRequest>,
     ) -> OAuthResponse<Empty> {
-        revoke(&app, resolve(&app, "default"), req, &body).await
-    }
-
-    /// Token revocation (RFC 7009) for a tenant.
-    #[oai(path = "/t/:tenant/oauth2/revoke", method = "post", tag = "OidcTag::OAuth2", operation_id = "revokeTenant")]
-    async fn revoke_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        req: &poem::Request,
-        tenant: Path<String>,
-        body: Form<TokenHintRequest>,
-    ) -> OAuthResponse<Empty> {
-        revoke(&app, resolve_path(&app, &tenant), req, &body).await
+        revoke(&app, resolve_scope(&app, &scope), req, &body).await
     }
 }

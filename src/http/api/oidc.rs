@@ -13,6 +13,7 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::http::issuer::IssuerScope;
 use crate::http::problem::Problem;
 use crate::node::AppState;
 
@@ -276,50 +277,38 @@ fn query_suffix(req: &poem::Request) -> String {
     req.uri().query().map(|q| format!("?{q}")).unwrap_or_default()
 }
 
+/// The tenant whose issuer the request addresses (`http::issuer::scope` set it).
+pub(crate) fn resolve_scope(app: &AppState, scope: &IssuerScope) -> Resolved {
+    match scope {
+        IssuerScope::Default => resolve(app, "default"),
+        IssuerScope::Tenant(id) => resolve_path(app, id),
+    }
+}
+
+/// Every operation here is served for each tenant's issuer: at the root for `default`, and
+/// under `/t/{tenant}` for the others (the document lists both forms).
 #[OpenApi]
 impl OidcApi {
-    /// Discovery for the `default` tenant.
+    /// OpenID Connect discovery of the issuer.
     #[oai(
         path = "/.well-known/openid-configuration",
         method = "get",
         tag = "OidcTag::Discovery",
         operation_id = "getDiscovery"
     )]
-    async fn discovery_default(&self, app: Data<&Arc<AppState>>) -> DiscoveryResponse {
-        discovery(&app, resolve(&app, "default"), "/.well-known/openid-configuration")
+    async fn discovery(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>) -> DiscoveryResponse {
+        discovery(&app, resolve_scope(&app, &scope), "/.well-known/openid-configuration")
     }
 
-    /// Discovery for a tenant.
-    #[oai(
-        path = "/t/:tenant/.well-known/openid-configuration",
-        method = "get",
-        tag = "OidcTag::Discovery",
-        operation_id = "getTenantDiscovery"
-    )]
-    async fn discovery_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> DiscoveryResponse {
-        discovery(&app, resolve_path(&app, &tenant), "/.well-known/openid-configuration")
-    }
-
-    /// RFC 8414 metadata for the `default` tenant (same content as discovery).
+    /// RFC 8414 metadata of the issuer (same content as discovery).
     #[oai(
         path = "/.well-known/oauth-authorization-server",
         method = "get",
         tag = "OidcTag::Discovery",
         operation_id = "getAuthorizationServerMetadata"
     )]
-    async fn as_metadata_default(&self, app: Data<&Arc<AppState>>) -> DiscoveryResponse {
-        discovery(&app, resolve(&app, "default"), "/.well-known/oauth-authorization-server")
-    }
-
-    /// RFC 8414 metadata for a tenant (same content as discovery).
-    #[oai(
-        path = "/t/:tenant/.well-known/oauth-authorization-server",
-        method = "get",
-        tag = "OidcTag::Discovery",
-        operation_id = "getTenantAuthorizationServerMetadata"
-    )]
-    async fn as_metadata_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> DiscoveryResponse {
-        discovery(&app, resolve_path(&app, &tenant), "/.well-known/oauth-authorization-server")
+    async fn as_metadata(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>) -> DiscoveryResponse {
+        discovery(&app, resolve_scope(&app, &scope), "/.well-known/oauth-authorization-server")
     }
 
     /// RFC 8414 metadata of a tenant at the well-known URL its issuer's path is inserted
@@ -334,60 +323,27 @@ impl OidcApi {
         discovery(&app, resolve_path(&app, &tenant), "/.well-known/oauth-authorization-server")
     }
 
-    /// Public signing keys of the `default` tenant.
+    /// Public signing keys of the issuer.
     #[oai(path = "/.well-known/jwks.json", method = "get", tag = "OidcTag::Discovery", operation_id = "getJwks")]
-    async fn jwks_default(&self, app: Data<&Arc<AppState>>) -> JwksResponse {
-        jwks(&app, resolve(&app, "default"))
+    async fn jwks(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>) -> JwksResponse {
+        jwks(&app, resolve_scope(&app, &scope))
     }
 
-    /// Public signing keys of a tenant.
-    #[oai(
-        path = "/t/:tenant/.well-known/jwks.json",
-        method = "get",
-        tag = "OidcTag::Discovery",
-        operation_id = "getTenantJwks"
-    )]
-    async fn jwks_tenant(&self, app: Data<&Arc<AppState>>, tenant: Path<String>) -> JwksResponse {
-        jwks(&app, resolve_path(&app, &tenant))
-    }
-
-    /// Authorization endpoint of the `default` tenant.
+    /// Authorization endpoint of the issuer.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/oauth2/authorize", method = "get", tag = "OidcTag::OAuth2", operation_id = "authorize")]
-    async fn authorize_default(
+    async fn authorize(
         &self,
         app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
         req: &poem::Request,
         response_type: Query<Option<String>>,
         client_id: Query<Option<String>>,
         redirect_uri: Query<Option<String>>,
-        scope: Query<Option<String>>,
+        #[oai(name = "scope")] requested_scope: Query<Option<String>>,
         state: Query<Option<String>>,
     ) -> AuthorizeResponse {
-        let _ = (client_id, redirect_uri, scope, state);
-        authorize(&app, resolve(&app, "default"), response_type.0, &query_suffix(req))
-    }
-
-    /// Authorization endpoint of a tenant.
-    #[oai(
-        path = "/t/:tenant/oauth2/authorize",
-        method = "get",
-        tag = "OidcTag::OAuth2",
-        operation_id = "authorizeTenant"
-    )]
-    #[allow(clippy::too_many_arguments)]
-    async fn authorize_tenant(
-        &self,
-        app: Data<&Arc<AppState>>,
-        req: &poem::Request,
-        tenant: Path<String>,
-        response_type: Query<Option<String>>,
-        client_id: Query<Option<String>>,
-        redirect_uri: Query<Option<String>>,
-        scope: Query<Option<String>>,
-        state: Query<Option<String>>,
-    ) -> AuthorizeResponse {
-        let _ = (client_id, redirect_uri, scope, state);
-        authorize(&app, resolve_path(&app, &tenant), response_type.0, &query_suffix(req))
+        let _ = (client_id, redirect_uri, requested_scope, state);
+        authorize(&app, resolve_scope(&app, &scope), response_type.0, &query_suffix(req))
     }
 }
