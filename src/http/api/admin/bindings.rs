@@ -11,7 +11,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, missing, next_cursor, page_params, storage, write_failed, AdminResponse, Page,
+    conflict, invalid, missing, next_cursor, page_params, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -100,7 +100,7 @@ impl BindingsApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<Binding>> {
+    ) -> Fetched<Page<Binding>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::BindingsRead)?;
             visible_tenant(&app, &tenant)?;
@@ -110,8 +110,8 @@ impl BindingsApi {
             Ok(Page { items: items.into_iter().map(view).collect(), next_cursor: next })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -126,18 +126,18 @@ impl BindingsApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateBinding>>,
-    ) -> AdminResponse<Binding> {
+    ) -> Created<Binding> {
         let (caller, grantor) = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
             .and_then(|c| grantor(&app, &c).map(|g| (c, g)))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         let (subject, role, scope) = (&body.subject, &body.role, body.scope.as_deref());
         match bindings::create(&app, &tenant, subject, role, scope, &grantor, &caller.actor()).await {
-            Ok(b) => AdminResponse::Created(Json(view(b)), None),
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(b) => Created::New(Json(view(b)), None),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -149,16 +149,16 @@ impl BindingsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] binding_id: Path<String>,
-    ) -> AdminResponse<Binding> {
+    ) -> Deleted {
         let (caller, grantor) = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
             .and_then(|c| grantor(&app, &c).map(|g| (c, g)))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match bindings::delete(&app, &tenant, &binding_id, &grantor, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 }

@@ -12,7 +12,7 @@ use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, AdminResponse, Page,
+    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -333,7 +333,7 @@ impl ClientsApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<Client>> {
+    ) -> Fetched<Page<Client>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::ClientsRead)?;
             visible_tenant(&app, &tenant)?;
@@ -343,8 +343,8 @@ impl ClientsApi {
             Ok(Page { items: items.into_iter().map(|c| view(c, None)).collect(), next_cursor: next })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -359,19 +359,19 @@ impl ClientsApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<ClientInput>>,
-    ) -> AdminResponse<Client> {
+    ) -> Created<Client> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         match clients::create(&app, &tenant, spec(&body), &caller.actor()).await {
             Ok(created) => {
                 let tag = etag(&created.client);
-                AdminResponse::Created(Json(view(created.client, created.secret)), Some(tag))
+                Created::New(Json(view(created.client, created.secret)), Some(tag))
             }
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -383,15 +383,15 @@ impl ClientsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
-    ) -> AdminResponse<Client> {
+    ) -> Fetched<Client> {
         let result = authorize(&app, &auth, Some(&tenant), Permission::ClientsRead)
             .and_then(|_| find(&app, &tenant, &client_id));
         match result {
             Ok(c) => {
                 let tag = etag(&c);
-                AdminResponse::Ok(Json(view(c, None)), Some(tag))
+                Fetched::Ok(Json(view(c, None)), Some(tag))
             }
-            Err(p) => AdminResponse::problem(p),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -407,24 +407,24 @@ impl ClientsApi {
         #[oai(name = "If-Match", validator(max_length = 64))]
         if_match: Header<Option<String>>,
         body: Json<Checked<ClientInput>>,
-    ) -> AdminResponse<Client> {
+    ) -> Fetched<Client> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|cur| (c, cur)))
             .and_then(|(c, cur)| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| (c, cur)))
         {
             Ok(v) => v,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
             Ok(n) => n,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         match clients::update(&app, &current, spec(&body), expected, &caller.actor()).await {
             Ok(c) => {
                 let tag = etag(&c);
-                AdminResponse::Ok(Json(view(c, None)), Some(tag))
+                Fetched::Ok(Json(view(c, None)), Some(tag))
             }
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Err(e) => Fetched::problem(problem_of(e)),
         }
     }
 
@@ -436,17 +436,17 @@ impl ClientsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
-    ) -> AdminResponse<Client> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|_| c))
             .and_then(|c| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match clients::delete(&app, &tenant, &client_id, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 }

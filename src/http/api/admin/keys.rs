@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{invalid, page_params, storage, write_failed, AdminResponse, Page};
+use super::responses::{invalid, page_params, storage, write_failed, Fetched, Page};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::http::api::checked::Checked;
@@ -94,10 +94,10 @@ fn problem_of(e: KeysError) -> Problem {
     }
 }
 
-fn list_of(result: Result<Vec<KeyView>, KeysError>) -> AdminResponse<KeyList> {
+fn list_of(result: Result<Vec<KeyView>, KeysError>) -> Fetched<KeyList> {
     match result {
-        Ok(keys) => AdminResponse::Ok(Json(KeyList { keys: keys.into_iter().map(view).collect() }), None),
-        Err(e) => AdminResponse::problem(problem_of(e)),
+        Ok(keys) => Fetched::Ok(Json(KeyList { keys: keys.into_iter().map(view).collect() }), None),
+        Err(e) => Fetched::problem(problem_of(e)),
     }
 }
 
@@ -110,9 +110,9 @@ impl KeysApi {
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
-    ) -> AdminResponse<KeyList> {
+    ) -> Fetched<KeyList> {
         if let Err(p) = authorize(&app, &auth, Some(&tenant), Permission::KeysRead) {
-            return AdminResponse::problem(p);
+            return Fetched::problem(p);
         }
         list_of(keys::list(&app, &tenant))
     }
@@ -128,10 +128,10 @@ impl KeysApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<RotateKeys>>,
-    ) -> AdminResponse<KeyList> {
+    ) -> Fetched<KeyList> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::KeysRotate) {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         list_of(keys::rotate(&app, &caller.actor(), &tenant, body.now).await)
     }
@@ -148,10 +148,10 @@ impl KeysApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<PruneKeys>>,
-    ) -> AdminResponse<KeyList> {
+    ) -> Fetched<KeyList> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::KeysRotate) {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         list_of(keys::prune(&app, &caller.actor(), &tenant, body.dry_run).await)
     }
@@ -172,7 +172,7 @@ impl KeysApi {
         /// `next_cursor` of the previous page (a sequence number).
         #[oai(validator(max_length = 19, pattern = r"^[0-9]{1,19}$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<AuditRecord>> {
+    ) -> Fetched<Page<AuditRecord>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::AuditRead)?;
             visible_tenant(&app, &tenant)?;
@@ -221,8 +221,8 @@ impl KeysApi {
             Ok(Page { items, next_cursor })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 }

@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{next_cursor, page_params, storage, AdminResponse, Page};
+use super::responses::{next_cursor, page_params, storage, Created, Deleted, Fetched, Page};
 use super::tenants::visible_tenant;
 use super::users::problem_of;
 use super::AdminTag;
@@ -90,7 +90,7 @@ impl OrganizationsApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<Organization>> {
+    ) -> Fetched<Page<Organization>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::OrganizationsRead)?;
             visible_tenant(&app, &tenant)?;
@@ -101,8 +101,8 @@ impl OrganizationsApi {
             Ok(Page { items: items.into_iter().map(view).collect(), next_cursor: next })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -117,16 +117,16 @@ impl OrganizationsApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateOrganization>>,
-    ) -> AdminResponse<Organization> {
+    ) -> Created<Organization> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         match users::create_organization(&app, &tenant, &body.0 .0.name, &caller.actor()).await {
-            Ok(o) => AdminResponse::Created(Json(view(o)), None),
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(o) => Created::New(Json(view(o)), None),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -142,12 +142,12 @@ impl OrganizationsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
-    ) -> AdminResponse<Organization> {
+    ) -> Fetched<Organization> {
         match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsRead)
             .and_then(|_| find(&app, &tenant, &organization_id))
         {
-            Ok(o) => AdminResponse::Ok(Json(view(o)), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(o) => Fetched::Ok(Json(view(o)), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -163,16 +163,16 @@ impl OrganizationsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
-    ) -> AdminResponse<Organization> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
             .and_then(|c| find(&app, &tenant, &organization_id).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match users::delete_organization(&app, &tenant, &organization_id, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 
@@ -194,7 +194,7 @@ impl OrganizationsApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<Membership>> {
+    ) -> Fetched<Page<Membership>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::OrganizationsRead)?;
             find(&app, &tenant, &organization_id)?;
@@ -208,8 +208,8 @@ impl OrganizationsApi {
             Ok(Page { items: items.into_iter().map(member_view).collect(), next_cursor: next })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -229,12 +229,12 @@ impl OrganizationsApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
         body: Json<Checked<AddMember>>,
-    ) -> AdminResponse<Membership> {
+    ) -> Created<Membership> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
             .and_then(|c| find(&app, &tenant, &organization_id).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         let user_id = &body.0 .0.user_id;
         let exists = app.store.read().and_then(|r| r.user(&tenant, user_id)).map_err(storage);
@@ -242,13 +242,13 @@ impl OrganizationsApi {
             Ok(Some(_)) => {}
             Ok(None) => {
                 let p = super::responses::missing("user_id", format!("there is no user {:?}", &**user_id));
-                return AdminResponse::problem(p);
+                return Created::problem(p);
             }
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         }
         match users::add_member(&app, &tenant, &organization_id, user_id, &caller.actor()).await {
-            Ok(m) => AdminResponse::Created(Json(member_view(m)), None),
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(m) => Created::New(Json(member_view(m)), None),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -265,14 +265,14 @@ impl OrganizationsApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
-    ) -> AdminResponse<Membership> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite) {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match users::remove_member(&app, &tenant, &organization_id, &user_id, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 }

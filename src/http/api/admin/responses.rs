@@ -12,69 +12,119 @@ use crate::node::NodeWriteError;
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
-/// Every admin operation answers this; which statuses occur is in each operation's text.
-#[derive(ApiResponse)]
-#[oai(bad_request_handler = "bad_request")]
-pub enum AdminResponse<T: ToJSON + ParseFromJSON + Send + Sync> {
-    /// The resource.
-    #[oai(status = 200)]
-    Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
-    /// Created.
-    #[oai(status = 201)]
-    Created(Json<T>, #[oai(header = "ETag")] Option<String>),
-    /// Deleted.
-    #[oai(status = 204)]
-    NoContent,
-    /// Invalid input; `errors` names the fields.
-    #[oai(status = 400, content_type = "application/problem+json")]
-    BadRequest(Json<Problem>),
-    /// No valid bearer token with the admin audience.
-    #[oai(status = 401, content_type = "application/problem+json")]
-    Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
-    /// The token's roles do not grant this.
-    #[oai(status = 403, content_type = "application/problem+json")]
-    Forbidden(Json<Problem>),
-    /// No such resource, or one the caller cannot see.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// The resource exists already, or the state does not allow this.
-    #[oai(status = 409, content_type = "application/problem+json")]
-    Conflict(Json<Problem>),
-    /// `If-Match` names a revision that is no longer current.
-    #[oai(status = 412, content_type = "application/problem+json")]
-    PreconditionFailed(Json<Problem>),
-    /// The body is larger than `max_body_bytes` (refused before it is parsed).
-    #[oai(status = 413, content_type = "application/problem+json")]
-    PayloadTooLarge(Json<Problem>),
-    /// The `Idempotency-Key` was used before with another request body.
-    #[oai(status = 422, content_type = "application/problem+json")]
-    UnprocessableEntity(Json<Problem>),
-    /// Too many requests, or too many failed authentications, from this source; retry after
-    /// `Retry-After` seconds.
-    #[oai(status = 429, content_type = "application/problem+json")]
-    TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] String),
-    /// This node cannot serve the request now.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
+/// Declares an admin answer type: its success answer, then the problem answers every admin
+/// operation shares, so each operation's document lists the one success it gives (a list
+/// never claims "201 Created" or "204 Deleted") with its real body.
+macro_rules! admin_answer {
+    ($(#[$meta:meta])* $name:ident $(<$t:ident>)? { $($success:tt)* }) => {
+        $(#[$meta])*
+        #[derive(ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name $(<$t: ToJSON + ParseFromJSON + Send + Sync>)? {
+            $($success)*
+            /// Invalid input; `errors` names the fields.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// No valid bearer token with the admin audience.
+            #[oai(status = 401, content_type = "application/problem+json")]
+            Unauthorized(Json<Problem>, #[oai(header = "WWW-Authenticate")] String),
+            /// The token's roles do not grant this.
+            #[oai(status = 403, content_type = "application/problem+json")]
+            Forbidden(Json<Problem>),
+            /// No such resource, or one the caller cannot see.
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            /// The resource exists already, or the state does not allow this.
+            #[oai(status = 409, content_type = "application/problem+json")]
+            Conflict(Json<Problem>),
+            /// `If-Match` names a revision that is no longer current.
+            #[oai(status = 412, content_type = "application/problem+json")]
+            PreconditionFailed(Json<Problem>),
+            /// The body is larger than `max_body_bytes` (refused before it is parsed).
+            #[oai(status = 413, content_type = "application/problem+json")]
+            PayloadTooLarge(Json<Problem>),
+            /// The `Idempotency-Key` was used before with another request body.
+            #[oai(status = 422, content_type = "application/problem+json")]
+            UnprocessableEntity(Json<Problem>),
+            /// Too many requests, or too many failed authentications, from this source; retry
+            /// after `Retry-After` seconds.
+            #[oai(status = 429, content_type = "application/problem+json")]
+            TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] String),
+            /// This node cannot serve the request now.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl $(<$t: ToJSON + ParseFromJSON + Send + Sync>)? FromProblem for $name $(<$t>)? {
+            fn problem(p: Problem) -> Self {
+                match p.status {
+                    400 => Self::BadRequest(Json(p)),
+                    401 => Self::Unauthorized(Json(p), UNAUTHORIZED_CHALLENGE.into()),
+                    403 => Self::Forbidden(Json(p)),
+                    404 => Self::NotFound(Json(p)),
+                    409 => Self::Conflict(Json(p)),
+                    412 => Self::PreconditionFailed(Json(p)),
+                    _ => Self::Unavailable(Json(p)),
+                }
+            }
+        }
+
+        impl $(<$t: ToJSON + ParseFromJSON + Send + Sync>)? $name $(<$t>)? {
+            pub fn problem(p: Problem) -> Self {
+                <Self as FromProblem>::problem(p)
+            }
+        }
+    };
+}
+
+/// An answer built from a problem document.
+pub trait FromProblem {
+    fn problem(p: Problem) -> Self;
+}
+
+const UNAUTHORIZED_CHALLENGE: &str = "Bearer realm=\"gatehouse-admin\", error=\"invalid_token\"";
+
+admin_answer! {
+    /// A resource or a list of them.
+    Fetched<T> {
+        /// The resource.
+        #[oai(status = 200)]
+        Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
+    }
+}
+
+admin_answer! {
+    /// A created resource.
+    Created<T> {
+        /// Created.
+        #[oai(status = 201)]
+        New(Json<T>, #[oai(header = "ETag")] Option<String>),
+    }
+}
+
+admin_answer! {
+    /// A deletion or another action without a body.
+    Deleted {
+        /// Done; no body.
+        #[oai(status = 204)]
+        NoContent,
+    }
 }
 
 /// poem-openapi's own parse errors (body, path, query) as problem documents naming the field.
-pub fn bad_request<T: ToJSON + ParseFromJSON + Send + Sync>(err: poem::Error) -> AdminResponse<T> {
+pub fn bad_request<R: FromProblem>(err: poem::Error) -> R {
     if err.is::<poem_openapi::error::AuthorizationError>() {
-        return AdminResponse::Unauthorized(
-            Json(Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_token",
-                "a bearer token with the admin audience is required",
-            )),
-            "Bearer realm=\"gatehouse-admin\"".into(),
-        );
+        return R::problem(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "a bearer token with the admin audience is required",
+        ));
     }
     let detail = err.to_string();
     let field = field_from_parse_error(&err, &detail);
     let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail.clone());
     p.errors = Some(vec![FieldError { field, message: detail }]);
-    AdminResponse::BadRequest(Json(p))
+    R::problem(p)
 }
 
 /// The field a poem-openapi parse error is about: the parameter's name, or for a JSON body the
@@ -92,22 +142,6 @@ fn field_from_parse_error(err: &poem::Error, detail: &str) -> String {
         }
     }
     "body".into()
-}
-
-impl<T: ToJSON + ParseFromJSON + Send + Sync> AdminResponse<T> {
-    pub fn problem(p: Problem) -> Self {
-        match p.status {
-            400 => AdminResponse::BadRequest(Json(p)),
-            401 => {
-                AdminResponse::Unauthorized(Json(p), "Bearer realm=\"gatehouse-admin\", error=\"invalid_token\"".into())
-            }
-            403 => AdminResponse::Forbidden(Json(p)),
-            404 => AdminResponse::NotFound(Json(p)),
-            409 => AdminResponse::Conflict(Json(p)),
-            412 => AdminResponse::PreconditionFailed(Json(p)),
-            _ => AdminResponse::Unavailable(Json(p)),
-        }
-    }
 }
 
 pub fn invalid(errors: Vec<(String, String)>) -> Problem {

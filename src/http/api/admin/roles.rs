@@ -11,7 +11,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
-use super::responses::{conflict, invalid, storage, write_failed, AdminResponse};
+use super::responses::{conflict, invalid, storage, write_failed, Created, Deleted, Fetched};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::http::api::checked::Checked;
@@ -141,7 +141,7 @@ impl RolesApi {
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
-    ) -> AdminResponse<RoleList> {
+    ) -> Fetched<RoleList> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::BindingsRead)?;
             visible_tenant(&app, &tenant)?;
@@ -159,8 +159,8 @@ impl RolesApi {
             Ok(RoleList { roles: list })
         })();
         match result {
-            Ok(l) => AdminResponse::Ok(Json(l), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(l) => Fetched::Ok(Json(l), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -175,21 +175,21 @@ impl RolesApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateRole>>,
-    ) -> AdminResponse<Role> {
+    ) -> Created<Role> {
         let (caller, grantor) = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
             .and_then(|c| grantor(&app, &c).map(|g| (c, g)))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         let b = &body.0 .0;
         let add: Vec<String> = b.add.iter().map(|p| p.name()).collect();
         let remove: Vec<String> = b.remove.iter().map(|p| p.name()).collect();
         let spec = roles::RoleSpec { name: &b.name, template: b.template.as_str(), add: &add, remove: &remove };
         match roles::create(&app, &tenant, spec, &grantor, &caller.actor()).await {
-            Ok(r) => AdminResponse::Created(Json(view(&r)), None),
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(r) => Created::New(Json(view(&r)), None),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -201,14 +201,14 @@ impl RolesApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z][a-z0-9_-]{1,62}$"))] name: Path<String>,
-    ) -> AdminResponse<Role> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::BindingsWrite) {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match roles::delete(&app, &tenant, &name, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 }

@@ -10,7 +10,9 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, require_platform, AdminBearer, Permission};
-use super::responses::{conflict, invalid, next_cursor, page_params, storage, write_failed, AdminResponse, Page};
+use super::responses::{
+    conflict, invalid, next_cursor, page_params, storage, write_failed, Created, Deleted, Fetched, Page,
+};
 use super::AdminTag;
 use crate::http::api::checked::Checked;
 use crate::http::api::text::Text;
@@ -103,7 +105,7 @@ impl TenantsApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<Tenant>> {
+    ) -> Fetched<Page<Tenant>> {
         let result = (|| {
             let caller = authorize(&app, &auth, None, Permission::TenantsRead)?;
             require_platform(&caller)?;
@@ -115,8 +117,8 @@ impl TenantsApi {
             Ok(Page { items: items.into_iter().map(|t| view(&app, t)).collect(), next_cursor: next })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -130,24 +132,24 @@ impl TenantsApi {
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 255, pattern = r"^[\x21-\x7e]+$"))]
         _idempotency_key: Header<Option<String>>,
         body: Json<Checked<CreateTenant>>,
-    ) -> AdminResponse<Tenant> {
+    ) -> Created<Tenant> {
         let caller = match authorize(&app, &auth, None, Permission::TenantsWrite).and_then(|c| {
             require_platform(&c)?;
             Ok(c)
         }) {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         match tenants::create(&app, &caller.actor(), &body.id, body.display_name.as_deref()).await {
-            Ok(t) => AdminResponse::Created(Json(view(&app, t)), None),
-            Err(TenantError::Reserved(why)) => AdminResponse::problem(conflict("reserved_tenant_id", why)),
-            Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("id".into(), why)])),
+            Ok(t) => Created::New(Json(view(&app, t)), None),
+            Err(TenantError::Reserved(why)) => Created::problem(conflict("reserved_tenant_id", why)),
+            Err(TenantError::Invalid(why)) => Created::problem(invalid(vec![("id".into(), why)])),
             Err(TenantError::Refused(Rejection::TenantExists { id })) => {
-                AdminResponse::problem(conflict("tenant_exists", format!("tenant {id:?} already exists")))
+                Created::problem(conflict("tenant_exists", format!("tenant {id:?} already exists")))
             }
-            Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
-            Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
-            Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
+            Err(TenantError::Refused(r)) => Created::problem(conflict(r.code(), r.to_string())),
+            Err(TenantError::Write(e)) => Created::problem(write_failed(e)),
+            Err(other) => Created::problem(super::responses::unavailable(other)),
         }
     }
 
@@ -159,18 +161,18 @@ impl TenantsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<UpdateTenant>>,
-    ) -> AdminResponse<Tenant> {
+    ) -> Fetched<Tenant> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::TenantsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|t| (c, t)))
         {
             Ok(v) => v,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         let b = &body.0 .0;
         if b.disabled.is_some() {
             // Enabling or disabling a tenant is the platform's decision, not the tenant's own.
             if let Err(p) = require_platform(&caller) {
-                return AdminResponse::problem(p);
+                return Fetched::problem(p);
             }
         }
         match tenants::update(
@@ -183,12 +185,12 @@ impl TenantsApi {
         )
         .await
         {
-            Ok(t) => AdminResponse::Ok(Json(view(&app, t)), None),
-            Err(TenantError::Invalid(why)) => AdminResponse::problem(invalid(vec![("display_name".into(), why)])),
-            Err(TenantError::Protected(why)) => AdminResponse::problem(conflict("protected_tenant", why)),
-            Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
-            Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
-            Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
+            Ok(t) => Fetched::Ok(Json(view(&app, t)), None),
+            Err(TenantError::Invalid(why)) => Fetched::problem(invalid(vec![("display_name".into(), why)])),
+            Err(TenantError::Protected(why)) => Fetched::problem(conflict("protected_tenant", why)),
+            Err(TenantError::Refused(r)) => Fetched::problem(conflict(r.code(), r.to_string())),
+            Err(TenantError::Write(e)) => Fetched::problem(write_failed(e)),
+            Err(other) => Fetched::problem(super::responses::unavailable(other)),
         }
     }
 
@@ -201,22 +203,22 @@ impl TenantsApi {
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
-    ) -> AdminResponse<Tenant> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::TenantDelete)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match tenants::delete(&app, &caller.actor(), &tenant).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(TenantError::Protected(why)) => AdminResponse::problem(conflict("protected_tenant", why)),
+            Ok(()) => Deleted::NoContent,
+            Err(TenantError::Protected(why)) => Deleted::problem(conflict("protected_tenant", why)),
             Err(TenantError::Refused(Rejection::UnknownTenant { id })) => {
-                AdminResponse::problem(Problem::not_found(format!("there is no tenant {id:?}")))
+                Deleted::problem(Problem::not_found(format!("there is no tenant {id:?}")))
             }
-            Err(TenantError::Refused(r)) => AdminResponse::problem(conflict(r.code(), r.to_string())),
-            Err(TenantError::Write(e)) => AdminResponse::problem(write_failed(e)),
-            Err(other) => AdminResponse::problem(super::responses::unavailable(other)),
+            Err(TenantError::Refused(r)) => Deleted::problem(conflict(r.code(), r.to_string())),
+            Err(TenantError::Write(e)) => Deleted::problem(write_failed(e)),
+            Err(other) => Deleted::problem(super::responses::unavailable(other)),
         }
     }
 
@@ -227,12 +229,12 @@ impl TenantsApi {
         app: Data<&Arc<AppState>>,
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
-    ) -> AdminResponse<Tenant> {
+    ) -> Fetched<Tenant> {
         let result =
             authorize(&app, &auth, Some(&tenant), Permission::TenantsRead).and_then(|_| visible_tenant(&app, &tenant));
         match result {
-            Ok(t) => AdminResponse::Ok(Json(view(&app, t)), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(t) => Fetched::Ok(Json(view(&app, t)), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 }

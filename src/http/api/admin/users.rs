@@ -11,7 +11,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, AdminResponse, Page,
+    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -168,7 +168,7 @@ impl UsersApi {
         /// `next_cursor` of the previous page.
         #[oai(validator(max_length = 256, pattern = r"^[A-Za-z0-9_-]*$"))]
         cursor: Query<Option<String>>,
-    ) -> AdminResponse<Page<User>> {
+    ) -> Fetched<Page<User>> {
         let result = (|| {
             authorize(&app, &auth, Some(&tenant), Permission::UsersRead)?;
             visible_tenant(&app, &tenant)?;
@@ -187,8 +187,8 @@ impl UsersApi {
             Ok(Page { items: items.into_iter().map(view).collect(), next_cursor: next })
         })();
         match result {
-            Ok(page) => AdminResponse::Ok(Json(page), None),
-            Err(p) => AdminResponse::problem(p),
+            Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -203,21 +203,21 @@ impl UsersApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<CreateUser>>,
-    ) -> AdminResponse<User> {
+    ) -> Created<User> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Created::problem(p),
         };
         let b = &body.0 .0;
         let spec = spec(&b.username, &b.email, &b.display_name, b.disabled);
         match users::create(&app, &tenant, spec, b.password.as_deref(), &caller.actor()).await {
             Ok(u) => {
                 let tag = etag(&u);
-                AdminResponse::Created(Json(view(u)), Some(tag))
+                Created::New(Json(view(u)), Some(tag))
             }
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -229,13 +229,13 @@ impl UsersApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
-    ) -> AdminResponse<User> {
+    ) -> Fetched<User> {
         match authorize(&app, &auth, Some(&tenant), Permission::UsersRead).and_then(|_| find(&app, &tenant, &user_id)) {
             Ok(u) => {
                 let tag = etag(&u);
-                AdminResponse::Ok(Json(view(u)), Some(tag))
+                Fetched::Ok(Json(view(u)), Some(tag))
             }
-            Err(p) => AdminResponse::problem(p),
+            Err(p) => Fetched::problem(p),
         }
     }
 
@@ -251,26 +251,26 @@ impl UsersApi {
         #[oai(name = "If-Match", validator(max_length = 64))]
         if_match: Header<Option<String>>,
         body: Json<Checked<UpdateUser>>,
-    ) -> AdminResponse<User> {
+    ) -> Fetched<User> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|u| (c, u)))
             .and_then(|(c, u)| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| (c, u)))
         {
             Ok(v) => v,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
             Ok(n) => n,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Fetched::problem(p),
         };
         let b = &body.0 .0;
         let spec = spec(&b.username, &b.email, &b.display_name, b.disabled);
         match users::update(&app, &current, spec, expected, &caller.actor()).await {
             Ok(u) => {
                 let tag = etag(&u);
-                AdminResponse::Ok(Json(view(u)), Some(tag))
+                Fetched::Ok(Json(view(u)), Some(tag))
             }
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Err(e) => Fetched::problem(problem_of(e)),
         }
     }
 
@@ -282,17 +282,17 @@ impl UsersApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
-    ) -> AdminResponse<User> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
             .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match users::delete(&app, &tenant, &user_id, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 
@@ -312,17 +312,17 @@ impl UsersApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
         body: Json<Checked<SetPassword>>,
-    ) -> AdminResponse<User> {
+    ) -> Deleted {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
             .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return AdminResponse::problem(p),
+            Err(p) => return Deleted::problem(p),
         };
         match users::set_password(&app, &tenant, &user_id, &body.0 .0.password, &caller.actor()).await {
-            Ok(()) => AdminResponse::NoContent,
-            Err(e) => AdminResponse::problem(problem_of(e)),
+            Ok(()) => Deleted::NoContent,
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 }
