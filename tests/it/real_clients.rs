@@ -161,3 +161,20 @@ async fn a_typescript_client_generated_from_the_document_drives_the_admin_api() 
     });
     assert_ran("ts_client_flow.sh", &out);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rust_client_generated_by_progenitor_drives_the_admin_api() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = tokio::task::block_in_place(|| TestNode::start(&dir));
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let ca = ca_file(&node);
+    let out = tokio::task::block_in_place(|| {
+        run(
+            &repo().join("tests/clients/rust/run.sh"),
+            &[("BASE_URL", &node.url), ("ADMIN_TOKEN", &admin), ("CA_FILE", &ca)],
+        )
+    });
+    assert_ran("tests/clients/rust (progenitor)", &out);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok updateUser with a stale If-Match: 412"), "{stdout}");
+}
