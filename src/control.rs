@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::node::{AppState, StartError};
+use crate::app::AppState;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -74,9 +74,9 @@ pub enum ControlError {
 
 /// Binds the socket, replacing a stale one left by a crash (the database lock already proved
 /// that no other node runs on this data dir).
-pub fn bind(app: &AppState) -> Result<UnixListener, StartError> {
+pub fn bind(app: &AppState) -> std::io::Result<UnixListener> {
     let path = app.data_dir.control_socket();
-    let err = |e: std::io::Error| StartError::Control { path: path.display().to_string(), reason: e.to_string() };
+    let err = |e: std::io::Error| e;
     if path.exists() {
         std::fs::remove_file(&path).map_err(err)?;
     }

@@ -3,6 +3,7 @@
 //! Reads come from local redb read transactions; every write is a storage `Command` proposed
 //! through `gatehouse-raft`. Nothing in this crate writes to redb directly.
 
+pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -11,5 +12,6 @@ pub mod crypto;
 pub mod datadir;
 pub mod http;
 pub mod idm;
+pub mod jobs;
 pub mod metrics;
 pub mod node;

@@ -5,103 +5,26 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatehouse_raft::{RaftNode, StartMode, WriteError};
+use gatehouse_raft::{RaftNode, StartMode};
 use gatehouse_storage::model::{CaRecord, ClusterRecord, Sealed};
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Store};
 use poem::listener::Acceptor;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio::sync::watch;
 
+use crate::app::AppState;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::crypto::kek::{KekSource, LocalKek};
+use crate::crypto::kek::LocalKek;
 use crate::crypto::{ca, SecretCipher};
 use crate::datadir::{self, DataDir};
 use crate::http::acceptor::{server_config, TlsAcceptor};
-use crate::metrics::{Metrics, Sample};
+use crate::metrics::Metrics;
 
 /// How long to wait for a raft leader at start.
 const LEADER_WAIT: Duration = Duration::from_secs(15);
 /// How long in-flight requests may take to finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(10);
-
-/// Everything a request handler may use.
-pub struct AppState {
-    pub config: Config,
-    pub public_url: String,
-    pub data_dir: DataDir,
-    pub store: Store,
-    pub raft: RaftNode,
-    pub cipher: Arc<SecretCipher>,
-    pub clock: SharedClock,
-    pub metrics: Arc<Metrics>,
-    pub kek_source: KekSource,
-    /// Each tenant's signing keys, parsed once.
-    pub signers: crate::idm::tokens::Signers,
-    /// Group commit of the token endpoint's audit entries.
-    pub token_audit: crate::idm::tokens::TokenAudit,
-    /// Rate limits of the OAuth and admin endpoints.
-    pub limits: crate::http::limits::RateLimits,
-    /// Failed authentications waiting to be audited, coalesced.
-    pub auth_failures: crate::idm::auth_failures::FailureAudit,
-    /// This start founded the cluster (the banner then says how to get admin credentials).
-    pub founded: bool,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeWriteError {
-    #[error("this node is not the leader and cannot forward writes yet")]
-    NotLeader,
-    #[error("the write could not be committed: {0}")]
-    Unavailable(String),
-}
-
-impl AppState {
-    /// The issuer URL of a tenant: the public URL for `default`, `/t/{id}` below it otherwise.
-    pub fn issuer_of(&self, tenant: &str) -> String {
-        issuer_of(&self.public_url, tenant)
-    }
-
-    /// Proposes a command through raft and returns its outcome once applied here.
-    /// Under an `Idempotency-Key`, the request's action carries its answer
-    /// (`http::idempotency::carry`), so both are applied in one transaction.
-    pub async fn write(&self, mut proposal: Proposal) -> Result<Outcome, NodeWriteError> {
-        proposal.command = crate::http::idempotency::carry(self, proposal.command);
-        if proposal.origin.is_none() {
-            proposal.origin = crate::http::middleware::current_origin();
-        }
-        let outcome = self.raft.write(proposal).await.map_err(|e| match e {
-            WriteError::NotLeader { .. } => NodeWriteError::NotLeader,
-            other => NodeWriteError::Unavailable(other.to_string()),
-        })?;
-        if let Outcome::Refused(r) = &outcome {
-            crate::http::idempotency::note_refusal(r);
-        }
-        Ok(outcome)
-    }
-
-    pub fn render_metrics(&self) -> String {
-        let status = self.raft.status();
-        let audit_entries = self.store.read().and_then(|r| r.audit_head()).map(|h| h.count).unwrap_or(0);
-        self.metrics.render(Sample {
-            raft_term: status.term,
-            raft_is_leader: status.is_leader,
-            raft_commit_index: status.commit_index,
-            raft_applied_index: status.applied_index,
-            db_size_bytes: self.store.file_size(),
-            audit_entries,
-        })
-    }
-}
-
-pub fn issuer_of(public_url: &str, tenant: &str) -> String {
-    if tenant == "default" {
-        public_url.to_string()
-    } else {
-        format!("{public_url}/t/{tenant}")
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -198,8 +121,8 @@ pub async fn prepare(
         kek_source,
         signers: Default::default(),
         token_audit: Default::default(),
-        limits: crate::http::limits::RateLimits::new(&config.rate_limits),
-        auth_failures: crate::idm::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
+        limits: crate::app::limits::RateLimits::new(&config.rate_limits),
+        auth_failures: crate::app::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
         founded: false,
     };
     let mut app = app;
@@ -337,16 +260,6 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
     server_config(chain, key).map_err(|e| tls(&e))
 }
 
-/// Every minute, the rate limiter forgets sources and clients whose budgets are full again.
-async fn forget_idle_limits(app: Arc<AppState>, mut stop: watch::Receiver<bool>) {
-    loop {
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            _ = tokio::time::sleep(Duration::from_secs(60)) => app.limits.forget_idle(),
-        }
-    }
-}
-
 /// Starts a node and serves until [`RunningNode::shutdown`].
 pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) -> Result<RunningNode, StartError> {
     // Bind first: a busy port then fails before the data dir is created or touched.
@@ -380,20 +293,11 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
         Ok(l) => tokio::spawn(crate::control::serve(app.clone(), l, shutdown_rx.clone())),
         Err(e) => {
             app.raft.shutdown().await;
-            return Err(e);
+            let path = app.data_dir.control_socket().display().to_string();
+            return Err(StartError::Control { path, reason: e.to_string() });
         }
     };
-    let jobs = {
-        let rotation = crate::idm::keys::rotation_job(app.clone(), shutdown_rx.clone());
-        let pruning = crate::idm::tokens::revocation_pruning_job(app.clone(), shutdown_rx.clone());
-        let token_audit = crate::idm::tokens::token_audit_job(app.clone(), shutdown_rx.clone());
-        let window = Duration::from_secs(app.config.rate_limits.failure_audit_window_secs);
-        let failures = crate::idm::auth_failures::flush_job(app.clone(), window, shutdown_rx.clone());
-        let limits = forget_idle_limits(app.clone(), shutdown_rx.clone());
-        tokio::spawn(async move {
-            tokio::join!(rotation, pruning, token_audit, failures, limits);
-        })
-    };
+    let jobs = crate::jobs::spawn(app.clone(), shutdown_rx.clone());
     let routes = crate::http::routes(app.clone());
     let rx = shutdown_rx;
     let limits = crate::http::edge::EdgeLimits::from_config(&app.config.http);

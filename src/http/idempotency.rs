@@ -18,68 +18,17 @@ use gatehouse_storage::{Command, Proposal};
 use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
+use crate::app::idempotency::{RenderedAnswer, Ticket};
+use crate::app::AppState;
 use crate::http::api::admin::Caller;
 use crate::http::problem::{FieldError, Problem};
-use crate::node::AppState;
 
 pub const HEADER: &str = "Idempotency-Key";
-/// How long an answer is remembered.
-pub const KEEP_MS: i64 = 24 * 3600 * 1000;
+pub use crate::app::idempotency::KEEP_MS;
 /// Members removed from remembered answers: a secret is shown once.
 const SECRET_MEMBERS: [&str; 4] = ["client_secret", "password", "access_token", "refresh_token"];
 
 static IN_FLIGHT: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
-
-/// The request being answered under a key: what its first action must carry.
-struct Ticket {
-    scope: String,
-    request_sha256: String,
-    now_ms: i64,
-    /// Set once the action carried the answer.
-    carried: std::sync::atomic::AtomicBool,
-    /// Set when `apply` refused the action because the key's answer exists already.
-    lost_race: std::sync::atomic::AtomicBool,
-}
-
-/// Notes `apply`'s refusal of a second action under this request's key.
-pub fn note_refusal(rejection: &gatehouse_storage::Rejection) {
-    if matches!(rejection, gatehouse_storage::Rejection::IdempotencyKeyUsed) {
-        let _ = TICKET.try_with(|t| t.lost_race.store(true, std::sync::atomic::Ordering::Release));
-    }
-}
-
-tokio::task_local! {
-    static TICKET: Arc<Ticket>;
-}
-
-/// Called for every proposal a request makes: under an `Idempotency-Key`, the first command
-/// whose answer can be rendered from it is wrapped to remember that answer atomically.
-pub fn carry(app: &AppState, command: Command) -> Command {
-    let Ok(ticket) = TICKET.try_with(Arc::clone) else { return command };
-    if ticket.carried.load(std::sync::atomic::Ordering::Acquire) {
-        return command;
-    }
-    let Some(answer) = crate::http::api::admin::remembered_answer(app, &command) else { return command };
-    ticket.carried.store(true, std::sync::atomic::Ordering::Release);
-    let record = IdempotentResponse {
-        v: 1,
-        scope: ticket.scope.clone(),
-        request_sha256: ticket.request_sha256.clone(),
-        status: answer.status,
-        body: redact(answer.body.as_bytes()),
-        etag: answer.etag,
-        created_at_ms: ticket.now_ms,
-        expires_at_ms: ticket.now_ms + KEEP_MS,
-    };
-    Command::Idempotent { inner: Box::new(command), answer: record }
-}
-
-/// An answer rendered from the command that will produce it.
-pub struct RenderedAnswer {
-    pub status: u16,
-    pub etag: Option<String>,
-    pub body: String,
-}
 
 /// Forgets a key's lock once nobody holds or waits on it, also when the request is dropped
 /// (a client that disconnects mid-request).
@@ -118,6 +67,13 @@ fn key_problem(detail: &str) -> Response {
     let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail);
     p.errors = Some(vec![FieldError { field: HEADER.into(), message: detail.into() }]);
     p.into_response()
+}
+
+/// The admin API's rendering of an action's answer, with its secrets removed.
+fn render_redacted(app: &AppState, command: &Command) -> Option<RenderedAnswer> {
+    let mut answer = crate::http::api::admin::remembered_answer(app, command)?;
+    answer.body = redact(answer.body.as_bytes());
+    Some(answer)
 }
 
 /// Removes secret members anywhere in a JSON document.
@@ -215,16 +171,10 @@ async fn answer_once<E: Endpoint>(
         )
         .into_response(),
         None => {
-            let ticket = Arc::new(Ticket {
-                scope: scope.to_string(),
-                request_sha256: request_sha256.clone(),
-                now_ms,
-                carried: false.into(),
-                lost_race: false.into(),
-            });
-            let resp = TICKET.scope(ticket.clone(), ep.call(req)).await?.into_response();
-            let carried = ticket.carried.load(std::sync::atomic::Ordering::Acquire);
-            if ticket.lost_race.load(std::sync::atomic::Ordering::Acquire) {
+            let ticket = Ticket::new(scope.to_string(), request_sha256.clone(), now_ms, render_redacted);
+            let resp = crate::app::idempotency::under(ticket.clone(), ep.call(req)).await?.into_response();
+            let carried = ticket.carried();
+            if ticket.lost_race() {
                 // Another request under this key won the race (on another node, say): its
                 // answer is the one to give.
                 return Ok(match app.store.read().and_then(|r| r.idempotent_response(scope, now_ms)) {

@@ -56,32 +56,6 @@ fn too_large(limit: usize) -> poem::Error {
     poem::Error::from_string(format!("the request body exceeds {limit} bytes"), StatusCode::PAYLOAD_TOO_LARGE)
 }
 
-/// Who sent the request being served: its id (also `X-Request-Id` on the answer) and the
-/// peer address. Set for the whole of a request's task, so the audit entries it causes and the
-/// log lines it writes carry both.
-#[derive(Debug, Clone)]
-pub struct RequestContext {
-    pub id: String,
-    pub peer: Option<std::net::SocketAddr>,
-}
-
-tokio::task_local! {
-    static REQUEST: RequestContext;
-}
-
-/// The request being served on this task, if any.
-pub fn current_request() -> Option<RequestContext> {
-    REQUEST.try_with(Clone::clone).ok()
-}
-
-/// The request being served, as the origin its writes record in the audit trail.
-pub fn current_origin() -> Option<gatehouse_storage::command::Origin> {
-    current_request().map(|r| gatehouse_storage::command::Origin {
-        request_id: r.id,
-        peer: r.peer.map(|p| p.to_string()).unwrap_or_default(),
-    })
-}
-
 /// Renders errors in the format of the surface they came from, sets the security headers and
 /// the request id on every answer, and counts every request.
 pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>, hsts: bool) -> poem::Result<Response> {
@@ -89,10 +63,13 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>, h
     let path = req.uri().path().to_string();
     let method = req.method().as_str().to_string();
     let oauth = path.contains("/oauth2/");
-    let context = RequestContext { id: crate::clock::random_id(""), peer: req.remote_addr().as_socket_addr().copied() };
+    let context = crate::app::request::RequestContext {
+        id: crate::clock::random_id(""),
+        peer: req.remote_addr().as_socket_addr().copied(),
+    };
     let request_id = context.id.clone();
     let span = tracing::info_span!("request", id = %request_id, method = %method, route = route_label(&path));
-    let served = tracing::Instrument::instrument(REQUEST.scope(context, ep.call(req)), span).await;
+    let served = tracing::Instrument::instrument(crate::app::request::serve(context, ep.call(req)), span).await;
     let resp = match served {
         Ok(resp) => resp.into_response(),
         Err(err) => render_error(err, oauth),
@@ -114,7 +91,7 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>, h
 
 /// The general per-source ceiling and the failure budget of the OAuth and admin endpoints:
 /// 429 with `Retry-After`, in the surface's error format, before anything else is done.
-pub async fn rate_limit<E: Endpoint>(ep: &E, req: Request, app: &crate::node::AppState) -> poem::Result<Response> {
+pub async fn rate_limit<E: Endpoint>(ep: &E, req: Request, app: &crate::app::AppState) -> poem::Result<Response> {
     let path = req.uri().path();
     let limited = path.contains("/oauth2/") || path.starts_with("/admin/v1");
     if let (true, Some(source)) = (limited, req.remote_addr().as_socket_addr().map(|a| a.ip())) {
@@ -126,7 +103,7 @@ pub async fn rate_limit<E: Endpoint>(ep: &E, req: Request, app: &crate::node::Ap
 }
 
 /// A 429 answer in the surface's format.
-pub fn too_many_requests(oauth: bool, wait: crate::http::limits::RetryAfter) -> Response {
+pub fn too_many_requests(oauth: bool, wait: crate::app::limits::RetryAfter) -> Response {
     let detail = format!("too many requests from this source; retry after {} s", wait.secs());
     let mut resp = if oauth {
         crate::http::problem::OAuthError::new("temporarily_unavailable", detail)

@@ -5,7 +5,6 @@ pub mod api;
 pub mod edge;
 pub mod idempotency;
 pub mod issuer;
-pub mod limits;
 pub mod middleware;
 pub mod problem;
 pub mod server;

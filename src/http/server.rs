@@ -5,10 +5,10 @@ use std::sync::{Arc, LazyLock};
 use poem::{Endpoint, EndpointExt, Route};
 use poem_openapi::OpenApiService;
 
+use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
 use crate::http::api::{OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
-use crate::node::AppState;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
 Admin API conventions: a bearer access token with the admin audience on every call. Every POST \

@@ -3,8 +3,8 @@
 use gatehouse_storage::model::{BindingRecord, ROLE_TEMPLATES};
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
 
+use crate::app::{AppState, NodeWriteError};
 use crate::idm::roles::Grantor;
-use crate::node::{AppState, NodeWriteError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

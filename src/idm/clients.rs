@@ -5,7 +5,7 @@
 use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
 
-use crate::node::{AppState, NodeWriteError};
+use crate::app::{AppState, NodeWriteError};
 
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
 /// Grant types a client may register. Only `client_credentials` is served at the token

@@ -8,8 +8,8 @@ use gatehouse_storage::model::{key_states, KeyState, SigningAlg, SigningKeyRecor
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
 use serde::Serialize;
 
+use crate::app::{AppState, NodeWriteError};
 use crate::crypto::keys::{KeyError, KeyMaterial};
-use crate::node::{AppState, NodeWriteError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -1,6 +1,5 @@
 //! Use cases of identity management, one module per domain noun.
 
-pub mod auth_failures;
 pub mod bindings;
 pub mod clients;
 pub mod keys;

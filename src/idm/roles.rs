@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use gatehouse_storage::model::{RoleRecord, ROLE_TEMPLATES};
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
 
-use crate::node::{AppState, NodeWriteError};
+use crate::app::{AppState, NodeWriteError};
 
 /// A permission is `resource:action`. The one list, also in the OpenAPI document's description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -4,9 +4,9 @@ use gatehouse_storage::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
 use gatehouse_storage::model::{SigningAlg, TenantRecord, TenantStatus};
 use gatehouse_storage::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
 
+use crate::app::{AppState, NodeWriteError};
 use crate::crypto::keys::{KeyError, KeyMaterial};
 use crate::crypto::SecretCipher;
-use crate::node::{AppState, NodeWriteError};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -5,18 +5,18 @@
 //! Verification takes the key from our records by `kid` with the algorithm pinned to it, then
 //! checks `typ`, `iss`, `aud`, `exp`, `nbf` and the tenant's revocation deny-list.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use gatehouse_storage::model::{ClientRecord, ClientStatus, SigningAlg};
-use gatehouse_storage::{Applied, Command, IssuedToken, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, IssuedToken, Outcome, Proposal};
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::app::signers::SignerError;
+use crate::app::token_audit::AuditRefusal;
+use crate::app::{AppState, NodeWriteError};
 use crate::crypto::signer::TokenError;
-use crate::crypto::TokenSigner;
 use crate::idm::clients::{secret_matches, GRANT_CLIENT_CREDENTIALS, PRIVATE_KEY_JWT};
-use crate::node::{AppState, NodeWriteError};
 
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 /// Clock skew allowed on `nbf` between the nodes of a cluster. `exp` has none: a retired key's
@@ -41,60 +41,6 @@ pub struct AccessClaims {
     pub roles: Vec<String>,
 }
 
-/// Each tenant's keys, parsed once and kept until an applied command changes some tenant's
-/// keys (`Store::changes`): a token costs no key read. Only tenants that exist are ever kept,
-/// so the cache is bounded by the number of tenants, whatever issuers callers make up.
-#[derive(Default)]
-pub struct Signers {
-    by_tenant: Mutex<HashMap<String, (u64, Arc<TokenSigner>)>>,
-}
-
-/// Why a tenant's signer is not at hand.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SignerError {
-    /// No such tenant, or one without keys.
-    UnknownTenant,
-    /// The keys could not be read or opened on this node.
-    Unavailable,
-}
-
-impl From<SignerError> for TokenFailure {
-    fn from(_: SignerError) -> Self {
-        TokenFailure::Unavailable
-    }
-}
-
-impl Signers {
-    pub fn for_tenant(&self, app: &AppState, tenant: &str) -> Result<Arc<TokenSigner>, SignerError> {
-        let generation = app.store.changes().signing_keys();
-        if let Some((g, signer)) = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner()).get(tenant) {
-            if *g == generation {
-                return Ok(signer.clone());
-            }
-        }
-        if !gatehouse_storage::model::tenant::is_valid_tenant_id(tenant) {
-            return Err(SignerError::UnknownTenant);
-        }
-        let records = app.store.read().and_then(|r| r.signing_keys(tenant)).map_err(|e| {
-            tracing::error!("reading the signing keys of tenant {tenant}: {e}");
-            SignerError::Unavailable
-        })?;
-        if records.is_empty() {
-            return Err(SignerError::UnknownTenant);
-        }
-        let signer = Arc::new(TokenSigner::load(&records, Some(&app.cipher)).map_err(|e| {
-            tracing::error!("loading the signing keys of tenant {tenant}: {e}");
-            SignerError::Unavailable
-        })?);
-        let mut cache = self.by_tenant.lock().unwrap_or_else(|p| p.into_inner());
-        // Entries of an older generation are reloaded on their next use; dropping them here
-        // also forgets deleted tenants.
-        cache.retain(|_, (g, _)| *g == generation);
-        cache.insert(tenant.to_string(), (generation, signer.clone()));
-        Ok(signer)
-    }
-}
-
 /// Why a token request or a token check failed, in RFC 6749 terms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenFailure {
@@ -103,7 +49,7 @@ pub enum TokenFailure {
     /// 401 `invalid_client`; `basic` when the client used HTTP Basic (a challenge is sent).
     InvalidClient { basic: bool },
     /// Too many failures from this source or for this client: 429.
-    RateLimited(crate::http::limits::RetryAfter),
+    RateLimited(crate::app::limits::RetryAfter),
     /// The node cannot read or write right now: 503.
     Unavailable,
 }
@@ -115,6 +61,12 @@ impl TokenFailure {
 
     fn storage(e: impl std::fmt::Display) -> TokenFailure {
         tracing::error!("storage: {e}");
+        TokenFailure::Unavailable
+    }
+}
+
+impl From<SignerError> for TokenFailure {
+    fn from(_: SignerError) -> Self {
         TokenFailure::Unavailable
     }
 }
@@ -247,7 +199,7 @@ pub async fn authenticate_client(
     match (ok, client) {
         (true, Some(c)) => Ok(c),
         (_, client) => {
-            let source = crate::http::middleware::current_request().and_then(|r| r.peer).map(|p| p.ip());
+            let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
             // Made-up client ids count against the source only, and are audited as one: they
             // must not fill the limiter or the audit with strings of the caller's choosing.
             let known = client.is_some();
@@ -408,12 +360,16 @@ async fn sign_and_record(
         scope: claims.scope.clone(),
         audience: claims.aud.clone(),
         exp_ms: claims.exp.saturating_mul(1000),
-        origin: crate::http::middleware::current_origin(),
+        origin: crate::app::request::current_origin(),
     };
     if issued.client_id.is_some() {
         // The token endpoint's path: many requests share one raft entry (group commit).
-        app.token_audit.record(issued).await?;
-        return Ok(token);
+        return match app.token_audit.record(issued).await {
+            Ok(()) => Ok(token),
+            Err(AuditRefusal::ClientGone) => Err(TokenFailure::InvalidClient { basic: false }),
+            Err(AuditRefusal::Refused(why)) => Err(TokenFailure::request("invalid_request", why)),
+            Err(AuditRefusal::Unavailable) => Err(TokenFailure::Unavailable),
+        };
     }
     let proposal = Proposal {
         origin: None,
@@ -428,93 +384,6 @@ async fn sign_and_record(
             tracing::error!("unexpected outcome of a token issue: {other:?}");
             Err(TokenFailure::Unavailable)
         }
-    }
-}
-
-type AuditReply = tokio::sync::oneshot::Sender<Result<(), TokenFailure>>;
-
-/// Group commit of token audit entries: requests queue their `IssuedToken`, and one task
-/// proposes whatever has queued as a single `IssueTokens` raft entry (a few batches in flight at
-/// once). Each request gets its answer only after its entry is committed and applied (A10).
-pub struct TokenAudit {
-    queue: tokio::sync::mpsc::UnboundedSender<(IssuedToken, AuditReply)>,
-    receiver: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<(IssuedToken, AuditReply)>>>,
-}
-
-/// Tokens per raft entry at most, and raft entries in flight at once.
-const AUDIT_BATCH_MAX: usize = 1024;
-const AUDIT_BATCHES_IN_FLIGHT: usize = 4;
-
-impl Default for TokenAudit {
-    fn default() -> Self {
-        let (queue, receiver) = tokio::sync::mpsc::unbounded_channel();
-        TokenAudit { queue, receiver: Mutex::new(Some(receiver)) }
-    }
-}
-
-impl TokenAudit {
-    /// Waits until the token's audit entry is committed; refused when its client was disabled
-    /// or deleted meanwhile.
-    pub async fn record(&self, issued: IssuedToken) -> Result<(), TokenFailure> {
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.queue.send((issued, reply)).map_err(|_| TokenFailure::Unavailable)?;
-        answer.await.map_err(|_| TokenFailure::Unavailable)?
-    }
-}
-
-/// The batching task of [`TokenAudit`]; runs until `stop` turns true.
-pub async fn token_audit_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(mut queue) = app.token_audit.receiver.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-        return;
-    };
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(AUDIT_BATCHES_IN_FLIGHT));
-    loop {
-        let first = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            item = queue.recv() => match item {
-                Some(item) => item,
-                None => return,
-            },
-        };
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
-        // Everything that queued while waiting joins this batch.
-        let mut batch = vec![first];
-        while batch.len() < AUDIT_BATCH_MAX {
-            match queue.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
-            }
-        }
-        let app = app.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let (items, replies): (Vec<IssuedToken>, Vec<AuditReply>) = batch.into_iter().unzip();
-            let proposal = Proposal {
-                origin: None,
-                at_ms: app.clock.now_ms(),
-                actor: "token-endpoint".into(),
-                command: Command::IssueTokens(items),
-            };
-            let results: Vec<Result<(), TokenFailure>> = match app.write(proposal).await {
-                Ok(Outcome::Applied(Applied::TokensIssued { refused })) if refused.len() == replies.len() => refused
-                    .into_iter()
-                    .map(|r| match r {
-                        None => Ok(()),
-                        Some(Rejection::ClientDisabled { .. } | Rejection::UnknownClient { .. }) => {
-                            Err(TokenFailure::InvalidClient { basic: false })
-                        }
-                        Some(other) => Err(TokenFailure::request("invalid_request", other.to_string())),
-                    })
-                    .collect(),
-                other => {
-                    tracing::warn!("token audit batch failed: {other:?}");
-                    replies.iter().map(|_| Err(TokenFailure::Unavailable)).collect()
-                }
-            };
-            for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(result);
-            }
-        });
     }
 }
 

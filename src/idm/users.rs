@@ -7,7 +7,7 @@ use gatehouse_storage::model::{MembershipRecord, OrganizationRecord, UserRecord,
 use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
 use tokio::sync::Semaphore;
 
-use crate::node::{AppState, NodeWriteError};
+use crate::app::{AppState, NodeWriteError};
 
 /// Passwords are at most this long (the design's limit), and at least this short.
 pub const MAX_PASSWORD_CHARS: usize = 256;

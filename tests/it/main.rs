@@ -5,6 +5,7 @@ mod support;
 
 mod abuse;
 mod admin_api;
+mod architecture;
 mod audit_tamper;
 mod crash;
 mod discovery;

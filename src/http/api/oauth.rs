@@ -10,12 +10,12 @@ use poem::web::Data;
 use poem_openapi::payload::{Form, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
+use crate::app::AppState;
 use crate::http::api::oidc::{resolve_scope, root_location, OidcTag, Resolved};
 use crate::http::issuer::IssuerScope;
 use crate::http::problem::{OAuthError, Problem};
 use crate::idm::clients::GRANT_CLIENT_CREDENTIALS;
 use crate::idm::tokens::{self, AccessClaims, PresentedClient, TokenFailure};
-use crate::node::AppState;
 
 pub struct OAuthApi;
 

@@ -13,9 +13,9 @@ use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::app::AppState;
 use crate::http::issuer::IssuerScope;
 use crate::http::problem::Problem;
-use crate::node::AppState;
 
 #[derive(Tags)]
 pub(crate) enum OidcTag {

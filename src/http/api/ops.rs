@@ -7,8 +7,8 @@ use poem::web::Data;
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
+use crate::app::AppState;
 use crate::http::problem::Problem;
-use crate::node::AppState;
 
 #[derive(Tags)]
 enum OpsTag {

@@ -11,10 +11,10 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::auth::Bearer;
 use poem_openapi::SecurityScheme;
 
+use crate::app::AppState;
 use crate::http::problem::Problem;
 pub use crate::idm::roles::{Permission, PERMISSIONS};
 use crate::idm::tokens::{self, tenant_of_issuer, unverified_issuer, AccessClaims, InvalidToken};
-use crate::node::AppState;
 
 /// A bearer access token with the admin audience, verified by [`gate`].
 #[derive(SecurityScheme)]
@@ -127,7 +127,7 @@ pub fn authorize(
     let grants = crate::idm::roles::grants(app, &caller.claims.tenant, &caller.claims.roles, p)
         .map_err(|_| storage_unavailable())?;
     if !grants {
-        let source = crate::http::middleware::current_request().and_then(|r| r.peer).map(|p| p.ip());
+        let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
         let (tenant, sub) = (&caller.claims.tenant, &caller.claims.sub);
         app.auth_failures.record(app.clock.now_ms(), tenant, "admin", sub, source, "forbidden");
         return Err(Problem::new(

@@ -15,11 +15,11 @@ use super::responses::{
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
+use crate::app::AppState;
 use crate::http::api::checked::Checked;
 use crate::http::api::text::Text;
 use crate::http::problem::Problem;
 use crate::idm::bindings::{self, BindingError};
-use crate::node::AppState;
 
 pub struct BindingsApi;
 

@@ -16,11 +16,11 @@ use super::responses::{
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
+use crate::app::AppState;
 use crate::http::api::checked::Checked;
 use crate::http::api::text::{strings, Text};
 use crate::http::problem::Problem;
 use crate::idm::clients::{self, ClientError, ClientSpec};
-use crate::node::AppState;
 
 pub struct ClientsApi;
 

@@ -11,10 +11,10 @@ use super::auth::{authorize, AdminBearer, Permission};
 use super::responses::{invalid, page_params, storage, write_failed, Fetched, Page};
 use super::tenants::visible_tenant;
 use super::AdminTag;
+use crate::app::AppState;
 use crate::http::api::checked::Checked;
 use crate::http::problem::Problem;
 use crate::idm::keys::{self, KeyView, KeysError};
-use crate::node::AppState;
 
 pub struct KeysApi;
 

@@ -29,13 +29,13 @@ pub use users::UsersApi;
 /// its remembered answer are applied together. `None` for commands whose answer is not a
 /// function of the command alone.
 pub fn remembered_answer(
-    app: &crate::node::AppState,
+    app: &crate::app::AppState,
     command: &gatehouse_storage::Command,
-) -> Option<crate::http::idempotency::RenderedAnswer> {
+) -> Option<crate::app::idempotency::RenderedAnswer> {
     use gatehouse_storage::Command;
     use poem_openapi::types::ToJSON;
     let created =
-        |body: String, etag: Option<String>| crate::http::idempotency::RenderedAnswer { status: 201, etag, body };
+        |body: String, etag: Option<String>| crate::app::idempotency::RenderedAnswer { status: 201, etag, body };
     Some(match command {
         Command::CreateTenant(n) => created(tenants::view(app, n.tenant.clone()).to_json_string(), None),
         Command::CreateClient(c) => created(clients::view(c.clone(), None).to_json_string(), Some(clients::etag(c))),
@@ -45,7 +45,7 @@ pub fn remembered_answer(
         Command::CreateRole(r) => created(roles::view(r).to_json_string(), None),
         Command::CreateBinding(b) => created(bindings::view(b.clone()).to_json_string(), None),
         Command::SetPassword { .. } => {
-            crate::http::idempotency::RenderedAnswer { status: 204, etag: None, body: String::new() }
+            crate::app::idempotency::RenderedAnswer { status: 204, etag: None, body: String::new() }
         }
         _ => return None,
     })

@@ -13,11 +13,11 @@ use super::responses::{next_cursor, page_params, storage, Created, Deleted, Fetc
 use super::tenants::visible_tenant;
 use super::users::problem_of;
 use super::AdminTag;
+use crate::app::AppState;
 use crate::http::api::checked::Checked;
 use crate::http::api::text::Text;
 use crate::http::problem::Problem;
 use crate::idm::users;
-use crate::node::AppState;
 
 pub struct OrganizationsApi;
 

@@ -6,8 +6,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 use poem_openapi::{ApiResponse, Object};
 
+use crate::app::NodeWriteError;
 use crate::http::problem::{FieldError, Problem};
-use crate::node::NodeWriteError;
 
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;

@@ -14,11 +14,11 @@ use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
 use super::responses::{conflict, invalid, storage, write_failed, Created, Deleted, Fetched};
 use super::tenants::visible_tenant;
 use super::AdminTag;
+use crate::app::AppState;
 use crate::http::api::checked::Checked;
 use crate::http::api::text::Text;
 use crate::http::problem::Problem;
 use crate::idm::roles::{self, RoleError};
-use crate::node::AppState;
 
 pub struct RolesApi;
 

@@ -14,11 +14,11 @@ use super::responses::{
     conflict, invalid, next_cursor, page_params, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::AdminTag;
+use crate::app::AppState;
 use crate::http::api::checked::Checked;
 use crate::http::api::text::Text;
 use crate::http::problem::Problem;
 use crate::idm::tenants::{self, TenantError};
-use crate::node::AppState;
 
 pub struct TenantsApi;
 

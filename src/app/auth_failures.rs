@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use gatehouse_storage::{AuthFailures, Command, Proposal};
 
-use crate::node::AppState;
+use crate::app::AppState;
 
 /// Longest client id kept in an entry (the rest of a longer one is dropped).
 const MAX_CLIENT_ID: usize = 128;

@@ -1,0 +1,100 @@
+//! The application core: the state every handler, command and job shares, and the one way
+//! to change it (`AppState::write`, a proposal through raft). It imports no HTTP, CLI or
+//! start-up code; those import it.
+
+pub mod auth_failures;
+pub mod idempotency;
+pub mod limits;
+pub mod request;
+pub mod signers;
+pub mod token_audit;
+
+use std::sync::Arc;
+
+use gatehouse_raft::{RaftNode, WriteError};
+use gatehouse_storage::{Outcome, Proposal, Store};
+
+use crate::clock::SharedClock;
+use crate::config::Config;
+use crate::crypto::kek::KekSource;
+use crate::crypto::SecretCipher;
+use crate::datadir::DataDir;
+use crate::metrics::{Metrics, Sample};
+
+/// Everything a request handler may use.
+pub struct AppState {
+    pub config: Config,
+    pub public_url: String,
+    pub data_dir: DataDir,
+    pub store: Store,
+    pub raft: RaftNode,
+    pub cipher: Arc<SecretCipher>,
+    pub clock: SharedClock,
+    pub metrics: Arc<Metrics>,
+    pub kek_source: KekSource,
+    /// Each tenant's signing keys, parsed once.
+    pub signers: signers::Signers,
+    /// Group commit of the token endpoint's audit entries.
+    pub token_audit: token_audit::TokenAudit,
+    /// Rate limits of the OAuth and admin endpoints.
+    pub limits: limits::RateLimits,
+    /// Failed authentications waiting to be audited, coalesced.
+    pub auth_failures: auth_failures::FailureAudit,
+    /// This start founded the cluster (the banner then says how to get admin credentials).
+    pub founded: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeWriteError {
+    #[error("this node is not the leader and cannot forward writes yet")]
+    NotLeader,
+    #[error("the write could not be committed: {0}")]
+    Unavailable(String),
+}
+
+impl AppState {
+    /// The issuer URL of a tenant: the public URL for `default`, `/t/{id}` below it otherwise.
+    pub fn issuer_of(&self, tenant: &str) -> String {
+        issuer_of(&self.public_url, tenant)
+    }
+
+    /// Proposes a command through raft and returns its outcome once applied here.
+    /// Under an `Idempotency-Key`, the request's action carries its answer
+    /// (`http::idempotency::carry`), so both are applied in one transaction.
+    pub async fn write(&self, mut proposal: Proposal) -> Result<Outcome, NodeWriteError> {
+        proposal.command = idempotency::carry(self, proposal.command);
+        if proposal.origin.is_none() {
+            proposal.origin = request::current_origin();
+        }
+        let outcome = self.raft.write(proposal).await.map_err(|e| match e {
+            WriteError::NotLeader { .. } => NodeWriteError::NotLeader,
+            other => NodeWriteError::Unavailable(other.to_string()),
+        })?;
+        if let Outcome::Refused(r) = &outcome {
+            idempotency::note_refusal(r);
+        }
+        Ok(outcome)
+    }
+
+    pub fn render_metrics(&self) -> String {
+        let status = self.raft.status();
+        let audit_entries = self.store.read().and_then(|r| r.audit_head()).map(|h| h.count).unwrap_or(0);
+        self.metrics.render(Sample {
+            raft_term: status.term,
+            raft_is_leader: status.is_leader,
+            raft_commit_index: status.commit_index,
+            raft_applied_index: status.applied_index,
+            db_size_bytes: self.store.file_size(),
+            audit_entries,
+        })
+    }
+}
+
+pub fn issuer_of(public_url: &str, tenant: &str) -> String {
+    if tenant == "default" {
+        public_url.to_string()
+    } else {
+        format!("{public_url}/t/{tenant}")
+    }
+}
