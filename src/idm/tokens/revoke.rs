@@ -1,0 +1,89 @@
+//! Revocation: the replicated deny-list, platform admin tokens, and pruning expired entries.
+
+use std::sync::Arc;
+
+use gatehouse_storage::model::ClientRecord;
+use gatehouse_storage::{Command, Outcome, Proposal};
+
+use crate::app::AppState;
+
+use super::*;
+
+/// Revokes a platform admin token (the `system` issuer, the admin audience): its `jti` goes on
+/// the deny-list through raft, audited with the operator as actor. Answers the `jti`, or why
+/// the token is not one that can be revoked here.
+pub async fn revoke_admin_token(app: &AppState, actor: &str, token: &str) -> Result<String, String> {
+    let claims = verify_access_token(app, "system", token.trim(), Some(&app.config.oauth.admin_audience))
+        .map_err(|e| format!("not a valid platform admin token: {e}"))?;
+    let command = Command::RevokeToken {
+        tenant: "system".into(),
+        jti: claims.jti.clone(),
+        exp_ms: claims.exp.saturating_mul(1000),
+    };
+    let proposal = Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command };
+    match app.write(proposal).await.map_err(|e| e.to_string())? {
+        Outcome::Applied(_) => Ok(claims.jti),
+        Outcome::Refused(r) => Err(r.to_string()),
+    }
+}
+
+/// RFC 7009: revokes an access token of this tenant that was issued to `client`. Tokens that
+/// do not verify, or belong to another client, are ignored (the answer is the same).
+pub async fn revoke(app: &AppState, client: &ClientRecord, token: &str) -> Result<(), TokenFailure> {
+    let claims = match verify_access_token(app, &client.tenant, token, None) {
+        Ok(c) => c,
+        Err(InvalidToken::Unavailable) => return Err(TokenFailure::Unavailable),
+        Err(_) => return Ok(()),
+    };
+    if claims.client_id != client.client_id {
+        return Ok(());
+    }
+    let command = Command::RevokeToken {
+        tenant: client.tenant.clone(),
+        jti: claims.jti,
+        exp_ms: claims.exp.saturating_mul(1000),
+    };
+    let proposal =
+        Proposal { origin: None, at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
+    match app.write(proposal).await? {
+        Outcome::Applied(_) => Ok(()),
+        Outcome::Refused(r) => {
+            tracing::warn!("revocation refused: {r}");
+            Ok(())
+        }
+    }
+}
+
+/// How often the leader drops deny-list entries of expired tokens.
+const REVOCATION_PRUNE_EVERY: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// On the leader, every few minutes, prunes the revocation deny-list of tokens that have
+/// expired (they fail verification on `exp` anyway) and remembered idempotent answers older
+/// than a day. Runs until `stop` turns true.
+pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(REVOCATION_PRUNE_EVERY) => {}
+        }
+        if !app.raft.status().is_leader {
+            continue;
+        }
+        let now_ms = app.clock.now_ms();
+        let due = app.store.read().and_then(|r| Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?)));
+        let (revocations, answers) = match due {
+            Ok(counts) => counts,
+            Err(e) => {
+                tracing::warn!("pruning check: {e}");
+                continue;
+            }
+        };
+        let commands = [(revocations, Command::PruneRevocations), (answers, Command::PruneIdempotency)];
+        for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
+            let proposal = Proposal { origin: None, at_ms: now_ms, actor: "policy:pruning".into(), command };
+            if let Err(e) = app.write(proposal).await {
+                tracing::warn!("pruning: {e}");
+            }
+        }
+    }
+}
