@@ -48,6 +48,14 @@ impl SecretCipher {
     }
 
     /// Makes a new data key for `scope`, returning the record to store (through raft).
+    /// HMAC-SHA-256 of `data` under a key derived from the KEK for `purpose`, hex: a digest that
+    /// cannot be brute-forced from a copy of the database (which holds no KEK).
+    pub fn keyed_digest(&self, purpose: &str, data: &[u8]) -> String {
+        let derived = self.kek.derive(purpose);
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, derived.as_ref());
+        hex::encode(aws_lc_rs::hmac::sign(&key, data).as_ref())
+    }
+
     pub fn new_data_key(&self, id: &str, scope: &str, at_ms: i64) -> DataKeyRecord {
         let mut key = Zeroizing::new([0u8; 32]);
         crate::clock::random_bytes(key.as_mut());

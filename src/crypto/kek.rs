@@ -16,6 +16,9 @@ pub trait KeyProvider: Send + Sync {
     fn kek_id(&self) -> &str;
     fn wrap(&self, data_key: &[u8; 32], context: &str) -> Sealed;
     fn unwrap(&self, sealed: &Sealed, context: &str) -> Result<Zeroizing<[u8; 32]>, KekError>;
+    /// A key for `purpose` derived from the KEK (the same on every node of the cluster), for
+    /// keyed digests of values that must not be guessable offline from a copy of the data.
+    fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +120,14 @@ impl KeyProvider for LocalKek {
         // Encryption with a valid key and nonce cannot fail for inputs of this size.
         let ct = cipher.encrypt(&XNonce::from(nonce), Payload { msg: data_key, aad: &aad }).unwrap_or_default();
         Sealed { key_id: self.id.clone(), nonce: b64url(&nonce), ciphertext: b64url(&ct) }
+    }
+
+    fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.key.as_ref());
+        let tag = aws_lc_rs::hmac::sign(&key, format!("gatehouse/derive/v1/{purpose}").as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        out
     }
 
     fn unwrap(&self, sealed: &Sealed, context: &str) -> Result<Zeroizing<[u8; 32]>, KekError> {

@@ -28,23 +28,24 @@ pub use crate::app::idempotency::KEEP_MS;
 /// Members removed from remembered answers: a secret is shown once.
 const SECRET_MEMBERS: [&str; 4] = ["client_secret", "password", "access_token", "refresh_token"];
 
-static IN_FLIGHT: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = LazyLock::new(Default::default);
+static IN_FLIGHT: LazyLock<Mutex<HashMap<String, std::sync::Weak<tokio::sync::Mutex<()>>>>> =
+    LazyLock::new(Default::default);
 
-/// Forgets a key's lock once nobody holds or waits on it, also when the request is dropped
-/// (a client that disconnects mid-request).
-struct LockGuard {
-    scope: String,
-    lock: Option<Arc<tokio::sync::Mutex<()>>>,
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        drop(self.lock.take());
-        let mut in_flight = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
-        if in_flight.get(&self.scope).is_some_and(|l| Arc::strong_count(l) == 1) {
-            in_flight.remove(&self.scope);
-        }
+/// The per-key lock of a scope. The map holds only weak references, so a lock lives exactly as
+/// long as a request holds or waits on it, however that request ends (a client that
+/// disconnects mid-request drops its reference with its future); dead entries are swept as new
+/// keys arrive, so the map stays as small as the requests in flight.
+fn lock_for(scope: &str) -> Arc<tokio::sync::Mutex<()>> {
+    let mut map = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(live) = map.get(scope).and_then(std::sync::Weak::upgrade) {
+        return live;
     }
+    if map.len() >= 64 {
+        map.retain(|_, lock| lock.strong_count() > 0);
+    }
+    let lock = Arc::new(tokio::sync::Mutex::new(()));
+    map.insert(scope.to_string(), Arc::downgrade(&lock));
+    lock
 }
 
 fn sha256_hex(parts: &[&[u8]]) -> String {
@@ -131,16 +132,12 @@ pub async fn idempotent<E: Endpoint>(ep: &E, mut req: Request, app: Arc<AppState
     req.set_body(body.clone());
     let route = req.uri().path().to_string();
     let scope = sha256_hex(&[caller.as_bytes(), b"POST", route.as_bytes(), key.as_bytes()]);
-    let request_sha256 = sha256_hex(&[&body]);
+    // Keyed: a body may hold a password, and the digest is replicated and kept for a day.
+    let request_sha256 = app.cipher.keyed_digest("idempotency-request", &body);
 
-    let lock = IN_FLIGHT.lock().unwrap_or_else(|p| p.into_inner()).entry(scope.clone()).or_default().clone();
-    let guard = LockGuard { scope: scope.clone(), lock: Some(lock.clone()) };
+    let lock = lock_for(&scope);
     let _one_at_a_time = lock.lock().await;
-    let answer = answer_once(ep, req, &app, &scope, request_sha256).await;
-    drop(_one_at_a_time);
-    drop(lock);
-    drop(guard);
-    answer
+    answer_once(ep, req, &app, &scope, request_sha256).await
 }
 
 /// Replays the remembered answer, refuses a changed body, or runs the request and remembers
@@ -216,4 +213,20 @@ async fn remember(app: &AppState, resp: Response, scope: String, request_sha256:
         tracing::warn!("could not remember an idempotent answer: {e}");
     }
     Response::from_parts(parts, poem::Body::from(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_lock_lives_only_while_a_request_holds_it() {
+        let held: Vec<_> = (0..100).map(|i| lock_for(&format!("test-scope-{i}"))).collect();
+        assert!(Arc::ptr_eq(&held[7], &lock_for("test-scope-7")), "one lock per scope while held");
+        drop(held);
+        let _next = lock_for("test-scope-next");
+        let live = IN_FLIGHT.lock().unwrap().values().filter(|l| l.strong_count() > 0).count();
+        let kept = IN_FLIGHT.lock().unwrap().keys().filter(|k| k.starts_with("test-scope-")).count();
+        assert!(kept <= 1 && live >= 1, "dropped locks are swept: {kept} kept");
+    }
 }
