@@ -436,8 +436,12 @@ fn check(t: &Tables<'_>, command: &Command, now_ms: i64) -> Result<Result<(), Re
             Ok(Ok(()))
         }
         Command::Idempotent { inner, answer } => {
-            if t.idempotency.get(answer.scope.as_str())?.is_some() {
-                return Ok(Err(Rejection::IdempotencyKeyUsed));
+            // An answer past its 24 h is gone for readers, so it no longer holds the key.
+            if let Some(v) = t.idempotency.get(answer.scope.as_str())? {
+                let kept: IdempotentResponse = codec::decode("idempotency", &answer.scope, v.value())?;
+                if kept.expires_at_ms >= now_ms {
+                    return Ok(Err(Rejection::IdempotencyKeyUsed));
+                }
             }
             if matches!(**inner, Command::Idempotent { .. } | Command::IssueTokens(_) | Command::RecordAuthFailures(_))
             {

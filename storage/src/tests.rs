@@ -517,6 +517,10 @@ fn an_idempotent_action_and_its_answer_apply_together_and_only_once() {
         Some(201),
         "the answer is remembered"
     );
+    // Past its expiry the answer no longer holds the key: a new action under it applies.
+    let late = by(90_000_001, wrapped("acme-later"));
+    let out = apply_all(&store, &[late]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::TenantCreated { .. })), "{:?}", out[0]);
     // An action that is refused remembers nothing, so the key stays usable.
     let (_dir, store) = fresh();
     let refused =
