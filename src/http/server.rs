@@ -68,6 +68,11 @@ const DOCS_HTML: &str = r#"<!DOCTYPE html>
 const DOCS_INIT_JS: &str =
     "Redoc.init('/openapi.json', { scrollYOffset: 50 }, document.getElementById('redoc-container'));\n";
 
+/// A fixed document of the node's own (built on first use where it is lazy).
+fn document(content_type: &'static str, body: fn() -> &'static str) -> impl Endpoint {
+    poem::endpoint::make_sync(move |_| poem::Response::builder().content_type(content_type).body(body()))
+}
+
 /// Every route of the HTTPS server with its middleware.
 pub fn routes(app: Arc<AppState>) -> impl Endpoint {
     let api = service();
@@ -76,30 +81,10 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
     let hsts = app.config.sends_hsts(&app.public_url);
     let metrics = app.metrics.clone();
     Route::new()
-        .at(
-            "/openapi.json",
-            poem::endpoint::make_sync(|_| {
-                poem::Response::builder().content_type("application/json").body(SPEC.as_str())
-            }),
-        )
-        .at(
-            "/docs",
-            poem::endpoint::make_sync(|_| {
-                poem::Response::builder().content_type("text/html; charset=utf-8").body(DOCS_HTML)
-            }),
-        )
-        .at(
-            "/docs/redoc.standalone.js",
-            poem::endpoint::make_sync(|_| {
-                poem::Response::builder().content_type("text/javascript; charset=utf-8").body(REDOC_JS.as_str())
-            }),
-        )
-        .at(
-            "/docs/init.js",
-            poem::endpoint::make_sync(|_| {
-                poem::Response::builder().content_type("text/javascript; charset=utf-8").body(DOCS_INIT_JS)
-            }),
-        )
+        .at("/openapi.json", document("application/json", || SPEC.as_str()))
+        .at("/docs", document("text/html; charset=utf-8", || DOCS_HTML))
+        .at("/docs/redoc.standalone.js", document("text/javascript; charset=utf-8", || REDOC_JS.as_str()))
+        .at("/docs/init.js", document("text/javascript; charset=utf-8", || DOCS_INIT_JS))
         .nest("/", api)
         .around(|ep, req| async move { crate::http::issuer::scope(&ep, req).await })
         .data(app.clone())
