@@ -220,6 +220,60 @@ impl Command {
         )
     }
 
+    /// The tenant and the target an audit entry names for this command.
+    pub fn audit_subject(&self) -> (String, String) {
+        match self {
+            Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
+            Command::CreateTenant(n) => (n.tenant.id.clone(), format!("tenant:{}", n.tenant.id)),
+            Command::AddSigningKeys { tenant, keys } => {
+                let kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
+                (tenant.clone(), format!("signing_keys:{}", kids.join(",")))
+            }
+            Command::PruneSigningKeys { tenant, kids, .. } => {
+                (tenant.clone(), format!("signing_keys:{}", kids.join(",")))
+            }
+            Command::CreateClient(c) => (c.tenant.clone(), format!("client:{}", c.client_id)),
+            Command::UpdateClient { client, .. } => (client.tenant.clone(), format!("client:{}", client.client_id)),
+            Command::DeleteClient { tenant, client_id } => (tenant.clone(), format!("client:{client_id}")),
+            Command::CreateRole(r) => (r.tenant.clone(), format!("role:{} template={}", r.name, r.template)),
+            Command::DeleteRole { tenant, name } => (tenant.clone(), format!("role:{name}")),
+            Command::CreateBinding(b) => (b.tenant.clone(), format!("binding:{}:{}->{}", b.id, b.subject, b.role)),
+            Command::DeleteBinding { tenant, id } => (tenant.clone(), format!("binding:{id}")),
+            Command::IssueToken(t) => (
+                t.tenant.clone(),
+                format!("token:{} sub={} grant={} aud={} scope={}", t.jti, t.subject, t.grant, t.audience, t.scope),
+            ),
+            Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
+            Command::RecordAuthFailures(f) => ("system".into(), format!("authentication_failures:{}", f.len())),
+            Command::Idempotent { inner, .. } => inner.audit_subject(),
+            Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
+                (tenant.clone(), format!("client:{client_id} at {endpoint}"))
+            }
+            Command::RevokeToken { tenant, jti, .. } => (tenant.clone(), format!("token:{jti}")),
+            Command::PruneRevocations => ("system".into(), "revoked_tokens".into()),
+            Command::ConsumeAssertion { tenant, client_id, jti, .. } => {
+                (tenant.clone(), format!("client:{client_id} assertion:{jti}"))
+            }
+            Command::UpdateTenant { id, status, .. } => (id.clone(), format!("tenant:{id} status={status:?}")),
+            Command::DeleteTenant { id } => (id.clone(), format!("tenant:{id}")),
+            Command::CreateUser(u) => (u.tenant.clone(), format!("user:{}", u.id)),
+            Command::UpdateUser { user, .. } => (user.tenant.clone(), format!("user:{}", user.id)),
+            Command::SetPassword { tenant, user_id, .. } | Command::DeleteUser { tenant, user_id } => {
+                (tenant.clone(), format!("user:{user_id}"))
+            }
+            Command::CreateOrganization(o) => (o.tenant.clone(), format!("organization:{}", o.id)),
+            Command::DeleteOrganization { tenant, id } => (tenant.clone(), format!("organization:{id}")),
+            Command::AddMember(m) => {
+                (m.tenant.clone(), format!("organization:{} user:{}", m.organization_id, m.user_id))
+            }
+            Command::RemoveMember { tenant, organization_id, user_id } => {
+                (tenant.clone(), format!("organization:{organization_id} user:{user_id}"))
+            }
+            Command::RememberResponse(r) => ("system".into(), format!("idempotency:{} status={}", r.scope, r.status)),
+            Command::PruneIdempotency => ("system".into(), "idempotency".into()),
+        }
+    }
+
     /// The audit action name.
     pub fn action(&self) -> &'static str {
         match self {

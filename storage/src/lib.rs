@@ -13,6 +13,7 @@ pub mod read;
 pub mod schema;
 pub mod snapshot;
 pub mod store;
+pub mod table;
 pub mod tables;
 
 pub use apply::apply;

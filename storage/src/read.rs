@@ -3,11 +3,13 @@
 use redb::{ReadTransaction, ReadableDatabase, ReadableTable};
 
 use crate::audit::{self, AuditEntry, AuditHead, VerifyReport};
+use crate::model::binding::subject_prefix;
 use crate::model::user::{organization_key, user_key, username_key};
 use crate::model::{
     BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, MembershipRecord,
     OrganizationRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
+use crate::table::{self, tenant_prefix};
 use crate::{codec, tables, StoreError};
 
 pub struct Reader {
@@ -27,7 +29,7 @@ impl Reader {
 
     pub fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         let t = self.txn.open_table(tables::TENANTS)?;
-        t.get(id)?.map(|v| codec::decode("tenants", id, v.value())).transpose()
+        table::get(&t, id)
     }
 
     pub fn tenants(&self) -> Result<Vec<TenantRecord>, StoreError> {
@@ -43,44 +45,37 @@ impl Reader {
     /// The signing keys of one tenant, in kid order.
     pub fn signing_keys(&self, tenant: &str) -> Result<Vec<SigningKeyRecord>, StoreError> {
         let t = self.txn.open_table(tables::SIGNING_KEYS)?;
-        let start = format!("{tenant}/");
-        let end = format!("{tenant}0"); // '0' sorts right after '/'
-        let mut out = Vec::new();
-        for item in t.range(start.as_str()..end.as_str())? {
-            let (k, v) = item?;
-            out.push(codec::decode("signing_keys", k.value(), v.value())?);
-        }
-        Ok(out)
+        table::rows_under(&t, &tenant_prefix(tenant), |_| true)
     }
 
     pub fn client(&self, tenant: &str, client_id: &str) -> Result<Option<ClientRecord>, StoreError> {
         let t = self.txn.open_table(tables::CLIENTS)?;
         let key = crate::model::client::client_key(tenant, client_id);
-        t.get(key.as_str())?.map(|v| codec::decode("clients", &key, v.value())).transpose()
+        table::get(&t, &key)
     }
 
     /// Up to `limit` clients of a tenant in client id order, after `after` when given.
     pub fn clients(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<ClientRecord>, StoreError> {
         let t = self.txn.open_table(tables::CLIENTS)?;
-        page(&t, "clients", tenant, after, limit)
+        table::page(&t, &tenant_prefix(tenant), after, limit, |_| true)
     }
 
     /// Up to `limit` bindings of a tenant in id order, after `after` when given.
     pub fn bindings(&self, tenant: &str, after: Option<&str>, limit: usize) -> Result<Vec<BindingRecord>, StoreError> {
         let t = self.txn.open_table(tables::BINDINGS)?;
-        page(&t, "bindings", tenant, after, limit)
+        table::page(&t, &tenant_prefix(tenant), after, limit, |_| true)
     }
 
     pub fn binding(&self, tenant: &str, id: &str) -> Result<Option<BindingRecord>, StoreError> {
         let t = self.txn.open_table(tables::BINDINGS)?;
         let key = crate::model::binding::binding_key(tenant, id);
-        t.get(key.as_str())?.map(|v| codec::decode("bindings", &key, v.value())).transpose()
+        table::get(&t, &key)
     }
 
     pub fn role(&self, tenant: &str, name: &str) -> Result<Option<crate::model::RoleRecord>, StoreError> {
         let t = self.txn.open_table(tables::ROLES)?;
         let key = crate::model::binding::role_key(tenant, name);
-        t.get(key.as_str())?.map(|v| codec::decode("roles", &key, v.value())).transpose()
+        table::get(&t, &key)
     }
 
     pub fn roles(
@@ -90,23 +85,34 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<crate::model::RoleRecord>, StoreError> {
         let t = self.txn.open_table(tables::ROLES)?;
-        page(&t, "roles", tenant, after, limit)
+        table::page(&t, &tenant_prefix(tenant), after, limit, |_| true)
     }
 
-    /// The roles a subject (`client:{id}`) holds in a tenant, unscoped bindings only.
+    /// The bindings of one subject (`client:{id}`, `user:{id}`), through the subject index.
+    fn bindings_of(&self, tenant: &str, subject: &str) -> Result<Vec<BindingRecord>, StoreError> {
+        let index = self.txn.open_table(tables::BINDINGS_BY_SUBJECT)?;
+        let rows = self.txn.open_table(tables::BINDINGS)?;
+        let mut out = Vec::new();
+        for key in table::index_values(&index, &subject_prefix(tenant, subject))? {
+            if let Some(b) = table::get::<BindingRecord>(&rows, &String::from_utf8_lossy(&key))? {
+                out.push(b);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every role `subject` holds in `tenant`, in any scope.
     pub fn roles_held(&self, tenant: &str, subject: &str) -> Result<Vec<String>, StoreError> {
-        let all = self.bindings(tenant, None, usize::MAX)?;
-        let mut roles: Vec<String> = all.into_iter().filter(|b| b.subject == subject).map(|b| b.role).collect();
+        let mut roles: Vec<String> = self.bindings_of(tenant, subject)?.into_iter().map(|b| b.role).collect();
         roles.sort();
         roles.dedup();
         Ok(roles)
     }
 
+    /// The roles `subject` holds over the whole of `tenant` (unscoped bindings only).
     pub fn roles_of(&self, tenant: &str, subject: &str) -> Result<Vec<String>, StoreError> {
-        let all = self.bindings(tenant, None, usize::MAX)?;
-        let mut roles: Vec<String> =
-            all.into_iter().filter(|b| b.subject == subject && b.scope.is_none()).map(|b| b.role).collect();
+        let bindings = self.bindings_of(tenant, subject)?;
+        let mut roles: Vec<String> = bindings.into_iter().filter(|b| b.scope.is_none()).map(|b| b.role).collect();
         roles.sort();
         roles.dedup();
         Ok(roles)
@@ -121,7 +127,7 @@ impl Reader {
     pub fn user(&self, tenant: &str, id: &str) -> Result<Option<UserRecord>, StoreError> {
         let t = self.txn.open_table(tables::USERS)?;
         let key = user_key(tenant, id);
-        t.get(key.as_str())?.map(|v| codec::decode("users", &key, v.value())).transpose()
+        table::get(&t, &key)
     }
 
     /// The user with this username (case-insensitive), if any.
@@ -145,13 +151,13 @@ impl Reader {
         keep: impl Fn(&UserRecord) -> bool,
     ) -> Result<Vec<UserRecord>, StoreError> {
         let t = self.txn.open_table(tables::USERS)?;
-        page_filtered(&t, "users", tenant, after, limit, keep)
+        table::page(&t, &tenant_prefix(tenant), after, limit, keep)
     }
 
     pub fn organization(&self, tenant: &str, id: &str) -> Result<Option<OrganizationRecord>, StoreError> {
         let t = self.txn.open_table(tables::ORGANIZATIONS)?;
         let key = organization_key(tenant, id);
-        t.get(key.as_str())?.map(|v| codec::decode("organizations", &key, v.value())).transpose()
+        table::get(&t, &key)
     }
 
     pub fn organizations(
@@ -161,7 +167,7 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<OrganizationRecord>, StoreError> {
         let t = self.txn.open_table(tables::ORGANIZATIONS)?;
-        page(&t, "organizations", tenant, after, limit)
+        table::page(&t, &tenant_prefix(tenant), after, limit, |_| true)
     }
 
     /// Up to `limit` members of an organization in user id order after `after`.
@@ -173,14 +179,13 @@ impl Reader {
         limit: usize,
     ) -> Result<Vec<MembershipRecord>, StoreError> {
         let t = self.txn.open_table(tables::MEMBERSHIPS)?;
-        page(&t, "memberships", &format!("{tenant}/{organization_id}"), after, limit)
+        table::page(&t, &format!("{tenant}/{organization_id}/"), after, limit, |_| true)
     }
 
     /// The remembered answer for an idempotency scope, if it has not expired at `now_ms`.
     pub fn idempotent_response(&self, scope: &str, now_ms: i64) -> Result<Option<IdempotentResponse>, StoreError> {
         let t = self.txn.open_table(tables::IDEMPOTENCY)?;
-        let found: Option<IdempotentResponse> =
-            t.get(scope)?.map(|v| codec::decode("idempotency", scope, v.value())).transpose()?;
+        let found: Option<IdempotentResponse> = table::get(&t, scope)?;
         Ok(found.filter(|r| r.expires_at_ms >= now_ms))
     }
 
@@ -206,8 +211,7 @@ impl Reader {
             let t = self.txn.open_table(table)?;
             for item in t.iter()? {
                 let (_, v) = item?;
-                let exp = <[u8; 8]>::try_from(v.value()).map(i64::from_be_bytes).unwrap_or(i64::MAX);
-                if exp < now_ms {
+                if table::expiry_of(v.value()) < now_ms {
                     n += 1;
                 }
             }
@@ -217,7 +221,7 @@ impl Reader {
 
     pub fn data_key(&self, id: &str) -> Result<Option<DataKeyRecord>, StoreError> {
         let t = self.txn.open_table(tables::DATA_KEYS)?;
-        t.get(id)?.map(|v| codec::decode("data_keys", id, v.value())).transpose()
+        table::get(&t, id)
     }
 
     pub fn audit_head(&self) -> Result<AuditHead, StoreError> {
@@ -249,46 +253,4 @@ impl Reader {
         let meta = self.txn.open_table(tables::META)?;
         Ok(meta.get(key)?.map(|v| v.value().to_vec()))
     }
-}
-
-/// One page of a `{tenant}/{id}`-keyed table.
-fn page<T: serde::de::DeserializeOwned>(
-    t: &redb::ReadOnlyTable<&str, &[u8]>,
-    name: &'static str,
-    tenant: &str,
-    after: Option<&str>,
-    limit: usize,
-) -> Result<Vec<T>, StoreError> {
-    page_filtered(t, name, tenant, after, limit, |_| true)
-}
-
-/// One page of a `{tenant}/{id}`-keyed table, of the rows `keep` accepts.
-fn page_filtered<T: serde::de::DeserializeOwned>(
-    t: &redb::ReadOnlyTable<&str, &[u8]>,
-    name: &'static str,
-    tenant: &str,
-    after: Option<&str>,
-    limit: usize,
-    keep: impl Fn(&T) -> bool,
-) -> Result<Vec<T>, StoreError> {
-    let end = format!("{tenant}0"); // '0' sorts right after '/'
-    let mut out = Vec::new();
-    let start = match after {
-        Some(id) => format!("{tenant}/{id}"),
-        None => format!("{tenant}/"),
-    };
-    for item in t.range(start.as_str()..end.as_str())? {
-        let (k, v) = item?;
-        if after.is_some() && k.value() == start {
-            continue;
-        }
-        if out.len() >= limit {
-            break;
-        }
-        let record: T = codec::decode(name, k.value(), v.value())?;
-        if keep(&record) {
-            out.push(record);
-        }
-    }
-    Ok(out)
 }

@@ -6,6 +6,7 @@
 //!   last entry is visible to `audit verify`.
 //! - 3: the `clients`, `bindings`, `revoked_tokens`, `users`, `usernames`, `organizations` and
 //!   `memberships`, `idempotency`, `used_assertions` and `roles` tables (created empty).
+//! - 4: the derived `bindings_by_subject` index (built from the bindings).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -16,7 +17,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 3;
+pub const CURRENT_VERSION: u32 = 4;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,9 @@ fn create_tables(txn: &WriteTransaction) -> Result<(), StoreError> {
     for def in tables::STATE_U64_TABLES {
         txn.open_table(def)?;
     }
+    for def in tables::DERIVED_TABLES {
+        txn.open_table(def)?;
+    }
     txn.open_table(tables::RAFT_LOG)?;
     txn.open_table(tables::RAFT_STATE)?;
     txn.open_table(tables::RAFT_SNAPSHOT)?;
@@ -89,6 +93,10 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         }
         // The new tables are created by `create_tables` before migrations run.
         2 => Ok(3),
+        3 => {
+            crate::table::rebuild_derived(txn)?;
+            Ok(4)
+        }
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

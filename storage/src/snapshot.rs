@@ -1,4 +1,5 @@
-//! Snapshot export and import of the replicated tables (never the raft tables).
+//! Snapshot export and import of the replicated tables (never the raft tables, never the
+//! derived indexes: those are rebuilt from the rows after an import).
 //!
 //! Layout: `"GHSNAP1\0"`, then per table in [`tables::STATE_STR_TABLES`] then
 //! [`tables::STATE_U64_TABLES`] order: `count u64`, then each row as `key | value`, where a
@@ -61,7 +62,7 @@ pub fn import(txn: &WriteTransaction, data: &[u8]) -> Result<(), StoreError> {
     if !r.rest.is_empty() {
         return Err(StoreError::Snapshot("trailing bytes".into()));
     }
-    Ok(())
+    crate::table::rebuild_derived(txn)
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {

@@ -37,6 +37,9 @@ pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 pub const USED_ASSERTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("used_assertions");
 /// Remembered admin API answers by `Idempotency-Key` scope (a hash of caller, route and key).
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// Derived: role bindings by subject, `{tenant}/{subject}/{binding_id}` → the binding's key.
+/// Kept beside its rows by every write and rebuilt after a snapshot is installed.
+pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
 pub const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 
@@ -75,5 +78,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 14] = [
     USED_ASSERTIONS,
     ROLES,
 ];
+/// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
+pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 1] = [BINDINGS_BY_SUBJECT];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

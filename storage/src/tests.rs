@@ -529,3 +529,104 @@ fn an_idempotent_action_and_its_answer_apply_together_and_only_once() {
     assert!(matches!(out[1], Outcome::Refused(_)));
     assert!(store.read().unwrap().idempotent_response("scope-1", 3_000).unwrap().is_none());
 }
+
+fn index_entries(store: &Store) -> Vec<String> {
+    use redb::ReadableTable;
+    let txn = store.db().begin_read().unwrap();
+    let index = txn.open_table(tables::BINDINGS_BY_SUBJECT).unwrap();
+    index.iter().unwrap().map(|i| i.unwrap().0.value().to_string()).collect()
+}
+
+fn bound(id: &str, subject: &str, role: &str, scope: Option<&str>) -> Command {
+    Command::CreateBinding(BindingRecord {
+        v: 1,
+        tenant: "acme".into(),
+        id: id.into(),
+        subject: subject.into(),
+        role: role.into(),
+        scope: scope.map(str::to_string),
+        created_at_ms: 20,
+    })
+}
+
+fn acme_with_two_subjects() -> (tempfile::TempDir, Store) {
+    let (d, store) = fresh();
+    apply_all(&store, &[bootstrap(), create("acme", 10)]);
+    let out = apply_all(
+        &store,
+        &[
+            by(20, Command::CreateClient(client("acme", "c1"))),
+            by(21, Command::CreateClient(client("acme", "c10"))),
+            by(22, bound("b1", "client:c1", "admin", None)),
+            by(23, bound("b2", "client:c1", "viewer", Some("project:x"))),
+            by(24, bound("b3", "client:c10", "owner", None)),
+        ],
+    );
+    assert!(out.iter().all(|o| matches!(o, Outcome::Applied(_))), "{out:?}");
+    (d, store)
+}
+
+#[test]
+fn the_subject_index_follows_every_binding_write() {
+    let (_d, store) = acme_with_two_subjects();
+    let reader = store.read().unwrap();
+    // `client:c1` is a prefix of `client:c10` as a string, never as an index range.
+    assert_eq!(reader.roles_of("acme", "client:c1").unwrap(), vec!["admin".to_string()]);
+    assert_eq!(reader.roles_held("acme", "client:c1").unwrap(), vec!["admin".to_string(), "viewer".to_string()]);
+    assert_eq!(reader.roles_of("acme", "client:c10").unwrap(), vec!["owner".to_string()]);
+    drop(reader);
+    assert_eq!(index_entries(&store).len(), 3);
+
+    let out = apply_all(
+        &store,
+        &[
+            by(30, Command::DeleteBinding { tenant: "acme".into(), id: "b1".into() }),
+            by(31, bound("b/4", "client:c1", "admin", None)),
+            by(32, bound("b5", "client:c1/x", "admin", None)),
+        ],
+    );
+    assert!(matches!(out[0], Outcome::Applied(Applied::BindingDeleted { .. })));
+    assert!(matches!(out[1], Outcome::Refused(Rejection::Inconsistent { .. })), "{:?}", out[1]);
+    assert!(matches!(out[2], Outcome::Refused(Rejection::Inconsistent { .. })), "{:?}", out[2]);
+    assert!(store.read().unwrap().roles_of("acme", "client:c1").unwrap().is_empty());
+    assert_eq!(index_entries(&store).len(), 2);
+
+    apply_all(&store, &[by(40, Command::DeleteClient { tenant: "acme".into(), client_id: "c1".into() })]);
+    assert_eq!(index_entries(&store), vec!["acme/client:c10/b3".to_string()]);
+    apply_all(&store, &[by(41, Command::DeleteTenant { id: "acme".into() })]);
+    assert!(index_entries(&store).is_empty(), "a deleted tenant leaves no index entry");
+}
+
+#[test]
+fn an_installed_snapshot_rebuilds_the_subject_index_and_never_carries_it() {
+    let (_a, a) = acme_with_two_subjects();
+    let export = snapshot::export(&a.db().begin_read().unwrap()).unwrap();
+    assert!(!export.windows(b"client:c10/b3".len()).any(|w| w == b"client:c10/b3"), "the index is not shipped");
+
+    let (_c, c) = fresh();
+    apply_all(&c, &[bootstrap(), create("acme", 10), by(20, Command::CreateClient(client("acme", "c1")))]);
+    apply_all(&c, &[by(22, bound("stale", "client:c1", "member", None))]);
+    let txn = c.db().begin_write().unwrap();
+    snapshot::import(&txn, &export).unwrap();
+    txn.commit().unwrap();
+    assert_eq!(index_entries(&c), index_entries(&a), "rebuilt, with nothing left of the replaced state");
+    assert_eq!(c.read().unwrap().roles_of("acme", "client:c10").unwrap(), vec!["owner".to_string()]);
+}
+
+#[test]
+fn a_version_3_database_gets_its_subject_index() {
+    let (dir, store) = acme_with_two_subjects();
+    // Make it what version 3 wrote: no index, version 3.
+    let txn = store.db().begin_write().unwrap();
+    txn.delete_table(tables::BINDINGS_BY_SUBJECT).unwrap();
+    schema::set_version(&txn, 3).unwrap();
+    txn.commit().unwrap();
+    let path = store.path().to_path_buf();
+    drop(store);
+
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_action(), SchemaAction::Migrated { from: 3 });
+    assert_eq!(store.read().unwrap().roles_of("acme", "client:c10").unwrap(), vec!["owner".to_string()]);
+    assert_eq!(index_entries(&store).len(), 3);
+    drop(dir);
+}

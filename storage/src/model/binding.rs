@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 /// The system role templates.
 pub const ROLE_TEMPLATES: [&str; 4] = ["owner", "admin", "member", "viewer"];
 
@@ -34,12 +37,33 @@ pub struct BindingRecord {
     pub created_at_ms: i64,
 }
 
-impl BindingRecord {
-    pub fn table_key(&self) -> String {
-        binding_key(&self.tenant, &self.id)
+pub fn binding_key(tenant: &str, id: &str) -> String {
+    format!("{tenant}/{id}")
+}
+
+/// The prefix of a subject's entries in the bindings-by-subject index. Subject ids never hold
+/// a `/` (apply refuses one), so one subject's prefix never covers another's entries.
+pub fn subject_prefix(tenant: &str, subject: &str) -> String {
+    format!("{tenant}/{subject}/")
+}
+
+impl Row for RoleRecord {
+    const TABLE: StrTable = tables::ROLES;
+    const NAME: &'static str = "roles";
+    fn key(&self) -> String {
+        role_key(&self.tenant, &self.name)
     }
 }
 
-pub fn binding_key(tenant: &str, id: &str) -> String {
-    format!("{tenant}/{id}")
+impl Row for BindingRecord {
+    const TABLE: StrTable = tables::BINDINGS;
+    const NAME: &'static str = "bindings";
+    const INDEX: Option<StrTable> = Some(tables::BINDINGS_BY_SUBJECT);
+    fn key(&self) -> String {
+        binding_key(&self.tenant, &self.id)
+    }
+    fn index_entries(&self) -> Vec<(String, Vec<u8>)> {
+        let entry = format!("{}{}", subject_prefix(&self.tenant, &self.subject), self.id);
+        vec![(entry, self.key().into_bytes())]
+    }
 }

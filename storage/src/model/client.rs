@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientKind {
@@ -49,8 +52,10 @@ pub struct ClientRecord {
     pub revision: u64,
 }
 
-impl ClientRecord {
-    pub fn table_key(&self) -> String {
+impl Row for ClientRecord {
+    const TABLE: StrTable = tables::CLIENTS;
+    const NAME: &'static str = "clients";
+    fn key(&self) -> String {
         client_key(&self.tenant, &self.client_id)
     }
 }

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 use super::Sealed;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -13,4 +16,12 @@ pub struct DataKeyRecord {
     /// The key wrapped under the KEK.
     pub wrapped: Sealed,
     pub created_at_ms: i64,
+}
+
+impl Row for DataKeyRecord {
+    const TABLE: StrTable = tables::DATA_KEYS;
+    const NAME: &'static str = "data_keys";
+    fn key(&self) -> String {
+        self.id.clone()
+    }
 }

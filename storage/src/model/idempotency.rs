@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotentResponse {
     pub v: u8,
@@ -16,4 +19,12 @@ pub struct IdempotentResponse {
     pub etag: Option<String>,
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
+}
+
+impl Row for IdempotentResponse {
+    const TABLE: StrTable = tables::IDEMPOTENCY;
+    const NAME: &'static str = "idempotency";
+    fn key(&self) -> String {
+        self.scope.clone()
+    }
 }

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 use super::Sealed;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -43,8 +46,10 @@ pub struct SigningKeyRecord {
     pub active_from_ms: i64,
 }
 
-impl SigningKeyRecord {
-    pub fn table_key(&self) -> String {
+impl Row for SigningKeyRecord {
+    const TABLE: StrTable = tables::SIGNING_KEYS;
+    const NAME: &'static str = "signing_keys";
+    fn key(&self) -> String {
         signing_key_id(&self.tenant, &self.kid)
     }
 }

@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantStatus {
@@ -31,4 +34,12 @@ pub fn is_valid_tenant_id(id: &str) -> bool {
     (2..=63).contains(&bytes.len())
         && bytes.first().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
         && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+impl Row for TenantRecord {
+    const TABLE: StrTable = tables::TENANTS;
+    const NAME: &'static str = "tenants";
+    fn key(&self) -> String {
+        self.id.clone()
+    }
 }

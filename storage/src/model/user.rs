@@ -2,6 +2,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::table::{Row, StrTable};
+use crate::tables;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UserStatus {
@@ -59,8 +62,31 @@ pub struct MembershipRecord {
     pub created_at_ms: i64,
 }
 
-impl MembershipRecord {
-    pub fn table_key(&self) -> String {
+impl Row for UserRecord {
+    const TABLE: StrTable = tables::USERS;
+    const NAME: &'static str = "users";
+    /// The username index (unique; apply checks before it writes).
+    const INDEX: Option<StrTable> = Some(tables::USERNAMES);
+    fn key(&self) -> String {
+        user_key(&self.tenant, &self.id)
+    }
+    fn index_entries(&self) -> Vec<(String, Vec<u8>)> {
+        vec![(username_key(&self.tenant, &self.username), self.id.clone().into_bytes())]
+    }
+}
+
+impl Row for OrganizationRecord {
+    const TABLE: StrTable = tables::ORGANIZATIONS;
+    const NAME: &'static str = "organizations";
+    fn key(&self) -> String {
+        organization_key(&self.tenant, &self.id)
+    }
+}
+
+impl Row for MembershipRecord {
+    const TABLE: StrTable = tables::MEMBERSHIPS;
+    const NAME: &'static str = "memberships";
+    fn key(&self) -> String {
         membership_key(&self.tenant, &self.organization_id, &self.user_id)
     }
 }

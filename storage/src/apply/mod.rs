@@ -1,0 +1,174 @@
+//! `apply`: the deterministic state transition of one command.
+//!
+//! Each noun has one file holding, per command, its check and its write side by side: a
+//! planner reads the tables and either refuses or returns the [`Write`] to do. A write takes
+//! the tables mutably and can fail only with a [`StoreError`], never refuse, so a refusal
+//! always comes before the first change and a command never half-applies. Callers may apply
+//! many commands in one write transaction (group commit); a [`StoreError`] aborts that whole
+//! transaction.
+
+mod access;
+mod clients;
+mod idempotency;
+mod tenants;
+mod tokens;
+mod users;
+
+use redb::{Table, WriteTransaction};
+
+use crate::audit::{self, AuditDraft};
+use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
+use crate::model::{
+    BindingRecord, ClientRecord, DataKeyRecord, IdempotentResponse, MembershipRecord, OrganizationRecord, RoleRecord,
+    SigningKeyRecord, TenantRecord, UserRecord,
+};
+use crate::table::{Expiring, Rows};
+use crate::{tables, StoreError};
+
+/// The replicated tables, open for one command.
+pub(crate) struct Tables<'t> {
+    meta: Table<'t, &'static str, &'static [u8]>,
+    audit: Table<'t, u64, &'static [u8]>,
+    tenants: Rows<'t, TenantRecord>,
+    data_keys: Rows<'t, DataKeyRecord>,
+    signing_keys: Rows<'t, SigningKeyRecord>,
+    clients: Rows<'t, ClientRecord>,
+    roles: Rows<'t, RoleRecord>,
+    bindings: Rows<'t, BindingRecord>,
+    users: Rows<'t, UserRecord>,
+    organizations: Rows<'t, OrganizationRecord>,
+    memberships: Rows<'t, MembershipRecord>,
+    idempotency: Rows<'t, IdempotentResponse>,
+    revoked: Expiring<'t>,
+    used_assertions: Expiring<'t>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Tables {
+            meta: txn.open_table(tables::META)?,
+            audit: txn.open_table(tables::AUDIT)?,
+            tenants: Rows::open(txn)?,
+            data_keys: Rows::open(txn)?,
+            signing_keys: Rows::open(txn)?,
+            clients: Rows::open(txn)?,
+            roles: Rows::open(txn)?,
+            bindings: Rows::open(txn)?,
+            users: Rows::open(txn)?,
+            organizations: Rows::open(txn)?,
+            memberships: Rows::open(txn)?,
+            idempotency: Rows::open(txn)?,
+            revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
+            used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
+        })
+    }
+}
+
+/// Why a command stops before writing: it is refused, or the database failed.
+pub(crate) enum Stop {
+    Refused(Rejection),
+    Store(StoreError),
+}
+
+impl From<Rejection> for Stop {
+    fn from(r: Rejection) -> Self {
+        Stop::Refused(r)
+    }
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+/// The changes a checked command makes.
+pub(crate) type Write<'c> = Box<dyn for<'t> FnOnce(&mut Tables<'t>) -> Result<Applied, StoreError> + 'c>;
+
+/// A checked command: its write, or why it stops.
+pub(crate) type Planned<'c> = Result<Write<'c>, Stop>;
+
+/// Wraps a write closure (naming its higher-ranked type once).
+fn writes<'c>(f: impl for<'t> FnOnce(&mut Tables<'t>) -> Result<Applied, StoreError> + 'c) -> Planned<'c> {
+    Ok(Box::new(f))
+}
+
+/// Applies one proposal and appends its audit entry, inside `txn`.
+pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, StoreError> {
+    let mut t = Tables::open(txn)?;
+    match &proposal.command {
+        Command::IssueTokens(batch) => return tokens::issue_batch(&mut t, proposal.at_ms, batch),
+        Command::RecordAuthFailures(failures) => return tokens::record_failures(&mut t, proposal.at_ms, failures),
+        _ => {}
+    }
+    let outcome = match plan(&t, &proposal.command, proposal.at_ms) {
+        Ok(write) => Outcome::Applied(write(&mut t)?),
+        Err(Stop::Refused(rejection)) => Outcome::Refused(rejection),
+        Err(Stop::Store(e)) => return Err(e),
+    };
+    let outcome_text = match &outcome {
+        Outcome::Applied(_) => "ok".to_string(),
+        Outcome::Refused(r) => format!("refused:{}", r.code()),
+    };
+    let (tenant, target) = proposal.command.audit_subject();
+    let draft = AuditDraft {
+        at_ms: proposal.at_ms,
+        actor: proposal.actor.clone(),
+        tenant,
+        action: proposal.command.action().to_string(),
+        target,
+        outcome: outcome_text,
+        origin: proposal.origin.clone(),
+    };
+    audit::append(&mut t.meta, &mut t.audit, draft)?;
+    Ok(outcome)
+}
+
+/// Checks `command` against the tables and plans its write: the one dispatch to the nouns.
+fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
+    match command {
+        Command::Bootstrap { cluster, tenants } => tenants::bootstrap(t, cluster, tenants),
+        Command::CreateTenant(n) => tenants::create(t, n),
+        Command::UpdateTenant { id, display_name, status, self_registration } => {
+            tenants::update(t, id, display_name, *status, *self_registration)
+        }
+        Command::DeleteTenant { id } => tenants::delete(t, id),
+        Command::AddSigningKeys { tenant, keys } => tenants::add_signing_keys(t, tenant, keys),
+        Command::PruneSigningKeys { tenant, kids, max_token_lifetime_ms } => {
+            tenants::prune_signing_keys(t, tenant, kids, *max_token_lifetime_ms, now_ms)
+        }
+        Command::CreateClient(c) => clients::create(t, c),
+        Command::UpdateClient { client, expected_revision } => clients::update(t, client, *expected_revision),
+        Command::DeleteClient { tenant, client_id } => clients::delete(t, tenant, client_id),
+        Command::CreateRole(r) => access::create_role(t, r),
+        Command::DeleteRole { tenant, name } => access::delete_role(t, tenant, name),
+        Command::CreateBinding(b) => access::create_binding(t, b),
+        Command::DeleteBinding { tenant, id } => access::delete_binding(t, tenant, id),
+        Command::CreateUser(u) => users::create(t, u),
+        Command::UpdateUser { user, expected_revision } => users::update(t, user, *expected_revision),
+        Command::SetPassword { tenant, user_id, password_hash } => {
+            users::set_password(t, tenant, user_id, password_hash)
+        }
+        Command::DeleteUser { tenant, user_id } => users::delete(t, tenant, user_id),
+        Command::CreateOrganization(o) => users::create_organization(t, o),
+        Command::DeleteOrganization { tenant, id } => users::delete_organization(t, tenant, id),
+        Command::AddMember(m) => users::add_member(t, m),
+        Command::RemoveMember { tenant, organization_id, user_id } => {
+            users::remove_member(t, tenant, organization_id, user_id)
+        }
+        Command::IssueToken(issued) => tokens::issue(t, issued),
+        Command::ClientAuthenticationFailed { .. } => Err(Rejection::ClientAuthenticationFailed.into()),
+        Command::RevokeToken { tenant, jti, exp_ms } => tokens::revoke(t, tenant, jti, *exp_ms),
+        Command::PruneRevocations => tokens::prune_revocations(now_ms),
+        Command::ConsumeAssertion { tenant, client_id, jti, exp_ms } => {
+            tokens::consume_assertion(t, tenant, client_id, jti, *exp_ms)
+        }
+        Command::Idempotent { inner, answer } => idempotency::answered(t, inner, answer, now_ms),
+        Command::RememberResponse(r) => idempotency::remember(t, r),
+        Command::PruneIdempotency => idempotency::prune(now_ms),
+        Command::IssueTokens(_) | Command::RecordAuthFailures(_) => {
+            let what = "a batch is applied on its own, never inside another command".to_string();
+            Err(Rejection::Inconsistent { what }.into())
+        }
+    }
+}
