@@ -1,5 +1,6 @@
 //! The application core: the state every handler, command and job shares, and the one way
-//! to change it (`AppState::write`, a proposal through raft). It imports no HTTP, CLI or
+//! to change it (`AppState::propose`, a command through raft; `AppState::write` for the few
+//! callers that need the whole outcome of a batch). It imports no HTTP, CLI or
 //! start-up code; those import it.
 
 pub mod auth_failures;
@@ -12,7 +13,7 @@ pub mod token_audit;
 use std::sync::Arc;
 
 use gatehouse_raft::{RaftNode, WriteError};
-use gatehouse_storage::{Outcome, Proposal, Store};
+use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection, Store};
 
 use crate::clock::SharedClock;
 use crate::config::Config;
@@ -53,7 +54,27 @@ pub enum NodeWriteError {
     Unavailable(String),
 }
 
+/// Why a proposed command did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// The state machine refused it (it changed nothing but its audit entry).
+    #[error(transparent)]
+    Refused(Rejection),
+    /// It could not be committed.
+    #[error(transparent)]
+    Write(#[from] NodeWriteError),
+}
+
 impl AppState {
+    /// Proposes `command` by `actor` at the node's time and returns what it applied, or why not.
+    pub async fn propose(&self, actor: &str, command: Command) -> Result<Applied, ProposeError> {
+        let proposal = Proposal { origin: None, at_ms: self.clock.now_ms(), actor: actor.to_string(), command };
+        match self.write(proposal).await? {
+            Outcome::Applied(applied) => Ok(applied),
+            Outcome::Refused(r) => Err(ProposeError::Refused(r)),
+        }
+    }
+
     /// The issuer URL of a tenant: the public URL for `default`, `/t/{id}` below it otherwise.
     pub fn issuer_of(&self, tenant: &str) -> String {
         issuer_of(&self.public_url, tenant)

@@ -27,6 +27,8 @@ pub enum TokenError {
     NoActiveKey(SigningAlg),
     #[error("the token names no known key")]
     UnknownKey,
+    #[error("the token was issued by someone else")]
+    WrongIssuer,
     #[error("the token is malformed or its signature, algorithm or claims do not verify: {0}")]
     Invalid(String),
     #[error(transparent)]
@@ -143,9 +145,10 @@ impl TokenSigner {
         let key = self.keys.get(*idx).ok_or(TokenError::UnknownKey)?;
         let mut validation = validation.clone();
         validation.algorithms = vec![jwt_alg(key.alg)];
-        jsonwebtoken::decode::<T>(token, &key.decoding, &validation)
-            .map(|d| d.claims)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+        jsonwebtoken::decode::<T>(token, &key.decoding, &validation).map(|d| d.claims).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+            _ => TokenError::Invalid(e.to_string()),
+        })
     }
 }
 
@@ -247,6 +250,7 @@ mod tests {
         assert!(signer.verify::<Claims>(&good, &wrong_aud).is_err());
         let mut wrong_iss = validation();
         wrong_iss.set_issuer(&["https://elsewhere"]);
-        assert!(signer.verify::<Claims>(&good, &wrong_iss).is_err());
+        assert!(matches!(signer.verify::<Claims>(&good, &wrong_iss), Err(TokenError::WrongIssuer)));
+        assert!(matches!(signer.verify::<Claims>(&good, &wrong_aud), Err(TokenError::Invalid(_))));
     }
 }

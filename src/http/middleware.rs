@@ -106,7 +106,7 @@ pub async fn rate_limit<E: Endpoint>(ep: &E, req: Request, app: &crate::app::App
 pub fn too_many_requests(oauth: bool, wait: crate::app::limits::RetryAfter) -> Response {
     let detail = format!("too many requests from this source; retry after {} s", wait.secs());
     let mut resp = if oauth {
-        crate::http::problem::OAuthError::new("temporarily_unavailable", detail)
+        crate::http::problem::OAuthError::new(crate::idm::protocol::OAuthErrorCode::TemporarilyUnavailable, detail)
             .into_poem_response(StatusCode::TOO_MANY_REQUESTS)
     } else {
         Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail).into_response()

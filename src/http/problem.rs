@@ -5,6 +5,8 @@ use poem::http::StatusCode;
 use poem::{IntoResponse, Response};
 use poem_openapi::Object;
 
+use crate::idm::protocol::OAuthErrorCode;
+
 pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// An RFC 7807 problem document.
@@ -59,8 +61,8 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
-    pub fn new(error: &str, description: impl Into<String>) -> OAuthError {
-        OAuthError { error: error.to_string(), error_description: description.into() }
+    pub fn new(error: OAuthErrorCode, description: impl Into<String>) -> OAuthError {
+        OAuthError { error: error.as_str().to_string(), error_description: description.into() }
     }
 
     pub fn into_poem_response(self, status: StatusCode) -> Response {
@@ -104,7 +106,7 @@ pub fn render_error(err: poem::Error, oauth_surface: bool) -> Response {
             | StatusCode::REQUEST_TIMEOUT
     );
     if oauth_surface && status.is_client_error() && !generic {
-        return OAuthError::new("invalid_request", detail).into_poem_response(StatusCode::BAD_REQUEST);
+        return OAuthError::new(OAuthErrorCode::InvalidRequest, detail).into_poem_response(StatusCode::BAD_REQUEST);
     }
     let mut problem = Problem::new(status, code, detail.clone());
     if let Some(field) = field_of_parse_error(&err) {

@@ -1,7 +1,7 @@
 //! Role bindings: a subject holds a role template in a tenant, optionally scoped.
 
 use gatehouse_storage::model::{BindingRecord, ROLE_TEMPLATES};
-use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, Rejection};
 
 use crate::app::{AppState, NodeWriteError};
 use crate::idm::roles::Grantor;
@@ -13,6 +13,9 @@ pub enum BindingError {
     Invalid(String, String),
     #[error("{0}")]
     Forbidden(String),
+    /// The body names a subject, role or organization that is not there.
+    #[error("{field}: {detail}")]
+    UnknownReference { field: &'static str, detail: String },
     #[error(transparent)]
     Refused(Rejection),
     #[error(transparent)]
@@ -58,24 +61,23 @@ pub async fn create(
     let reader = app.store.read().map_err(unavailable)?;
     if let Some(client_id) = subject.strip_prefix("client:") {
         if reader.client(tenant, client_id).map_err(unavailable)?.is_none() {
-            let client_id = client_id.into();
-            return Err(BindingError::Refused(Rejection::UnknownClient { tenant: tenant.into(), client_id }));
+            return Err(unknown_reference(Rejection::UnknownClient {
+                tenant: tenant.into(),
+                client_id: client_id.into(),
+            }));
         }
     } else if let Some(user_id) = subject.strip_prefix("user:") {
         if reader.user(tenant, user_id).map_err(unavailable)?.is_none() {
-            return Err(BindingError::Refused(Rejection::UnknownUser { tenant: tenant.into(), id: user_id.into() }));
+            return Err(unknown_reference(Rejection::UnknownUser { tenant: tenant.into(), id: user_id.into() }));
         }
     }
     if !ROLE_TEMPLATES.contains(&role) && reader.role(tenant, role).map_err(unavailable)?.is_none() {
-        return Err(BindingError::Refused(Rejection::UnknownRole { role: role.into() }));
+        return Err(unknown_reference(Rejection::UnknownRole { role: role.into() }));
     }
     grantor.may_grant(app, tenant, role).map_err(unavailable)?.map_err(BindingError::Forbidden)?;
     if let Some(org) = scope.and_then(|s| s.strip_prefix("org:")) {
         if reader.organization(tenant, org).map_err(unavailable)?.is_none() {
-            return Err(BindingError::Refused(Rejection::UnknownOrganization {
-                tenant: tenant.into(),
-                id: org.into(),
-            }));
+            return Err(unknown_reference(Rejection::UnknownOrganization { tenant: tenant.into(), id: org.into() }));
         }
     }
     drop(reader);
@@ -89,17 +91,30 @@ pub async fn create(
         scope: scope.map(str::to_string),
         created_at_ms: now_ms,
     };
-    let proposal = Proposal {
-        origin: None,
-        at_ms: now_ms,
-        actor: actor.to_string(),
-        command: Command::CreateBinding(binding.clone()),
-    };
-    match app.write(proposal).await? {
-        Outcome::Applied(Applied::BindingCreated { .. }) => Ok(binding),
-        Outcome::Refused(r) => Err(BindingError::Refused(r)),
-        other => Err(BindingError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, Command::CreateBinding(binding.clone())).await {
+        Ok(Applied::BindingCreated { .. }) => Ok(binding),
+        Ok(other) => Err(super::unexpected(other).into()),
+        // Gone between the check above and the apply: still a reference to something absent.
+        Err(crate::app::ProposeError::Refused(r)) => Err(unknown_reference(r)),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// A refusal naming something the body referred to becomes an unknown reference, with its
+/// field; any other refusal stays one.
+fn unknown_reference(r: Rejection) -> BindingError {
+    let (field, detail) = match &r {
+        Rejection::UnknownClient { client_id, .. } => {
+            ("subject", format!("there is no client {client_id:?} in this tenant"))
+        }
+        Rejection::UnknownUser { id, .. } => ("subject", format!("there is no user {id:?} in this tenant")),
+        Rejection::UnknownRole { role } => ("role", format!("there is no role {role:?} in this tenant")),
+        Rejection::UnknownOrganization { id, .. } => {
+            ("scope", format!("there is no organization {id:?} in this tenant"))
+        }
+        _ => return BindingError::Refused(r),
+    };
+    BindingError::UnknownReference { field, detail }
 }
 
 /// Removes a binding; the caller must be able to grant its role (so only an owner removes an
@@ -118,9 +133,8 @@ pub async fn delete(
     };
     grantor.may_grant(app, tenant, &binding.role).map_err(unavailable)?.map_err(BindingError::Forbidden)?;
     let command = Command::DeleteBinding { tenant: tenant.to_string(), id: id.to_string() };
-    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
-        Outcome::Applied(Applied::BindingDeleted { .. }) => Ok(()),
-        Outcome::Refused(r) => Err(BindingError::Refused(r)),
-        other => Err(BindingError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, command).await? {
+        Applied::BindingDeleted { .. } => Ok(()),
+        other => Err(super::unexpected(other).into()),
     }
 }

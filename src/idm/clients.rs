@@ -3,7 +3,7 @@
 //! SHA-256 digest, compared in constant time (S15).
 
 use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
-use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, Rejection};
 
 use crate::app::{AppState, NodeWriteError};
 
@@ -191,16 +191,9 @@ pub async fn create(app: &AppState, tenant: &str, spec: ClientSpec, actor: &str)
         updated_at_ms: now_ms,
         revision: 1,
     };
-    let proposal = Proposal {
-        origin: None,
-        at_ms: now_ms,
-        actor: actor.to_string(),
-        command: Command::CreateClient(client.clone()),
-    };
-    match app.write(proposal).await? {
-        Outcome::Applied(Applied::ClientCreated { .. }) => Ok(CreatedClient { client, secret }),
-        Outcome::Refused(r) => Err(ClientError::Refused(r)),
-        other => Err(ClientError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, Command::CreateClient(client.clone())).await? {
+        Applied::ClientCreated { .. } => Ok(CreatedClient { client, secret }),
+        other => Err(super::unexpected(other).into()),
     }
 }
 
@@ -233,19 +226,17 @@ pub async fn update(
         ..current.clone()
     };
     let command = Command::UpdateClient { client: client.clone(), expected_revision };
-    match app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.to_string(), command }).await? {
-        Outcome::Applied(Applied::ClientUpdated { .. }) => Ok(client),
-        Outcome::Refused(r) => Err(ClientError::Refused(r)),
-        other => Err(ClientError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, command).await? {
+        Applied::ClientUpdated { .. } => Ok(client),
+        other => Err(super::unexpected(other).into()),
     }
 }
 
 pub async fn delete(app: &AppState, tenant: &str, client_id: &str, actor: &str) -> Result<(), ClientError> {
     let command = Command::DeleteClient { tenant: tenant.to_string(), client_id: client_id.to_string() };
-    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
-        Outcome::Applied(Applied::ClientDeleted { .. }) => Ok(()),
-        Outcome::Refused(r) => Err(ClientError::Refused(r)),
-        other => Err(ClientError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, command).await? {
+        Applied::ClientDeleted { .. } => Ok(()),
+        other => Err(super::unexpected(other).into()),
     }
 }
 

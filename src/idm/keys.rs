@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use gatehouse_storage::model::{key_states, KeyState, SigningAlg, SigningKeyRecord};
-use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, Rejection};
 use serde::Serialize;
 
 use crate::app::{AppState, NodeWriteError};
@@ -97,10 +97,9 @@ pub async fn rotate(app: &AppState, actor: &str, tenant: &str, immediately: bool
     .map_err(|e| KeysError::Task(e.to_string()))??;
     // Both algorithms in one command: a tenant is never half rotated.
     let command = Command::AddSigningKeys { tenant: tenant.to_string(), keys: added.clone() };
-    match app.write(Proposal { origin: None, at_ms: now, actor: actor.to_string(), command }).await? {
-        Outcome::Applied(Applied::SigningKeysAdded { .. }) => {}
-        Outcome::Applied(other) => return Err(KeysError::Task(format!("unexpected outcome {other:?}"))),
-        Outcome::Refused(r) => return Err(KeysError::Refused(r)),
+    match app.propose(actor, command).await? {
+        Applied::SigningKeysAdded { .. } => {}
+        other => return Err(super::unexpected(other).into()),
     }
     let all = tenant_keys(app, tenant)?;
     let views = views(&all, now, max_lifetime_ms(app));
@@ -125,9 +124,9 @@ pub async fn prune(app: &AppState, actor: &str, tenant: &str, dry_run: bool) -> 
         kids: retired.iter().map(|v| v.kid.clone()).collect(),
         max_token_lifetime_ms: max_lifetime_ms(app),
     };
-    match app.write(Proposal { origin: None, at_ms: now, actor: actor.to_string(), command }).await? {
-        Outcome::Applied(_) => Ok(retired),
-        Outcome::Refused(r) => Err(KeysError::Refused(r)),
+    match app.propose(actor, command).await? {
+        Applied::SigningKeysPruned { .. } => Ok(retired),
+        other => Err(super::unexpected(other).into()),
     }
 }
 

@@ -3,10 +3,39 @@
 pub mod bindings;
 pub mod clients;
 pub mod keys;
+pub mod protocol;
 pub mod roles;
 pub mod tenants;
 pub mod tokens;
 pub mod users;
+
+/// Each use case's error keeps a refusal and a failed write as its own variants.
+macro_rules! from_propose_error {
+    ($($error:ty),* $(,)?) => {$(
+        impl From<crate::app::ProposeError> for $error {
+            fn from(e: crate::app::ProposeError) -> Self {
+                match e {
+                    crate::app::ProposeError::Refused(r) => Self::Refused(r),
+                    crate::app::ProposeError::Write(w) => Self::Write(w),
+                }
+            }
+        }
+    )*};
+}
+
+from_propose_error!(
+    bindings::BindingError,
+    clients::ClientError,
+    keys::KeysError,
+    roles::RoleError,
+    tenants::TenantError,
+    users::UserError,
+);
+
+/// The answer for an outcome a use case did not expect of its command (a bug, never input).
+pub(crate) fn unexpected(applied: gatehouse_storage::Applied) -> crate::app::NodeWriteError {
+    crate::app::NodeWriteError::Unavailable(format!("unexpected outcome {applied:?}"))
+}
 
 /// A character the admin API's patterns exclude from names and identifiers: ASCII space and
 /// controls, DEL and the C1 controls. (Deliberately ASCII-defined: `\s` differs between regex

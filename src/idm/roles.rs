@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use gatehouse_storage::model::{RoleRecord, ROLE_TEMPLATES};
-use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, Rejection};
 
 use crate::app::{AppState, NodeWriteError};
 
@@ -231,26 +231,16 @@ pub async fn create(
         created_at_ms: now_ms,
     };
     grantor.may_define(template, &role_permissions(&role)).map_err(RoleError::Forbidden)?;
-    let out = app
-        .write(Proposal {
-            origin: None,
-            at_ms: now_ms,
-            actor: actor.into(),
-            command: Command::CreateRole(role.clone()),
-        })
-        .await?;
-    match out {
-        Outcome::Applied(Applied::RoleCreated { .. }) => Ok(role),
-        Outcome::Refused(r) => Err(RoleError::Refused(r)),
-        other => Err(RoleError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, Command::CreateRole(role.clone())).await? {
+        Applied::RoleCreated { .. } => Ok(role),
+        other => Err(super::unexpected(other).into()),
     }
 }
 
 pub async fn delete(app: &AppState, tenant: &str, name: &str, actor: &str) -> Result<(), RoleError> {
     let command = Command::DeleteRole { tenant: tenant.into(), name: name.into() };
-    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await? {
-        Outcome::Applied(Applied::RoleDeleted { .. }) => Ok(()),
-        Outcome::Refused(r) => Err(RoleError::Refused(r)),
-        other => Err(RoleError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {other:?}")))),
+    match app.propose(actor, command).await? {
+        Applied::RoleDeleted { .. } => Ok(()),
+        other => Err(super::unexpected(other).into()),
     }
 }

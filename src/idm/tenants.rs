@@ -2,17 +2,17 @@
 
 use gatehouse_storage::model::tenant::{is_valid_tenant_id, RESERVED_TENANT_IDS};
 use gatehouse_storage::model::{SigningAlg, TenantRecord, TenantStatus};
-use gatehouse_storage::{Applied, Command, NewTenant, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, NewTenant, Rejection};
 
-use crate::app::{AppState, NodeWriteError};
+use crate::app::{AppState, NodeWriteError, ProposeError};
 use crate::crypto::keys::{KeyError, KeyMaterial};
 use crate::crypto::SecretCipher;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TenantError {
-    #[error("{0}")]
-    Invalid(String),
+    #[error("{field}: {why}")]
+    Invalid { field: &'static str, why: String },
     /// A well-formed id that is reserved for the appliance.
     #[error("{0}")]
     Reserved(String),
@@ -25,6 +25,8 @@ pub enum TenantError {
     Keys(#[from] KeyError),
     #[error(transparent)]
     Write(#[from] NodeWriteError),
+    #[error("key generation failed: {0}")]
+    Task(String),
 }
 
 /// Builds everything a new tenant needs; nothing is stored until the command is applied.
@@ -59,7 +61,10 @@ pub fn new_tenant(
 /// Checks a tenant id before anything is generated or proposed.
 pub fn validate_new_id(id: &str) -> Result<(), TenantError> {
     if !is_valid_tenant_id(id) {
-        return Err(TenantError::Invalid(Rejection::InvalidTenantId { id: id.into() }.to_string()));
+        return Err(TenantError::Invalid {
+            field: "id",
+            why: Rejection::InvalidTenantId { id: id.into() }.to_string(),
+        });
     }
     if RESERVED_TENANT_IDS.contains(&id) {
         return Err(TenantError::Reserved(Rejection::ReservedTenantId { id: id.into() }.to_string()));
@@ -69,9 +74,8 @@ pub fn validate_new_id(id: &str) -> Result<(), TenantError> {
 
 fn display_name_ok(name: &str) -> Result<(), TenantError> {
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(TenantError::Invalid(
-            "display name must be at most 200 characters without control characters".into(),
-        ));
+        let why = "display name must be at most 200 characters without control characters".into();
+        return Err(TenantError::Invalid { field: "display_name", why });
     }
     Ok(())
 }
@@ -92,13 +96,11 @@ pub async fn create(
     // Key generation is CPU-bound (RSA takes a noticeable time); keep it off the async workers.
     let new = tokio::task::spawn_blocking(move || new_tenant(&cipher, &id_owned, &name_owned, false, now))
         .await
-        .map_err(|e| TenantError::Invalid(format!("key generation task failed: {e}")))??;
+        .map_err(|e| TenantError::Task(e.to_string()))??;
     let tenant = new.tenant.clone();
-    let proposal = Proposal { origin: None, at_ms: now, actor: actor.to_string(), command: Command::CreateTenant(new) };
-    match app.write(proposal).await? {
-        Outcome::Applied(Applied::TenantCreated { .. }) => Ok(tenant),
-        Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
-        Outcome::Refused(r) => Err(TenantError::Refused(r)),
+    match app.propose(actor, Command::CreateTenant(new)).await? {
+        Applied::TenantCreated { .. } => Ok(tenant),
+        other => Err(super::unexpected(other).into()),
     }
 }
 
@@ -128,24 +130,23 @@ pub async fn update(
     let self_registration = self_registration.unwrap_or(current.self_registration);
     let command =
         Command::UpdateTenant { id: current.id.clone(), display_name: display_name.clone(), status, self_registration };
-    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
-        Outcome::Applied(Applied::TenantUpdated { .. }) => {
+    match app.propose(actor, command).await? {
+        Applied::TenantUpdated { .. } => {
             Ok(TenantRecord { display_name, status, self_registration, ..current.clone() })
         }
-        Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
-        Outcome::Refused(r) => Err(TenantError::Refused(r)),
+        other => Err(super::unexpected(other).into()),
     }
 }
 
 /// Deletes a tenant with everything it holds; `system` and `default` are refused.
 pub async fn delete(app: &AppState, actor: &str, id: &str) -> Result<(), TenantError> {
     let command = Command::DeleteTenant { id: id.to_string() };
-    match app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command }).await? {
-        Outcome::Applied(Applied::TenantDeleted { .. }) => Ok(()),
-        Outcome::Applied(other) => Err(TenantError::Invalid(format!("unexpected outcome {other:?}"))),
-        Outcome::Refused(Rejection::TenantProtected { id }) => {
+    match app.propose(actor, command).await {
+        Ok(Applied::TenantDeleted { .. }) => Ok(()),
+        Ok(other) => Err(super::unexpected(other).into()),
+        Err(ProposeError::Refused(Rejection::TenantProtected { id })) => {
             Err(TenantError::Protected(format!("tenant {id:?} belongs to the appliance and cannot be deleted")))
         }
-        Outcome::Refused(r) => Err(TenantError::Refused(r)),
+        Err(e) => Err(e.into()),
     }
 }

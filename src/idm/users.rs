@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use gatehouse_storage::model::{MembershipRecord, OrganizationRecord, UserRecord, UserStatus};
-use gatehouse_storage::{Applied, Command, Outcome, Proposal, Rejection};
+use gatehouse_storage::{Applied, Command, Rejection};
 use tokio::sync::Semaphore;
 
 use crate::app::{AppState, NodeWriteError};
@@ -96,13 +96,12 @@ pub async fn hash_password(password: &str) -> Result<String, UserError> {
     .map_err(|e| UserError::Hashing(e.to_string()))?
 }
 
-fn outcome<T>(outcome: Outcome, ok: impl FnOnce(Applied) -> Option<T>) -> Result<T, UserError> {
-    match outcome {
-        Outcome::Refused(r) => Err(UserError::Refused(r)),
-        Outcome::Applied(a) => {
-            let text = format!("{a:?}");
-            ok(a).ok_or_else(|| UserError::Write(NodeWriteError::Unavailable(format!("unexpected outcome {text}"))))
-        }
+/// `value` when `applied` is what the command was expected to apply.
+fn outcome<T>(applied: Applied, expected: impl FnOnce(&Applied) -> bool, value: T) -> Result<T, UserError> {
+    if expected(&applied) {
+        Ok(value)
+    } else {
+        Err(super::unexpected(applied).into())
     }
 }
 
@@ -139,8 +138,8 @@ pub async fn create(
         revision: 1,
     };
     let command = Command::CreateUser(user.clone());
-    let out = app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::UserCreated { .. }).then_some(user))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::UserCreated { .. }), user)
 }
 
 pub async fn update(
@@ -162,8 +161,8 @@ pub async fn update(
         ..current.clone()
     };
     let command = Command::UpdateUser { user: user.clone(), expected_revision };
-    let out = app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::UserUpdated { .. }).then_some(user))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::UserUpdated { .. }), user)
 }
 
 pub async fn set_password(
@@ -176,14 +175,14 @@ pub async fn set_password(
     check_password(password)?;
     let password_hash = hash_password(password).await?;
     let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
-    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::PasswordSet { .. }).then_some(()))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::PasswordSet { .. }), ())
 }
 
 pub async fn delete(app: &AppState, tenant: &str, user_id: &str, actor: &str) -> Result<(), UserError> {
     let command = Command::DeleteUser { tenant: tenant.into(), user_id: user_id.into() };
-    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::UserDeleted { .. }).then_some(()))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::UserDeleted { .. }), ())
 }
 
 pub async fn create_organization(
@@ -208,14 +207,14 @@ pub async fn create_organization(
         created_at_ms: now_ms,
     };
     let command = Command::CreateOrganization(org.clone());
-    let out = app.write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::OrganizationCreated { .. }).then_some(org))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::OrganizationCreated { .. }), org)
 }
 
 pub async fn delete_organization(app: &AppState, tenant: &str, id: &str, actor: &str) -> Result<(), UserError> {
     let command = Command::DeleteOrganization { tenant: tenant.into(), id: id.into() };
-    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::OrganizationDeleted { .. }).then_some(()))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::OrganizationDeleted { .. }), ())
 }
 
 pub async fn add_member(
@@ -233,10 +232,8 @@ pub async fn add_member(
         user_id: user_id.into(),
         created_at_ms: now_ms,
     };
-    let out = app
-        .write(Proposal { origin: None, at_ms: now_ms, actor: actor.into(), command: Command::AddMember(m.clone()) })
-        .await?;
-    outcome(out, |a| matches!(a, Applied::MemberAdded { .. }).then_some(m))
+    let out = app.propose(actor, Command::AddMember(m.clone())).await?;
+    outcome(out, |a| matches!(a, Applied::MemberAdded { .. }), m)
 }
 
 pub async fn remove_member(
@@ -251,8 +248,8 @@ pub async fn remove_member(
         organization_id: organization_id.into(),
         user_id: user_id.into(),
     };
-    let out = app.write(Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.into(), command }).await?;
-    outcome(out, |a| matches!(a, Applied::MemberRemoved { .. }).then_some(()))
+    let out = app.propose(actor, command).await?;
+    outcome(out, |a| matches!(a, Applied::MemberRemoved { .. }), ())
 }
 
 fn storage(e: gatehouse_storage::StoreError) -> UserError {

@@ -15,6 +15,7 @@ use crate::http::api::oidc::{resolve_scope, root_location, OidcTag, Resolved};
 use crate::http::issuer::IssuerScope;
 use crate::http::problem::{OAuthError, Problem};
 use crate::idm::clients::GRANT_CLIENT_CREDENTIALS;
+use crate::idm::protocol::OAuthErrorCode;
 use crate::idm::tokens::{self, AccessClaims, PresentedClient, TokenFailure};
 
 pub struct OAuthApi;
@@ -190,14 +191,14 @@ impl<T: poem_openapi::types::ToJSON + Send + Sync> OAuthResponse<T> {
                 OAuthResponse::BadRequest(Json(OAuthError::new(error, description)), NO_STORE.into(), NO_CACHE.into())
             }
             TokenFailure::InvalidClient { basic } => OAuthResponse::Unauthorized(
-                Json(OAuthError::new("invalid_client", "client authentication failed")),
+                Json(OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed")),
                 NO_STORE.into(),
                 NO_CACHE.into(),
                 basic.then(|| "Basic realm=\"gatehouse\", charset=\"UTF-8\"".to_string()),
             ),
             TokenFailure::RateLimited(wait) => OAuthResponse::TooManyRequests(
                 Json(OAuthError::new(
-                    "temporarily_unavailable",
+                    OAuthErrorCode::TemporarilyUnavailable,
                     format!("too many failed authentications; retry after {} s", wait.secs()),
                 )),
                 NO_STORE.into(),
@@ -205,7 +206,7 @@ impl<T: poem_openapi::types::ToJSON + Send + Sync> OAuthResponse<T> {
                 wait.secs().to_string(),
             ),
             TokenFailure::Unavailable => OAuthResponse::Unavailable(
-                Json(OAuthError::new("temporarily_unavailable", "this node cannot serve the request now")),
+                Json(OAuthError::new(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now")),
                 NO_STORE.into(),
                 NO_CACHE.into(),
             ),
@@ -214,7 +215,7 @@ impl<T: poem_openapi::types::ToJSON + Send + Sync> OAuthResponse<T> {
 }
 
 fn invalid_request(description: impl Into<String>) -> TokenFailure {
-    TokenFailure::Request { error: "invalid_request", description: description.into() }
+    TokenFailure::Request { error: OAuthErrorCode::InvalidRequest, description: description.into() }
 }
 
 /// The tenant of a resolved path, or the response for a path that is not one.
@@ -375,7 +376,7 @@ async fn token(
             }
         }
         other => OAuthResponse::failure(TokenFailure::Request {
-            error: "unsupported_grant_type",
+            error: OAuthErrorCode::UnsupportedGrantType,
             description: format!("grant type {other:?} is not supported"),
         }),
     }

@@ -16,6 +16,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use crate::app::AppState;
 use crate::http::issuer::IssuerScope;
 use crate::http::problem::Problem;
+use crate::idm::protocol::OAuthErrorCode;
 
 #[derive(Tags)]
 pub(crate) enum OidcTag {
@@ -258,15 +259,17 @@ fn authorize(app: &AppState, resolved: Resolved, response_type: Option<String>, 
         Resolved::Unavailable(p) => AuthorizeResponse::Unavailable(Json(p)),
         Resolved::Tenant { .. } => {
             let (code, why) = match response_type {
-                None => ("invalid_request", "the request has no response_type"),
-                Some(_) => ("unsupported_response_type", "this server does not yet issue authorization responses"),
+                None => (OAuthErrorCode::InvalidRequest, "the request has no response_type"),
+                Some(_) => {
+                    (OAuthErrorCode::UnsupportedResponseType, "this server does not yet issue authorization responses")
+                }
             };
             AuthorizeResponse::ErrorPage(Html(error_page(code, why)))
         }
     }
 }
 
-fn error_page(code: &str, why: &str) -> String {
+fn error_page(code: OAuthErrorCode, why: &str) -> String {
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
          <body><h1>This sign-in request cannot be completed</h1><p>{why}.</p><p>Error code: <code>{code}</code></p></body></html>"

@@ -1,11 +1,11 @@
 //! Client authentication at the token, introspection and revocation endpoints.
 
 use gatehouse_storage::model::{ClientRecord, ClientStatus};
-use gatehouse_storage::{Command, Outcome, Proposal};
+use gatehouse_storage::Command;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::app::AppState;
+use crate::app::{AppState, ProposeError};
 use crate::idm::clients::{secret_matches, PRIVATE_KEY_JWT};
 
 use super::*;
@@ -88,11 +88,10 @@ async fn assertion_is_valid(
         jti: claims.jti,
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let proposal =
-        Proposal { origin: None, at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
-    match app.write(proposal).await? {
-        Outcome::Applied(_) => Ok(true),
-        Outcome::Refused(_) => Ok(false),
+    match app.propose(&format!("client:{}", client.client_id), command).await {
+        Ok(_) => Ok(true),
+        Err(ProposeError::Refused(_)) => Ok(false),
+        Err(ProposeError::Write(e)) => Err(e.into()),
     }
 }
 
@@ -137,7 +136,14 @@ pub async fn authenticate_client(
             let known = client.is_some();
             app.limits.failed(source, known.then_some(client_key.as_str()));
             let named = if known { presented.client_id.as_str() } else { "(unknown)" };
-            app.auth_failures.record(app.clock.now_ms(), tenant, endpoint, named, source, "invalid_client");
+            app.auth_failures.record(
+                app.clock.now_ms(),
+                tenant,
+                endpoint,
+                named,
+                source,
+                OAuthErrorCode::InvalidClient.as_str(),
+            );
             Err(TokenFailure::InvalidClient { basic: presented.basic })
         }
     }

@@ -1,10 +1,10 @@
 //! Issuance: claims, signing, and the audit entry committed before a token is returned.
 
 use gatehouse_storage::model::{ClientRecord, SigningAlg};
-use gatehouse_storage::{Applied, Command, IssuedToken, Outcome, Proposal};
+use gatehouse_storage::{Applied, Command, IssuedToken};
 
 use crate::app::token_audit::AuditRefusal;
-use crate::app::AppState;
+use crate::app::{AppState, ProposeError};
 use crate::idm::clients::GRANT_CLIENT_CREDENTIALS;
 
 use super::*;
@@ -26,7 +26,10 @@ pub async fn client_credentials(
     audience: Option<&str>,
 ) -> Result<IssuedAccessToken, TokenFailure> {
     if !client.grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
-        return Err(TokenFailure::request("unauthorized_client", "this client may not use client_credentials"));
+        return Err(TokenFailure::request(
+            OAuthErrorCode::UnauthorizedClient,
+            "this client may not use client_credentials",
+        ));
     }
     let scope = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
         None => client.scopes.join(" "),
@@ -34,7 +37,7 @@ pub async fn client_credentials(
             let requested: Vec<&str> = s.split(' ').filter(|x| !x.is_empty()).collect();
             if let Some(bad) = requested.iter().find(|x| !client.scopes.iter().any(|c| c == *x)) {
                 return Err(TokenFailure::request(
-                    "invalid_scope",
+                    OAuthErrorCode::InvalidScope,
                     format!("scope {bad:?} is not allowed for this client"),
                 ));
             }
@@ -49,14 +52,17 @@ pub async fn client_credentials(
     };
     let aud = match (resource, audience) {
         (Some(_), Some(_)) => {
-            return Err(TokenFailure::request("invalid_request", "give either resource or audience, not both"))
+            return Err(TokenFailure::request(
+                OAuthErrorCode::InvalidRequest,
+                "give either resource or audience, not both",
+            ))
         }
         (Some(r), None) => {
             // RFC 8707: an absolute URI without a fragment.
             let absolute = url::Url::parse(r).is_ok_and(|u| u.fragment().is_none());
             if !absolute {
                 return Err(TokenFailure::request(
-                    "invalid_target",
+                    OAuthErrorCode::InvalidTarget,
                     "resource must be an absolute URI without a fragment",
                 ));
             }
@@ -66,7 +72,10 @@ pub async fn client_credentials(
         (None, None) => client.audiences.first().cloned().unwrap_or_default(),
     };
     if !client.audiences.contains(&aud) {
-        return Err(TokenFailure::request("invalid_target", format!("{aud:?} is not an audience this client may use")));
+        return Err(TokenFailure::request(
+            OAuthErrorCode::InvalidTarget,
+            format!("{aud:?} is not an audience this client may use"),
+        ));
     }
     let roles = app
         .store
@@ -147,20 +156,15 @@ async fn sign_and_record(
         return match app.token_audit.record(issued).await {
             Ok(()) => Ok(token),
             Err(AuditRefusal::ClientGone) => Err(TokenFailure::InvalidClient { basic: false }),
-            Err(AuditRefusal::Refused(why)) => Err(TokenFailure::request("invalid_request", why)),
+            Err(AuditRefusal::Refused(why)) => Err(TokenFailure::request(OAuthErrorCode::InvalidRequest, why)),
             Err(AuditRefusal::Unavailable) => Err(TokenFailure::Unavailable),
         };
     }
-    let proposal = Proposal {
-        origin: None,
-        at_ms: app.clock.now_ms(),
-        actor: claims.sub.clone(),
-        command: Command::IssueToken(issued),
-    };
-    match app.write(proposal).await? {
-        Outcome::Applied(Applied::TokenIssued { .. }) => Ok(token),
-        Outcome::Refused(r) => Err(TokenFailure::request("invalid_request", r.to_string())),
-        other => {
+    match app.propose(&claims.sub, Command::IssueToken(issued)).await {
+        Ok(Applied::TokenIssued { .. }) => Ok(token),
+        Err(ProposeError::Refused(r)) => Err(TokenFailure::request(OAuthErrorCode::InvalidRequest, r.to_string())),
+        Err(ProposeError::Write(e)) => Err(e.into()),
+        Ok(other) => {
             tracing::error!("unexpected outcome of a token issue: {other:?}");
             Err(TokenFailure::Unavailable)
         }

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::signers::SignerError;
 use crate::app::NodeWriteError;
+pub use crate::idm::protocol::OAuthErrorCode;
 
 pub use client_auth::{authenticate_client, PresentedClient, JWT_BEARER_ASSERTION};
 pub use issue::{client_credentials, mint_admin_token, IssuedAccessToken};
@@ -48,7 +49,7 @@ pub struct AccessClaims {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenFailure {
     /// 400 with an RFC 6749 error code.
-    Request { error: &'static str, description: String },
+    Request { error: OAuthErrorCode, description: String },
     /// 401 `invalid_client`; `basic` when the client used HTTP Basic (a challenge is sent).
     InvalidClient { basic: bool },
     /// Too many failures from this source or for this client: 429.
@@ -58,7 +59,7 @@ pub enum TokenFailure {
 }
 
 impl TokenFailure {
-    pub(crate) fn request(error: &'static str, description: impl Into<String>) -> TokenFailure {
+    pub(crate) fn request(error: OAuthErrorCode, description: impl Into<String>) -> TokenFailure {
         TokenFailure::Request { error, description: description.into() }
     }
 

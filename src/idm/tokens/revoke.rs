@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use gatehouse_storage::model::ClientRecord;
-use gatehouse_storage::{Command, Outcome, Proposal};
+use gatehouse_storage::{Command, Proposal};
 
-use crate::app::AppState;
+use crate::app::{AppState, ProposeError};
 
 use super::*;
 
@@ -20,11 +20,8 @@ pub async fn revoke_admin_token(app: &AppState, actor: &str, token: &str) -> Res
         jti: claims.jti.clone(),
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let proposal = Proposal { origin: None, at_ms: app.clock.now_ms(), actor: actor.to_string(), command };
-    match app.write(proposal).await.map_err(|e| e.to_string())? {
-        Outcome::Applied(_) => Ok(claims.jti),
-        Outcome::Refused(r) => Err(r.to_string()),
-    }
+    app.propose(actor, command).await.map_err(|e| e.to_string())?;
+    Ok(claims.jti)
 }
 
 /// RFC 7009: revokes an access token of this tenant that was issued to `client`. Tokens that
@@ -43,14 +40,13 @@ pub async fn revoke(app: &AppState, client: &ClientRecord, token: &str) -> Resul
         jti: claims.jti,
         exp_ms: claims.exp.saturating_mul(1000),
     };
-    let proposal =
-        Proposal { origin: None, at_ms: app.clock.now_ms(), actor: format!("client:{}", client.client_id), command };
-    match app.write(proposal).await? {
-        Outcome::Applied(_) => Ok(()),
-        Outcome::Refused(r) => {
+    match app.propose(&format!("client:{}", client.client_id), command).await {
+        Ok(_) => Ok(()),
+        Err(ProposeError::Refused(r)) => {
             tracing::warn!("revocation refused: {r}");
             Ok(())
         }
+        Err(ProposeError::Write(e)) => Err(e.into()),
     }
 }
 

@@ -81,7 +81,7 @@ pub fn verify_access_token(
     validation.set_required_spec_claims(&["exp", "iss", "aud", "sub", "nbf"]);
     let claims: AccessClaims = signer.verify(token, &validation).map_err(|e| match e {
         TokenError::UnknownKey => InvalidToken::UnknownKey,
-        TokenError::Invalid(why) if why.contains("InvalidIssuer") => InvalidToken::WrongIssuer,
+        TokenError::WrongIssuer => InvalidToken::WrongIssuer,
         other => InvalidToken::Rejected(other.to_string()),
     })?;
     if claims.tenant != tenant {

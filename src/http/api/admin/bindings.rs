@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use gatehouse_storage::model::BindingRecord;
-use gatehouse_storage::Rejection;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -11,7 +10,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, missing, next_cursor, page_params, storage, write_failed, Created, Deleted, Fetched, Page,
+    invalid, missing, next_cursor, page_params, refusal, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -64,23 +63,9 @@ fn problem_of(e: BindingError) -> Problem {
     match e {
         BindingError::Invalid(field, message) => invalid(vec![(field, message)]),
         BindingError::Forbidden(why) => escalation(why),
-        // A well-formed reference to something absent: 404, naming the field.
-        BindingError::Refused(Rejection::UnknownClient { client_id, .. }) => {
-            missing("subject", format!("there is no client {client_id:?} in this tenant"))
-        }
-        BindingError::Refused(Rejection::UnknownUser { id, .. }) => {
-            missing("subject", format!("there is no user {id:?} in this tenant"))
-        }
-        BindingError::Refused(Rejection::UnknownOrganization { id, .. }) => {
-            missing("scope", format!("there is no organization {id:?} in this tenant"))
-        }
-        BindingError::Refused(Rejection::UnknownRole { role }) => {
-            missing("role", format!("there is no role {role:?} in this tenant"))
-        }
-        BindingError::Refused(Rejection::UnknownBinding { id, .. }) => {
-            Problem::not_found(format!("there is no binding {id:?}"))
-        }
-        BindingError::Refused(r) => conflict(r.code(), r.to_string()),
+        // A well-formed reference to something absent, naming the field.
+        BindingError::UnknownReference { field, detail } => missing(field, detail),
+        BindingError::Refused(r) => refusal(r),
         BindingError::Write(e) => write_failed(e),
     }
 }

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
-use gatehouse_storage::Rejection;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -12,7 +11,8 @@ use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, Created, Deleted, Fetched, Page,
+    conflict, invalid, next_cursor, page_params, parse_etag, refusal, storage, write_failed, Created, Deleted, Fetched,
+    Page,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -297,15 +297,7 @@ fn problem_of(e: ClientError) -> Problem {
     match e {
         ClientError::Invalid(errors) => invalid(errors),
         ClientError::KindFixed => conflict("client_type_fixed", "a client's type cannot change; register a new client"),
-        ClientError::Refused(Rejection::RevisionMismatch { current }) => Problem::new(
-            poem::http::StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            format!("the client changed since it was read; its current ETag is \"r{current}\""),
-        ),
-        ClientError::Refused(Rejection::UnknownClient { client_id, .. }) => {
-            Problem::not_found(format!("there is no client {client_id:?}"))
-        }
-        ClientError::Refused(r) => conflict(r.code(), r.to_string()),
+        ClientError::Refused(r) => refusal(r),
         ClientError::Write(e) => write_failed(e),
     }
 }

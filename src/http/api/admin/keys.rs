@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{invalid, page_params, storage, write_failed, Fetched, Page};
+use super::responses::{invalid, page_params, refusal, storage, write_failed, Fetched, Page};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::app::AppState;
@@ -87,7 +87,7 @@ fn view(k: KeyView) -> SigningKey {
 fn problem_of(e: KeysError) -> Problem {
     match e {
         KeysError::UnknownTenant(t) => Problem::not_found(format!("there is no tenant {t:?}")),
-        KeysError::Refused(r) => super::responses::conflict(r.code(), r.to_string()),
+        KeysError::Refused(r) => refusal(r),
         KeysError::Write(e) => write_failed(e),
         KeysError::Storage(e) => storage(e),
         other => super::responses::unavailable(other),

@@ -6,6 +6,8 @@ use poem_openapi::payload::Json;
 use poem_openapi::types::{ParseFromJSON, ToJSON};
 use poem_openapi::{ApiResponse, Object};
 
+use gatehouse_storage::Rejection;
+
 use crate::app::NodeWriteError;
 use crate::http::problem::{FieldError, Problem};
 
@@ -158,6 +160,28 @@ pub fn missing(field: &str, detail: String) -> Problem {
     let mut p = Problem::new(StatusCode::CONFLICT, "unknown_reference", detail.clone());
     p.errors = Some(vec![FieldError { field: field.into(), message: detail }]);
     p
+}
+
+/// The one mapping from a refusal of the state machine to a problem document: what is absent
+/// is 404, a stale revision is 412, every other refusal a 409 named by its code.
+pub fn refusal(r: Rejection) -> Problem {
+    let absent = |what: &str, id: &str| Problem::not_found(format!("there is no {what} {id:?}"));
+    match r {
+        Rejection::RevisionMismatch { current } => Problem::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            format!("the resource changed since it was read; its current ETag is \"r{current}\""),
+        ),
+        Rejection::UnknownTenant { id } => absent("tenant", &id),
+        Rejection::UnknownClient { client_id, .. } => absent("client", &client_id),
+        Rejection::UnknownUser { id, .. } => absent("user", &id),
+        Rejection::UnknownOrganization { id, .. } => absent("organization", &id),
+        Rejection::UnknownRole { role } => absent("role", &role),
+        Rejection::UnknownBinding { id, .. } => absent("binding", &id),
+        Rejection::UnknownSigningKey { kid, .. } => absent("signing key", &kid),
+        Rejection::NotAMember { user_id, .. } => Problem::not_found(format!("user {user_id:?} is not a member")),
+        other => conflict(other.code(), other.to_string()),
+    }
 }
 
 pub fn conflict(code: &str, detail: impl Into<String>) -> Problem {

@@ -4,14 +4,13 @@
 use std::sync::Arc;
 
 use gatehouse_storage::model::{RoleRecord, ROLE_TEMPLATES};
-use gatehouse_storage::Rejection;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path};
 use poem_openapi::payload::Json;
 use poem_openapi::{Enum, Object, OpenApi};
 
 use super::auth::{authorize, escalation, grantor, AdminBearer, Permission};
-use super::responses::{conflict, invalid, storage, write_failed, Created, Deleted, Fetched};
+use super::responses::{invalid, refusal, storage, write_failed, Created, Deleted, Fetched};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::app::AppState;
@@ -126,8 +125,7 @@ fn problem_of(e: RoleError) -> Problem {
     match e {
         RoleError::Invalid(field, message) => invalid(vec![(field, message)]),
         RoleError::Forbidden(why) => escalation(why),
-        RoleError::Refused(Rejection::UnknownRole { role }) => Problem::not_found(format!("there is no role {role:?}")),
-        RoleError::Refused(r) => conflict(r.code(), r.to_string()),
+        RoleError::Refused(r) => refusal(r),
         RoleError::Write(e) => write_failed(e),
     }
 }

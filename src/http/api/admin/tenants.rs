@@ -11,7 +11,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, require_platform, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, next_cursor, page_params, storage, write_failed, Created, Deleted, Fetched, Page,
+    conflict, invalid, next_cursor, page_params, refusal, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::AdminTag;
 use crate::app::AppState;
@@ -91,6 +91,20 @@ pub(crate) fn visible_tenant(app: &AppState, id: &str) -> Result<TenantRecord, P
     }
 }
 
+fn problem_of(e: TenantError) -> Problem {
+    match e {
+        TenantError::Invalid { field, why } => invalid(vec![(field.into(), why)]),
+        TenantError::Reserved(why) => conflict("reserved_tenant_id", why),
+        TenantError::Protected(why) => conflict("protected_tenant", why),
+        TenantError::Refused(Rejection::TenantExists { id }) => {
+            conflict("tenant_exists", format!("tenant {id:?} already exists"))
+        }
+        TenantError::Refused(r) => refusal(r),
+        TenantError::Write(e) => write_failed(e),
+        other => super::responses::unavailable(other),
+    }
+}
+
 #[OpenApi(prefix_path = "/admin/v1", tag = "AdminTag::Tenants")]
 impl TenantsApi {
     /// List tenants (platform admins).
@@ -142,14 +156,7 @@ impl TenantsApi {
         };
         match tenants::create(&app, &caller.actor(), &body.id, body.display_name.as_deref()).await {
             Ok(t) => Created::New(Json(view(&app, t)), None),
-            Err(TenantError::Reserved(why)) => Created::problem(conflict("reserved_tenant_id", why)),
-            Err(TenantError::Invalid(why)) => Created::problem(invalid(vec![("id".into(), why)])),
-            Err(TenantError::Refused(Rejection::TenantExists { id })) => {
-                Created::problem(conflict("tenant_exists", format!("tenant {id:?} already exists")))
-            }
-            Err(TenantError::Refused(r)) => Created::problem(conflict(r.code(), r.to_string())),
-            Err(TenantError::Write(e)) => Created::problem(write_failed(e)),
-            Err(other) => Created::problem(super::responses::unavailable(other)),
+            Err(e) => Created::problem(problem_of(e)),
         }
     }
 
@@ -186,11 +193,7 @@ impl TenantsApi {
         .await
         {
             Ok(t) => Fetched::Ok(Json(view(&app, t)), None),
-            Err(TenantError::Invalid(why)) => Fetched::problem(invalid(vec![("display_name".into(), why)])),
-            Err(TenantError::Protected(why)) => Fetched::problem(conflict("protected_tenant", why)),
-            Err(TenantError::Refused(r)) => Fetched::problem(conflict(r.code(), r.to_string())),
-            Err(TenantError::Write(e)) => Fetched::problem(write_failed(e)),
-            Err(other) => Fetched::problem(super::responses::unavailable(other)),
+            Err(e) => Fetched::problem(problem_of(e)),
         }
     }
 
@@ -212,13 +215,7 @@ impl TenantsApi {
         };
         match tenants::delete(&app, &caller.actor(), &tenant).await {
             Ok(()) => Deleted::NoContent,
-            Err(TenantError::Protected(why)) => Deleted::problem(conflict("protected_tenant", why)),
-            Err(TenantError::Refused(Rejection::UnknownTenant { id })) => {
-                Deleted::problem(Problem::not_found(format!("there is no tenant {id:?}")))
-            }
-            Err(TenantError::Refused(r)) => Deleted::problem(conflict(r.code(), r.to_string())),
-            Err(TenantError::Write(e)) => Deleted::problem(write_failed(e)),
-            Err(other) => Deleted::problem(super::responses::unavailable(other)),
+            Err(e) => Deleted::problem(problem_of(e)),
         }
     }
 

@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use gatehouse_storage::model::{UserRecord, UserStatus};
-use gatehouse_storage::Rejection;
 use poem::web::Data;
 use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
@@ -11,7 +10,7 @@ use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
-    conflict, invalid, next_cursor, page_params, parse_etag, storage, write_failed, Created, Deleted, Fetched, Page,
+    invalid, next_cursor, page_params, parse_etag, refusal, storage, write_failed, Created, Deleted, Fetched, Page,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -115,19 +114,7 @@ pub(crate) fn etag(u: &UserRecord) -> String {
 pub(crate) fn problem_of(e: UserError) -> Problem {
     match e {
         UserError::Invalid(errors) => invalid(errors),
-        UserError::Refused(Rejection::RevisionMismatch { current }) => Problem::new(
-            poem::http::StatusCode::PRECONDITION_FAILED,
-            "precondition_failed",
-            format!("the resource changed since it was read; its current ETag is \"r{current}\""),
-        ),
-        UserError::Refused(Rejection::UnknownUser { id, .. }) => Problem::not_found(format!("there is no user {id:?}")),
-        UserError::Refused(Rejection::UnknownOrganization { id, .. }) => {
-            Problem::not_found(format!("there is no organization {id:?}"))
-        }
-        UserError::Refused(Rejection::NotAMember { user_id, .. }) => {
-            Problem::not_found(format!("user {user_id:?} is not a member"))
-        }
-        UserError::Refused(r) => conflict(r.code(), r.to_string()),
+        UserError::Refused(r) => refusal(r),
         UserError::Write(e) => write_failed(e),
         UserError::Hashing(e) => super::responses::unavailable(e),
     }
