@@ -100,6 +100,11 @@ fn redact(body: &[u8]) -> String {
     }
 }
 
+fn reused_key() -> Response {
+    let detail = "this Idempotency-Key was used with a different request body";
+    Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused", detail).into_response()
+}
+
 fn replay(r: &IdempotentResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK);
     let mut b = Response::builder().status(status).header("Idempotent-Replayed", "true");
@@ -161,21 +166,19 @@ async fn answer_once<E: Endpoint>(
     };
     Ok(match remembered {
         Some(r) if r.request_sha256 == request_sha256 => replay(&r),
-        Some(_) => Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "idempotency_key_reused",
-            "this Idempotency-Key was used with a different request body",
-        )
-        .into_response(),
+        Some(_) => reused_key(),
         None => {
             let ticket = Ticket::new(scope.to_string(), request_sha256.clone(), now_ms, render_redacted);
             let resp = crate::app::idempotency::under(ticket.clone(), ep.call(req)).await?.into_response();
             let carried = ticket.carried();
-            if ticket.lost_race() {
-                // Another request under this key won the race (on another node, say): its
-                // answer is the one to give.
+            if ticket.lost_race() || !resp.status().is_success() {
+                // Another request under this key may have won the race (on another node, say),
+                // so that this one was refused by apply or, earlier, by a use case's check of
+                // the state the winner changed ("username taken"): the winner's answer is the
+                // one to give.
                 return Ok(match app.store.read().and_then(|r| r.idempotent_response(scope, now_ms)) {
                     Ok(Some(r)) if r.request_sha256 == request_sha256 => replay(&r),
+                    Ok(Some(_)) => reused_key(),
                     _ => resp,
                 });
             }

@@ -70,6 +70,20 @@ fn tenant_keys(app: &AppState, tenant: &str) -> Result<Vec<SigningKeyRecord>, Ke
     Ok(reader.signing_keys(tenant)?)
 }
 
+/// The answer a rotation gives, told from its command: the added keys in kid order, as they
+/// stand once applied (the newest keys: published, or active when added with `now`).
+pub fn added_views(app: &AppState, added: &[SigningKeyRecord]) -> Vec<KeyView> {
+    let mut sorted = added.to_vec();
+    sorted.sort_by(|a, b| a.kid.cmp(&b.kid));
+    views(&sorted, app.clock.now_ms(), max_lifetime_ms(app))
+}
+
+/// The answer a prune gives, told from its command before it applies: the keys it removes.
+pub fn pruned_views(app: &AppState, tenant: &str, kids: &[String]) -> Result<Vec<KeyView>, KeysError> {
+    let all = views(&tenant_keys(app, tenant)?, app.clock.now_ms(), max_lifetime_ms(app));
+    Ok(all.into_iter().filter(|v| kids.contains(&v.kid)).collect())
+}
+
 pub fn list(app: &AppState, tenant: &str) -> Result<Vec<KeyView>, KeysError> {
     Ok(views(&tenant_keys(app, tenant)?, app.clock.now_ms(), max_lifetime_ms(app)))
 }

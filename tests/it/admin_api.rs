@@ -736,3 +736,77 @@ async fn a_platform_admin_token_from_the_cli_can_be_revoked_and_the_revocation_i
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid platform admin token"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_rotation_and_a_prune_carry_their_idempotent_answer_in_their_own_command() {
+    let (_tmp, dir) = temp_data_dir();
+    // Short token lifetimes, so superseded keys retire (and can be pruned) within the test.
+    let args = [
+        "--set",
+        "keys.max_token_lifetime_secs=2",
+        "--set",
+        "oauth.access_token_lifetime_secs=2",
+        "--set",
+        "oauth.admin_token_lifetime_secs=2",
+    ];
+    let node = TestNode::start_with(&dir, &args, &[]).unwrap();
+    let post = |path: &'static str, key: &'static str, body: Value| {
+        let node = &node;
+        async move {
+            let resp = node
+                .client()
+                .post(format!("{}{path}", node.url))
+                .bearer_auth(platform_token(node))
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            crate::support::admin::into_answer(resp).await
+        }
+    };
+    let node_ref = &node;
+    let get = move |path: String| async move {
+        let a = call(node_ref, Method::GET, &path, Some(&platform_token(node_ref)), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+        a.body
+    };
+    let remembered_apart = || async {
+        let entries = get("/admin/v1/tenants/system/audit?action=idempotency.remember".into()).await;
+        entries["items"].as_array().unwrap().len()
+    };
+    let keys = || get("/admin/v1/tenants/default/keys".into());
+    let before = keys().await["keys"].as_array().unwrap().len();
+
+    let first = post("/admin/v1/tenants/default/keys/rotate", "rotate-1", json!({"now": true})).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let again = post("/admin/v1/tenants/default/keys/rotate", "rotate-1", json!({"now": true})).await;
+    assert_eq!(again.status, StatusCode::OK);
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.body, first.body, "the replay is the first answer");
+    assert_eq!(keys().await["keys"].as_array().unwrap().len(), before + 2, "rotated once: a key per algorithm");
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let listed = keys().await;
+        let retired = listed["keys"].as_array().unwrap().iter().filter(|k| k["state"] == "retired").count();
+        if retired == before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the superseded keys never retired: {listed}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let pruned = post("/admin/v1/tenants/default/keys/prune", "prune-1", json!({})).await;
+    assert_eq!(pruned.status, StatusCode::OK, "{}", pruned.body);
+    assert_eq!(pruned.body["keys"].as_array().unwrap().len(), before, "{}", pruned.body);
+    let again = post("/admin/v1/tenants/default/keys/prune", "prune-1", json!({})).await;
+    assert_eq!(again.header("idempotent-replayed").as_deref(), Some("true"));
+    assert_eq!(again.body, pruned.body);
+    assert_eq!(remembered_apart().await, 0, "both answers were written with their actions, not after them");
+
+    // A dry run proposes no action, so its answer is remembered on its own: the audit query
+    // above does see such entries.
+    let dry = post("/admin/v1/tenants/default/keys/prune", "prune-dry", json!({"dry_run": true})).await;
+    assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
+    assert_eq!(remembered_apart().await, 1);
+}

@@ -12,7 +12,7 @@ use poem_openapi::{Enum, Object, OpenApi};
 use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
     conflict, invalid, next_cursor, page_params, parse_etag, refusal, storage, write_failed, Created, Deleted, Fetched,
-    Page,
+    Page, Replaced,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -399,24 +399,24 @@ impl ClientsApi {
         #[oai(name = "If-Match", validator(max_length = 64))]
         if_match: Header<Option<String>>,
         body: Json<Checked<ClientInput>>,
-    ) -> Fetched<Client> {
+    ) -> Replaced<Client> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|cur| (c, cur)))
             .and_then(|(c, cur)| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| (c, cur)))
         {
             Ok(v) => v,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Replaced::problem(p),
         };
         let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
             Ok(n) => n,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Replaced::problem(p),
         };
         match clients::update(&app, &current, spec(&body), expected, &caller.actor()).await {
             Ok(c) => {
                 let tag = etag(&c);
-                Fetched::Ok(Json(view(c, None)), Some(tag))
+                Replaced::Ok(Json(view(c, None)), Some(tag))
             }
-            Err(e) => Fetched::problem(problem_of(e)),
+            Err(e) => Replaced::problem(problem_of(e)),
         }
     }
 

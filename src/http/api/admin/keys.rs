@@ -8,7 +8,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{invalid, page_params, refusal, storage, write_failed, Fetched, Page};
+use super::responses::{invalid, page_params, refusal, storage, write_failed, Acted, Fetched, Page};
 use super::tenants::visible_tenant;
 use super::AdminTag;
 use crate::app::AppState;
@@ -94,11 +94,13 @@ fn problem_of(e: KeysError) -> Problem {
     }
 }
 
-fn list_of(result: Result<Vec<KeyView>, KeysError>) -> Fetched<KeyList> {
-    match result {
-        Ok(keys) => Fetched::Ok(Json(KeyList { keys: keys.into_iter().map(view).collect() }), None),
-        Err(e) => Fetched::problem(problem_of(e)),
-    }
+/// A key list's JSON body, for the answer an idempotent rotation or prune remembers.
+pub(crate) fn list_json(keys: Vec<KeyView>) -> String {
+    poem_openapi::types::ToJSON::to_json_string(&KeyList { keys: keys.into_iter().map(view).collect() })
+}
+
+fn list_of(result: Result<Vec<KeyView>, KeysError>) -> Result<KeyList, Problem> {
+    result.map(|keys| KeyList { keys: keys.into_iter().map(view).collect() }).map_err(problem_of)
 }
 
 #[OpenApi(tag = "AdminTag::Keys")]
@@ -114,7 +116,10 @@ impl KeysApi {
         if let Err(p) = authorize(&app, &auth, Some(&tenant), Permission::KeysRead) {
             return Fetched::problem(p);
         }
-        list_of(keys::list(&app, &tenant))
+        match list_of(keys::list(&app, &tenant)) {
+            Ok(list) => Fetched::Ok(Json(list), None),
+            Err(p) => Fetched::problem(p),
+        }
     }
 
     /// Add a new ES256 and RS256 key: in JWKS at once, signing after the publish delay.
@@ -128,12 +133,15 @@ impl KeysApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<RotateKeys>>,
-    ) -> Fetched<KeyList> {
+    ) -> Acted<KeyList> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::KeysRotate) {
             Ok(c) => c,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Acted::problem(p),
         };
-        list_of(keys::rotate(&app, &caller.actor(), &tenant, body.now).await)
+        match list_of(keys::rotate(&app, &caller.actor(), &tenant, body.now).await) {
+            Ok(list) => Acted::Ok(Json(list), None),
+            Err(p) => Acted::problem(p),
+        }
     }
 
     /// Remove retired keys (every token they signed has expired); never an active key or one
@@ -148,12 +156,15 @@ impl KeysApi {
         _idempotency_key: Header<Option<String>>,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<PruneKeys>>,
-    ) -> Fetched<KeyList> {
+    ) -> Acted<KeyList> {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::KeysRotate) {
             Ok(c) => c,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Acted::problem(p),
         };
-        list_of(keys::prune(&app, &caller.actor(), &tenant, body.dry_run).await)
+        match list_of(keys::prune(&app, &caller.actor(), &tenant, body.dry_run).await) {
+            Ok(list) => Acted::Ok(Json(list), None),
+            Err(p) => Acted::problem(p),
+        }
     }
 
     /// The tenant's audit entries, oldest first, filtered by action when asked.

@@ -24,7 +24,7 @@ pub use roles::RolesApi;
 pub use tenants::TenantsApi;
 pub use users::UsersApi;
 
-/// What an admin create answers, rendered from the command that creates it (the views of
+/// What an admin create, key rotation or prune answers, rendered from its command (the views of
 /// each noun's module): the idempotency layer carries it in the command, so the action and
 /// its remembered answer are applied together. `None` for commands whose answer is not a
 /// function of the command alone.
@@ -36,6 +36,7 @@ pub fn remembered_answer(
     use poem_openapi::types::ToJSON;
     let created =
         |body: String, etag: Option<String>| crate::app::idempotency::RenderedAnswer { status: 201, etag, body };
+    let ok = |body: String| crate::app::idempotency::RenderedAnswer { status: 200, etag: None, body };
     Some(match command {
         Command::CreateTenant(n) => created(tenants::view(app, n.tenant.clone()).to_json_string(), None),
         Command::CreateClient(c) => created(clients::view(c.clone(), None).to_json_string(), Some(clients::etag(c))),
@@ -46,6 +47,10 @@ pub fn remembered_answer(
         Command::CreateBinding(b) => created(bindings::view(b.clone()).to_json_string(), None),
         Command::SetPassword { .. } => {
             crate::app::idempotency::RenderedAnswer { status: 204, etag: None, body: String::new() }
+        }
+        Command::AddSigningKeys { keys: added, .. } => ok(keys::list_json(crate::idm::keys::added_views(app, added))),
+        Command::PruneSigningKeys { tenant, kids, .. } => {
+            ok(keys::list_json(crate::idm::keys::pruned_views(app, tenant, kids).ok()?))
         }
         _ => return None,
     })

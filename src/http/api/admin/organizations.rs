@@ -9,7 +9,7 @@ use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, AdminBearer, Permission};
-use super::responses::{next_cursor, page_params, storage, Created, Deleted, Fetched, Page};
+use super::responses::{next_cursor, page_params, storage, Created, Fetched, Page, Removed};
 use super::tenants::visible_tenant;
 use super::users::problem_of;
 use super::AdminTag;
@@ -163,16 +163,16 @@ impl OrganizationsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
-    ) -> Deleted {
+    ) -> Removed {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
             .and_then(|c| find(&app, &tenant, &organization_id).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return Deleted::problem(p),
+            Err(p) => return Removed::problem(p),
         };
         match users::delete_organization(&app, &tenant, &organization_id, &caller.actor()).await {
-            Ok(()) => Deleted::NoContent,
-            Err(e) => Deleted::problem(problem_of(e)),
+            Ok(()) => Removed::NoContent,
+            Err(e) => Removed::problem(problem_of(e)),
         }
     }
 
@@ -265,14 +265,14 @@ impl OrganizationsApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] organization_id: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
-    ) -> Deleted {
+    ) -> Removed {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite) {
             Ok(c) => c,
-            Err(p) => return Deleted::problem(p),
+            Err(p) => return Removed::problem(p),
         };
         match users::remove_member(&app, &tenant, &organization_id, &user_id, &caller.actor()).await {
-            Ok(()) => Deleted::NoContent,
-            Err(e) => Deleted::problem(problem_of(e)),
+            Ok(()) => Removed::NoContent,
+            Err(e) => Removed::problem(problem_of(e)),
         }
     }
 }

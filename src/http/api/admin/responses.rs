@@ -14,11 +14,19 @@ use crate::http::problem::{FieldError, Problem};
 pub const DEFAULT_LIMIT: u32 = 50;
 pub const MAX_LIMIT: u32 = 500;
 
-/// Declares an admin answer type: its success answer, then the problem answers every admin
-/// operation shares, so each operation's document lists the one success it gives (a list
-/// never claims "201 Created" or "204 Deleted") with its real body.
+/// Declares an admin answer type: its one success answer with its real body, the problem
+/// answers every admin operation can give (400, 401, 403, 404, 429, 503), and those of the
+/// optional ones its operations can give, named with their description: `conflict` (409),
+/// `stale` (412), `too_large` (413), `reused_key` (422). So no list claims "201 Created", and no
+/// read claims a 409.
 macro_rules! admin_answer {
-    ($(#[$meta:meta])* $name:ident $(<$t:ident>)? { $($success:tt)* }) => {
+    (
+        $(#[$meta:meta])* $name:ident $(<$t:ident>)? { $($success:tt)* }
+        $(conflict: $conflict:literal,)?
+        $(stale: $stale:literal,)?
+        $(too_large: $too_large:literal,)?
+        $(reused_key: $reused_key:literal,)?
+    ) => {
         $(#[$meta])*
         #[derive(ApiResponse)]
         #[oai(bad_request_handler = "bad_request")]
@@ -36,18 +44,26 @@ macro_rules! admin_answer {
             /// No such resource, or one the caller cannot see.
             #[oai(status = 404, content_type = "application/problem+json")]
             NotFound(Json<Problem>),
-            /// The resource exists already, or the state does not allow this.
-            #[oai(status = 409, content_type = "application/problem+json")]
-            Conflict(Json<Problem>),
-            /// `If-Match` names a revision that is no longer current.
-            #[oai(status = 412, content_type = "application/problem+json")]
-            PreconditionFailed(Json<Problem>),
-            /// The body is larger than `max_body_bytes` (refused before it is parsed).
-            #[oai(status = 413, content_type = "application/problem+json")]
-            PayloadTooLarge(Json<Problem>),
-            /// The `Idempotency-Key` was used before with another request body.
-            #[oai(status = 422, content_type = "application/problem+json")]
-            UnprocessableEntity(Json<Problem>),
+            $(
+                #[doc = $conflict]
+                #[oai(status = 409, content_type = "application/problem+json")]
+                Conflict(Json<Problem>),
+            )?
+            $(
+                #[doc = $stale]
+                #[oai(status = 412, content_type = "application/problem+json")]
+                PreconditionFailed(Json<Problem>),
+            )?
+            $(
+                #[doc = $too_large]
+                #[oai(status = 413, content_type = "application/problem+json")]
+                PayloadTooLarge(Json<Problem>),
+            )?
+            $(
+                #[doc = $reused_key]
+                #[oai(status = 422, content_type = "application/problem+json")]
+                UnprocessableEntity(Json<Problem>),
+            )?
             /// Too many requests, or too many failed authentications, from this source; retry
             /// after `Retry-After` seconds.
             #[oai(status = 429, content_type = "application/problem+json")]
@@ -64,9 +80,24 @@ macro_rules! admin_answer {
                     401 => Self::Unauthorized(Json(p), UNAUTHORIZED_CHALLENGE.into()),
                     403 => Self::Forbidden(Json(p)),
                     404 => Self::NotFound(Json(p)),
-                    409 => Self::Conflict(Json(p)),
-                    412 => Self::PreconditionFailed(Json(p)),
-                    _ => Self::Unavailable(Json(p)),
+                    $(409 => {
+                        let _: &str = $conflict;
+                        Self::Conflict(Json(p))
+                    })?
+                    $(412 => {
+                        let _: &str = $stale;
+                        Self::PreconditionFailed(Json(p))
+                    })?
+                    // 413, 422 and 429 come from the middleware, never from a handler.
+                    503 => Self::Unavailable(Json(p)),
+                    other => {
+                        tracing::error!("admin API: a {other} this operation does not declare: {}", p.detail);
+                        Self::Unavailable(Json(Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "this node cannot serve the request now",
+                        )))
+                    }
                 }
             }
         }
@@ -87,12 +118,35 @@ pub trait FromProblem {
 const UNAUTHORIZED_CHALLENGE: &str = "Bearer realm=\"gatehouse-admin\", error=\"invalid_token\"";
 
 admin_answer! {
-    /// A resource or a list of them.
+    /// A resource or a list of them, read.
     Fetched<T> {
         /// The resource.
         #[oai(status = 200)]
         Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
     }
+}
+
+admin_answer! {
+    /// A resource replaced (`PUT`, optionally under `If-Match`).
+    Replaced<T> {
+        /// The resource as it is now.
+        #[oai(status = 200)]
+        Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
+    }
+    conflict: "The new settings do not fit the state (a username taken, the last owner disabled).",
+    stale: "`If-Match` names a revision that is not the current one.",
+    too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
+}
+
+admin_answer! {
+    /// A resource changed in part (`PATCH`).
+    Updated<T> {
+        /// The resource as it is now.
+        #[oai(status = 200)]
+        Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
+    }
+    conflict: "The change is not allowed for this resource.",
+    too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
 }
 
 admin_answer! {
@@ -102,15 +156,51 @@ admin_answer! {
         #[oai(status = 201)]
         New(Json<T>, #[oai(header = "ETag")] Option<String>),
     }
+    conflict: "The resource exists already, or the state does not allow this.",
+    too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
+    reused_key: "The `Idempotency-Key` was used before with another request body.",
 }
 
 admin_answer! {
-    /// A deletion or another action without a body.
-    Deleted {
+    /// The result of an action (`POST` that creates no resource of its own).
+    Acted<T> {
+        /// Done; the result.
+        #[oai(status = 200)]
+        Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
+    }
+    conflict: "The state does not allow this now.",
+    too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
+    reused_key: "The `Idempotency-Key` was used before with another request body.",
+}
+
+admin_answer! {
+    /// An action without a result body (`POST`).
+    Done {
         /// Done; no body.
         #[oai(status = 204)]
         NoContent,
     }
+    too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
+    reused_key: "The `Idempotency-Key` was used before with another request body.",
+}
+
+admin_answer! {
+    /// A removal that nothing can stand in the way of (an organization, a membership).
+    Removed {
+        /// Removed; no body.
+        #[oai(status = 204)]
+        NoContent,
+    }
+}
+
+admin_answer! {
+    /// A deletion the state may refuse.
+    Deleted {
+        /// Deleted; no body.
+        #[oai(status = 204)]
+        NoContent,
+    }
+    conflict: "The resource cannot be deleted now (the last owner, a role still bound, a protected tenant).",
 }
 
 /// poem-openapi's own parse errors (body, path, query) as problem documents naming the field.

@@ -12,6 +12,7 @@ use poem_openapi::{Object, OpenApi};
 use super::auth::{authorize, require_platform, AdminBearer, Permission};
 use super::responses::{
     conflict, invalid, next_cursor, page_params, refusal, storage, write_failed, Created, Deleted, Fetched, Page,
+    Updated,
 };
 use super::AdminTag;
 use crate::app::AppState;
@@ -168,18 +169,18 @@ impl TenantsApi {
         auth: AdminBearer,
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         body: Json<Checked<UpdateTenant>>,
-    ) -> Fetched<Tenant> {
+    ) -> Updated<Tenant> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::TenantsWrite)
             .and_then(|c| visible_tenant(&app, &tenant).map(|t| (c, t)))
         {
             Ok(v) => v,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Updated::problem(p),
         };
         let b = &body.0 .0;
         if b.disabled.is_some() {
             // Enabling or disabling a tenant is the platform's decision, not the tenant's own.
             if let Err(p) = require_platform(&caller) {
-                return Fetched::problem(p);
+                return Updated::problem(p);
             }
         }
         match tenants::update(
@@ -192,8 +193,8 @@ impl TenantsApi {
         )
         .await
         {
-            Ok(t) => Fetched::Ok(Json(view(&app, t)), None),
-            Err(e) => Fetched::problem(problem_of(e)),
+            Ok(t) => Updated::Ok(Json(view(&app, t)), None),
+            Err(e) => Updated::problem(problem_of(e)),
         }
     }
 

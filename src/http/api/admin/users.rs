@@ -10,7 +10,8 @@ use poem_openapi::{Object, OpenApi};
 
 use super::auth::{authorize, may_act_on, AdminBearer, Permission};
 use super::responses::{
-    invalid, next_cursor, page_params, parse_etag, refusal, storage, write_failed, Created, Deleted, Fetched, Page,
+    invalid, next_cursor, page_params, parse_etag, refusal, storage, write_failed, Created, Deleted, Done, Fetched,
+    Page, Replaced,
 };
 use super::tenants::visible_tenant;
 use super::AdminTag;
@@ -238,26 +239,26 @@ impl UsersApi {
         #[oai(name = "If-Match", validator(max_length = 64))]
         if_match: Header<Option<String>>,
         body: Json<Checked<UpdateUser>>,
-    ) -> Fetched<User> {
+    ) -> Replaced<User> {
         let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|u| (c, u)))
             .and_then(|(c, u)| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| (c, u)))
         {
             Ok(v) => v,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Replaced::problem(p),
         };
         let expected = match parse_etag(if_match.0.as_deref(), current.revision) {
             Ok(n) => n,
-            Err(p) => return Fetched::problem(p),
+            Err(p) => return Replaced::problem(p),
         };
         let b = &body.0 .0;
         let spec = spec(&b.username, &b.email, &b.display_name, b.disabled);
         match users::update(&app, &current, spec, expected, &caller.actor()).await {
             Ok(u) => {
                 let tag = etag(&u);
-                Fetched::Ok(Json(view(u)), Some(tag))
+                Replaced::Ok(Json(view(u)), Some(tag))
             }
-            Err(e) => Fetched::problem(problem_of(e)),
+            Err(e) => Replaced::problem(problem_of(e)),
         }
     }
 
@@ -299,17 +300,17 @@ impl UsersApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
         body: Json<Checked<SetPassword>>,
-    ) -> Deleted {
+    ) -> Done {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
             .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
         {
             Ok(c) => c,
-            Err(p) => return Deleted::problem(p),
+            Err(p) => return Done::problem(p),
         };
         match users::set_password(&app, &tenant, &user_id, &body.0 .0.password, &caller.actor()).await {
-            Ok(()) => Deleted::NoContent,
-            Err(e) => Deleted::problem(problem_of(e)),
+            Ok(()) => Done::NoContent,
+            Err(e) => Done::problem(problem_of(e)),
         }
     }
 }
