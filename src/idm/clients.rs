@@ -3,7 +3,7 @@
 //! SHA-256 digest, compared in constant time (S15).
 
 use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
-use gatehouse_storage::{Applied, Command, Rejection};
+use gatehouse_storage::{Applied, Command, HeldRoles, Rejection};
 
 use crate::app::{AppState, NodeWriteError};
 
@@ -204,6 +204,7 @@ pub async fn update(
     spec: ClientSpec,
     expected_revision: u64,
     actor: &str,
+    guard: Option<HeldRoles>,
 ) -> Result<ClientRecord, ClientError> {
     validate(&spec)?;
     if spec.kind != current.kind {
@@ -225,15 +226,21 @@ pub async fn update(
         revision: expected_revision + 1,
         ..current.clone()
     };
-    let command = Command::UpdateClient { client: client.clone(), expected_revision };
+    let command = super::guarded(Command::UpdateClient { client: client.clone(), expected_revision }, guard);
     match app.propose(actor, command).await? {
         Applied::ClientUpdated { .. } => Ok(client),
         other => Err(super::unexpected(other).into()),
     }
 }
 
-pub async fn delete(app: &AppState, tenant: &str, client_id: &str, actor: &str) -> Result<(), ClientError> {
-    let command = Command::DeleteClient { tenant: tenant.to_string(), client_id: client_id.to_string() };
+pub async fn delete(
+    app: &AppState,
+    tenant: &str,
+    client_id: &str,
+    actor: &str,
+    guard: Option<HeldRoles>,
+) -> Result<(), ClientError> {
+    let command = super::guarded(Command::DeleteClient { tenant: tenant.into(), client_id: client_id.into() }, guard);
     match app.propose(actor, command).await? {
         Applied::ClientDeleted { .. } => Ok(()),
         other => Err(super::unexpected(other).into()),

@@ -32,6 +32,18 @@ from_propose_error!(
     users::UserError,
 );
 
+/// `command`, applied only while the subject a caller was allowed to act on holds no more
+/// roles than it did then (`None`: no such check, for callers such as the CLI).
+pub(crate) fn guarded(
+    command: gatehouse_storage::Command,
+    guard: Option<gatehouse_storage::HeldRoles>,
+) -> gatehouse_storage::Command {
+    match guard {
+        Some(holds_at_most) => gatehouse_storage::Command::Guarded { inner: Box::new(command), holds_at_most },
+        None => command,
+    }
+}
+
 /// The answer for an outcome a use case did not expect of its command (a bug, never input).
 pub(crate) fn unexpected(applied: gatehouse_storage::Applied) -> crate::app::NodeWriteError {
     crate::app::NodeWriteError::Unavailable(format!("unexpected outcome {applied:?}"))

@@ -4,7 +4,7 @@
 use std::sync::LazyLock;
 
 use gatehouse_storage::model::{MembershipRecord, OrganizationRecord, UserRecord, UserStatus};
-use gatehouse_storage::{Applied, Command, Rejection};
+use gatehouse_storage::{Applied, Command, HeldRoles, Rejection};
 use tokio::sync::Semaphore;
 
 use crate::app::{AppState, NodeWriteError};
@@ -148,6 +148,7 @@ pub async fn update(
     spec: UserSpec,
     expected_revision: u64,
     actor: &str,
+    guard: Option<HeldRoles>,
 ) -> Result<UserRecord, UserError> {
     validate(&spec)?;
     let now_ms = app.clock.now_ms();
@@ -160,7 +161,7 @@ pub async fn update(
         revision: expected_revision + 1,
         ..current.clone()
     };
-    let command = Command::UpdateUser { user: user.clone(), expected_revision };
+    let command = super::guarded(Command::UpdateUser { user: user.clone(), expected_revision }, guard);
     let out = app.propose(actor, command).await?;
     outcome(out, |a| matches!(a, Applied::UserUpdated { .. }), user)
 }
@@ -171,16 +172,24 @@ pub async fn set_password(
     user_id: &str,
     password: &str,
     actor: &str,
+    guard: Option<HeldRoles>,
 ) -> Result<(), UserError> {
     check_password(password)?;
     let password_hash = hash_password(password).await?;
     let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
+    let command = super::guarded(command, guard);
     let out = app.propose(actor, command).await?;
     outcome(out, |a| matches!(a, Applied::PasswordSet { .. }), ())
 }
 
-pub async fn delete(app: &AppState, tenant: &str, user_id: &str, actor: &str) -> Result<(), UserError> {
-    let command = Command::DeleteUser { tenant: tenant.into(), user_id: user_id.into() };
+pub async fn delete(
+    app: &AppState,
+    tenant: &str,
+    user_id: &str,
+    actor: &str,
+    guard: Option<HeldRoles>,
+) -> Result<(), UserError> {
+    let command = super::guarded(Command::DeleteUser { tenant: tenant.into(), user_id: user_id.into() }, guard);
     let out = app.propose(actor, command).await?;
     outcome(out, |a| matches!(a, Applied::UserDeleted { .. }), ())
 }

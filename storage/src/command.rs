@@ -91,6 +91,13 @@ pub enum Command {
         inner: Box<Command>,
         answer: IdempotentResponse,
     },
+    /// Applies `inner` only while `holds_at_most.subject` holds no role beyond those listed:
+    /// the caller was allowed to act on that subject because it may grant each of them, and
+    /// must not once the subject holds more (an `owner` binding made meanwhile, say).
+    Guarded {
+        inner: Box<Command>,
+        holds_at_most: HeldRoles,
+    },
     /// Records coalesced failed authentications: one audit entry per item, nothing else.
     RecordAuthFailures(Vec<AuthFailures>),
     /// Records a failed client authentication: always refused, so only its audit entry is
@@ -207,7 +214,7 @@ pub struct IssuedToken {
 impl Command {
     /// Whether applying this changes some tenant's set of signing keys.
     pub fn changes_signing_keys(&self) -> bool {
-        if let Command::Idempotent { inner, .. } = self {
+        if let Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } = self {
             return inner.changes_signing_keys();
         }
         matches!(
@@ -245,7 +252,7 @@ impl Command {
             ),
             Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
             Command::RecordAuthFailures(f) => ("system".into(), format!("authentication_failures:{}", f.len())),
-            Command::Idempotent { inner, .. } => inner.audit_subject(),
+            Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.audit_subject(),
             Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
                 (tenant.clone(), format!("client:{client_id} at {endpoint}"))
             }
@@ -291,7 +298,7 @@ impl Command {
             Command::IssueToken(_) | Command::IssueTokens(_) => "token.issue",
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RecordAuthFailures(_) => "authentication.failed",
-            Command::Idempotent { inner, .. } => inner.action(),
+            Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.action(),
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
@@ -309,6 +316,15 @@ impl Command {
             Command::PruneIdempotency => "idempotency.prune",
         }
     }
+}
+
+/// The roles a subject held when a caller was allowed to act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldRoles {
+    pub tenant: String,
+    /// `client:{id}` or `user:{id}`.
+    pub subject: String,
+    pub roles: Vec<String>,
 }
 
 /// A tenant with its data key and first signing keys, created together.
@@ -487,6 +503,8 @@ pub enum Rejection {
     AlreadyExists { what: String, id: String },
     #[error("user {user_id:?} is not a member of organization {organization_id:?}")]
     NotAMember { organization_id: String, user_id: String },
+    #[error("{subject} was given more roles since this request was allowed to act on it; try again")]
+    RolesChanged { subject: String },
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -503,6 +521,7 @@ impl Rejection {
             Rejection::UnknownTenant { .. } => "unknown_tenant",
             Rejection::SigningKeyExists { .. } => "signing_key_exists",
             Rejection::DataKeyExists { .. } => "data_key_exists",
+            Rejection::RolesChanged { .. } => "roles_changed",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",

@@ -630,3 +630,26 @@ fn a_version_3_database_gets_its_subject_index() {
     assert_eq!(index_entries(&store).len(), 3);
     drop(dir);
 }
+
+#[test]
+fn a_guarded_change_is_refused_once_its_subject_holds_more_roles() {
+    let (_d, store) = acme_with_two_subjects();
+    let guard = |roles: &[&str]| crate::HeldRoles {
+        tenant: "acme".into(),
+        subject: "client:c1".into(),
+        roles: roles.iter().map(|r| r.to_string()).collect(),
+    };
+    let delete = Command::DeleteClient { tenant: "acme".into(), client_id: "c1".into() };
+    let guarded = |roles: &[&str]| Command::Guarded { inner: Box::new(delete.clone()), holds_at_most: guard(roles) };
+    // c1 holds admin and viewer; a caller checked against admin alone acts on a stale view.
+    let out = apply_all(&store, &[by(50, guarded(&["admin"]))]);
+    assert!(matches!(&out[0], Outcome::Refused(Rejection::RolesChanged { subject }) if subject == "client:c1"));
+    assert!(store.read().unwrap().client("acme", "c1").unwrap().is_some(), "nothing changed");
+    let out = apply_all(&store, &[by(51, guarded(&["admin", "viewer"]))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::ClientDeleted { .. })), "{:?}", out[0]);
+    let reader = store.read().unwrap();
+    assert!(reader.client("acme", "c1").unwrap().is_none());
+    let entries = reader.audit_entries(1, 1_000).unwrap();
+    let refused = entries.iter().find(|e| e.outcome == "refused:roles_changed").expect("the refusal is audited");
+    assert_eq!(refused.action, "client.delete", "audited as the action it guarded");
+}

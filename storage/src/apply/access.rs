@@ -1,7 +1,7 @@
 //! Tenant roles and role bindings, and the rule that a tenant with an owner keeps one.
 
-use super::{clients, tenants, users, writes, Planned, Stop, Tables};
-use crate::command::{Applied, Rejection};
+use super::{clients, plan, tenants, users, writes, Planned, Stop, Tables};
+use crate::command::{Applied, Command, HeldRoles, Rejection};
 use crate::model::binding::{binding_key, role_key, subject_prefix};
 use crate::model::{BindingRecord, ClientStatus, RoleRecord, UserStatus, ROLE_TEMPLATES};
 use crate::table::{tenant_prefix, Row};
@@ -74,6 +74,20 @@ pub(super) fn delete_binding<'c>(t: &Tables<'_>, tenant: &'c str, id: &'c str) -
         t.bindings.delete(&binding_key(tenant, id))?;
         Ok(Applied::BindingDeleted { id: id.to_string() })
     })
+}
+
+/// Plans `inner` while the guarded subject holds no role beyond those the caller was checked
+/// against.
+pub(super) fn guarded<'c>(t: &Tables<'_>, inner: &'c Command, held: &HeldRoles, now_ms: i64) -> Planned<'c> {
+    if matches!(inner, Command::Guarded { .. } | Command::IssueTokens(_) | Command::RecordAuthFailures(_)) {
+        let what = "only a single action can be guarded".to_string();
+        return Err(Rejection::Inconsistent { what }.into());
+    }
+    let now = t.bindings.by_index(&subject_prefix(&held.tenant, &held.subject))?;
+    if now.iter().any(|b| !held.roles.contains(&b.role)) {
+        return Err(Rejection::RolesChanged { subject: held.subject.clone() }.into());
+    }
+    plan(t, inner, now_ms)
 }
 
 /// Removes every binding of `subject` (a deleted client or user).

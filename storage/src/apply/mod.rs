@@ -164,6 +164,7 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
             tokens::consume_assertion(t, tenant, client_id, jti, *exp_ms)
         }
         Command::Idempotent { inner, answer } => idempotency::answered(t, inner, answer, now_ms),
+        Command::Guarded { inner, holds_at_most } => access::guarded(t, inner, holds_at_most, now_ms),
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) => {

@@ -11,6 +11,8 @@ use poem::{Endpoint, IntoResponse, Request, Response};
 use poem_openapi::auth::Bearer;
 use poem_openapi::SecurityScheme;
 
+use gatehouse_storage::HeldRoles;
+
 use crate::app::AppState;
 use crate::http::problem::Problem;
 pub use crate::idm::roles::{Permission, PERMISSIONS};
@@ -147,16 +149,19 @@ pub fn grantor(app: &AppState, caller: &Caller) -> Result<crate::idm::roles::Gra
 /// A caller may change, disable, re-credential or delete a user or client only when it could
 /// grant every role that subject holds: otherwise taking the subject over would hand the
 /// caller those roles (an admin setting its own key on an owner's client, say).
-pub fn may_act_on(app: &AppState, caller: &Caller, tenant: &str, subject: &str) -> Result<(), Problem> {
+///
+/// Answers the roles it checked: the change is then proposed guarded by them, so `apply`
+/// refuses it should the subject be given more roles before it applies.
+pub fn may_act_on(app: &AppState, caller: &Caller, tenant: &str, subject: &str) -> Result<HeldRoles, Problem> {
     let grantor = grantor(app, caller)?;
     let held = app.store.read().and_then(|r| r.roles_held(tenant, subject)).map_err(|_| storage_unavailable())?;
-    for role in held {
+    for role in &held {
         grantor
-            .may_grant(app, tenant, &role)
+            .may_grant(app, tenant, role)
             .map_err(|_| storage_unavailable())?
             .map_err(|why| escalation(format!("{subject} holds {role:?}, which this caller may not grant: {why}")))?;
     }
-    Ok(())
+    Ok(HeldRoles { tenant: tenant.to_string(), subject: subject.to_string(), roles: held })
 }
 
 /// 403 for an attempt to grant more than the caller holds.

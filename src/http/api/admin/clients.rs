@@ -400,10 +400,11 @@ impl ClientsApi {
         if_match: Header<Option<String>>,
         body: Json<Checked<ClientInput>>,
     ) -> Replaced<Client> {
-        let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
+        let (caller, current, held) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|cur| (c, cur)))
-            .and_then(|(c, cur)| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| (c, cur)))
-        {
+            .and_then(|(c, cur)| {
+                may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|held| (c, cur, held))
+            }) {
             Ok(v) => v,
             Err(p) => return Replaced::problem(p),
         };
@@ -411,7 +412,7 @@ impl ClientsApi {
             Ok(n) => n,
             Err(p) => return Replaced::problem(p),
         };
-        match clients::update(&app, &current, spec(&body), expected, &caller.actor()).await {
+        match clients::update(&app, &current, spec(&body), expected, &caller.actor(), Some(held)).await {
             Ok(c) => {
                 let tag = etag(&c);
                 Replaced::Ok(Json(view(c, None)), Some(tag))
@@ -429,14 +430,14 @@ impl ClientsApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] client_id: Path<String>,
     ) -> Deleted {
-        let caller = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
+        let (caller, held) = match authorize(&app, &auth, Some(&tenant), Permission::ClientsWrite)
             .and_then(|c| find(&app, &tenant, &client_id).map(|_| c))
-            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|_| c))
+            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("client:{}", client_id.0)).map(|held| (c, held)))
         {
-            Ok(c) => c,
+            Ok(v) => v,
             Err(p) => return Deleted::problem(p),
         };
-        match clients::delete(&app, &tenant, &client_id, &caller.actor()).await {
+        match clients::delete(&app, &tenant, &client_id, &caller.actor(), Some(held)).await {
             Ok(()) => Deleted::NoContent,
             Err(e) => Deleted::problem(problem_of(e)),
         }

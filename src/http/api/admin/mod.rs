@@ -38,6 +38,8 @@ pub fn remembered_answer(
         |body: String, etag: Option<String>| crate::app::idempotency::RenderedAnswer { status: 201, etag, body };
     let ok = |body: String| crate::app::idempotency::RenderedAnswer { status: 200, etag: None, body };
     Some(match command {
+        // The answer is the guarded action's.
+        Command::Guarded { inner, .. } => return remembered_answer(app, inner),
         Command::CreateTenant(n) => created(tenants::view(app, n.tenant.clone()).to_json_string(), None),
         Command::CreateClient(c) => created(clients::view(c.clone(), None).to_json_string(), Some(clients::etag(c))),
         Command::CreateUser(u) => created(users::view(u.clone()).to_json_string(), Some(users::etag(u))),

@@ -240,9 +240,9 @@ impl UsersApi {
         if_match: Header<Option<String>>,
         body: Json<Checked<UpdateUser>>,
     ) -> Replaced<User> {
-        let (caller, current) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+        let (caller, current, held) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|u| (c, u)))
-            .and_then(|(c, u)| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| (c, u)))
+            .and_then(|(c, u)| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|held| (c, u, held)))
         {
             Ok(v) => v,
             Err(p) => return Replaced::problem(p),
@@ -253,7 +253,7 @@ impl UsersApi {
         };
         let b = &body.0 .0;
         let spec = spec(&b.username, &b.email, &b.display_name, b.disabled);
-        match users::update(&app, &current, spec, expected, &caller.actor()).await {
+        match users::update(&app, &current, spec, expected, &caller.actor(), Some(held)).await {
             Ok(u) => {
                 let tag = etag(&u);
                 Replaced::Ok(Json(view(u)), Some(tag))
@@ -271,14 +271,14 @@ impl UsersApi {
         #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
     ) -> Deleted {
-        let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+        let (caller, held) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
-            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
+            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|held| (c, held)))
         {
-            Ok(c) => c,
+            Ok(v) => v,
             Err(p) => return Deleted::problem(p),
         };
-        match users::delete(&app, &tenant, &user_id, &caller.actor()).await {
+        match users::delete(&app, &tenant, &user_id, &caller.actor(), Some(held)).await {
             Ok(()) => Deleted::NoContent,
             Err(e) => Deleted::problem(problem_of(e)),
         }
@@ -301,14 +301,14 @@ impl UsersApi {
         #[oai(validator(max_length = 128, pattern = r"^[A-Za-z0-9_-]{1,128}$"))] user_id: Path<String>,
         body: Json<Checked<SetPassword>>,
     ) -> Done {
-        let caller = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
+        let (caller, held) = match authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)
             .and_then(|c| find(&app, &tenant, &user_id).map(|_| c))
-            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|_| c))
+            .and_then(|c| may_act_on(&app, &c, &tenant, &format!("user:{}", user_id.0)).map(|held| (c, held)))
         {
-            Ok(c) => c,
+            Ok(v) => v,
             Err(p) => return Done::problem(p),
         };
-        match users::set_password(&app, &tenant, &user_id, &body.0 .0.password, &caller.actor()).await {
+        match users::set_password(&app, &tenant, &user_id, &body.0 .0.password, &caller.actor(), Some(held)).await {
             Ok(()) => Done::NoContent,
             Err(e) => Done::problem(problem_of(e)),
         }
