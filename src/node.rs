@@ -302,15 +302,11 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
     let rx = shutdown_rx;
     let limits = crate::http::edge::EdgeLimits::from_config(&app.config.http);
     let management = {
-        let mut rx = rx.clone();
         let acceptor = poem::listener::TcpAcceptor::from_tokio(management_listener)
             .map_err(|e| StartError::Bind { addr: management_addr, reason: e.to_string() })?;
         let routes = crate::http::api::ops::management_routes(app.clone());
-        tokio::spawn(async move {
-            poem::Server::new_with_acceptor(acceptor)
-                .run_with_graceful_shutdown(routes, async move { drop(rx.wait_for(|s| *s).await) }, Some(DRAIN))
-                .await
-        })
+        let limits = crate::http::edge::EdgeLimits::for_management(&app.config.http);
+        tokio::spawn(crate::http::edge::serve(acceptor, routes, limits, rx.clone(), DRAIN))
     };
     let server = tokio::spawn(crate::http::edge::serve(acceptor, routes, limits, rx, DRAIN));
     Ok(RunningNode { app, local_addr, management_addr, management, shutdown, server, control, jobs })

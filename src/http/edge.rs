@@ -24,7 +24,6 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint};
 use tokio::sync::watch;
 
 use crate::config::HttpConfig;
-use crate::http::acceptor::TlsAcceptor;
 
 /// The limits of one connection, from the `http` config section.
 #[derive(Debug, Clone, Copy)]
@@ -48,20 +47,37 @@ impl EdgeLimits {
             max_connections_per_source: http.max_connections_per_source,
         }
     }
+
+    /// The management listener's: the same deadlines and header bounds, and a few
+    /// connections (a scraper and probes need no more).
+    pub fn for_management(http: &HttpConfig) -> EdgeLimits {
+        let max = MANAGEMENT_CONNECTIONS.min(http.max_connections);
+        EdgeLimits { max_connections: max, max_connections_per_source: max, ..EdgeLimits::from_config(http) }
+    }
+}
+
+/// Connections the management listener keeps open at most.
+const MANAGEMENT_CONNECTIONS: usize = 64;
+
+/// Resolves once `flag` is true (or its sender is gone). The watch guard stays inside, so the
+/// futures selecting on this remain `Send`.
+async fn turned_true(flag: &mut watch::Receiver<bool>) {
+    let _ = flag.wait_for(|on| *on).await;
 }
 
 type HyperBody = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
 
 /// Serves `ep` on every connection `acceptor` yields until `stop` turns true, then lets
 /// in-flight requests finish for up to `drain`.
-pub async fn serve<E>(
-    mut acceptor: TlsAcceptor,
+pub async fn serve<A, E>(
+    mut acceptor: A,
     ep: E,
     limits: EdgeLimits,
     mut stop: watch::Receiver<bool>,
     drain: Duration,
 ) -> std::io::Result<()>
 where
+    A: Acceptor,
     E: IntoEndpoint,
     E::Endpoint: 'static,
 {
@@ -71,10 +87,18 @@ where
     let open = Arc::new(OpenConnections::default());
     loop {
         tokio::select! {
-            _ = stop.wait_for(|s| *s) => break,
+            _ = turned_true(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = acceptor.accept() => {
-                let (io, local, remote, scheme) = accepted?;
+                let (io, local, remote, scheme) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        // Out of descriptors, say: wait a little rather than stop serving.
+                        tracing::warn!("accepting a connection failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 let source = remote.as_socket_addr().map(|a| a.ip());
                 // Over a bound, the connection is dropped before its handshake: it costs us
                 // nothing but the accept.
@@ -144,7 +168,7 @@ async fn serve_connection<E, Io>(
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
-            _ = closing.wait_for(|c| *c) => break,
+            _ = turned_true(&mut closing) => break,
             _ = ticker.tick() => {
                 if activity.idle_for() >= limits.idle_timeout {
                     break;

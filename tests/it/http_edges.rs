@@ -431,3 +431,26 @@ async fn connections_over_the_bounds_are_closed_at_once_and_idle_ones_are_cut() 
     }
     assert!(crate::support::node::raw_tls_checked(&node).await.is_ok(), "slots are given back");
 }
+
+#[tokio::test]
+async fn the_management_listener_keeps_the_same_edge_bounds() {
+    use tokio::io::AsyncWriteExt;
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start_with(&dir, &["--set", "http.header_read_timeout_secs=2"], &[]).expect("node");
+    let addr = node.management_url.trim_start_matches("http://").to_string();
+    let within = Duration::from_secs(10);
+
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n").await.unwrap();
+    let (_, closed) = read_until_closed(&mut s, within).await;
+    assert!(closed, "a partial head followed by silence is closed on the management port too");
+
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let big = format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(20 * 1024));
+    let _ = s.write_all(big.as_bytes()).await;
+    let (got, _) = read_until_closed(&mut s, within).await;
+    assert!(status_line(&got).starts_with("HTTP/1.1 431"), "a 20 KiB header: {:?}", status_line(&got));
+
+    let metrics = reqwest::get(format!("{}/metrics", node.management_url)).await.unwrap();
+    assert_eq!(metrics.status(), 200, "still serving");
+}
