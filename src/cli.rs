@@ -234,7 +234,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `GATEHOUSE_KEK`, taken out of the process environment by `main` before any other thread
-/// exists, so child processes and `/proc/{pid}/environ` never show it.
+/// exists, so nothing reads it from the environment later and no child process inherits it.
+/// (The kernel's copy of the initial environment, `/proc/{pid}/environ`, readable by the same
+/// user and root only, cannot be scrubbed from safe code; the README says so.)
 static KEK_ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 fn take_kek_env() -> Option<String> {
