@@ -29,6 +29,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub keys: KeysConfig,
     pub oauth: OAuthConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
 }
 
@@ -196,6 +197,21 @@ pub struct ClusterConfig {
     pub join: bool,
 }
 
+/// The database file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Memory the database may use for its page cache and write buffer together, in MiB.
+    /// Reads beyond it come from the operating system's file cache.
+    pub cache_mib: usize,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { cache_mib: gatehouse_storage::store::DEFAULT_CACHE_BYTES / (1024 * 1024) }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -217,6 +233,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             keys: KeysConfig::default(),
             oauth: OAuthConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -351,6 +368,9 @@ impl Config {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file must be set together".into()));
+        }
+        if !(1..=65_536).contains(&self.storage.cache_mib) {
+            return Err(ConfigError::Invalid("storage.cache_mib must be between 1 and 65536".into()));
         }
         if self.keys.rotation_check_secs == 0 {
             return Err(ConfigError::Invalid("keys.rotation_check_secs must be at least 1".into()));

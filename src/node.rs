@@ -102,7 +102,8 @@ pub async fn prepare(
     let kek = LocalKek::load(&dir, kek_env, fresh)?;
     let kek_source = kek.source;
     // An initialised dir whose database is missing or empty is refused, never re-founded.
-    let store = if fresh { Store::open(&dir.db_path())? } else { Store::open_existing(&dir.db_path())? };
+    let cache_bytes = config.storage.cache_mib.saturating_mul(1024 * 1024);
+    let store = Store::open_with(&dir.db_path(), fresh, cache_bytes)?;
     datadir::make_private(&dir.db_path())?;
     let node_id = dir.node_id()?;
     let kek: Arc<dyn crate::crypto::KeyProvider> = Arc::new(kek);

@@ -12,7 +12,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Red
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, StateMachine), StorageError> {
         let dir = tempfile::tempdir().map_err(crate::types::write_err)?;
         let store = Store::open(&dir.path().join("gatehouse.redb")).map_err(crate::types::write_err)?;
-        Ok((dir, LogStore::new(store.db().clone()), StateMachine::new(store.db().clone(), store.changes().clone())))
+        let sm = StateMachine::new(store.db().clone(), store.changes().clone(), store.path())?;
+        Ok((dir, LogStore::new(store.db().clone()), sm))
     }
 }
 

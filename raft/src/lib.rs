@@ -16,3 +16,5 @@ pub use types::TypeConfig;
 
 #[cfg(test)]
 mod conformance;
+#[cfg(test)]
+mod snapshot_memory;

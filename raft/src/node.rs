@@ -85,7 +85,8 @@ impl RaftNode {
         .map_err(|e| NodeError::Config(e.to_string()))?;
         let log_store = LogStore::new(store.db().clone());
         let committed_index = log_store.committed_index();
-        let state_machine = StateMachine::new(store.db().clone(), store.changes().clone());
+        let state_machine = StateMachine::new(store.db().clone(), store.changes().clone(), store.path())
+            .map_err(|e| NodeError::Start(e.to_string()))?;
         let raft = Raft::new(node_id, Arc::new(config), NetworkFactory, log_store, state_machine)
             .await
             .map_err(|e| NodeError::Start(e.to_string()))?;

@@ -5,8 +5,16 @@
 //! the last applied id, so state and applied id never disagree. That transaction commits
 //! without its own fsync: the next durable log append persists it, and after a crash openraft
 //! re-applies the durable log from the last applied id that survived.
+//!
+//! A snapshot is a file in `snapshots/` beside the database, streamed from one read
+//! transaction (`gatehouse_storage::snapshot`, checksummed) and never held in memory. Its meta
+//! is a small record in `raft_snapshot`. Installing one copies the received stream to a file,
+//! imports it in one write transaction (which fails, changing nothing, on a damaged stream),
+//! and only then names it current, so a crash during an install leaves the old state whole.
 
-use std::io::Cursor;
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use gatehouse_storage::tables::{meta_keys, META, RAFT_SNAPSHOT};
@@ -18,18 +26,64 @@ use serde::{Deserialize, Serialize};
 
 use crate::types::{read_err, write_err, Entry, LogId, StorageError, StoredMembership, TypeConfig};
 
-const CURRENT_SNAPSHOT: &str = "current";
+/// The record naming the current snapshot file in `raft_snapshot`.
+const CURRENT_SNAPSHOT: &str = "current_file";
+/// Where earlier versions kept the whole snapshot inside the database (removed at start).
+const OLD_INLINE_SNAPSHOT: &str = "current";
+
+/// Tells apart the files of snapshots being received at the same time.
+static RECEIVING: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Clone)]
 pub struct StateMachine {
     db: Arc<Database>,
     changes: Arc<Changes>,
+    /// `snapshots/` beside the database file.
+    dir: PathBuf,
 }
 
+/// The current snapshot: its meta and its file in the snapshot dir.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
+struct CurrentSnapshot {
     meta: SnapshotMeta<u64, openraft::BasicNode>,
-    data: Vec<u8>,
+    file: String,
+    bytes: u64,
+    sha256: String,
+}
+
+/// Runs blocking file and database work off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| write_err(std::io::Error::other(e.to_string())))?
+}
+
+/// The checksum a snapshot file ends with, in hex.
+fn trailer_of(path: &Path) -> Result<String, StorageError> {
+    use std::io::{Read, SeekFrom};
+    let mut file = std::fs::File::open(path).map_err(read_err)?;
+    file.seek(SeekFrom::End(-32)).map_err(read_err)?;
+    let mut sum = [0u8; 32];
+    file.read_exact(&mut sum).map_err(read_err)?;
+    Ok(hex::encode(sum))
+}
+
+/// Creates the snapshot dir, 0700: a snapshot holds the whole state.
+fn private_dir(dir: &Path) -> Result<(), StorageError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(write_err)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(write_err)
+}
+
+/// Creates (or truncates) a snapshot file, 0600.
+fn private_file(path: &Path) -> Result<std::fs::File, StorageError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path).map_err(write_err)
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(write_err)
 }
 
 impl StateMachine {
@@ -74,8 +128,124 @@ impl StateMachine {
         Ok(outcomes)
     }
 
-    pub fn new(db: Arc<Database>, changes: Arc<Changes>) -> Self {
-        StateMachine { db, changes }
+    /// The state machine over `db`, keeping snapshot files in `snapshots/` beside `db_path`.
+    pub fn new(db: Arc<Database>, changes: Arc<Changes>, db_path: &Path) -> Result<Self, StorageError> {
+        let dir = db_path.parent().unwrap_or(Path::new(".")).join("snapshots");
+        let sm = StateMachine { db, changes, dir };
+        sm.forget_inline_snapshot()?;
+        Ok(sm)
+    }
+
+    /// Earlier versions stored the snapshot inside the database; that copy is dropped (a new
+    /// snapshot is built when one is needed).
+    fn forget_inline_snapshot(&self) -> Result<(), StorageError> {
+        let present = {
+            let txn = self.db.begin_read().map_err(read_err)?;
+            let t = txn.open_table(RAFT_SNAPSHOT).map_err(read_err)?;
+            t.get(OLD_INLINE_SNAPSHOT).map_err(read_err)?.is_some()
+        };
+        if present {
+            let txn = self.db.begin_write().map_err(write_err)?;
+            txn.open_table(RAFT_SNAPSHOT).map_err(write_err)?.remove(OLD_INLINE_SNAPSHOT).map_err(write_err)?;
+            txn.commit().map_err(write_err)?;
+        }
+        Ok(())
+    }
+
+    fn current_snapshot(&self) -> Result<Option<CurrentSnapshot>, StorageError> {
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let t = txn.open_table(RAFT_SNAPSHOT).map_err(read_err)?;
+        let Some(v) = t.get(CURRENT_SNAPSHOT).map_err(read_err)? else { return Ok(None) };
+        serde_json::from_slice(v.value()).map(Some).map_err(read_err)
+    }
+
+    fn name_current(&self, txn: &redb::WriteTransaction, current: &CurrentSnapshot) -> Result<(), StorageError> {
+        let record = serde_json::to_vec(current).map_err(write_err)?;
+        txn.open_table(RAFT_SNAPSHOT)
+            .map_err(write_err)?
+            .insert(CURRENT_SNAPSHOT, record.as_slice())
+            .map_err(write_err)?;
+        Ok(())
+    }
+
+    /// Removes every snapshot file but `keep` (files still open for sending stay readable),
+    /// and the received streams too when `received` (a transfer has ended).
+    fn remove_other_files(&self, keep: &str, received: bool) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let ours = name.ends_with(".snap") || name.ends_with(".part");
+            // A file still being received belongs to a transfer in progress.
+            if ours && name != keep && (received || !name.starts_with("receiving-")) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    /// Streams the state to a new file, names it current and removes the older ones.
+    fn build_snapshot_file(&self) -> Result<(SnapshotMeta<u64, openraft::BasicNode>, PathBuf), StorageError> {
+        private_dir(&self.dir)?;
+        let txn = self.db.begin_read().map_err(read_err)?;
+        let (last_applied, membership) = Self::read_applied(&txn)?;
+        let id = match &last_applied {
+            Some(id) => format!("{}-{}", id.leader_id.term, id.index),
+            None => "none".to_string(),
+        };
+        let part = self.dir.join(format!("{id}.snap.part"));
+        let mut file = private_file(&part)?;
+        let exported = snapshot::export(&txn, &mut file).map_err(read_err)?;
+        file.sync_all().map_err(write_err)?;
+        drop(txn);
+        let snapshot_id = format!("{id}-{}", &exported.sha256[..16]);
+        let name = format!("{snapshot_id}.snap");
+        std::fs::rename(&part, self.dir.join(&name)).map_err(write_err)?;
+        sync_dir(&self.dir)?;
+        let meta = SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id };
+        let current =
+            CurrentSnapshot { meta: meta.clone(), file: name.clone(), bytes: exported.bytes, sha256: exported.sha256 };
+        let txn = self.db.begin_write().map_err(write_err)?;
+        self.name_current(&txn, &current)?;
+        txn.commit().map_err(write_err)?;
+        self.remove_other_files(&name, false);
+        Ok((meta, self.dir.join(name)))
+    }
+
+    /// Copies a received snapshot to its own file, imports it in one write transaction with
+    /// its applied id and membership, and names it current in that same transaction.
+    fn install_snapshot_file(
+        &self,
+        meta: &SnapshotMeta<u64, openraft::BasicNode>,
+        mut source: std::fs::File,
+    ) -> Result<(), StorageError> {
+        private_dir(&self.dir)?;
+        let name = format!("{}.snap", meta.snapshot_id);
+        if name.contains('/') || name.starts_with('.') {
+            return Err(write_err(std::io::Error::other(format!("a snapshot id that names no file: {name:?}"))));
+        }
+        let part = self.dir.join(format!("{name}.part"));
+        let mut copy = private_file(&part)?;
+        source.rewind().map_err(read_err)?;
+        let bytes = std::io::copy(&mut source, &mut copy).map_err(write_err)?;
+        copy.flush().map_err(write_err)?;
+        copy.sync_all().map_err(write_err)?;
+        drop(source);
+        let input = std::fs::File::open(&part).map_err(read_err)?;
+        let txn = self.db.begin_write().map_err(write_err)?;
+        if let Err(e) = snapshot::import(&txn, input) {
+            drop(txn);
+            let _ = std::fs::remove_file(&part);
+            return Err(write_err(e));
+        }
+        Self::write_applied(&txn, &meta.last_log_id, &meta.last_membership)?;
+        std::fs::rename(&part, self.dir.join(&name)).map_err(write_err)?;
+        sync_dir(&self.dir)?;
+        let sha256 = trailer_of(&self.dir.join(&name))?;
+        let current = CurrentSnapshot { meta: meta.clone(), file: name.clone(), bytes, sha256 };
+        self.name_current(&txn, &current)?;
+        txn.commit().map_err(write_err)?;
+        self.remove_other_files(&name, true);
+        Ok(())
     }
 
     fn read_applied(txn: &redb::ReadTransaction) -> Result<(Option<LogId>, StoredMembership), StorageError> {
@@ -107,25 +277,10 @@ impl StateMachine {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (meta, data) = {
-            let txn = self.db.begin_read().map_err(read_err)?;
-            let (last_applied, membership) = Self::read_applied(&txn)?;
-            let data = snapshot::export(&txn).map_err(read_err)?;
-            let snapshot_id = match &last_applied {
-                Some(id) => format!("{}-{}-{}", id.leader_id.term, id.index, data.len()),
-                None => format!("none-{}", data.len()),
-            };
-            (SnapshotMeta { last_log_id: last_applied, last_membership: membership, snapshot_id }, data)
-        };
-        let stored =
-            serde_json::to_vec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
-        {
-            let mut t = txn.open_table(RAFT_SNAPSHOT).map_err(write_err)?;
-            t.insert(CURRENT_SNAPSHOT, stored.as_slice()).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)?;
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        let this = self.clone();
+        let (meta, path) = blocking(move || this.build_snapshot_file()).await?;
+        let file = tokio::fs::File::open(&path).await.map_err(read_err)?;
+        Ok(Snapshot { meta, snapshot: Box::new(file) })
     }
 }
 
@@ -155,37 +310,41 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        private_dir(&self.dir)?;
+        let n = RECEIVING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = self.dir.join(format!("receiving-{}-{n}.part", std::process::id()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .await
+            .map_err(write_err)?;
+        Ok(Box::new(file))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<tokio::fs::File>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
-        let stored =
-            serde_json::to_vec(&StoredSnapshot { meta: meta.clone(), data: data.clone() }).map_err(write_err)?;
-        let txn = self.db.begin_write().map_err(write_err)?;
-        snapshot::import(&txn, &data).map_err(write_err)?;
-        Self::write_applied(&txn, &meta.last_log_id, &meta.last_membership)?;
-        {
-            let mut t = txn.open_table(RAFT_SNAPSHOT).map_err(write_err)?;
-            t.insert(CURRENT_SNAPSHOT, stored.as_slice()).map_err(write_err)?;
-        }
-        txn.commit().map_err(write_err)?;
+        let source = snapshot.into_std().await;
+        let (this, meta) = (self.clone(), meta.clone());
+        blocking(move || this.install_snapshot_file(&meta, source)).await?;
         self.changes.note_signing_keys();
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
-        let txn = self.db.begin_read().map_err(read_err)?;
-        let t = txn.open_table(RAFT_SNAPSHOT).map_err(read_err)?;
-        let Some(v) = t.get(CURRENT_SNAPSHOT).map_err(read_err)? else {
-            return Ok(None);
-        };
-        let stored: StoredSnapshot = serde_json::from_slice(v.value()).map_err(read_err)?;
-        Ok(Some(Snapshot { meta: stored.meta, snapshot: Box::new(Cursor::new(stored.data)) }))
+        let Some(current) = self.current_snapshot()? else { return Ok(None) };
+        match tokio::fs::File::open(self.dir.join(&current.file)).await {
+            Ok(file) => Ok(Some(Snapshot { meta: current.meta, snapshot: Box::new(file) })),
+            // Named but gone (removed by hand): openraft builds a new one when it needs one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(read_err(e)),
+        }
     }
 }

@@ -1,8 +1,6 @@
 //! The openraft type configuration: log entries carry a storage `Proposal`, applying one
 //! yields a storage `Outcome`.
 
-use std::io::Cursor;
-
 use gatehouse_storage::{Outcome, Proposal};
 
 openraft::declare_raft_types!(
@@ -12,7 +10,7 @@ openraft::declare_raft_types!(
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = tokio::fs::File,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

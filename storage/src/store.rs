@@ -40,21 +40,27 @@ impl Changes {
     }
 }
 
+/// Memory redb may use for its page cache and write buffer together, unless told otherwise
+/// (redb's own default is 1 GiB, which a large import or snapshot install would fill).
+pub const DEFAULT_CACHE_BYTES: usize = 24 * 1024 * 1024;
+
 impl Store {
     /// Opens (or creates) the database at `path`, taking redb's exclusive lock, and brings its
     /// schema to the current version. A file that is not a redb database, or is damaged, is
     /// refused before redb writes to it.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with(path, true)
+        Self::open_with(path, true, DEFAULT_CACHE_BYTES)
     }
 
     /// Opens an existing database only: an absent or empty file is refused rather than
     /// initialised, so a data dir that lost its database never silently becomes a new cluster.
     pub fn open_existing(path: &Path) -> Result<Store, StoreError> {
-        Self::open_with(path, false)
+        Self::open_with(path, false, DEFAULT_CACHE_BYTES)
     }
 
-    fn open_with(path: &Path, may_create: bool) -> Result<Store, StoreError> {
+    /// [`Store::open`] (or, without `may_create`, [`Store::open_existing`]) with a cache of
+    /// `cache_bytes`.
+    pub fn open_with(path: &Path, may_create: bool, cache_bytes: usize) -> Result<Store, StoreError> {
         let empty = precheck(path)?;
         if empty && !may_create {
             return Err(StoreError::NotADatabase {
@@ -65,7 +71,7 @@ impl Store {
         if !empty {
             refuse_newer_schema(path)?;
         }
-        let db = Database::create(path).map_err(|e| map_open_error(path, e))?;
+        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path).map_err(|e| map_open_error(path, e))?;
         let txn = db.begin_write()?;
         let schema_action = schema::prepare(&txn)?;
         txn.commit()?;

@@ -77,6 +77,13 @@ fn apply_all(store: &Store, proposals: &[Proposal]) -> Vec<Outcome> {
     out
 }
 
+fn exported(store: &Store) -> Vec<u8> {
+    let mut out = Vec::new();
+    let summary = snapshot::export(&store.db().begin_read().unwrap(), &mut out).unwrap();
+    assert_eq!(summary.bytes, out.len() as u64);
+    out
+}
+
 fn fresh() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("gatehouse.redb")).unwrap();
@@ -239,22 +246,35 @@ fn apply_is_deterministic_and_snapshots_round_trip() {
     let (_b, b) = fresh();
     apply_all(&a, &proposals);
     apply_all(&b, &proposals);
-    let export_a = snapshot::export(&a.db().begin_read().unwrap()).unwrap();
-    let export_b = snapshot::export(&b.db().begin_read().unwrap()).unwrap();
+    let export_a = exported(&a);
+    let export_b = exported(&b);
     assert_eq!(export_a, export_b, "the same commands give the same state on every node");
 
     let (_c, c) = fresh();
     apply_all(&c, &[create("stale", 5)]); // state that the snapshot must replace
     let txn = c.db().begin_write().unwrap();
-    snapshot::import(&txn, &export_a).unwrap();
+    snapshot::import(&txn, export_a.as_slice()).unwrap();
     txn.commit().unwrap();
-    let export_c = snapshot::export(&c.db().begin_read().unwrap()).unwrap();
+    let export_c = exported(&c);
     assert_eq!(export_c, export_a);
     assert!(c.read().unwrap().tenant("stale").unwrap().is_none());
     assert!(c.read().unwrap().verify_audit().unwrap().failure.is_none());
 
     let txn = c.db().begin_write().unwrap();
     assert!(snapshot::import(&txn, &export_a[..export_a.len() - 3]).is_err(), "a truncated snapshot is refused");
+    drop(txn);
+    let mut altered = export_a.clone();
+    altered[20] ^= 1;
+    let txn = c.db().begin_write().unwrap();
+    let err = snapshot::import(&txn, altered.as_slice()).unwrap_err();
+    assert!(err.to_string().contains("checksum") || err.to_string().contains("truncated"), "{err}");
+    drop(txn);
+    let mut longer = export_a.clone();
+    longer.push(0);
+    let txn = c.db().begin_write().unwrap();
+    assert!(snapshot::import(&txn, longer.as_slice()).is_err(), "trailing bytes are refused");
+    drop(txn);
+    assert_eq!(exported(&c), export_a, "a refused import changed nothing");
 }
 
 #[test]
@@ -600,14 +620,14 @@ fn the_subject_index_follows_every_binding_write() {
 #[test]
 fn an_installed_snapshot_rebuilds_the_subject_index_and_never_carries_it() {
     let (_a, a) = acme_with_two_subjects();
-    let export = snapshot::export(&a.db().begin_read().unwrap()).unwrap();
+    let export = exported(&a);
     assert!(!export.windows(b"client:c10/b3".len()).any(|w| w == b"client:c10/b3"), "the index is not shipped");
 
     let (_c, c) = fresh();
     apply_all(&c, &[bootstrap(), create("acme", 10), by(20, Command::CreateClient(client("acme", "c1")))]);
     apply_all(&c, &[by(22, bound("stale", "client:c1", "member", None))]);
     let txn = c.db().begin_write().unwrap();
-    snapshot::import(&txn, &export).unwrap();
+    snapshot::import(&txn, export.as_slice()).unwrap();
     txn.commit().unwrap();
     assert_eq!(index_entries(&c), index_entries(&a), "rebuilt, with nothing left of the replaced state");
     assert_eq!(c.read().unwrap().roles_of("acme", "client:c10").unwrap(), vec!["owner".to_string()]);
