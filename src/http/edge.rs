@@ -51,13 +51,18 @@ impl EdgeLimits {
     /// The management listener's: the same deadlines and header bounds, and a few
     /// connections (a scraper and probes need no more).
     pub fn for_management(http: &HttpConfig) -> EdgeLimits {
-        let max = MANAGEMENT_CONNECTIONS.min(http.max_connections);
-        EdgeLimits { max_connections: max, max_connections_per_source: max, ..EdgeLimits::from_config(http) }
+        EdgeLimits {
+            max_connections: MANAGEMENT_CONNECTIONS.min(http.max_connections),
+            // One scraper cannot hold every slot and starve the probes.
+            max_connections_per_source: MANAGEMENT_PER_SOURCE.min(http.max_connections_per_source),
+            ..EdgeLimits::from_config(http)
+        }
     }
 }
 
-/// Connections the management listener keeps open at most.
+/// Connections the management listener keeps open at most, in all and per source address.
 const MANAGEMENT_CONNECTIONS: usize = 64;
+const MANAGEMENT_PER_SOURCE: usize = 16;
 
 /// Resolves once `flag` is true (or its sender is gone). The watch guard stays inside, so the
 /// futures selecting on this remain `Send`.

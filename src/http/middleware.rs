@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use poem::http::StatusCode;
+use poem::http::{Method, StatusCode};
 use poem::{Endpoint, IntoResponse, Request, Response};
 
 use crate::http::problem::{render_error, FieldError, Problem};
@@ -23,6 +23,15 @@ pub async fn limit_body<E: Endpoint>(
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // No operation read with these methods takes a body: one is refused before it is read.
+    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
+    let has_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(poem::http::header::TRANSFER_ENCODING);
+    if bodiless && has_body {
+        return Err(poem::Error::from_string(
+            format!("a {} request takes no body", req.method()),
+            StatusCode::BAD_REQUEST,
+        ));
+    }
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large(limit));
     }

@@ -26,7 +26,7 @@ pub enum BindingError {
 pub fn validate(subject: &str, role: &str, scope: Option<&str>) -> Result<(), BindingError> {
     let invalid = |f: &str, m: &str| Err(BindingError::Invalid(f.into(), m.into()));
     match subject.strip_prefix("client:").or_else(|| subject.strip_prefix("user:")) {
-        Some(id) if !id.is_empty() && id.len() <= 128 => {}
+        Some(id) if !id.is_empty() && id.len() <= 128 && !id.contains('/') => {}
         _ => return invalid("subject", "must be client:{client_id} or user:{user_id}"),
     }
     let name_ok = role.len() <= 63

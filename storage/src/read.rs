@@ -94,8 +94,11 @@ impl Reader {
         let rows = self.txn.open_table(tables::BINDINGS)?;
         let mut out = Vec::new();
         for key in table::index_values(&index, &subject_prefix(tenant, subject))? {
+            // The index names candidates; the row decides (never trust an entry's prefix alone).
             if let Some(b) = table::get::<BindingRecord>(&rows, &String::from_utf8_lossy(&key))? {
-                out.push(b);
+                if b.subject == subject {
+                    out.push(b);
+                }
             }
         }
         Ok(out)

@@ -37,15 +37,6 @@ pub fn tenant_prefix(tenant: &str) -> String {
     format!("{tenant}/")
 }
 
-/// The keys starting with `prefix`, as a range (`None`: every key).
-fn prefix_range(prefix: &str) -> Option<(String, String)> {
-    let last = prefix.chars().last()?;
-    let next = char::from_u32(last as u32 + 1)?;
-    let mut end = prefix[..prefix.len() - last.len_utf8()].to_string();
-    end.push(next);
-    Some((prefix.to_string(), end))
-}
-
 /// Decodes the row stored under `key`, if any.
 pub fn get<R: Row>(
     table: &impl ReadableTable<&'static str, &'static [u8]>,
@@ -70,12 +61,12 @@ fn scan_from<R: Row>(
     from: &str,
     mut visit: impl FnMut(&str, R) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    let range = match prefix_range(prefix) {
-        Some((_, end)) => table.range(from..end.as_str())?,
-        None => table.range(from..)?,
-    };
-    for item in range {
+    // Keys under a prefix are contiguous from it on: stop at the first that is not.
+    for item in table.range(from..)? {
         let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
+        }
         let row: R = codec::decode(R::NAME, k.value(), v.value())?;
         if !visit(k.value(), row)? {
             break;
@@ -135,10 +126,12 @@ pub fn index_values(
     prefix: &str,
 ) -> Result<Vec<Vec<u8>>, StoreError> {
     let mut out = Vec::new();
-    if let Some((start, end)) = prefix_range(prefix) {
-        for item in index.range(start.as_str()..end.as_str())? {
-            out.push(item?.1.value().to_vec());
+    for item in index.range(prefix..)? {
+        let (k, v) = item?;
+        if !k.value().starts_with(prefix) {
+            break;
         }
+        out.push(v.value().to_vec());
     }
     Ok(out)
 }
@@ -272,10 +265,22 @@ impl<'t> Expiring<'t> {
         Ok(removed)
     }
 
-    /// Removes every entry under `prefix`.
+    /// Removes every entry under `prefix` (a non-empty one: this never clears the table).
     pub fn clear_under(&mut self, prefix: &str) -> Result<(), StoreError> {
-        let Some((start, end)) = prefix_range(prefix) else { return Ok(()) };
-        self.table.retain_in(start.as_str()..end.as_str(), |_, _| false)?;
+        if prefix.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        for item in self.table.range(prefix..)? {
+            let (k, _) = item?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            keys.push(k.value().to_string());
+        }
+        for key in keys {
+            self.table.remove(key.as_str())?;
+        }
         Ok(())
     }
 }
@@ -302,18 +307,50 @@ fn rebuild<R: Row>(txn: &WriteTransaction) -> Result<(), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_range;
+    use redb::ReadableDatabase;
+
+    use super::*;
+    use crate::model::RoleRecord;
+
+    fn role(tenant: &str, name: &str) -> RoleRecord {
+        RoleRecord {
+            v: 1,
+            tenant: tenant.into(),
+            name: name.into(),
+            template: "viewer".into(),
+            add: vec![],
+            remove: vec![],
+            created_at_ms: 1,
+        }
+    }
 
     #[test]
-    fn a_prefix_range_holds_exactly_the_keys_that_start_with_it() {
-        let (start, end) = prefix_range("acme/").unwrap();
-        assert_eq!((start.as_str(), end.as_str()), ("acme/", "acme0"));
-        for inside in ["acme/", "acme/a", "acme/zzz/0"] {
-            assert!(start.as_str() <= inside && inside < end.as_str(), "{inside}");
+    fn rows_under_a_prefix_are_exactly_the_keys_that_start_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = redb::Database::create(dir.path().join("t.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut rows: Rows<'_, RoleRecord> = Rows::open(&txn).unwrap();
+            for (tenant, name) in [("acme", "a"), ("acme", "zz"), ("acme-2", "x"), ("acm", "e"), ("acmf", "a")] {
+                rows.put(&role(tenant, name)).unwrap();
+            }
+            // `acme0` sorts right after every `acme/…` key, `acme-2/` right before.
+            rows.put(&RoleRecord { tenant: "acme0".into(), ..role("acme0", "q") }).unwrap();
+            let names = |rows: &Rows<'_, RoleRecord>, prefix: &str| -> Vec<String> {
+                rows.under(prefix, |_| true).unwrap().into_iter().map(|r| format!("{}/{}", r.tenant, r.name)).collect()
+            };
+            assert_eq!(names(&rows, "acme/"), vec!["acme/a", "acme/zz"]);
+            assert_eq!(names(&rows, "acme-2/"), vec!["acme-2/x"]);
+            assert!(names(&rows, "\u{10FFFF}").is_empty(), "a prefix with no successor matches nothing");
+            assert_eq!(rows.delete_under("acme/", |_| true).unwrap(), 2);
+            assert_eq!(names(&rows, "").len(), 4, "the other tenants' rows are untouched");
         }
-        for outside in ["acme", "acme-2/x", "acme0", "acmf/"] {
-            assert!(!(start.as_str() <= outside && outside < end.as_str()), "{outside}");
-        }
-        assert!(prefix_range("").is_none());
+        txn.commit().unwrap();
+        let read = db.begin_read().unwrap();
+        let t = read.open_table(crate::tables::ROLES).unwrap();
+        let first: Vec<RoleRecord> = page(&t, "acm/", None, 10, |_| true).unwrap();
+        assert_eq!(first, vec![role("acm", "e")]);
+        let after: Vec<RoleRecord> = page(&t, "acm/", Some("e"), 10, |_| true).unwrap();
+        assert!(after.is_empty(), "after the last row of its prefix a page is empty, not the next tenant's");
     }
 }

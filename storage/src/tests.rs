@@ -665,6 +665,15 @@ fn a_guarded_change_is_refused_once_its_subject_holds_more_roles() {
     let out = apply_all(&store, &[by(50, guarded(&["admin"]))]);
     assert!(matches!(&out[0], Outcome::Refused(Rejection::RolesChanged { subject }) if subject == "client:c1"));
     assert!(store.read().unwrap().client("acme", "c1").unwrap().is_some(), "nothing changed");
+    // A guard covers only the command on its own subject, and never a wrapper.
+    let elsewhere = Command::Guarded {
+        inner: Box::new(Command::DeleteClient { tenant: "acme".into(), client_id: "c10".into() }),
+        holds_at_most: guard(&["admin", "viewer", "owner"]),
+    };
+    let wrapped =
+        Command::Guarded { inner: Box::new(guarded(&["admin", "viewer"])), holds_at_most: guard(&["admin", "viewer"]) };
+    let out = apply_all(&store, &[by(50, elsewhere), by(50, wrapped)]);
+    assert!(out.iter().all(|o| matches!(o, Outcome::Refused(Rejection::Inconsistent { .. }))), "{out:?}");
     let out = apply_all(&store, &[by(51, guarded(&["admin", "viewer"]))]);
     assert!(matches!(out[0], Outcome::Applied(Applied::ClientDeleted { .. })), "{:?}", out[0]);
     let reader = store.read().unwrap();

@@ -173,3 +173,31 @@ async fn a_tenant_admin_cannot_take_over_or_remove_an_owner_and_the_last_owner_s
     refused(&put, StatusCode::CONFLICT, "the last active owner disables itself");
     assert_eq!(put.body["type"], "urn:gatehouse:problem:last_owner");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_admin_cannot_remove_owner_bindings_by_deleting_their_organization() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let platform = tokio::task::block_in_place(|| platform_token(&node));
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&platform), Some(&json!({"id": "acme"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let (_, admin) = holder(&node, &platform, "acme", "admin").await;
+    let (held, _) = create_client(&node, &platform, "acme", &["gatehouse-admin"], &[]).await;
+    let orgs = "/admin/v1/tenants/acme/organizations";
+    let org = call(&node, Method::POST, orgs, Some(&platform), Some(&json!({"name": "Board"}))).await;
+    assert_eq!(org.status, StatusCode::CREATED, "{}", org.body);
+    let org_id = org.body["id"].as_str().unwrap().to_string();
+    let scoped = json!({"subject": format!("client:{held}"), "role": "owner", "scope": format!("org:{org_id}")});
+    let b = call(&node, Method::POST, "/admin/v1/tenants/acme/bindings", Some(&platform), Some(&scoped)).await;
+    assert_eq!(b.status, StatusCode::CREATED, "{}", b.body);
+
+    let d = call(&node, Method::DELETE, &format!("{orgs}/{org_id}"), Some(&admin), None).await;
+    refused(&d, StatusCode::FORBIDDEN, "admin deletes an organization holding an owner binding");
+    let still = call(&node, Method::GET, &format!("{orgs}/{org_id}"), Some(&platform), None).await;
+    assert_eq!(still.status, StatusCode::OK, "the organization is still there");
+    let bindings = call(&node, Method::GET, "/admin/v1/tenants/acme/bindings", Some(&platform), None).await;
+    assert!(bindings.body["items"].as_array().unwrap().iter().any(|b| b["role"] == "owner" && b["scope"].is_string()));
+    // An owner may.
+    let d = call(&node, Method::DELETE, &format!("{orgs}/{org_id}"), Some(&platform), None).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT, "{}", d.body);
+}

@@ -454,3 +454,29 @@ async fn the_management_listener_keeps_the_same_edge_bounds() {
     let metrics = reqwest::get(format!("{}/metrics", node.management_url)).await.unwrap();
     assert_eq!(metrics.status(), 200, "still serving");
 }
+
+#[tokio::test]
+async fn a_read_or_a_delete_with_a_body_is_refused_before_the_body_is_read() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = crate::support::admin::platform_token(&node);
+    let c = node.client();
+    let big = "a".repeat(100 * 1024);
+    for method in [reqwest::Method::GET, reqwest::Method::DELETE] {
+        let resp = c
+            .request(method.clone(), format!("{}/admin/v1/tenants/default/clients", node.url))
+            .bearer_auth(&admin)
+            .header("content-type", "application/json")
+            .body(big.clone())
+            .send()
+            .await
+            .unwrap();
+        // 400, which every operation declares; never the 413 a read does not declare.
+        let body = assert_problem(resp, 400, "bad_request").await;
+        assert!(body["detail"].as_str().unwrap().contains("takes no body"), "{method}: {body}");
+    }
+    let resp = c.get(format!("{}/.well-known/openid-configuration", node.url)).body("x").send().await.unwrap();
+    assert_problem(resp, 400, "bad_request").await;
+    let ok = c.get(format!("{}/.well-known/openid-configuration", node.url)).send().await.unwrap();
+    assert_eq!(ok.status(), 200);
+}

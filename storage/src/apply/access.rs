@@ -79,20 +79,36 @@ pub(super) fn delete_binding<'c>(t: &Tables<'_>, tenant: &'c str, id: &'c str) -
 /// Plans `inner` while the guarded subject holds no role beyond those the caller was checked
 /// against.
 pub(super) fn guarded<'c>(t: &Tables<'_>, inner: &'c Command, held: &HeldRoles, now_ms: i64) -> Planned<'c> {
-    if matches!(inner, Command::Guarded { .. } | Command::IssueTokens(_) | Command::RecordAuthFailures(_)) {
-        let what = "only a single action can be guarded".to_string();
+    let target = match inner {
+        Command::UpdateClient { client, .. } => Some((client.tenant.as_str(), format!("client:{}", client.client_id))),
+        Command::DeleteClient { tenant, client_id } => Some((tenant.as_str(), format!("client:{client_id}"))),
+        Command::UpdateUser { user, .. } => Some((user.tenant.as_str(), format!("user:{}", user.id))),
+        Command::DeleteUser { tenant, user_id } | Command::SetPassword { tenant, user_id, .. } => {
+            Some((tenant.as_str(), format!("user:{user_id}")))
+        }
+        _ => None,
+    };
+    if target != Some((held.tenant.as_str(), held.subject.clone())) {
+        let what = format!("a guard on {} cannot cover this command", held.subject);
         return Err(Rejection::Inconsistent { what }.into());
     }
-    let now = t.bindings.by_index(&subject_prefix(&held.tenant, &held.subject))?;
+    let now = bindings_of(t, &held.tenant, &held.subject)?;
     if now.iter().any(|b| !held.roles.contains(&b.role)) {
         return Err(Rejection::RolesChanged { subject: held.subject.clone() }.into());
     }
     plan(t, inner, now_ms)
 }
 
+/// The bindings of `subject`, through the subject index (the rows decide, not the entries).
+fn bindings_of(t: &Tables<'_>, tenant: &str, subject: &str) -> Result<Vec<BindingRecord>, StoreError> {
+    let mut found = t.bindings.by_index(&subject_prefix(tenant, subject))?;
+    found.retain(|b| b.subject == subject);
+    Ok(found)
+}
+
 /// Removes every binding of `subject` (a deleted client or user).
 pub(super) fn remove_bindings_of(t: &mut Tables<'_>, tenant: &str, subject: &str) -> Result<(), StoreError> {
-    for b in t.bindings.by_index(&subject_prefix(tenant, subject))? {
+    for b in bindings_of(t, tenant, subject)? {
         t.bindings.delete(&b.key())?;
     }
     Ok(())

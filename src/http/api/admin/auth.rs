@@ -164,6 +164,24 @@ pub fn may_act_on(app: &AppState, caller: &Caller, tenant: &str, subject: &str) 
     Ok(HeldRoles { tenant: tenant.to_string(), subject: subject.to_string(), roles: held })
 }
 
+/// Deleting a scope (an organization) deletes the bindings scoped to it: the caller must be
+/// able to grant each of their roles, as deleting one binding requires.
+pub fn may_remove_scope(app: &AppState, caller: &Caller, tenant: &str, scope: &str) -> Result<(), Problem> {
+    let grantor = grantor(app, caller)?;
+    let bindings =
+        app.store.read().and_then(|r| r.bindings(tenant, None, usize::MAX)).map_err(|_| storage_unavailable())?;
+    let mut roles: Vec<String> =
+        bindings.into_iter().filter(|b| b.scope.as_deref() == Some(scope)).map(|b| b.role).collect();
+    roles.sort();
+    roles.dedup();
+    for role in roles {
+        grantor.may_grant(app, tenant, &role).map_err(|_| storage_unavailable())?.map_err(|why| {
+            escalation(format!("{scope} has {role:?} bindings, which this caller may not remove: {why}"))
+        })?;
+    }
+    Ok(())
+}
+
 /// 403 for an attempt to grant more than the caller holds.
 pub fn escalation(detail: String) -> Problem {
     Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)

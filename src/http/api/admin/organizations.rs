@@ -8,7 +8,7 @@ use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi};
 
-use super::auth::{authorize, AdminBearer, Permission};
+use super::auth::{authorize, may_remove_scope, AdminBearer, Permission};
 use super::responses::{next_cursor, page_params, storage, Created, Fetched, Page, Removed};
 use super::tenants::visible_tenant;
 use super::users::problem_of;
@@ -166,6 +166,7 @@ impl OrganizationsApi {
     ) -> Removed {
         let caller = match authorize(&app, &auth, Some(&tenant), Permission::OrganizationsWrite)
             .and_then(|c| find(&app, &tenant, &organization_id).map(|_| c))
+            .and_then(|c| may_remove_scope(&app, &c, &tenant, &format!("org:{}", organization_id.0)).map(|_| c))
         {
             Ok(c) => c,
             Err(p) => return Removed::problem(p),

@@ -16,12 +16,14 @@ pub const MAX_LIMIT: u32 = 500;
 
 /// Declares an admin answer type: its one success answer with its real body, the problem
 /// answers every admin operation can give (400, 401, 403, 404, 429, 503), and those of the
-/// optional ones its operations can give, named with their description: `conflict` (409),
-/// `stale` (412), `too_large` (413), `reused_key` (422). So no list claims "201 Created", and no
+/// optional ones its operations can give, named with their description: `slow_body` (408),
+/// `conflict` (409), `stale` (412), `too_large` (413), `reused_key` (422). Operations without a
+/// body refuse one (400), so only those with a body can give 408 or 413. So no list claims "201 Created", and no
 /// read claims a 409.
 macro_rules! admin_answer {
     (
         $(#[$meta:meta])* $name:ident $(<$t:ident>)? { $($success:tt)* }
+        $(slow_body: $slow_body:literal,)?
         $(conflict: $conflict:literal,)?
         $(stale: $stale:literal,)?
         $(too_large: $too_large:literal,)?
@@ -44,6 +46,11 @@ macro_rules! admin_answer {
             /// No such resource, or one the caller cannot see.
             #[oai(status = 404, content_type = "application/problem+json")]
             NotFound(Json<Problem>),
+            $(
+                #[doc = $slow_body]
+                #[oai(status = 408, content_type = "application/problem+json")]
+                RequestTimeout(Json<Problem>),
+            )?
             $(
                 #[doc = $conflict]
                 #[oai(status = 409, content_type = "application/problem+json")]
@@ -88,7 +95,7 @@ macro_rules! admin_answer {
                         let _: &str = $stale;
                         Self::PreconditionFailed(Json(p))
                     })?
-                    // 413, 422 and 429 come from the middleware, never from a handler.
+                    // 408, 413, 422 and 429 come from the middleware, never from a handler.
                     503 => Self::Unavailable(Json(p)),
                     other => {
                         tracing::error!("admin API: a {other} this operation does not declare: {}", p.detail);
@@ -133,6 +140,7 @@ admin_answer! {
         #[oai(status = 200)]
         Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
     }
+    slow_body: "The body did not arrive within `http.body_read_timeout_secs`.",
     conflict: "The new settings do not fit the state (a username taken, the last owner disabled).",
     stale: "`If-Match` names a revision that is not the current one.",
     too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
@@ -145,6 +153,7 @@ admin_answer! {
         #[oai(status = 200)]
         Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
     }
+    slow_body: "The body did not arrive within `http.body_read_timeout_secs`.",
     conflict: "The change is not allowed for this resource.",
     too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
 }
@@ -156,6 +165,7 @@ admin_answer! {
         #[oai(status = 201)]
         New(Json<T>, #[oai(header = "ETag")] Option<String>),
     }
+    slow_body: "The body did not arrive within `http.body_read_timeout_secs`.",
     conflict: "The resource exists already, or the state does not allow this.",
     too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
     reused_key: "The `Idempotency-Key` was used before with another request body.",
@@ -168,6 +178,7 @@ admin_answer! {
         #[oai(status = 200)]
         Ok(Json<T>, #[oai(header = "ETag")] Option<String>),
     }
+    slow_body: "The body did not arrive within `http.body_read_timeout_secs`.",
     conflict: "The state does not allow this now.",
     too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
     reused_key: "The `Idempotency-Key` was used before with another request body.",
@@ -180,6 +191,8 @@ admin_answer! {
         #[oai(status = 204)]
         NoContent,
     }
+    slow_body: "The body did not arrive within `http.body_read_timeout_secs`.",
+    conflict: "The subject changed meanwhile (it was given more roles), or the state does not allow this.",
     too_large: "The body is larger than `max_body_bytes` (refused before it is parsed).",
     reused_key: "The `Idempotency-Key` was used before with another request body.",
 }
@@ -343,5 +356,36 @@ pub fn parse_etag(if_match: Option<&str>, current: u64) -> Result<u64, Problem> 
             "precondition_failed",
             "If-Match names no revision of this resource",
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A refusal of each kind, as `refusal` maps it.
+    fn refusals() -> Vec<Problem> {
+        vec![
+            refusal(Rejection::UnknownClient { tenant: "t".into(), client_id: "c".into() }),
+            refusal(Rejection::LastOwner { tenant: "t".into() }),
+            refusal(Rejection::RolesChanged { subject: "user:u".into() }),
+            refusal(Rejection::IdempotencyKeyUsed),
+        ]
+    }
+
+    #[test]
+    fn every_operation_that_writes_declares_what_a_refusal_becomes() {
+        // The fallback for an undeclared status is a 503: no refusal may ever reach it.
+        for p in refusals() {
+            let status = p.status;
+            assert!(!matches!(Replaced::<String>::problem(p.clone()), Replaced::Unavailable(_)), "PUT {status}");
+            assert!(!matches!(Updated::<String>::problem(p.clone()), Updated::Unavailable(_)), "PATCH {status}");
+            assert!(!matches!(Created::<String>::problem(p.clone()), Created::Unavailable(_)), "create {status}");
+            assert!(!matches!(Acted::<String>::problem(p.clone()), Acted::Unavailable(_)), "action {status}");
+            assert!(!matches!(Done::problem(p.clone()), Done::Unavailable(_)), "action without body {status}");
+            assert!(!matches!(Deleted::problem(p), Deleted::Unavailable(_)), "DELETE {status}");
+        }
+        let stale = refusal(Rejection::RevisionMismatch { current: 3 });
+        assert!(matches!(Replaced::<String>::problem(stale), Replaced::PreconditionFailed(_)));
     }
 }
