@@ -23,10 +23,11 @@ pub async fn limit_body<E: Endpoint>(
         .get(poem::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    // No operation read with these methods takes a body: one is refused before it is read.
-    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS);
+    // No operation with these methods takes a body: one is refused before it is read. (A
+    // method the path does not have is left to the router's 405.)
+    let bodiless = matches!(*req.method(), Method::GET | Method::HEAD | Method::DELETE);
     let has_body = declared.is_some_and(|n| n > 0) || req.headers().contains_key(poem::http::header::TRANSFER_ENCODING);
-    if bodiless && has_body {
+    if bodiless && has_body && declared_operation(&req) {
         return Err(poem::Error::from_string(
             format!("a {} request takes no body", req.method()),
             StatusCode::BAD_REQUEST,
@@ -59,6 +60,12 @@ pub async fn limit_body<E: Endpoint>(
     }
     req.set_body(bytes);
     ep.call(req).await.map(IntoResponse::into_response)
+}
+
+/// Whether the document declares the request's method on its path (`HEAD` as `GET`).
+fn declared_operation(req: &Request) -> bool {
+    let method = if req.method() == Method::HEAD { "GET" } else { req.method().as_str() };
+    crate::http::spec::allowed_methods(req.uri().path()).is_some_and(|allow| allow.split(", ").any(|m| m == method))
 }
 
 fn too_large(limit: usize) -> poem::Error {
