@@ -72,6 +72,12 @@ pub enum Commands {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Write a backup of the state to FILE, sealed under the KEK (a running node's while it
+    /// serves, or a stopped data dir's); never overwrites a file
+    Backup { file: PathBuf },
+    /// Make a new one-node cluster in the data dir (absent or empty) from a backup; needs the
+    /// KEK of the cluster it was taken from in GATEHOUSE_KEK
+    Restore { file: PathBuf },
 }
 
 #[derive(Debug, Subcommand)]
@@ -230,7 +236,71 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = load_config(&cli.common, None, None)?;
             audit_verify(&config).await
         }
+        Commands::Backup { file } => {
+            let config = load_config(&cli.common, None, None)?;
+            backup(&config, &file).await
+        }
+        Commands::Restore { file } => {
+            let config = load_config(&cli.common, None, None)?;
+            let kek_env = take_kek_env();
+            let data_dir = config.data_dir.clone();
+            eprintln!("restoring {} into {} ...", file.display(), data_dir.display());
+            let restored =
+                tokio::task::spawn_blocking(move || crate::backup::restore(&file, &data_dir, kek_env.as_deref()))
+                    .await??;
+            println!(
+                "restored {} tenants and {} audit entries into {}: `serve` starts it as a new one-node cluster \
+                 (GATEHOUSE_KEK set as for the backup)",
+                restored.tenants,
+                restored.audit_entries,
+                config.data_dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `backup`: through the running node, or from a stopped data dir; shows progress meanwhile.
+async fn backup(config: &Config, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let path = std::path::absolute(file)?;
+    let progress = tokio::spawn({
+        let part = crate::backup::partial_path(&path);
+        async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                if let Ok(meta) = std::fs::metadata(&part) {
+                    eprintln!("backup: {:.1} MiB written", meta.len() as f64 / (1024.0 * 1024.0));
+                }
+            }
+        }
+    });
+    let request = ControlRequest::Backup { path: path.display().to_string() };
+    let written = match control::call(&config.data_dir, &request).await {
+        Ok(answer) if answer.ok => serde_json::from_value::<crate::backup::Written>(answer.data)?,
+        Ok(answer) => {
+            progress.abort();
+            anyhow::bail!(answer.error.unwrap_or_default())
+        }
+        Err(control::ControlError::NotRunning(_)) => {
+            let dir = crate::datadir::DataDir::open_existing(&config.data_dir)?;
+            let kek = crate::crypto::LocalKek::load(&dir, take_kek_env().as_deref(), false)?;
+            let db = gatehouse_storage::store::open_read_only(&dir.db_path())?;
+            let path = path.clone();
+            let written = tokio::task::spawn_blocking(move || {
+                crate::backup::write(&path, &kek, |out| gatehouse_storage::snapshot::export_database(&db, out))
+            })
+            .await?;
+            progress.abort();
+            written?
+        }
+        Err(e) => {
+            progress.abort();
+            return Err(e.into());
+        }
+    };
+    progress.abort();
+    println!("backup written: {} ({} bytes, state sha256 {})", written.path, written.bytes, written.state_sha256);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `GATEHOUSE_KEK`, taken out of the process environment by `main` before any other thread

@@ -41,6 +41,11 @@ pub enum ControlRequest {
     AdminRevoke {
         token: String,
     },
+    /// Writes a backup of the state to `path` (absolute, a file that does not exist yet),
+    /// sealed under the KEK, while the node serves.
+    Backup {
+        path: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +195,24 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
                     "audience": app.config.oauth.admin_audience,
                 })),
                 Err(e) => ControlResponse::err(format!("could not mint a token: {e:?}")),
+            }
+        }
+        ControlRequest::Backup { path } => {
+            let path = std::path::PathBuf::from(path);
+            if !path.is_absolute() {
+                return ControlResponse::err("the backup path must be absolute");
+            }
+            let (store, cipher) = (app.store.clone(), app.cipher.clone());
+            let written = tokio::task::spawn_blocking(move || {
+                crate::backup::write(&path, cipher.key_provider(), |out| {
+                    gatehouse_storage::snapshot::export_database(store.db().as_ref(), out)
+                })
+            })
+            .await;
+            match written {
+                Ok(Ok(w)) => ControlResponse::ok(serde_json::to_value(w).unwrap_or_default()),
+                Ok(Err(e)) => ControlResponse::err(e.to_string()),
+                Err(e) => ControlResponse::err(format!("the backup task failed: {e}")),
             }
         }
         ControlRequest::AdminRevoke { token } => {

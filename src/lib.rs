@@ -4,6 +4,7 @@
 //! through `gatehouse-raft`. Nothing in this crate writes to redb directly.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

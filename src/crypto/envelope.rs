@@ -47,6 +47,11 @@ impl SecretCipher {
         SecretCipher { kek, store, cache: RwLock::new(HashMap::new()) }
     }
 
+    /// The KEK (to derive keys from it, as backups do).
+    pub fn key_provider(&self) -> &dyn KeyProvider {
+        self.kek.as_ref()
+    }
+
     /// Makes a new data key for `scope`, returning the record to store (through raft).
     /// HMAC-SHA-256 of `data` under a key derived from the KEK for `purpose`, hex: a digest that
     /// cannot be brute-forced from a copy of the database (which holds no KEK).

@@ -4,6 +4,7 @@ pub mod ca;
 pub mod envelope;
 pub mod kek;
 pub mod keys;
+pub mod sealed_stream;
 pub mod signer;
 
 pub use envelope::{SecretCipher, UnsealError};

@@ -11,7 +11,7 @@
 
 use std::io::{BufReader, BufWriter, Read, Write};
 
-use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransaction};
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata, WriteTransaction};
 use sha2::{Digest, Sha256};
 
 use crate::{tables, StoreError};
@@ -52,6 +52,12 @@ pub fn export(txn: &ReadTransaction, out: impl Write) -> Result<Exported, StoreE
     w.inner.write_all(&digest).map_err(io)?;
     w.inner.flush().map_err(io)?;
     Ok(Exported { bytes: w.bytes + digest.len() as u64, sha256: hex::encode(digest) })
+}
+
+/// Writes what one read transaction of `db` sees to `out` (a running node's database, or a
+/// stopped one opened read-only).
+pub fn export_database(db: &impl ReadableDatabase, out: impl Write) -> Result<Exported, StoreError> {
+    export(&db.begin_read()?, out)
 }
 
 /// Replaces every replicated table with the snapshot's rows, inside `txn`, and rebuilds the

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use redb::{Database, DatabaseError, ReadOnlyDatabase};
 
 use crate::schema::{self, SchemaAction};
-use crate::{Reader, StoreError};
+use crate::{tables, Reader, StoreError};
 
 /// The first bytes of every redb file.
 const REDB_MAGIC: &[u8] = b"redb";
@@ -76,6 +76,34 @@ impl Store {
         let schema_action = schema::prepare(&txn)?;
         txn.commit()?;
         Ok(Store { db: Arc::new(db), path: path.to_path_buf(), schema_action, changes: Arc::default() })
+    }
+
+    /// Makes a new database at `path` (which must not exist) from a snapshot stream: the state
+    /// of the cluster it was taken from, as the first node of a new cluster holds it, with no
+    /// raft log and no applied position (its own log starts afresh). On any error the file is
+    /// removed.
+    pub fn restore(path: &Path, input: impl std::io::Read) -> Result<Store, StoreError> {
+        if path.exists() {
+            return Err(StoreError::Snapshot(format!("{} exists already", path.display())));
+        }
+        let made = (|| {
+            let store = Self::open_with(path, true, DEFAULT_CACHE_BYTES)?;
+            let txn = store.db.begin_write()?;
+            crate::snapshot::import(&txn, input)?;
+            {
+                let mut meta = txn.open_table(tables::META)?;
+                meta.remove(tables::meta_keys::SM_APPLIED)?;
+                meta.remove(tables::meta_keys::SM_MEMBERSHIP)?;
+            }
+            txn.commit()?;
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = std::fs::remove_file(path);
+            return Err(e);
+        }
+        // Opened again, so a backup of an older schema is migrated like any database.
+        Self::open_existing(path)
     }
 
     pub fn db(&self) -> &Arc<Database> {

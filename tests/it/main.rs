@@ -7,6 +7,7 @@ mod abuse;
 mod admin_api;
 mod architecture;
 mod audit_tamper;
+mod backup;
 mod crash;
 mod discovery;
 mod escalation;
