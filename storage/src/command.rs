@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::{
     BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, MembershipRecord,
-    OrganizationRecord, RoleRecord, SigningKeyRecord, TenantRecord, TenantStatus, UserRecord,
+    OrganizationRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, TenantStatus, UserRecord,
 };
 
 /// One entry of the raft log: a command with its time and its actor.
@@ -97,6 +97,22 @@ pub enum Command {
     Guarded {
         inner: Box<Command>,
         holds_at_most: HeldRoles,
+    },
+    /// A user signs themselves up: the user, their first session and, when named, an
+    /// organization they own, all or nothing. Refused while the tenant's self-registration
+    /// is off.
+    Register(Box<Registration>),
+    /// A user signed in.
+    StartSession(SessionRecord),
+    /// Records that a session is in use (written only now and then, for the idle timeout).
+    TouchSession {
+        tenant: String,
+        id_sha256: String,
+    },
+    /// Ends a session (logout); ending one that is gone already is no error.
+    EndSession {
+        tenant: String,
+        id_sha256: String,
     },
     /// Records coalesced failed authentications: one audit entry per item, nothing else.
     RecordAuthFailures(Vec<AuthFailures>),
@@ -253,6 +269,15 @@ impl Command {
             Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
             Command::RecordAuthFailures(f) => ("system".into(), format!("authentication_failures:{}", f.len())),
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.audit_subject(),
+            Command::Register(r) => {
+                (r.user.tenant.clone(), format!("user:{} session:{}", r.user.id, short(&r.session.id_sha256)))
+            }
+            Command::StartSession(s) => {
+                (s.tenant.clone(), format!("user:{} session:{}", s.user_id, short(&s.id_sha256)))
+            }
+            Command::TouchSession { tenant, id_sha256 } | Command::EndSession { tenant, id_sha256 } => {
+                (tenant.clone(), format!("session:{}", short(id_sha256)))
+            }
             Command::ClientAuthenticationFailed { tenant, client_id, endpoint } => {
                 (tenant.clone(), format!("client:{client_id} at {endpoint}"))
             }
@@ -299,6 +324,10 @@ impl Command {
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RecordAuthFailures(_) => "authentication.failed",
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.action(),
+            Command::Register(_) => "user.register",
+            Command::StartSession(_) => "session.start",
+            Command::TouchSession { .. } => "session.touch",
+            Command::EndSession { .. } => "session.end",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
@@ -316,6 +345,28 @@ impl Command {
             Command::PruneIdempotency => "idempotency.prune",
         }
     }
+}
+
+/// The first characters of a session's digest: enough to follow it in the audit trail.
+fn short(id_sha256: &str) -> &str {
+    id_sha256.get(..12).unwrap_or(id_sha256)
+}
+
+/// What [`Command::Register`] creates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    pub user: UserRecord,
+    pub session: SessionRecord,
+    pub organization: Option<OwnedOrganization>,
+}
+
+/// An organization its creator owns: the organization, their membership and their `owner`
+/// binding scoped to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnedOrganization {
+    pub organization: OrganizationRecord,
+    pub membership: MembershipRecord,
+    pub binding: BindingRecord,
 }
 
 /// The roles a subject held when a caller was allowed to act on it.
@@ -398,6 +449,14 @@ pub enum Applied {
         jti: String,
     },
     AssertionConsumed,
+    Registered {
+        user_id: String,
+    },
+    SessionStarted {
+        user_id: String,
+    },
+    SessionTouched,
+    SessionEnded,
     RevocationsPruned {
         count: u64,
     },
@@ -505,6 +564,12 @@ pub enum Rejection {
     NotAMember { organization_id: String, user_id: String },
     #[error("{subject} was given more roles since this request was allowed to act on it; try again")]
     RolesChanged { subject: String },
+    #[error("tenant {id:?} does not allow self-registration")]
+    RegistrationClosed { id: String },
+    #[error("user {user_id:?} is disabled")]
+    UserDisabled { user_id: String },
+    #[error("the session has ended")]
+    SessionEnded,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -522,6 +587,9 @@ impl Rejection {
             Rejection::SigningKeyExists { .. } => "signing_key_exists",
             Rejection::DataKeyExists { .. } => "data_key_exists",
             Rejection::RolesChanged { .. } => "roles_changed",
+            Rejection::RegistrationClosed { .. } => "registration_closed",
+            Rejection::UserDisabled { .. } => "user_disabled",
+            Rejection::SessionEnded => "session_ended",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",

@@ -18,7 +18,10 @@ pub mod tables;
 
 pub use apply::apply;
 pub use audit::{AuditDraft, AuditEntry, AuditHead, VerifyFailure, VerifyReport};
-pub use command::{Applied, AuthFailures, Command, HeldRoles, IssuedToken, NewTenant, Outcome, Proposal, Rejection};
+pub use command::{
+    Applied, AuthFailures, Command, HeldRoles, IssuedToken, NewTenant, Outcome, OwnedOrganization, Proposal,
+    Registration, Rejection,
+};
 pub use error::StoreError;
 pub use read::Reader;
 pub use store::{Changes, Store};

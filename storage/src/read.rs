@@ -185,6 +185,12 @@ impl Reader {
         table::page(&t, &format!("{tenant}/{organization_id}/"), after, limit, |_| true)
     }
 
+    /// The session whose id hashes to `id_sha256`, live or not (the caller checks the times).
+    pub fn session(&self, tenant: &str, id_sha256: &str) -> Result<Option<crate::model::SessionRecord>, StoreError> {
+        let t = self.txn.open_table(tables::SESSIONS)?;
+        table::get(&t, &crate::model::session::session_key(tenant, id_sha256))
+    }
+
     /// The remembered answer for an idempotency scope, if it has not expired at `now_ms`.
     pub fn idempotent_response(&self, scope: &str, now_ms: i64) -> Result<Option<IdempotentResponse>, StoreError> {
         let t = self.txn.open_table(tables::IDEMPOTENCY)?;

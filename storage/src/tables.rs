@@ -37,6 +37,10 @@ pub const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 pub const USED_ASSERTIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("used_assertions");
 /// Remembered admin API answers by `Idempotency-Key` scope (a hash of caller, route and key).
 pub const IDEMPOTENCY: TableDefinition<&str, &[u8]> = TableDefinition::new("idempotency");
+/// End-user sessions by `{tenant}/{sha256 of the session id}`.
+pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Derived: sessions by user, `{tenant}/{user_id}/{id_sha256}` → the session's key.
+pub const SESSIONS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions_by_user");
 /// Derived: role bindings by subject, `{tenant}/{subject}/{binding_id}` → the binding's key.
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
@@ -62,7 +66,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 14] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 15] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -77,8 +81,9 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 14] = [
     IDEMPOTENCY,
     USED_ASSERTIONS,
     ROLES,
+    SESSIONS,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
-pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 1] = [BINDINGS_BY_SUBJECT];
+pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 2] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

@@ -682,3 +682,106 @@ fn a_guarded_change_is_refused_once_its_subject_holds_more_roles() {
     let refused = entries.iter().find(|e| e.outcome == "refused:roles_changed").expect("the refusal is audited");
     assert_eq!(refused.action, "client.delete", "audited as the action it guarded");
 }
+
+fn registration(tenant: &str, user_id: &str, username: &str, session: &str, with_org: bool) -> Command {
+    let user = crate::model::UserRecord {
+        v: 1,
+        tenant: tenant.into(),
+        id: user_id.into(),
+        username: username.into(),
+        email: Some(username.into()),
+        display_name: username.into(),
+        status: crate::model::UserStatus::Active,
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        created_at_ms: 20,
+        updated_at_ms: 20,
+        revision: 1,
+    };
+    let session = crate::model::SessionRecord {
+        v: 1,
+        tenant: tenant.into(),
+        id_sha256: session.repeat(64 / session.len()),
+        user_id: user_id.into(),
+        method: "register".into(),
+        created_at_ms: 20,
+        expires_at_ms: 20 + 3_600_000,
+        idle_timeout_ms: 600_000,
+        last_seen_ms: 20,
+    };
+    let organization = with_org.then(|| crate::OwnedOrganization {
+        organization: crate::model::OrganizationRecord {
+            v: 1,
+            tenant: tenant.into(),
+            id: format!("o-{user_id}"),
+            name: "Smoke".into(),
+            created_at_ms: 20,
+        },
+        membership: crate::model::MembershipRecord {
+            v: 1,
+            tenant: tenant.into(),
+            organization_id: format!("o-{user_id}"),
+            user_id: user_id.into(),
+            created_at_ms: 20,
+        },
+        binding: BindingRecord {
+            v: 1,
+            tenant: tenant.into(),
+            id: format!("b-{user_id}"),
+            subject: format!("user:{user_id}"),
+            role: "owner".into(),
+            scope: Some(format!("org:o-{user_id}")),
+            created_at_ms: 20,
+        },
+    });
+    Command::Register(Box::new(crate::Registration { user, session, organization }))
+}
+
+#[test]
+fn registration_is_all_or_nothing_and_sessions_end_with_their_user() {
+    let (_d, store) = fresh();
+    let mut open = new_tenant("shop");
+    open.tenant.self_registration = true;
+    let open = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(open) };
+    apply_all(&store, &[bootstrap(), create("closed", 10), open]);
+    let out = apply_all(
+        &store,
+        &[
+            by(20, registration("closed", "u1", "a@example.com", "a", false)),
+            by(21, registration("shop", "u1", "a@example.com", "a", true)),
+            by(22, registration("shop", "u2", "A@example.com", "b", true)),
+        ],
+    );
+    assert!(matches!(out[0], Outcome::Refused(Rejection::RegistrationClosed { .. })), "{:?}", out[0]);
+    assert!(matches!(out[1], Outcome::Applied(Applied::Registered { .. })), "{:?}", out[1]);
+    assert!(matches!(out[2], Outcome::Refused(Rejection::UsernameTaken { .. })), "a taken email: {:?}", out[2]);
+    let reader = store.read().unwrap();
+    assert!(reader.user("shop", "u2").unwrap().is_none(), "nothing of a refused registration is written");
+    assert!(reader.session("shop", &"b".repeat(64)).unwrap().is_none());
+    assert_eq!(reader.roles_held("shop", "user:u1").unwrap(), vec!["owner".to_string()], "owner of the organization");
+    assert!(reader.roles_of("shop", "user:u1").unwrap().is_empty(), "but not of the tenant");
+    assert!(reader.session("shop", &"a".repeat(64)).unwrap().unwrap().live_at(100));
+    drop(reader);
+
+    // Touching keeps it alive; an idle or ended session cannot be touched back to life.
+    let touch = |at| by(at, Command::TouchSession { tenant: "shop".into(), id_sha256: "a".repeat(64) });
+    let out = apply_all(&store, &[touch(500_000), touch(2_000_000)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::SessionTouched)));
+    assert!(matches!(out[1], Outcome::Refused(Rejection::SessionEnded)), "idle past its timeout: {:?}", out[1]);
+
+    // A second session; disabling the user ends both at once.
+    let mut second = match registration("shop", "u1", "a@example.com", "c", false) {
+        Command::Register(r) => r.session,
+        _ => unreachable!(),
+    };
+    second.method = "password".into();
+    let out = apply_all(&store, &[by(30, Command::StartSession(second))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::SessionStarted { .. })), "{:?}", out[0]);
+    let mut user = store.read().unwrap().user("shop", "u1").unwrap().unwrap();
+    user.status = crate::model::UserStatus::Disabled;
+    user.revision = 2;
+    apply_all(&store, &[by(40, Command::UpdateUser { user, expected_revision: 1 })]);
+    let reader = store.read().unwrap();
+    assert!(reader.session("shop", &"a".repeat(64)).unwrap().is_none());
+    assert!(reader.session("shop", &"c".repeat(64)).unwrap().is_none());
+    assert!(reader.verify_audit().unwrap().failure.is_none());
+}

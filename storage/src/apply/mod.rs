@@ -10,6 +10,7 @@
 mod access;
 mod clients;
 mod idempotency;
+mod sessions;
 mod tenants;
 mod tokens;
 mod users;
@@ -20,7 +21,7 @@ use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
     BindingRecord, ClientRecord, DataKeyRecord, IdempotentResponse, MembershipRecord, OrganizationRecord, RoleRecord,
-    SigningKeyRecord, TenantRecord, UserRecord,
+    SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -39,6 +40,7 @@ pub(crate) struct Tables<'t> {
     organizations: Rows<'t, OrganizationRecord>,
     memberships: Rows<'t, MembershipRecord>,
     idempotency: Rows<'t, IdempotentResponse>,
+    sessions: Rows<'t, SessionRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -58,6 +60,7 @@ impl<'t> Tables<'t> {
             organizations: Rows::open(txn)?,
             memberships: Rows::open(txn)?,
             idempotency: Rows::open(txn)?,
+            sessions: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -165,6 +168,10 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         }
         Command::Idempotent { inner, answer } => idempotency::answered(t, inner, answer, now_ms),
         Command::Guarded { inner, holds_at_most } => access::guarded(t, inner, holds_at_most, now_ms),
+        Command::Register(r) => sessions::register(t, r),
+        Command::StartSession(s) => sessions::start(t, s),
+        Command::TouchSession { tenant, id_sha256 } => sessions::touch(t, tenant, id_sha256, now_ms),
+        Command::EndSession { tenant, id_sha256 } => sessions::end(tenant, id_sha256),
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) => {

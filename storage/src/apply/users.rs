@@ -27,14 +27,20 @@ fn username_taken(t: &Tables<'_>, user: &UserRecord) -> Result<bool, Stop> {
     Ok(holder.is_some_and(|id| id != user.id.as_bytes()))
 }
 
-pub(super) fn create<'c>(t: &Tables<'_>, u: &'c UserRecord) -> Planned<'c> {
-    tenants::active(t, &u.tenant)?;
+/// A new user's checks: its id is new and its username free.
+pub(super) fn check_new(t: &Tables<'_>, u: &UserRecord) -> Result<(), Stop> {
     if t.users.contains(&u.key())? {
         return Err(Rejection::AlreadyExists { what: "user".into(), id: u.id.clone() }.into());
     }
     if username_taken(t, u)? {
         return Err(Rejection::UsernameTaken { tenant: u.tenant.clone(), username: u.username.clone() }.into());
     }
+    Ok(())
+}
+
+pub(super) fn create<'c>(t: &Tables<'_>, u: &'c UserRecord) -> Planned<'c> {
+    tenants::active(t, &u.tenant)?;
+    check_new(t, u)?;
     writes(move |t| {
         t.users.put(u)?;
         Ok(Applied::UserCreated { id: u.id.clone() })
@@ -58,6 +64,9 @@ pub(super) fn update<'c>(t: &Tables<'_>, user: &'c UserRecord, expected_revision
     let record = UserRecord { password_hash: stored.password_hash, ..user.clone() };
     writes(move |t| {
         t.users.put(&record)?;
+        if record.status != UserStatus::Active {
+            super::sessions::end_all_of(t, &record.tenant, &record.id)?;
+        }
         Ok(Applied::UserUpdated { id: record.id.clone(), revision: record.revision })
     })
 }
@@ -79,6 +88,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str) -> P
     writes(move |t| {
         t.users.delete(&user_key(tenant, user_id))?;
         remove_bindings_of(t, tenant, &subject)?;
+        super::sessions::end_all_of(t, tenant, user_id)?;
         t.memberships.delete_under(&tenant_prefix(tenant), |m| m.user_id == user_id)?;
         Ok(Applied::UserDeleted { id: user_id.to_string() })
     })

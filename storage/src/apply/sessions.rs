@@ -1,0 +1,105 @@
+//! End-user sessions, and self-registration (a user with their first session).
+
+use super::{tenants, users, writes, Planned, Stop, Tables};
+use crate::command::{Applied, Registration, Rejection};
+use crate::model::session::{session_key, user_sessions_prefix};
+use crate::model::{SessionRecord, UserStatus};
+use crate::table::Row;
+use crate::StoreError;
+
+fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(), Stop> {
+    if t.sessions.contains(&s.key())? || s.id_sha256.len() != 64 {
+        let what = "a session needs a new 64-digit id digest".to_string();
+        return Err(Rejection::Inconsistent { what }.into());
+    }
+    Ok(())
+}
+
+/// A user signed in: refused for a disabled user or tenant.
+pub(super) fn start<'c>(t: &Tables<'_>, s: &'c SessionRecord) -> Planned<'c> {
+    tenants::active(t, &s.tenant)?;
+    if users::existing(t, &s.tenant, &s.user_id)?.status != UserStatus::Active {
+        return Err(Rejection::UserDisabled { user_id: s.user_id.clone() }.into());
+    }
+    check_new_session(t, s)?;
+    writes(move |t| {
+        t.sessions.put(s)?;
+        Ok(Applied::SessionStarted { user_id: s.user_id.clone() })
+    })
+}
+
+/// Moves a live session's last-seen time to the proposal's.
+pub(super) fn touch<'c>(t: &Tables<'_>, tenant: &'c str, id_sha256: &'c str, now_ms: i64) -> Planned<'c> {
+    let Some(mut session) = t.sessions.get(&session_key(tenant, id_sha256))? else {
+        return Err(Rejection::SessionEnded.into());
+    };
+    if !session.live_at(now_ms) {
+        return Err(Rejection::SessionEnded.into());
+    }
+    writes(move |t| {
+        session.last_seen_ms = session.last_seen_ms.max(now_ms);
+        t.sessions.put(&session)?;
+        Ok(Applied::SessionTouched)
+    })
+}
+
+pub(super) fn end<'c>(tenant: &'c str, id_sha256: &'c str) -> Planned<'c> {
+    writes(move |t| {
+        t.sessions.delete(&session_key(tenant, id_sha256))?;
+        Ok(Applied::SessionEnded)
+    })
+}
+
+/// Ends every session of a user (disabled or deleted: S14).
+pub(super) fn end_all_of(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> Result<(), StoreError> {
+    for s in t.sessions.by_index(&user_sessions_prefix(tenant, user_id))? {
+        if s.user_id == user_id {
+            t.sessions.delete(&s.key())?;
+        }
+    }
+    Ok(())
+}
+
+/// Self-registration: the user, an organization they own when named, and their first
+/// session, checked together and written together.
+pub(super) fn register<'c>(t: &Tables<'_>, r: &'c Registration) -> Planned<'c> {
+    let tenant = tenants::active(t, &r.user.tenant)?;
+    if !tenant.self_registration {
+        return Err(Rejection::RegistrationClosed { id: tenant.id }.into());
+    }
+    users::check_new(t, &r.user)?;
+    let subject = format!("user:{}", r.user.id);
+    let consistent = r.session.tenant == r.user.tenant && r.session.user_id == r.user.id;
+    let owned = r.organization.as_ref().is_none_or(|o| {
+        let scope = format!("org:{}", o.organization.id);
+        [&o.organization.tenant, &o.membership.tenant, &o.binding.tenant].iter().all(|x| **x == r.user.tenant)
+            && o.membership.organization_id == o.organization.id
+            && o.membership.user_id == r.user.id
+            && o.binding.subject == subject
+            && o.binding.role == "owner"
+            && o.binding.scope.as_deref() == Some(scope.as_str())
+    });
+    if !consistent || !owned || r.user.id.contains('/') {
+        let what = "a registration's parts must all be the new user's".to_string();
+        return Err(Rejection::Inconsistent { what }.into());
+    }
+    if let Some(o) = &r.organization {
+        if t.organizations.contains(&o.organization.key())? {
+            return Err(Rejection::AlreadyExists { what: "organization".into(), id: o.organization.id.clone() }.into());
+        }
+        if t.bindings.contains(&o.binding.key())? {
+            return Err(Rejection::BindingExists { id: o.binding.id.clone() }.into());
+        }
+    }
+    check_new_session(t, &r.session)?;
+    writes(move |t| {
+        t.users.put(&r.user)?;
+        if let Some(o) = &r.organization {
+            t.organizations.put(&o.organization)?;
+            t.memberships.put(&o.membership)?;
+            t.bindings.put(&o.binding)?;
+        }
+        t.sessions.put(&r.session)?;
+        Ok(Applied::Registered { user_id: r.user.id.clone() })
+    })
+}
