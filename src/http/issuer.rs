@@ -16,7 +16,7 @@ pub enum IssuerScope {
 }
 
 /// The paths below an issuer that the route table serves once for every tenant.
-pub const ISSUER_PREFIXES: [&str; 2] = [".well-known/", "oauth2/"];
+pub const ISSUER_PREFIXES: [&str; 3] = [".well-known/", "oauth2/", "v1/auth/"];
 
 /// The issuer-relative rest of `/t/{tenant}/{rest}`, when `rest` is one of ours.
 fn split(path: &str) -> Option<(&str, &str)> {
@@ -57,6 +57,7 @@ mod tests {
     fn only_issuer_paths_under_a_tenant_are_mapped() {
         assert_eq!(split("/t/acme/oauth2/token"), Some(("acme", "oauth2/token")));
         assert_eq!(split("/t/acme/.well-known/jwks.json"), Some(("acme", ".well-known/jwks.json")));
+        assert_eq!(split("/t/acme/v1/auth/login"), Some(("acme", "v1/auth/login")));
         assert_eq!(split("/t/acme/admin/v1/tenants"), None, "the admin API is not issuer-relative");
         assert_eq!(split("/oauth2/token"), None);
         assert_eq!(split("/t/acme"), None);

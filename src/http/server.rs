@@ -7,7 +7,7 @@ use poem_openapi::OpenApiService;
 
 use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
-use crate::http::api::{OAuthApi, OidcApi, OpsApi};
+use crate::http::api::{AuthApi, OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
@@ -19,12 +19,35 @@ body gets 422. Resources with an `ETag` take `If-Match` on update; a stale or fo
 412. Lists take `limit` and `cursor` and answer `next_cursor` until the last page. Errors are \
 RFC 7807 problem documents; invalid input names the field in `errors`.";
 
-type Apis =
-    (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, RolesApi, BindingsApi, KeysApi);
+type Apis = (
+    OpsApi,
+    OidcApi,
+    OAuthApi,
+    AuthApi,
+    TenantsApi,
+    UsersApi,
+    OrganizationsApi,
+    ClientsApi,
+    RolesApi,
+    BindingsApi,
+    KeysApi,
+);
 
 fn service() -> OpenApiService<Apis, ()> {
     OpenApiService::new(
-        (OpsApi, OidcApi, OAuthApi, TenantsApi, UsersApi, OrganizationsApi, ClientsApi, RolesApi, BindingsApi, KeysApi),
+        (
+            OpsApi,
+            OidcApi,
+            OAuthApi,
+            AuthApi,
+            TenantsApi,
+            UsersApi,
+            OrganizationsApi,
+            ClientsApi,
+            RolesApi,
+            BindingsApi,
+            KeysApi,
+        ),
         "Gatehouse",
         env!("CARGO_PKG_VERSION"),
     )

@@ -1,5 +1,6 @@
 //! Use cases of identity management, one module per domain noun.
 
+pub mod auth;
 pub mod bindings;
 pub mod clients;
 pub mod keys;

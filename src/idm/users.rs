@@ -96,6 +96,20 @@ pub async fn hash_password(password: &str) -> Result<String, UserError> {
     .map_err(|e| UserError::Hashing(e.to_string()))?
 }
 
+/// Whether `password` matches the PHC string `hash` (its own parameters), on the same bounded
+/// pool as hashing.
+pub async fn verify_password(password: &str, hash: &str) -> Result<bool, UserError> {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier};
+    let _permit = HASHING.acquire().await.map_err(|e| UserError::Hashing(e.to_string()))?;
+    let (password, hash) = (zeroize::Zeroizing::new(password.to_string()), hash.to_string());
+    tokio::task::spawn_blocking(move || {
+        let parsed = PasswordHash::new(&hash).map_err(|e| UserError::Hashing(e.to_string()))?;
+        Ok(argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    })
+    .await
+    .map_err(|e| UserError::Hashing(e.to_string()))?
+}
+
 /// `value` when `applied` is what the command was expected to apply.
 fn outcome<T>(applied: Applied, expected: impl FnOnce(&Applied) -> bool, value: T) -> Result<T, UserError> {
     if expected(&applied) {

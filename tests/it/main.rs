@@ -7,6 +7,7 @@ mod abuse;
 mod admin_api;
 mod architecture;
 mod audit_tamper;
+mod auth;
 mod backup;
 mod crash;
 mod discovery;

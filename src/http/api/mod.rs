@@ -1,12 +1,14 @@
 //! The OpenAPI-described endpoints, one module per tag.
 
 pub mod admin;
+pub mod auth;
 pub mod checked;
 pub mod oauth;
 pub mod oidc;
 pub mod ops;
 pub mod text;
 
+pub use auth::AuthApi;
 pub use oauth::OAuthApi;
 pub use oidc::OidcApi;
 pub use ops::OpsApi;

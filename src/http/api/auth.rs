@@ -1,0 +1,390 @@
+//! End-user sign-in under each issuer, `{issuer}/v1/auth/…`, with cookie sessions: register,
+//! login, logout and the current session. Thin adapters over `idm::auth`.
+//!
+//! The cookie (S49) is `__Host-gh_session_{tenant}`: `Secure`, `HttpOnly`, `SameSite=Lax`,
+//! `Path=/`, no `Domain`, so one browser holds the sessions of several tenants apart. State
+//! changes (S52) take only JSON bodies and are refused when `Origin` is present and not the
+//! public origin, or `Sec-Fetch-Site` says `cross-site`; clients that send neither (curl with
+//! a cookie jar) work.
+
+use std::sync::Arc;
+
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
+
+use crate::app::AppState;
+use crate::http::api::checked::Checked;
+use crate::http::api::oidc::{resolve_scope, Resolved};
+use crate::http::issuer::IssuerScope;
+use crate::http::problem::{FieldError, Problem};
+use crate::idm::auth::{self, AuthError, NewAccount, SignedIn};
+
+#[derive(Tags)]
+enum AuthTag {
+    /// End-user sign-in with cookie sessions.
+    Auth,
+}
+
+pub struct AuthApi;
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct RegisterInput {
+    #[oai(validator(max_length = 254))]
+    pub email: String,
+    /// 15 to 256 characters, any characters; refused when easy to guess.
+    #[oai(validator(max_length = 1024))]
+    pub password: String,
+    #[oai(validator(max_length = 200))]
+    pub display_name: Option<String>,
+    /// When given, an organization is created with the new user as its owner.
+    #[oai(validator(max_length = 200))]
+    pub organization_name: Option<String>,
+}
+
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct LoginInput {
+    #[oai(validator(max_length = 254))]
+    pub email: String,
+    #[oai(validator(max_length = 1024))]
+    pub password: String,
+}
+
+/// The signed-in user and their session.
+#[derive(Debug, Object)]
+pub struct SessionView {
+    pub user: SessionUser,
+    /// How this session signed in: `register` or `password`.
+    pub method: String,
+    pub created_at_ms: i64,
+    /// The session ends by then at the latest.
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Object)]
+pub struct SessionUser {
+    pub id: String,
+    pub email: Option<String>,
+    pub display_name: String,
+}
+
+/// Declares a sign-in answer: its success, the problems every sign-in operation can give
+/// (400, 404, 429, 503) and the ones listed, each with its description.
+macro_rules! auth_answer {
+    ($(#[$meta:meta])* $name:ident { $($success:tt)* } $($status:literal $variant:ident $doc:literal,)*) => {
+        $(#[$meta])*
+        #[derive(ApiResponse)]
+        #[oai(bad_request_handler = "bad_request")]
+        pub enum $name {
+            $($success)*
+            /// Invalid input; `errors` names the fields.
+            #[oai(status = 400, content_type = "application/problem+json")]
+            BadRequest(Json<Problem>),
+            /// No such tenant.
+            #[oai(status = 404, content_type = "application/problem+json")]
+            NotFound(Json<Problem>),
+            $(
+                #[doc = $doc]
+                #[oai(status = $status, content_type = "application/problem+json")]
+                $variant(Json<Problem>),
+            )*
+            /// Too many requests from this source; retry after `Retry-After` seconds.
+            #[oai(status = 429, content_type = "application/problem+json")]
+            TooManyRequests(Json<Problem>, #[oai(header = "Retry-After")] String),
+            /// This node cannot serve the request now.
+            #[oai(status = 503, content_type = "application/problem+json")]
+            Unavailable(Json<Problem>),
+        }
+
+        impl FromProblem for $name {
+            fn problem(p: Problem) -> Self {
+                match p.status {
+                    400 => Self::BadRequest(Json(p)),
+                    404 => Self::NotFound(Json(p)),
+                    $($status => Self::$variant(Json(p)),)*
+                    503 => Self::Unavailable(Json(p)),
+                    other => {
+                        tracing::error!("sign-in: a {other} this operation does not declare: {}", p.detail);
+                        Self::Unavailable(Json(Problem::new(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "unavailable",
+                            "this node cannot serve the request now",
+                        )))
+                    }
+                }
+            }
+        }
+    };
+}
+
+/// An answer built from a problem document.
+pub trait FromProblem {
+    fn problem(p: Problem) -> Self;
+}
+
+auth_answer! {
+    /// The answer to a registration.
+    Registered {
+        /// Registered and signed in: the session cookie is set.
+        #[oai(status = 201)]
+        New(Json<SessionView>, #[oai(header = "Set-Cookie")] String),
+    }
+    403 Forbidden "A cross-site request, or self-registration is off for this tenant.",
+    408 RequestTimeout "The body did not arrive within `http.body_read_timeout_secs`.",
+    409 Conflict "An account with this email exists already.",
+    413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
+}
+
+auth_answer! {
+    /// The answer to a login.
+    LoggedIn {
+        /// Signed in: a new session, and its cookie.
+        #[oai(status = 200)]
+        Ok(Json<SessionView>, #[oai(header = "Set-Cookie")] String),
+    }
+    401 Unauthorized "The email or the password is not right (one answer for both, and for unknown emails).",
+    403 Forbidden "A cross-site request.",
+    408 RequestTimeout "The body did not arrive within `http.body_read_timeout_secs`.",
+    413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
+}
+
+auth_answer! {
+    /// The answer to a logout.
+    LoggedOut {
+        /// Signed out: the session ended on the server, and the cookie is cleared.
+        #[oai(status = 204)]
+        Done(#[oai(header = "Set-Cookie")] String),
+    }
+    403 Forbidden "A cross-site request.",
+}
+
+auth_answer! {
+    /// The current session.
+    Current {
+        /// The session and its user.
+        #[oai(status = 200)]
+        Ok(Json<SessionView>),
+    }
+    401 Unauthorized "Not signed in, or the session has ended.",
+}
+
+fn bad_request<R: FromProblem>(err: poem::Error) -> R {
+    let detail = err.to_string();
+    let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail.clone());
+    p.errors = Some(vec![FieldError { field: "body".into(), message: detail }]);
+    R::problem(p)
+}
+
+fn problem_of(e: AuthError) -> Problem {
+    match e {
+        AuthError::Invalid(errors) => {
+            let detail = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
+            let mut p = Problem::new(StatusCode::BAD_REQUEST, "validation_failed", detail);
+            p.errors = Some(errors.into_iter().map(|(field, message)| FieldError { field, message }).collect());
+            p
+        }
+        AuthError::RegistrationClosed => {
+            Problem::new(StatusCode::FORBIDDEN, "registration_closed", "this tenant does not allow self-registration")
+        }
+        AuthError::EmailTaken => Problem::new(StatusCode::CONFLICT, "email_taken", "an account with this email exists"),
+        AuthError::BadCredentials => {
+            Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the email or the password is not right")
+        }
+        other => {
+            tracing::warn!("sign-in: {other}");
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "this node cannot serve the request now")
+        }
+    }
+}
+
+fn not_signed_in() -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "not_signed_in", "there is no session, or it has ended")
+}
+
+/// The session cookie's name: one per tenant, so the sessions of several tenants stay apart.
+fn cookie_name(tenant: &str) -> String {
+    format!("__Host-gh_session_{tenant}")
+}
+
+fn set_cookie(tenant: &str, session_id: &str, max_age_secs: i64) -> String {
+    format!("{}={session_id}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}", cookie_name(tenant))
+}
+
+/// The presented session id of `tenant`, if any.
+fn presented(req: &poem::Request, tenant: &str) -> Option<String> {
+    let name = cookie_name(tenant);
+    req.headers().get_all(poem::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|header| {
+        header.split(';').find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name && !v.is_empty() && v.len() <= 128).then(|| v.to_string())
+        })
+    })
+}
+
+/// S52: a cookie-authenticated change must come from our own pages or from a non-browser.
+fn same_site(app: &AppState, req: &poem::Request) -> Result<(), Problem> {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let refused = |why: &str| Problem::new(StatusCode::FORBIDDEN, "cross_site_request", why.to_string());
+    if header("sec-fetch-site").as_deref() == Some("cross-site") {
+        return Err(refused("a cross-site request cannot change a session"));
+    }
+    if let Some(origin) = header("origin") {
+        if origin != public_origin(&app.public_url) {
+            return Err(refused("the request's Origin is not this server's"));
+        }
+    }
+    Ok(())
+}
+
+/// `scheme://host[:port]` of the public URL.
+fn public_origin(public_url: &str) -> String {
+    match public_url.parse::<poem::http::Uri>() {
+        Ok(uri) => match (uri.scheme_str(), uri.authority()) {
+            (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+            _ => public_url.trim_end_matches('/').to_string(),
+        },
+        Err(_) => public_url.trim_end_matches('/').to_string(),
+    }
+}
+
+fn view(session: &gatehouse_storage::model::SessionRecord, user: &gatehouse_storage::model::UserRecord) -> SessionView {
+    SessionView {
+        user: SessionUser { id: user.id.clone(), email: user.email.clone(), display_name: user.display_name.clone() },
+        method: session.method.clone(),
+        created_at_ms: session.created_at_ms,
+        expires_at_ms: session.expires_at_ms,
+    }
+}
+
+fn signed_in(s: &SignedIn) -> (Json<SessionView>, String) {
+    let max_age = (s.session.expires_at_ms - s.session.created_at_ms) / 1000;
+    (Json(view(&s.session, &s.user)), set_cookie(&s.session.tenant, &s.session_id, max_age))
+}
+
+/// The tenant of the request's issuer; `/t/default/…` is not a second address for `default`.
+fn tenant_of(app: &AppState, scope: &IssuerScope) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
+    match resolve_scope(app, scope) {
+        Resolved::Tenant { tenant, .. } => Ok(tenant),
+        Resolved::DefaultAtRoot => Err(Problem::not_found("the default tenant signs in at the root: /v1/auth/")),
+        Resolved::NotFound(p) | Resolved::Unavailable(p) => Err(p),
+    }
+}
+
+#[OpenApi(tag = "AuthTag::Auth")]
+impl AuthApi {
+    /// Create an account and sign in (when the tenant allows self-registration); with
+    /// `organization_name`, also an organization the new user owns.
+    #[oai(path = "/v1/auth/register", method = "post", operation_id = "register")]
+    async fn register(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        body: Json<Checked<RegisterInput>>,
+    ) -> Registered {
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+            Ok(t) => t,
+            Err(p) => return Registered::problem(p),
+        };
+        let b = &body.0 .0;
+        let account = NewAccount {
+            email: &b.email,
+            password: &b.password,
+            display_name: b.display_name.as_deref(),
+            organization_name: b.organization_name.as_deref(),
+        };
+        match auth::register(&app, &tenant, account).await {
+            Ok(s) => {
+                let (view, cookie) = signed_in(&s);
+                Registered::New(view, cookie)
+            }
+            Err(e) => Registered::problem(problem_of(e)),
+        }
+    }
+
+    /// Sign in with email and password; a new session (and cookie) every time.
+    #[oai(path = "/v1/auth/login", method = "post", operation_id = "login")]
+    async fn login(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        body: Json<Checked<LoginInput>>,
+    ) -> LoggedIn {
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+            Ok(t) => t,
+            Err(p) => return LoggedIn::problem(p),
+        };
+        match auth::login(&app, &tenant, &body.email, &body.password).await {
+            Ok(s) => {
+                let (view, cookie) = signed_in(&s);
+                LoggedIn::Ok(view, cookie)
+            }
+            Err(AuthError::RateLimited(wait)) => {
+                let detail = format!("too many failed sign-ins; retry after {} s", wait.secs());
+                let p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
+                LoggedIn::TooManyRequests(Json(p), wait.secs().to_string())
+            }
+            Err(e) => LoggedIn::problem(problem_of(e)),
+        }
+    }
+
+    /// Sign out: the session ends on the server, and the cookie is cleared.
+    #[oai(path = "/v1/auth/logout", method = "post", operation_id = "logout")]
+    async fn logout(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> LoggedOut {
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+            Ok(t) => t,
+            Err(p) => return LoggedOut::problem(p),
+        };
+        if let Some(id) = presented(req, &tenant.id) {
+            if let Err(e) = auth::logout(&app, &tenant.id, &id).await {
+                return LoggedOut::problem(problem_of(e));
+            }
+        }
+        LoggedOut::Done(set_cookie(&tenant.id, "", 0))
+    }
+
+    /// The current session and its user, or 401.
+    #[oai(path = "/v1/auth/session", method = "get", operation_id = "session")]
+    async fn session(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> Current {
+        let tenant = match tenant_of(&app, &scope) {
+            Ok(t) => t,
+            Err(p) => return Current::problem(p),
+        };
+        let Some(id) = presented(req, &tenant.id) else { return Current::problem(not_signed_in()) };
+        match auth::current(&app, &tenant.id, &id).await {
+            Ok(Some((session, user))) => Current::Ok(Json(view(&session, &user))),
+            Ok(None) => Current::problem(not_signed_in()),
+            Err(e) => Current::problem(problem_of(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_origin_is_scheme_host_and_port() {
+        assert_eq!(public_origin("https://id.example.com/"), "https://id.example.com");
+        assert_eq!(public_origin("https://localhost:8443"), "https://localhost:8443");
+    }
+
+    #[test]
+    fn a_cookie_is_read_only_under_its_tenants_name() {
+        let req = poem::Request::builder()
+            .header("cookie", "a=1; __Host-gh_session_acme=xyz; __Host-gh_session_beta=abc")
+            .finish();
+        assert_eq!(presented(&req, "acme").as_deref(), Some("xyz"));
+        assert_eq!(presented(&req, "beta").as_deref(), Some("abc"));
+        assert_eq!(presented(&req, "default"), None);
+        let cookie = set_cookie("acme", "xyz", 60);
+        for attribute in ["__Host-gh_session_acme=xyz", "Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+            assert!(cookie.contains(attribute), "{cookie}");
+        }
+        assert!(!cookie.contains("Domain"));
+    }
+}

@@ -1,0 +1,343 @@
+//! End-user sign-in: self-registration, password login, the session behind the cookie, logout.
+//!
+//! Passwords follow SP 800-63B-4 (S38): NFKC-normalised, 15 to 256 characters (the password is
+//! the only factor until MFA exists), no composition rules, and refused when zxcvbn scores them
+//! below 3 with the product, the tenant and the parts of the email as context (S39). A login
+//! for an unknown email costs the same argon2 verify as a wrong password and gets the same
+//! answer (S41). Session ids are 256 random bits, stored only as their SHA-256 (S37, S49).
+
+use std::sync::LazyLock;
+
+use gatehouse_storage::model::{
+    BindingRecord, MembershipRecord, OrganizationRecord, SessionRecord, TenantRecord, UserRecord, UserStatus,
+};
+use gatehouse_storage::{Applied, Command, OwnedOrganization, Registration, Rejection};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::app::{AppState, NodeWriteError, ProposeError};
+use crate::idm::users::{hash_password, verify_password};
+
+pub const MIN_PASSWORD_CHARS: usize = 15;
+pub const MAX_PASSWORD_CHARS: usize = 256;
+/// A session ends this long after sign-in whatever happens.
+pub const SESSION_ABSOLUTE_MS: i64 = 12 * 3600 * 1000;
+/// A session ends when unused this long.
+pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
+/// A session's use is written at most this often (a touch is a raft write).
+const TOUCH_EVERY_MS: i64 = SESSION_IDLE_MS / 8;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    #[error("invalid input: {}", .0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    Invalid(Vec<(String, String)>),
+    #[error("this tenant does not allow self-registration")]
+    RegistrationClosed,
+    #[error("an account with this email exists already")]
+    EmailTaken,
+    /// Unknown email, wrong password or disabled user: one answer for all three (S41).
+    #[error("the email or the password is not right")]
+    BadCredentials,
+    #[error(transparent)]
+    Refused(Rejection),
+    #[error(transparent)]
+    Write(#[from] NodeWriteError),
+    #[error("password hashing failed: {0}")]
+    Hashing(String),
+    /// This source or this account spent its budget of failed sign-ins.
+    #[error("too many failed sign-ins; retry after {} s", .0.secs())]
+    RateLimited(crate::app::limits::RetryAfter),
+}
+
+impl From<ProposeError> for AuthError {
+    fn from(e: ProposeError) -> Self {
+        match e {
+            ProposeError::Refused(Rejection::UsernameTaken { .. }) => AuthError::EmailTaken,
+            ProposeError::Refused(Rejection::RegistrationClosed { .. }) => AuthError::RegistrationClosed,
+            ProposeError::Refused(r) => AuthError::Refused(r),
+            ProposeError::Write(w) => AuthError::Write(w),
+        }
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> AuthError {
+    AuthError::Invalid(vec![(field.into(), message.into())])
+}
+
+/// A signed-in browser: the cookie's value (shown only here) and what it stands for.
+pub struct SignedIn {
+    pub session_id: String,
+    pub session: SessionRecord,
+    pub user: UserRecord,
+}
+
+/// The email as the account's name: trimmed and lowercased; a plausible address or refused.
+pub fn normalize_email(email: &str) -> Result<String, AuthError> {
+    let email = email.trim().to_lowercase();
+    let plausible = email.len() <= 254
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && email.matches('@').count() == 1
+        && !email.chars().any(crate::idm::is_blank_or_control);
+    if plausible {
+        Ok(email)
+    } else {
+        Err(invalid("email", "must be an email address"))
+    }
+}
+
+/// NFKC, as the password is stored and compared (S38).
+pub fn normalize_password(password: &str) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(password.nfkc().collect())
+}
+
+/// Checks a new password: its length in code points, then its strength in context.
+pub fn check_new_password(password: &str, tenant: &str, email: &str) -> Result<(), AuthError> {
+    let n = password.chars().count();
+    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
+        return Err(invalid(
+            "password",
+            format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters (any characters, spaces too)"),
+        ));
+    }
+    let (local, domain) = email.split_once('@').unwrap_or((email, ""));
+    let context = ["gatehouse", tenant, email, local, domain];
+    let estimate = zxcvbn::zxcvbn(password, &context);
+    if u8::from(estimate.score()) < 3 {
+        let why = estimate
+            .feedback()
+            .and_then(|f| f.warning().map(|w| w.to_string()))
+            .unwrap_or_else(|| "it is too easy to guess".to_string());
+        return Err(invalid("password", format!("too easy to guess ({why}): try a few unrelated words")));
+    }
+    Ok(())
+}
+
+/// A new session id (the cookie value) and the digest it is stored under.
+fn new_session_id() -> (String, String) {
+    let mut raw = [0u8; 32];
+    crate::clock::random_bytes(&mut raw);
+    let id = crate::crypto::b64url(&raw);
+    let digest = session_digest(&id);
+    (id, digest)
+}
+
+/// The SHA-256 of a presented session id: a truncated or altered id digests to nothing stored.
+pub fn session_digest(id: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes()))
+}
+
+fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: String, now_ms: i64) -> SessionRecord {
+    SessionRecord {
+        v: 1,
+        tenant: tenant.to_string(),
+        id_sha256,
+        user_id: user_id.to_string(),
+        method: method.to_string(),
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms + SESSION_ABSOLUTE_MS,
+        idle_timeout_ms: SESSION_IDLE_MS,
+        last_seen_ms: now_ms,
+    }
+}
+
+/// What `register` is given.
+pub struct NewAccount<'a> {
+    pub email: &'a str,
+    pub password: &'a str,
+    pub display_name: Option<&'a str>,
+    pub organization_name: Option<&'a str>,
+}
+
+/// Creates the user, an organization they own when named, and their first session.
+pub async fn register(app: &AppState, tenant: &TenantRecord, account: NewAccount<'_>) -> Result<SignedIn, AuthError> {
+    if !tenant.self_registration || tenant.id == "system" {
+        return Err(AuthError::RegistrationClosed);
+    }
+    let email = normalize_email(account.email)?;
+    let password = normalize_password(account.password);
+    check_new_password(&password, &tenant.id, &email)?;
+    let display_name = crate::idm::trim_ascii(account.display_name.unwrap_or(&email)).to_string();
+    if display_name.is_empty() || display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
+        return Err(invalid("display_name", "must be 1 to 200 characters without control characters"));
+    }
+    let org_name = account.organization_name.map(crate::idm::trim_ascii);
+    if org_name.is_some_and(|n| n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control)) {
+        return Err(invalid("organization_name", "must be 1 to 200 characters without control characters"));
+    }
+    let password_hash = hash_password(&password).await.map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let now_ms = app.clock.now_ms();
+    let user = UserRecord {
+        v: 1,
+        tenant: tenant.id.clone(),
+        id: crate::clock::random_id("u-"),
+        username: email.clone(),
+        email: Some(email),
+        display_name,
+        status: UserStatus::Active,
+        password_hash: Some(password_hash),
+        created_at_ms: now_ms,
+        updated_at_ms: now_ms,
+        revision: 1,
+    };
+    let organization = org_name.map(|name| {
+        let id = crate::clock::random_id("o-");
+        OwnedOrganization {
+            organization: OrganizationRecord {
+                v: 1,
+                tenant: tenant.id.clone(),
+                id: id.clone(),
+                name: name.to_string(),
+                created_at_ms: now_ms,
+            },
+            membership: MembershipRecord {
+                v: 1,
+                tenant: tenant.id.clone(),
+                organization_id: id.clone(),
+                user_id: user.id.clone(),
+                created_at_ms: now_ms,
+            },
+            binding: BindingRecord {
+                v: 1,
+                tenant: tenant.id.clone(),
+                id: crate::clock::random_id("b-"),
+                subject: format!("user:{}", user.id),
+                role: "owner".into(),
+                scope: Some(format!("org:{id}")),
+                created_at_ms: now_ms,
+            },
+        }
+    });
+    let (session_id, digest) = new_session_id();
+    let session = session_for(&tenant.id, &user.id, "register", digest, now_ms);
+    let registration = Registration { user: user.clone(), session: session.clone(), organization };
+    match app.propose(&format!("user:{}", user.id), Command::Register(Box::new(registration))).await? {
+        Applied::Registered { .. } => Ok(SignedIn { session_id, session, user }),
+        other => Err(super::unexpected(other).into()),
+    }
+}
+
+/// A hash to verify against when the email names nobody, so both cost one argon2 verify.
+static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(&[7u8; 16]).expect("a valid salt");
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("valid parameters");
+    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+        .hash_password(b"no such account, no such password", &salt)
+        .map(|h| h.to_string())
+        .unwrap_or_default()
+});
+
+/// Signs a user in with their email and password: a new session on success.
+pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password: &str) -> Result<SignedIn, AuthError> {
+    let email = normalize_email(email).map_err(|_| AuthError::BadCredentials)?;
+    // Budgets per source and per account, spent by failures: a known and an unknown email
+    // are counted alike, so a 429 tells nobody which exists (S40, S41).
+    let account = format!("{}/login:{email}", tenant.id);
+    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    let password = normalize_password(password);
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let user = app.store.read().and_then(|r| r.user_by_username(&tenant.id, &email)).map_err(unavailable)?;
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
+    let long = password.chars().count() > MAX_PASSWORD_CHARS;
+    let known = user.is_some();
+    let matches = !long && verify_password(&password, &hash).await.map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let user = match user {
+        Some(u) if matches && u.status == UserStatus::Active && u.password_hash.is_some() => u,
+        _ => {
+            let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
+            app.limits.failed(source, Some(&account));
+            // Made-up emails fold into one audit entry, as made-up client ids do.
+            let named = if known { email.as_str() } else { "(unknown)" };
+            app.auth_failures.record(app.clock.now_ms(), &tenant.id, "login", named, source, "invalid_credentials");
+            return Err(AuthError::BadCredentials);
+        }
+    };
+    let (session_id, digest) = new_session_id();
+    let session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
+    match app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await {
+        Ok(Applied::SessionStarted { .. }) => Ok(SignedIn { session_id, session, user }),
+        // Disabled between the read and the apply: the same answer as a wrong password.
+        Err(ProposeError::Refused(Rejection::UserDisabled { .. } | Rejection::UnknownUser { .. })) => {
+            Err(AuthError::BadCredentials)
+        }
+        Ok(other) => Err(super::unexpected(other).into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The live session behind a presented id, and its user; its use is recorded now and then.
+pub async fn current(
+    app: &AppState,
+    tenant: &str,
+    session_id: &str,
+) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
+    let digest = session_digest(session_id);
+    let now_ms = app.clock.now_ms();
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let reader = app.store.read().map_err(unavailable)?;
+    let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
+    if !session.live_at(now_ms) {
+        return Ok(None);
+    }
+    let user = match reader.user(tenant, &session.user_id).map_err(unavailable)? {
+        Some(u) if u.status == UserStatus::Active => u,
+        _ => return Ok(None),
+    };
+    drop(reader);
+    if now_ms - session.last_seen_ms >= TOUCH_EVERY_MS {
+        let command = Command::TouchSession { tenant: tenant.to_string(), id_sha256: digest };
+        if let Err(e) = app.propose(&format!("user:{}", user.id), command).await {
+            tracing::debug!("a session touch was not recorded: {e}");
+        }
+    }
+    Ok(Some((session, user)))
+}
+
+/// Ends the session behind a presented id (nothing happens for one that is gone).
+pub async fn logout(app: &AppState, tenant: &str, session_id: &str) -> Result<(), AuthError> {
+    let command = Command::EndSession { tenant: tenant.to_string(), id_sha256: session_digest(session_id) };
+    app.propose("anonymous", command).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_follow_800_63b_and_are_refused_when_guessable_in_context() {
+        let ok = |p: &str| check_new_password(&normalize_password(p), "acme", "ada@example.com").is_ok();
+        assert!(ok("correct horse battery staple"), "long words pass, spaces included");
+        assert!(ok(&"λόγος-μελωδία-κλειδί ".repeat(3)), "any Unicode");
+        assert!(!ok("short-Pass1!"), "under 15 characters");
+        assert!(!ok(&"x".repeat(257)), "over 256");
+        assert!(ok(&format!("{}A", "rainbow-trellis-quartz-".repeat(10)).chars().take(256).collect::<String>()));
+        for weak in
+            ["gatehousegatehouse", "qwertyuiop123456", "acmeacmeacme2026", "ada@example.com1", "passwordpassword"]
+        {
+            assert!(!ok(weak), "{weak} is guessable");
+        }
+        // NFKC: the precomposed and decomposed forms are one password.
+        assert_eq!(*normalize_password("caf\u{e9}-garden-lantern"), *normalize_password("cafe\u{301}-garden-lantern"));
+    }
+
+    #[test]
+    fn emails_are_names_when_plausible() {
+        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "ada@", "@example.com", "a@b", "a b@example.com", "a@@example.com", "a@example."] {
+            assert!(normalize_email(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_id_is_long_random_and_stored_only_digested() {
+        let (a, da) = new_session_id();
+        let (b, _) = new_session_id();
+        assert_ne!(a, b);
+        assert!(a.len() >= 43, "256 bits");
+        assert_eq!(da.len(), 64);
+        assert_ne!(session_digest(&a[..a.len() - 1]), da, "a truncated id is another id");
+    }
+}

@@ -1,0 +1,228 @@
+//! End-user sign-in against the real server: the source documents' smoke test, cookie
+//! hardening (S49), CSRF (S52), password rules (S38, S39), no enumeration on login (S41),
+//! sessions that end with their user (S14), and tenants kept apart.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::admin::{call, platform_token};
+use crate::support::{node::temp_data_dir, TestNode};
+
+struct Answer {
+    status: StatusCode,
+    cookie: Option<String>,
+    body: Value,
+}
+
+/// One request to `{issuer}{path}` with an optional cookie and extra headers.
+async fn auth(
+    node: &TestNode,
+    method: Method,
+    path: &str,
+    cookie: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut req = node.client().request(method, format!("{}{path}", node.url));
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let cookie = resp.headers().get("set-cookie").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let text = resp.text().await.unwrap();
+    Answer { status, cookie, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+}
+
+/// The `name=value` part of a `Set-Cookie` header.
+fn jar(set_cookie: &str) -> String {
+    set_cookie.split(';').next().unwrap().trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_smoke_test_registers_signs_in_and_out_with_a_cookie() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let body = json!({"email":"smoke@example.com","password":"smoke-test-password","organization_name":"Smoke"});
+    let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(body.clone()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let set = r.cookie.expect("a session cookie");
+    for attribute in ["__Host-gh_session_default=", "Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(set.contains(attribute), "{attribute} in {set}");
+    }
+    assert!(!set.to_lowercase().contains("domain"), "{set}");
+    let cookie = jar(&set);
+
+    let s = auth(&node, Method::GET, "/v1/auth/session", Some(&cookie), None, &[]).await;
+    assert_eq!(s.status, StatusCode::OK, "{}", s.body);
+    assert_eq!(s.body["user"]["email"], "smoke@example.com");
+    let o = auth(&node, Method::POST, "/v1/auth/logout", Some(&cookie), None, &[]).await;
+    assert_eq!(o.status, StatusCode::NO_CONTENT);
+    assert!(o.cookie.unwrap().contains("Max-Age=0"), "the cookie is cleared");
+    let s = auth(&node, Method::GET, "/v1/auth/session", Some(&cookie), None, &[]).await;
+    assert_eq!(s.status, StatusCode::UNAUTHORIZED, "the session ended on the server");
+
+    // The same email again: 409; the organization belongs to its creator.
+    let again = auth(&node, Method::POST, "/v1/auth/register", None, Some(body), &[]).await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.body);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let orgs = call(&node, Method::GET, "/admin/v1/tenants/default/organizations", Some(&admin), None).await;
+    assert_eq!(orgs.body["items"].as_array().unwrap().len(), 1, "one organization, not two");
+    let bindings = call(&node, Method::GET, "/admin/v1/tenants/default/bindings", Some(&admin), None).await;
+    let owner = bindings.body["items"].as_array().unwrap().iter().find(|b| b["role"] == "owner").cloned();
+    assert!(owner.is_some_and(|b| b["scope"].as_str().unwrap().starts_with("org:")), "{}", bindings.body);
+
+    // Login gives a new session id each time (anti-fixation); a truncated id is nobody's.
+    let login = json!({"email": "SMOKE@example.com", "password": "smoke-test-password"});
+    let a = auth(
+        &node,
+        Method::POST,
+        "/v1/auth/login",
+        Some("__Host-gh_session_default=planted"),
+        Some(login.clone()),
+        &[],
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let first = jar(&a.cookie.unwrap());
+    assert!(!first.ends_with("=planted"));
+    let b = auth(&node, Method::POST, "/v1/auth/login", None, Some(login), &[]).await;
+    assert_ne!(jar(&b.cookie.unwrap()), first);
+    let truncated = &first[..first.len() - 1];
+    let s = auth(&node, Method::GET, "/v1/auth/session", Some(truncated), None, &[]).await;
+    assert_eq!(s.status, StatusCode::UNAUTHORIZED);
+
+    // Disabling the user ends their sessions at once.
+    let users = call(&node, Method::GET, "/admin/v1/tenants/default/users", Some(&admin), None).await;
+    let user = users.body["items"][0].clone();
+    let id = user["id"].as_str().unwrap();
+    let put = json!({"username": user["username"], "email": user["email"], "display_name": user["display_name"], "disabled": true});
+    let d = call(&node, Method::PUT, &format!("/admin/v1/tenants/default/users/{id}"), Some(&admin), Some(&put)).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let s = auth(&node, Method::GET, "/v1/auth/session", Some(&first), None, &[]).await;
+    assert_eq!(s.status, StatusCode::UNAUTHORIZED, "a disabled user's session is over");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_refuses_bad_input_cross_site_requests_and_tells_no_one_who_exists() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let register = |email: &str, password: &str| json!({"email": email, "password": password});
+    let users = || async {
+        call(&node, Method::GET, "/admin/v1/tenants/default/users", Some(&admin), None).await.body["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+
+    // Bad input: a 4xx problem naming the field, and nothing stored.
+    for (email, password, field) in [
+        ("not-an-email", "plenty long enough passphrase", "email"),
+        ("a@example.com", &"x".repeat(257) as &str, "password"),
+        ("a@example.com", &"y".repeat(10_000), "password"),
+        ("a@example.com", "short", "password"),
+        ("a@example.com", "gatehousegatehouse", "password"),
+        ("a@example.com", "qwertyuiop123456", "password"),
+    ] {
+        let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(register(email, password)), &[]).await;
+        assert!(r.status.is_client_error(), "{email} / {} chars: {}", password.len(), r.status);
+        let named = r.body["errors"].as_array().into_iter().flatten().any(|e| e["field"] == field);
+        assert!(named || r.status == StatusCode::BAD_REQUEST, "{field}: {}", r.body);
+        assert!(r.cookie.is_none());
+    }
+    let bad = node.client().post(format!("{}/v1/auth/register", node.url)).header("content-type", "application/json");
+    let r = bad.body("{\"email\":").send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "malformed JSON");
+    assert_eq!(users().await, 0, "nothing was stored");
+
+    // CSRF: a foreign Origin, a cross-site fetch, or a form body changes nothing.
+    let ok = register("csrf@example.com", "plenty long enough passphrase");
+    let r =
+        auth(&node, Method::POST, "/v1/auth/register", None, Some(ok.clone()), &[("origin", "https://evil.example")])
+            .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.body);
+    let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(ok.clone()), &[("sec-fetch-site", "cross-site")])
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let form = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=csrf%40example.com&password=plenty+long+enough+passphrase")
+        .send()
+        .await
+        .unwrap();
+    assert!(form.status().is_client_error(), "a form body: {}", form.status());
+    assert_eq!(users().await, 0, "no cross-site request created anyone");
+    let own_origin = node.url.clone();
+    let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(ok), &[("origin", &own_origin)]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "our own origin: {}", r.body);
+
+    // Login: a wrong password and an unknown email get the same answer.
+    let wrong = auth(
+        &node,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(register("csrf@example.com", "not the right passphrase")),
+        &[],
+    )
+    .await;
+    let unknown = auth(
+        &node,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(register("nobody@example.com", "not the right passphrase")),
+        &[],
+    )
+    .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!((wrong.status, &wrong.body, &wrong.cookie), (unknown.status, &unknown.body, &unknown.cookie));
+
+    // Tenants are apart: a session of `default` is nothing to `acme`, which has no
+    // self-registration.
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "acme"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let login = auth(
+        &node,
+        Method::POST,
+        "/v1/auth/login",
+        None,
+        Some(register("csrf@example.com", "plenty long enough passphrase")),
+        &[],
+    )
+    .await;
+    assert_eq!(login.status, StatusCode::OK, "{}", login.body);
+    let default_cookie = jar(&login.cookie.unwrap());
+    let as_acme = default_cookie.replace("gh_session_default", "gh_session_acme");
+    let s = auth(&node, Method::GET, "/t/acme/v1/auth/session", Some(&as_acme), None, &[]).await;
+    assert_eq!(s.status, StatusCode::UNAUTHORIZED, "another tenant's session id is nobody's here");
+    let r = auth(
+        &node,
+        Method::POST,
+        "/t/acme/v1/auth/register",
+        None,
+        Some(register("a@acme.example", "plenty long enough passphrase")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "self-registration is off for acme: {}", r.body);
+    let r = auth(
+        &node,
+        Method::POST,
+        "/t/nobody/v1/auth/login",
+        None,
+        Some(register("a@b.example", "whatever it is here")),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+}
