@@ -93,6 +93,8 @@ pub struct RateLimitConfig {
     pub failures_per_source_per_min: u32,
     /// Failed authentications per minute one client id may have before it gets 429.
     pub failures_per_client_per_min: u32,
+    /// Self-registrations per minute one source address may make before it gets 429.
+    pub registrations_per_source_per_min: u32,
     /// How many source addresses and client ids the limiter remembers at most; past that, new
     /// ones share one budget until the old ones are forgotten.
     pub max_tracked_keys: usize,
@@ -109,6 +111,7 @@ impl Default for RateLimitConfig {
             per_source_burst: 10_000,
             failures_per_source_per_min: 30,
             failures_per_client_per_min: 30,
+            registrations_per_source_per_min: 10,
             max_tracked_keys: 100_000,
             failure_audit_window_secs: 10,
         }

@@ -141,6 +141,7 @@ pub struct RateLimits {
     per_source: Bounded<IpAddr>,
     failures_by_source: Bounded<IpAddr>,
     failures_by_client: Bounded<String>,
+    registrations_by_source: Bounded<IpAddr>,
     held_sources: Penalties<IpAddr>,
     held_clients: Penalties<String>,
 }
@@ -156,11 +157,13 @@ impl RateLimits {
             Quota::per_second(nonzero(config.per_source_per_sec)).allow_burst(nonzero(config.per_source_burst));
         let by_source = Quota::per_minute(nonzero(config.failures_per_source_per_min));
         let by_client = Quota::per_minute(nonzero(config.failures_per_client_per_min));
+        let registrations = Quota::per_minute(nonzero(config.registrations_per_source_per_min));
         RateLimits {
             enabled: config.enabled,
             per_source: Bounded::new(general, max, Some(OVERFLOW_SOURCE)),
             failures_by_source: Bounded::new(by_source, max, None),
             failures_by_client: Bounded::new(by_client, max, None),
+            registrations_by_source: Bounded::new(registrations, max, Some(OVERFLOW_SOURCE)),
             held_sources: Penalties::new(max),
             held_clients: Penalties::new(max),
         }
@@ -176,6 +179,15 @@ impl RateLimits {
             return Err(RetryAfter(wait));
         }
         self.per_source.take(&source).map_err(RetryAfter)
+    }
+
+    /// Takes one self-registration from `source`'s budget: every attempt counts, since each
+    /// that succeeds is a durable user.
+    pub fn admit_registration(&self, source: Option<IpAddr>) -> Result<(), RetryAfter> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.registrations_by_source.take(&source_key(source.unwrap_or(OVERFLOW_SOURCE))).map_err(RetryAfter)
     }
 
     /// Whether `client` (`tenant/client_id`) may try to authenticate now.
@@ -213,6 +225,7 @@ impl RateLimits {
         self.per_source.forget_idle();
         self.failures_by_source.forget_idle();
         self.failures_by_client.forget_idle();
+        self.registrations_by_source.forget_idle();
         self.held_sources.forget_expired();
         self.held_clients.forget_expired();
     }

@@ -155,6 +155,8 @@ pub async fn register(app: &AppState, tenant: &TenantRecord, account: NewAccount
     if !tenant.self_registration || tenant.id == "system" {
         return Err(AuthError::RegistrationClosed);
     }
+    let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
+    app.limits.admit_registration(source).map_err(AuthError::RateLimited)?;
     let email = normalize_email(account.email)?;
     let password = normalize_password(account.password);
     check_new_password(&password, &tenant.id, &email)?;

@@ -226,3 +226,18 @@ async fn sign_in_refuses_bad_input_cross_site_requests_and_tells_no_one_who_exis
     .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn registration_is_rate_limited_per_source() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start_with(&dir, &["--set", "rate_limits.registrations_per_source_per_min=2"], &[]).unwrap();
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        let body = json!({"email": format!("r{i}@example.com"), "password": "plenty long enough passphrase"});
+        let resp = node.client().post(format!("{}/v1/auth/register", node.url)).json(&body).send().await.unwrap();
+        statuses.push((resp.status(), resp.headers().get("retry-after").is_some()));
+    }
+    assert_eq!(statuses[0].0, StatusCode::CREATED);
+    assert_eq!(statuses[1].0, StatusCode::CREATED);
+    assert_eq!(statuses[2], (StatusCode::TOO_MANY_REQUESTS, true), "the third within a minute: {statuses:?}");
+}

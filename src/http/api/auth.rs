@@ -200,6 +200,12 @@ fn problem_of(e: AuthError) -> Problem {
     }
 }
 
+/// A 429 problem and its `Retry-After`.
+fn too_many(wait: crate::app::limits::RetryAfter, what: &str) -> (Problem, String) {
+    let detail = format!("{what}; retry after {} s", wait.secs());
+    (Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail), wait.secs().to_string())
+}
+
 fn not_signed_in() -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "not_signed_in", "there is no session, or it has ended")
 }
@@ -301,6 +307,10 @@ impl AuthApi {
                 let (view, cookie) = signed_in(&s);
                 Registered::New(view, cookie)
             }
+            Err(AuthError::RateLimited(wait)) => {
+                let (p, after) = too_many(wait, "too many registrations from this source");
+                Registered::TooManyRequests(Json(p), after)
+            }
             Err(e) => Registered::problem(problem_of(e)),
         }
     }
@@ -324,9 +334,8 @@ impl AuthApi {
                 LoggedIn::Ok(view, cookie)
             }
             Err(AuthError::RateLimited(wait)) => {
-                let detail = format!("too many failed sign-ins; retry after {} s", wait.secs());
-                let p = Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
-                LoggedIn::TooManyRequests(Json(p), wait.secs().to_string())
+                let (p, after) = too_many(wait, "too many failed sign-ins");
+                LoggedIn::TooManyRequests(Json(p), after)
             }
             Err(e) => LoggedIn::problem(problem_of(e)),
         }
