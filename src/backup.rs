@@ -70,12 +70,15 @@ pub fn write(
         return Err(BackupError::Exists(path.display().to_string()));
     }
     let part = partial_path(path);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&part)
-        .map_err(|e| file_err(&part, e))?;
+    let file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&part).map_err(|e| match e
+        .kind()
+    {
+        std::io::ErrorKind::AlreadyExists => BackupError::File {
+            path: part.display().to_string(),
+            reason: "exists: another backup to this file is running, or one was cut short (remove it)".into(),
+        },
+        _ => file_err(&part, e),
+    })?;
     let result = (|| {
         let key = kek.derive(KEY_PURPOSE);
         let mut sealing =
@@ -93,7 +96,13 @@ pub fn write(
             return Err(e);
         }
     };
-    std::fs::rename(&part, path).map_err(|e| file_err(path, e))?;
+    // A hard link never replaces a file that appeared meanwhile; then the partial name goes.
+    let linked = std::fs::hard_link(&part, path);
+    let _ = std::fs::remove_file(&part);
+    linked.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => BackupError::Exists(path.display().to_string()),
+        _ => file_err(path, e),
+    })?;
     sync_parent(path)?;
     Ok(Written { path: path.display().to_string(), bytes, state_sha256: exported.sha256 })
 }

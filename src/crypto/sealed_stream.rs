@@ -133,10 +133,16 @@ impl<R: Read> OpeningReader<R> {
     /// The next sealed chunk as stored, or `None` at the end of the input.
     fn read_sealed(&mut self) -> Result<Option<Vec<u8>>, StreamError> {
         let mut len = [0u8; 4];
-        match self.input.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let mut got = 0;
+        while got < len.len() {
+            match self.input.read(&mut len[got..]) {
+                Ok(0) if got == 0 => return Ok(None),
+                // A length cut short: damage, not the end.
+                Ok(0) => return Err(StreamError::Unsealed),
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         let len = u32::from_be_bytes(len) as usize;
         if len > CHUNK + TAG {
@@ -212,6 +218,9 @@ mod tests {
         let mut flipped = bytes.clone();
         flipped[HEADER_LEN + 100] ^= 1;
         assert!(opened(&flipped, &key).is_err(), "an altered byte");
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(&[0, 0]);
+        assert!(opened(&longer, &key).is_err(), "bytes after the last chunk");
         let cut = &bytes[..HEADER_LEN + 4 + CHUNK + TAG];
         assert!(opened(cut, &key).is_err(), "cut after a whole chunk: the last one is missing");
         let mut header = bytes.clone();

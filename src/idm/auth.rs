@@ -12,7 +12,6 @@ use gatehouse_storage::model::{
     BindingRecord, MembershipRecord, OrganizationRecord, SessionRecord, TenantRecord, UserRecord, UserStatus,
 };
 use gatehouse_storage::{Applied, Command, OwnedOrganization, Registration, Rejection};
-use unicode_normalization::UnicodeNormalization;
 
 use crate::app::{AppState, NodeWriteError, ProposeError};
 use crate::idm::users::{hash_password, verify_password};
@@ -44,6 +43,9 @@ pub enum AuthError {
     Write(#[from] NodeWriteError),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// Every password hashing slot is busy: 503 with `Retry-After` (R19).
+    #[error("the node is busy; try again shortly")]
+    Busy,
     /// This source or this account spent its budget of failed sign-ins.
     #[error("too many failed sign-ins; retry after {} s", .0.secs())]
     RateLimited(crate::app::limits::RetryAfter),
@@ -62,6 +64,13 @@ impl From<ProposeError> for AuthError {
 
 fn invalid(field: &str, message: impl Into<String>) -> AuthError {
     AuthError::Invalid(vec![(field.into(), message.into())])
+}
+
+fn hashing_error(e: crate::idm::users::UserError) -> AuthError {
+    match e {
+        crate::idm::users::UserError::Busy => AuthError::Busy,
+        other => AuthError::Hashing(other.to_string()),
+    }
 }
 
 /// A signed-in browser: the cookie's value (shown only here) and what it stands for.
@@ -87,10 +96,7 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
     }
 }
 
-/// NFKC, as the password is stored and compared (S38).
-pub fn normalize_password(password: &str) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(password.nfkc().collect())
-}
+pub use crate::idm::users::normalize_password;
 
 /// Checks a new password: its length in code points, then its strength in context.
 pub fn check_new_password(password: &str, tenant: &str, email: &str) -> Result<(), AuthError> {
@@ -103,7 +109,9 @@ pub fn check_new_password(password: &str, tenant: &str, email: &str) -> Result<(
     }
     let (local, domain) = email.split_once('@').unwrap_or((email, ""));
     let context = ["gatehouse", tenant, email, local, domain];
-    let estimate = zxcvbn::zxcvbn(password, &context);
+    // zxcvbn's cost grows faster than the length: the first 100 characters tell enough.
+    let scored: String = password.chars().take(100).collect();
+    let estimate = zxcvbn::zxcvbn(&scored, &context);
     if u8::from(estimate.score()) < 3 {
         let why = estimate
             .feedback()
@@ -168,7 +176,7 @@ pub async fn register(app: &AppState, tenant: &TenantRecord, account: NewAccount
     if org_name.is_some_and(|n| n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control)) {
         return Err(invalid("organization_name", "must be 1 to 200 characters without control characters"));
     }
-    let password_hash = hash_password(&password).await.map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let password_hash = hash_password(&password).await.map_err(hashing_error)?;
     let now_ms = app.clock.now_ms();
     let user = UserRecord {
         v: 1,
@@ -244,7 +252,7 @@ pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password:
     let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
     let long = password.chars().count() > MAX_PASSWORD_CHARS;
     let known = user.is_some();
-    let matches = !long && verify_password(&password, &hash).await.map_err(|e| AuthError::Hashing(e.to_string()))?;
+    let matches = !long && verify_password(&password, &hash).await.map_err(hashing_error)?;
     let user = match user {
         Some(u) if matches && u.status == UserStatus::Active && u.password_hash.is_some() => u,
         _ => {
@@ -289,18 +297,46 @@ pub async fn current(
     };
     drop(reader);
     if now_ms - session.last_seen_ms >= TOUCH_EVERY_MS {
-        let command = Command::TouchSession { tenant: tenant.to_string(), id_sha256: digest };
-        if let Err(e) = app.propose(&format!("user:{}", user.id), command).await {
-            tracing::debug!("a session touch was not recorded: {e}");
+        if let Some(_touching) = Touching::begin(&digest) {
+            let command = Command::TouchSession { tenant: tenant.to_string(), id_sha256: digest.clone() };
+            if let Err(e) = app.propose(&format!("user:{}", user.id), command).await {
+                tracing::debug!("a session touch was not recorded: {e}");
+            }
         }
     }
     Ok(Some((session, user)))
 }
 
-/// Ends the session behind a presented id (nothing happens for one that is gone).
+/// Sessions whose touch is being written: one at a time each, and a bounded set, so parallel
+/// requests with one cookie make one write.
+static TOUCHING: LazyLock<std::sync::Mutex<std::collections::HashSet<String>>> = LazyLock::new(Default::default);
+const MAX_TOUCHING: usize = 4096;
+
+struct Touching(String);
+
+impl Touching {
+    fn begin(digest: &str) -> Option<Touching> {
+        let mut set = TOUCHING.lock().unwrap_or_else(|p| p.into_inner());
+        (set.len() < MAX_TOUCHING && set.insert(digest.to_string())).then(|| Touching(digest.to_string()))
+    }
+}
+
+impl Drop for Touching {
+    fn drop(&mut self) {
+        TOUCHING.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.0);
+    }
+}
+
+/// Ends the session behind a presented id. An id that names no session costs nothing: no
+/// write is made for a made-up cookie.
 pub async fn logout(app: &AppState, tenant: &str, session_id: &str) -> Result<(), AuthError> {
-    let command = Command::EndSession { tenant: tenant.to_string(), id_sha256: session_digest(session_id) };
-    app.propose("anonymous", command).await?;
+    let digest = session_digest(session_id);
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let Some(session) = app.store.read().and_then(|r| r.session(tenant, &digest)).map_err(unavailable)? else {
+        return Ok(());
+    };
+    let command = Command::EndSession { tenant: tenant.to_string(), id_sha256: digest };
+    app.propose(&format!("user:{}", session.user_id), command).await?;
     Ok(())
 }
 

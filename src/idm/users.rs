@@ -13,9 +13,34 @@ use crate::app::{AppState, NodeWriteError};
 pub const MAX_PASSWORD_CHARS: usize = 256;
 pub const MIN_PASSWORD_CHARS: usize = 8;
 
-/// One argon2 hash holds 19 MiB; at most this many run at once, so a flood of password
-/// changes cannot exhaust memory.
-static HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(2));
+/// One argon2 hash holds 19 MiB; at most this many run at once (one per core), so a flood of
+/// sign-ins or password changes cannot exhaust memory or starve the async workers.
+static HASHING: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(hashing_slots()));
+fn hashing_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get())
+}
+
+/// Requests waiting for a hashing slot; past this many, one is refused at once (R19).
+static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// How many may wait per slot, and how long one waits before it is refused.
+const WAITING_PER_SLOT: usize = 4;
+const WAIT_AT_MOST: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A hashing slot, or `Busy` at once when too many wait already (or after waiting too long).
+async fn hashing_slot() -> Result<tokio::sync::SemaphorePermit<'static>, UserError> {
+    use std::sync::atomic::Ordering;
+    if WAITING.fetch_add(1, Ordering::AcqRel) >= WAITING_PER_SLOT * hashing_slots() {
+        WAITING.fetch_sub(1, Ordering::AcqRel);
+        return Err(UserError::Busy);
+    }
+    let permit = tokio::time::timeout(WAIT_AT_MOST, HASHING.acquire()).await;
+    WAITING.fetch_sub(1, Ordering::AcqRel);
+    match permit {
+        Ok(Ok(p)) => Ok(p),
+        Ok(Err(e)) => Err(UserError::Hashing(e.to_string())),
+        Err(_) => Err(UserError::Busy),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -28,6 +53,9 @@ pub enum UserError {
     Write(#[from] NodeWriteError),
     #[error("password hashing failed: {0}")]
     Hashing(String),
+    /// Every hashing slot is taken and the queue is full: try again shortly.
+    #[error("the node is busy hashing passwords; try again shortly")]
+    Busy,
 }
 
 /// What a caller may set on a user.
@@ -76,11 +104,18 @@ pub fn check_password(password: &str) -> Result<(), UserError> {
     Ok(())
 }
 
+/// NFKC, as every password is stored and compared (S38): the precomposed and decomposed forms
+/// of a character are one password.
+pub fn normalize_password(password: &str) -> zeroize::Zeroizing<String> {
+    use unicode_normalization::UnicodeNormalization;
+    zeroize::Zeroizing::new(password.nfkc().collect())
+}
+
 /// argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1), off the async workers.
 pub async fn hash_password(password: &str) -> Result<String, UserError> {
     use argon2::password_hash::{PasswordHasher, SaltString};
-    let _permit = HASHING.acquire().await.map_err(|e| UserError::Hashing(e.to_string()))?;
-    let password = zeroize::Zeroizing::new(password.to_string());
+    let _permit = hashing_slot().await?;
+    let password = normalize_password(password);
     tokio::task::spawn_blocking(move || {
         let mut salt = [0u8; 16];
         crate::clock::random_bytes(&mut salt);
@@ -100,8 +135,8 @@ pub async fn hash_password(password: &str) -> Result<String, UserError> {
 /// pool as hashing.
 pub async fn verify_password(password: &str, hash: &str) -> Result<bool, UserError> {
     use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    let _permit = HASHING.acquire().await.map_err(|e| UserError::Hashing(e.to_string()))?;
-    let (password, hash) = (zeroize::Zeroizing::new(password.to_string()), hash.to_string());
+    let _permit = hashing_slot().await?;
+    let (password, hash) = (normalize_password(password), hash.to_string());
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash).map_err(|e| UserError::Hashing(e.to_string()))?;
         Ok(argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())

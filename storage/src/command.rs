@@ -109,6 +109,8 @@ pub enum Command {
         tenant: String,
         id_sha256: String,
     },
+    /// Forgets the sessions that ended by the proposal's time (expired or idle).
+    PruneSessions,
     /// Ends a session (logout); ending one that is gone already is no error.
     EndSession {
         tenant: String,
@@ -275,6 +277,7 @@ impl Command {
             Command::StartSession(s) => {
                 (s.tenant.clone(), format!("user:{} session:{}", s.user_id, short(&s.id_sha256)))
             }
+            Command::PruneSessions => ("system".into(), "sessions".into()),
             Command::TouchSession { tenant, id_sha256 } | Command::EndSession { tenant, id_sha256 } => {
                 (tenant.clone(), format!("session:{}", short(id_sha256)))
             }
@@ -328,6 +331,7 @@ impl Command {
             Command::StartSession(_) => "session.start",
             Command::TouchSession { .. } => "session.touch",
             Command::EndSession { .. } => "session.end",
+            Command::PruneSessions => "session.prune",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
@@ -457,6 +461,9 @@ pub enum Applied {
     },
     SessionTouched,
     SessionEnded,
+    SessionsPruned {
+        count: u64,
+    },
     RevocationsPruned {
         count: u64,
     },

@@ -191,6 +191,17 @@ impl Reader {
         table::get(&t, &crate::model::session::session_key(tenant, id_sha256))
     }
 
+    /// How many sessions have ended by `now_ms` (and may be pruned).
+    pub fn ended_sessions(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let t = self.txn.open_table(tables::SESSIONS)?;
+        let mut n = 0;
+        table::scan(&t, "", |_, s: crate::model::SessionRecord| {
+            n += u64::from(!s.live_at(now_ms));
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
     /// The remembered answer for an idempotency scope, if it has not expired at `now_ms`.
     pub fn idempotent_response(&self, scope: &str, now_ms: i64) -> Result<Option<IdempotentResponse>, StoreError> {
         let t = self.txn.open_table(tables::IDEMPOTENCY)?;

@@ -3,7 +3,7 @@
 //!
 //! A snapshot is a stream, written row by row from one read transaction and read row by row
 //! into one write transaction, so neither side holds the state in memory. Layout:
-//! `"GHSNAP2\0"`, then per table in [`tables::STATE_STR_TABLES`] then
+//! `"GHSNAP2\0"`, the schema version (`u32`, which fixes the list of tables), then per table in [`tables::STATE_STR_TABLES`] then
 //! [`tables::STATE_U64_TABLES`] order: `count u64`, then each row as `key | value`, where a
 //! string key and every value are `len u32 | bytes` and an integer key is `u64`; then the
 //! SHA-256 of everything before it. An import that finds a short, long or altered stream fails
@@ -30,6 +30,7 @@ pub struct Exported {
 pub fn export(txn: &ReadTransaction, out: impl Write) -> Result<Exported, StoreError> {
     let mut w = Hashing { inner: BufWriter::with_capacity(64 * 1024, out), hash: Sha256::new(), bytes: 0 };
     w.put(MAGIC)?;
+    w.put(&crate::schema::CURRENT_VERSION.to_be_bytes())?;
     for def in tables::STATE_STR_TABLES {
         let t = txn.open_table(def)?;
         w.put(&t.len()?.to_be_bytes())?;
@@ -68,6 +69,15 @@ pub fn import(txn: &WriteTransaction, input: impl Read) -> Result<(), StoreError
     r.take(&mut magic)?;
     if &magic != MAGIC {
         return Err(StoreError::Snapshot("unknown snapshot format".into()));
+    }
+    let mut version = [0u8; 4];
+    r.take(&mut version)?;
+    let version = u32::from_be_bytes(version);
+    if version != crate::schema::CURRENT_VERSION {
+        let supported = crate::schema::CURRENT_VERSION;
+        return Err(StoreError::Snapshot(format!(
+            "the snapshot holds schema {version}; this binary reads schema {supported} only (use the same version on both sides)"
+        )));
     }
     let mut buf = Vec::new();
     for def in tables::STATE_STR_TABLES {

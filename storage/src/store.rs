@@ -102,8 +102,10 @@ impl Store {
             let _ = std::fs::remove_file(path);
             return Err(e);
         }
-        // Opened again, so a backup of an older schema is migrated like any database.
-        Self::open_existing(path)
+        // Opened again as any database is (the stream holds the current schema only).
+        Self::open_existing(path).inspect_err(|_| {
+            let _ = std::fs::remove_file(path);
+        })
     }
 
     pub fn db(&self) -> &Arc<Database> {

@@ -785,3 +785,35 @@ fn registration_is_all_or_nothing_and_sessions_end_with_their_user() {
     assert!(reader.session("shop", &"c".repeat(64)).unwrap().is_none());
     assert!(reader.verify_audit().unwrap().failure.is_none());
 }
+
+#[test]
+fn sessions_end_with_a_new_password_are_pruned_when_over_and_never_exist_in_system() {
+    let (_d, store) = fresh();
+    let mut open = new_tenant("shop");
+    open.tenant.self_registration = true;
+    let open = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(open) };
+    apply_all(&store, &[bootstrap(), open, by(21, registration("shop", "u1", "a@example.com", "a", false))]);
+    let session = |tag: &str, tenant: &str| match registration(tenant, "u1", "a@example.com", tag, false) {
+        Command::Register(r) => r.session,
+        _ => unreachable!(),
+    };
+    let out = apply_all(
+        &store,
+        &[by(22, Command::StartSession(session("b", "shop"))), by(22, Command::StartSession(session("c", "system")))],
+    );
+    assert!(matches!(out[0], Outcome::Applied(Applied::SessionStarted { .. })));
+    assert!(matches!(out[1], Outcome::Refused(Rejection::Inconsistent { .. })), "no sessions in system: {:?}", out[1]);
+    let set =
+        Command::SetPassword { tenant: "shop".into(), user_id: "u1".into(), password_hash: "$argon2id$new".into() };
+    apply_all(&store, &[by(23, set)]);
+    let reader = store.read().unwrap();
+    assert!(reader.session("shop", &"a".repeat(64)).unwrap().is_none(), "a new password ends every session");
+    assert!(reader.session("shop", &"b".repeat(64)).unwrap().is_none());
+    drop(reader);
+
+    apply_all(&store, &[by(30, Command::StartSession(session("d", "shop")))]);
+    let out = apply_all(&store, &[by(31, Command::PruneSessions), by(30 + 3_600_001, Command::PruneSessions)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::SessionsPruned { count: 0 })), "{:?}", out[0]);
+    assert!(matches!(out[1], Outcome::Applied(Applied::SessionsPruned { count: 1 })), "{:?}", out[1]);
+    assert_eq!(store.read().unwrap().ended_sessions(i64::MAX).unwrap(), 0);
+}

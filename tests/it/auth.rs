@@ -241,3 +241,29 @@ async fn registration_is_rate_limited_per_source() {
     assert_eq!(statuses[1].0, StatusCode::CREATED);
     assert_eq!(statuses[2], (StatusCode::TOO_MANY_REQUESTS, true), "the third within a minute: {statuses:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn made_up_cookies_cost_no_write_and_system_has_no_sign_in() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let audit_count = || async {
+        let a = call(&node, Method::GET, "/admin/v1/tenants/default/audit?limit=500", Some(&admin), None).await;
+        a.body["items"].as_array().unwrap().len()
+    };
+    let before = audit_count().await;
+    for i in 0..20 {
+        let cookie = format!("__Host-gh_session_default=made-up-{i}");
+        let o = auth(&node, Method::POST, "/v1/auth/logout", Some(&cookie), None, &[]).await;
+        assert_eq!(o.status, StatusCode::NO_CONTENT);
+        let s = auth(&node, Method::GET, "/v1/auth/session", Some(&cookie), None, &[]).await;
+        assert_eq!(s.status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(audit_count().await, before, "no entry, so no write, for sessions that do not exist");
+
+    let body = json!({"email": "root@example.com", "password": "plenty long enough passphrase"});
+    for path in ["/t/system/v1/auth/login", "/t/system/v1/auth/register"] {
+        let r = auth(&node, Method::POST, path, None, Some(body.clone()), &[]).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
+    }
+}

@@ -190,6 +190,11 @@ fn problem_of(e: AuthError) -> Problem {
             Problem::new(StatusCode::FORBIDDEN, "registration_closed", "this tenant does not allow self-registration")
         }
         AuthError::EmailTaken => Problem::new(StatusCode::CONFLICT, "email_taken", "an account with this email exists"),
+        AuthError::Busy => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "every password hashing slot is busy; try again in a moment",
+        ),
         AuthError::BadCredentials => {
             Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the email or the password is not right")
         }
@@ -238,7 +243,7 @@ fn same_site(app: &AppState, req: &poem::Request) -> Result<(), Problem> {
         return Err(refused("a cross-site request cannot change a session"));
     }
     if let Some(origin) = header("origin") {
-        if origin != public_origin(&app.public_url) {
+        if !origin.eq_ignore_ascii_case(&public_origin(&app.public_url)) {
             return Err(refused("the request's Origin is not this server's"));
         }
     }
@@ -273,6 +278,10 @@ fn signed_in(s: &SignedIn) -> (Json<SessionView>, String) {
 /// The tenant of the request's issuer; `/t/default/…` is not a second address for `default`.
 fn tenant_of(app: &AppState, scope: &IssuerScope) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
     match resolve_scope(app, scope) {
+        // Platform admins sign in with admin tokens, never with a session of `system`.
+        Resolved::Tenant { tenant, .. } if tenant.id == "system" => {
+            Err(Problem::not_found("the system tenant has no end-user sign-in"))
+        }
         Resolved::Tenant { tenant, .. } => Ok(tenant),
         Resolved::DefaultAtRoot => Err(Problem::not_found("the default tenant signs in at the root: /v1/auth/")),
         Resolved::NotFound(p) | Resolved::Unavailable(p) => Err(p),
@@ -330,6 +339,12 @@ impl AuthApi {
         };
         match auth::login(&app, &tenant, &body.email, &body.password).await {
             Ok(s) => {
+                // The browser's previous session, if any, ends here: it has a new one.
+                if let Some(old) = presented(req, &tenant.id) {
+                    if let Err(e) = auth::logout(&app, &tenant.id, &old).await {
+                        tracing::debug!("the previous session was not ended: {e}");
+                    }
+                }
                 let (view, cookie) = signed_in(&s);
                 LoggedIn::Ok(view, cookie)
             }

@@ -66,15 +66,21 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
             continue;
         }
         let now_ms = app.clock.now_ms();
-        let due = app.store.read().and_then(|r| Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?)));
-        let (revocations, answers) = match due {
+        let due = app.store.read().and_then(|r| {
+            Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?, r.ended_sessions(now_ms)?))
+        });
+        let (revocations, answers, sessions) = match due {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!("pruning check: {e}");
                 continue;
             }
         };
-        let commands = [(revocations, Command::PruneRevocations), (answers, Command::PruneIdempotency)];
+        let commands = [
+            (revocations, Command::PruneRevocations),
+            (answers, Command::PruneIdempotency),
+            (sessions, Command::PruneSessions),
+        ];
         for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
             let proposal = Proposal { origin: None, at_ms: now_ms, actor: "policy:pruning".into(), command };
             if let Err(e) = app.write(proposal).await {

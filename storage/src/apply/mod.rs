@@ -172,6 +172,7 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::StartSession(s) => sessions::start(t, s),
         Command::TouchSession { tenant, id_sha256 } => sessions::touch(t, tenant, id_sha256, now_ms),
         Command::EndSession { tenant, id_sha256 } => sessions::end(tenant, id_sha256),
+        Command::PruneSessions => sessions::prune(now_ms),
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) => {

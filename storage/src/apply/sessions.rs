@@ -7,6 +7,15 @@ use crate::model::{SessionRecord, UserStatus};
 use crate::table::Row;
 use crate::StoreError;
 
+/// Platform admins use admin tokens: the `system` tenant has no end-user sessions.
+fn no_sessions_in_system(tenant: &str) -> Result<(), Stop> {
+    if tenant == "system" {
+        let what = "the system tenant has no end-user sessions".to_string();
+        return Err(Rejection::Inconsistent { what }.into());
+    }
+    Ok(())
+}
+
 fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(), Stop> {
     if t.sessions.contains(&s.key())? || s.id_sha256.len() != 64 {
         let what = "a session needs a new 64-digit id digest".to_string();
@@ -17,6 +26,7 @@ fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(), Stop> {
 
 /// A user signed in: refused for a disabled user or tenant.
 pub(super) fn start<'c>(t: &Tables<'_>, s: &'c SessionRecord) -> Planned<'c> {
+    no_sessions_in_system(&s.tenant)?;
     tenants::active(t, &s.tenant)?;
     if users::existing(t, &s.tenant, &s.user_id)?.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: s.user_id.clone() }.into());
@@ -50,6 +60,14 @@ pub(super) fn end<'c>(tenant: &'c str, id_sha256: &'c str) -> Planned<'c> {
     })
 }
 
+/// Forgets every session that has ended by `now_ms`.
+pub(super) fn prune<'c>(now_ms: i64) -> Planned<'c> {
+    writes(move |t| {
+        let count = t.sessions.delete_under("", |s| !s.live_at(now_ms))? as u64;
+        Ok(Applied::SessionsPruned { count })
+    })
+}
+
 /// Ends every session of a user (disabled or deleted: S14).
 pub(super) fn end_all_of(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> Result<(), StoreError> {
     for s in t.sessions.by_index(&user_sessions_prefix(tenant, user_id))? {
@@ -64,7 +82,7 @@ pub(super) fn end_all_of(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> Res
 /// session, checked together and written together.
 pub(super) fn register<'c>(t: &Tables<'_>, r: &'c Registration) -> Planned<'c> {
     let tenant = tenants::active(t, &r.user.tenant)?;
-    if !tenant.self_registration {
+    if !tenant.self_registration || tenant.id == "system" {
         return Err(Rejection::RegistrationClosed { id: tenant.id }.into());
     }
     users::check_new(t, &r.user)?;

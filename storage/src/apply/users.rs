@@ -76,6 +76,8 @@ pub(super) fn set_password<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str
     writes(move |t| {
         record.password_hash = Some(hash.to_string());
         t.users.put(&record)?;
+        // A new password is how a compromised account is taken back: its sessions end.
+        super::sessions::end_all_of(t, tenant, user_id)?;
         Ok(Applied::PasswordSet { user_id: user_id.to_string() })
     })
 }

@@ -118,6 +118,7 @@ pub(crate) fn problem_of(e: UserError) -> Problem {
         UserError::Refused(r) => refusal(r),
         UserError::Write(e) => write_failed(e),
         UserError::Hashing(e) => super::responses::unavailable(e),
+        UserError::Busy => super::responses::unavailable("every password hashing slot is busy"),
     }
 }
 
