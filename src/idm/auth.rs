@@ -16,8 +16,7 @@ use gatehouse_storage::{Applied, Command, OwnedOrganization, Registration, Rejec
 use crate::app::{AppState, NodeWriteError, ProposeError};
 use crate::idm::users::{hash_password, verify_password};
 
-pub const MIN_PASSWORD_CHARS: usize = 15;
-pub const MAX_PASSWORD_CHARS: usize = 256;
+pub use crate::idm::users::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 /// A session ends this long after sign-in whatever happens.
 pub const SESSION_ABSOLUTE_MS: i64 = 12 * 3600 * 1000;
 /// A session ends when unused this long.
@@ -98,28 +97,12 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
 
 pub use crate::idm::users::normalize_password;
 
-/// Checks a new password: its length in code points, then its strength in context.
+/// Checks a new password by the one rule every path shares (`users::check_password`).
 pub fn check_new_password(password: &str, tenant: &str, email: &str) -> Result<(), AuthError> {
-    let n = password.chars().count();
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
-        return Err(invalid(
-            "password",
-            format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters (any characters, spaces too)"),
-        ));
-    }
-    let (local, domain) = email.split_once('@').unwrap_or((email, ""));
-    let context = ["gatehouse", tenant, email, local, domain];
-    // zxcvbn's cost grows faster than the length: the first 100 characters tell enough.
-    let scored: String = password.chars().take(100).collect();
-    let estimate = zxcvbn::zxcvbn(&scored, &context);
-    if u8::from(estimate.score()) < 3 {
-        let why = estimate
-            .feedback()
-            .and_then(|f| f.warning().map(|w| w.to_string()))
-            .unwrap_or_else(|| "it is too easy to guess".to_string());
-        return Err(invalid("password", format!("too easy to guess ({why}): try a few unrelated words")));
-    }
-    Ok(())
+    crate::idm::users::check_password(password, tenant, &[email]).map_err(|e| match e {
+        crate::idm::users::UserError::Invalid(errors) => AuthError::Invalid(errors),
+        other => AuthError::Hashing(other.to_string()),
+    })
 }
 
 /// A new session id (the cookie value) and the digest it is stored under.

@@ -11,7 +11,7 @@ use crate::app::{AppState, NodeWriteError};
 
 /// Passwords are at most this long (the design's limit), and at least this short.
 pub const MAX_PASSWORD_CHARS: usize = 256;
-pub const MIN_PASSWORD_CHARS: usize = 8;
+pub const MIN_PASSWORD_CHARS: usize = 15;
 
 /// One argon2 hash holds 19 MiB; at most this many run at once (one per core), so a flood of
 /// sign-ins or password changes cannot exhaust memory or starve the async workers.
@@ -93,13 +93,35 @@ fn validate(spec: &UserSpec) -> Result<(), UserError> {
     }
 }
 
-pub fn check_password(password: &str) -> Result<(), UserError> {
+/// The one rule for a new password, on every path (S38, S39): 15 to 256 code points after
+/// NFKC (the password is the only factor until MFA exists), no composition rules, and refused
+/// when zxcvbn scores it below 3 with the product, the tenant and the account's name (and
+/// email) as context.
+pub fn check_password(password: &str, tenant: &str, names: &[&str]) -> Result<(), UserError> {
+    let password = normalize_password(password);
     let n = password.chars().count();
+    let refuse = |m: String| Err(UserError::Invalid(vec![("password".into(), m)]));
     if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
-        return Err(UserError::Invalid(vec![(
-            "password".into(),
-            format!("must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters"),
-        )]));
+        return refuse(format!(
+            "must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters (any characters, spaces too)"
+        ));
+    }
+    let mut context = vec!["gatehouse", tenant];
+    for name in names {
+        context.push(name);
+        if let Some((local, domain)) = name.split_once('@') {
+            context.extend([local, domain]);
+        }
+    }
+    // zxcvbn's cost grows faster than the length: the first 100 characters tell enough.
+    let scored: String = password.chars().take(100).collect();
+    let estimate = zxcvbn::zxcvbn(&scored, &context);
+    if u8::from(estimate.score()) < 3 {
+        let why = estimate
+            .feedback()
+            .and_then(|f| f.warning().map(|w| w.to_string()))
+            .unwrap_or_else(|| "it is too easy to guess".to_string());
+        return refuse(format!("too easy to guess ({why}): try a few unrelated words"));
     }
     Ok(())
 }
@@ -163,7 +185,8 @@ pub async fn create(
 ) -> Result<UserRecord, UserError> {
     validate(&spec)?;
     if let Some(p) = password {
-        check_password(p)?;
+        let names: Vec<&str> = [Some(spec.username.as_str()), spec.email.as_deref()].into_iter().flatten().collect();
+        check_password(p, tenant, &names)?;
     }
     if app.store.read().and_then(|r| r.user_by_username(tenant, &spec.username)).map_err(storage)?.is_some() {
         return Err(UserError::Refused(Rejection::UsernameTaken { tenant: tenant.into(), username: spec.username }));
@@ -223,7 +246,10 @@ pub async fn set_password(
     actor: &str,
     guard: Option<HeldRoles>,
 ) -> Result<(), UserError> {
-    check_password(password)?;
+    let user = app.store.read().and_then(|r| r.user(tenant, user_id)).map_err(storage)?;
+    let names: Vec<String> =
+        user.map(|u| [Some(u.username), u.email].into_iter().flatten().collect()).unwrap_or_default();
+    check_password(password, tenant, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
     let password_hash = hash_password(password).await?;
     let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
     let command = super::guarded(command, guard);

@@ -810,3 +810,25 @@ async fn a_key_rotation_and_a_prune_carry_their_idempotent_answer_in_their_own_c
     assert_eq!(dry.status, StatusCode::OK, "{}", dry.body);
     assert_eq!(remembered_apart().await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_set_password_follows_the_same_rule_as_sign_in() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = platform_token(&node);
+    let users = "/admin/v1/tenants/default/users";
+    for weak in ["fourteen chars", "qwertyuiop123456", "gatehousegatehouse", "passwordpassword"] {
+        let body = json!({"username": "lovelace", "password": weak});
+        let a = call(&node, Method::POST, users, Some(&admin), Some(&body)).await;
+        assert_problem(&a, StatusCode::BAD_REQUEST, Some("password"));
+    }
+    let listed = call(&node, Method::GET, users, Some(&admin), None).await;
+    assert!(listed.body["items"].as_array().unwrap().is_empty(), "nothing was created");
+    // Precomposed or decomposed, one password: set one way, signed in the other.
+    let body = json!({"username": "ada@example.com", "email": "ada@example.com", "password": "caf\u{e9} lantern orchard ribbon"});
+    let a = call(&node, Method::POST, users, Some(&admin), Some(&body)).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let login = json!({"email": "ada@example.com", "password": "cafe\u{301} lantern orchard ribbon"});
+    let resp = node.client().post(format!("{}/v1/auth/login", node.url)).json(&login).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "NFKC on both sides");
+}

@@ -51,8 +51,9 @@ pub struct CreateUser {
     pub email: Option<Text>,
     #[oai(validator(max_length = 200, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$"))]
     pub display_name: Option<Text>,
-    /// 8 to 256 characters; stored as an argon2id hash only.
-    #[oai(validator(min_length = 8, max_length = 256))]
+    /// 15 to 256 characters, any characters; refused when easy to guess. Stored as an argon2id
+    /// hash only.
+    #[oai(validator(max_length = 1024))]
     pub password: Option<Text>,
     #[oai(default)]
     pub disabled: bool,
@@ -90,8 +91,8 @@ pub struct UpdateUser {
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields)]
 pub struct SetPassword {
-    /// 8 to 256 characters.
-    #[oai(validator(min_length = 8, max_length = 256))]
+    /// 15 to 256 characters, any characters; refused when easy to guess.
+    #[oai(validator(max_length = 1024))]
     pub password: Text,
 }
 
