@@ -323,6 +323,65 @@ pub async fn logout(app: &AppState, tenant: &str, session_id: &str) -> Result<()
     Ok(())
 }
 
+/// The signed-in user's live sessions, and which of them is the caller's.
+pub async fn sessions(
+    app: &AppState,
+    tenant: &str,
+    session_id: &str,
+) -> Result<Option<(SessionRecord, Vec<SessionRecord>)>, AuthError> {
+    let Some((current, user)) = current(app, tenant, session_id).await? else { return Ok(None) };
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let now_ms = app.clock.now_ms();
+    let mut all = app.store.read().and_then(|r| r.sessions_of(tenant, &user.id)).map_err(unavailable)?;
+    all.retain(|s| s.live_at(now_ms));
+    all.sort_by_key(|s| std::cmp::Reverse(s.created_at_ms));
+    Ok(Some((current, all)))
+}
+
+/// Ends one of the signed-in user's sessions, named by its digest: false when the user has
+/// no such session (another user's is none of theirs).
+pub async fn end_one(app: &AppState, tenant: &str, session_id: &str, target: &str) -> Result<Option<bool>, AuthError> {
+    let Some((_, user)) = current(app, tenant, session_id).await? else { return Ok(None) };
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let theirs = app.store.read().and_then(|r| r.session(tenant, target)).map_err(unavailable)?;
+    if theirs.is_none_or(|s| s.user_id != user.id) {
+        return Ok(Some(false));
+    }
+    let command = Command::EndSession { tenant: tenant.to_string(), id_sha256: target.to_string() };
+    app.propose(&format!("user:{}", user.id), command).await?;
+    Ok(Some(true))
+}
+
+/// Ends every other session of the signed-in user, once they have given their password again
+/// (S50: after re-authentication). `None` when not signed in.
+pub async fn end_others(
+    app: &AppState,
+    tenant: &str,
+    session_id: &str,
+    password: &str,
+) -> Result<Option<u64>, AuthError> {
+    let Some((session, user)) = current(app, tenant, session_id).await? else { return Ok(None) };
+    let account = format!("{tenant}/login:{}", user.username);
+    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    let hash = user.password_hash.clone().unwrap_or_else(|| DUMMY_HASH.clone());
+    let long = password.chars().count() > MAX_PASSWORD_CHARS;
+    let matches = !long && verify_password(password, &hash).await.map_err(hashing_error)?;
+    if !matches || user.password_hash.is_none() {
+        let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
+        app.limits.failed(source, Some(&account));
+        return Err(AuthError::BadCredentials);
+    }
+    let command = Command::EndSessionsOf {
+        tenant: tenant.to_string(),
+        user_id: user.id.clone(),
+        except: Some(session.id_sha256),
+    };
+    match app.propose(&format!("user:{}", user.id), command).await? {
+        Applied::SessionsEnded { count } => Ok(Some(count)),
+        other => Err(super::unexpected(other).into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -111,6 +111,12 @@ pub enum Command {
     },
     /// Forgets the sessions that ended by the proposal's time (expired or idle).
     PruneSessions,
+    /// Ends every session of a user but `except` (a user signing out their other devices).
+    EndSessionsOf {
+        tenant: String,
+        user_id: String,
+        except: Option<String>,
+    },
     /// Ends a session (logout); ending one that is gone already is no error.
     EndSession {
         tenant: String,
@@ -278,6 +284,7 @@ impl Command {
                 (s.tenant.clone(), format!("user:{} session:{}", s.user_id, short(&s.id_sha256)))
             }
             Command::PruneSessions => ("system".into(), "sessions".into()),
+            Command::EndSessionsOf { tenant, user_id, .. } => (tenant.clone(), format!("user:{user_id} sessions")),
             Command::TouchSession { tenant, id_sha256 } | Command::EndSession { tenant, id_sha256 } => {
                 (tenant.clone(), format!("session:{}", short(id_sha256)))
             }
@@ -332,6 +339,7 @@ impl Command {
             Command::TouchSession { .. } => "session.touch",
             Command::EndSession { .. } => "session.end",
             Command::PruneSessions => "session.prune",
+            Command::EndSessionsOf { .. } => "session.end_others",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
             Command::ConsumeAssertion { .. } => "client.assertion",
@@ -462,6 +470,9 @@ pub enum Applied {
     SessionTouched,
     SessionEnded,
     SessionsPruned {
+        count: u64,
+    },
+    SessionsEnded {
         count: u64,
     },
     RevocationsPruned {

@@ -191,6 +191,22 @@ impl Reader {
         table::get(&t, &crate::model::session::session_key(tenant, id_sha256))
     }
 
+    /// The sessions of one user, through the sessions-by-user index.
+    pub fn sessions_of(&self, tenant: &str, user_id: &str) -> Result<Vec<crate::model::SessionRecord>, StoreError> {
+        let index = self.txn.open_table(tables::SESSIONS_BY_USER)?;
+        let rows = self.txn.open_table(tables::SESSIONS)?;
+        let mut out = Vec::new();
+        let prefix = crate::model::session::user_sessions_prefix(tenant, user_id);
+        for key in table::index_values(&index, &prefix)? {
+            if let Some(s) = table::get::<crate::model::SessionRecord>(&rows, &String::from_utf8_lossy(&key))? {
+                if s.user_id == user_id {
+                    out.push(s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// How many sessions have ended by `now_ms` (and may be pruned).
     pub fn ended_sessions(&self, now_ms: i64) -> Result<u64, StoreError> {
         let t = self.txn.open_table(tables::SESSIONS)?;

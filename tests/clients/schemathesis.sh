@@ -24,12 +24,15 @@ rc=0
 # ensure_resource_availability is left out: a replay under an Idempotency-Key answers the first
 # create again, also after the resource was deleted (the documented semantics), which that
 # check reads as "created resource not found" whenever the generator reuses a key and body.
+# --request-retries: a network failure only (never an HTTP answer) is retried, for a kept-alive
+# connection the server closes as idle just as a request is sent on it.
 # Every operation of the document, with a seed schemathesis picks (it prints it, so a failure
 # can be replayed with --seed). SCHEMATHESIS_SEED pins one.
 seed=(); [[ -n "${SCHEMATHESIS_SEED:-}" ]] && seed=(--seed "$SCHEMATHESIS_SEED")
 "$tools/venv/bin/schemathesis" --config-file "$here/schemathesis.toml" run "${BASE_URL%/}/openapi.json" \
   --checks all --exclude-checks ensure_resource_availability \
   --max-examples 50 "${seed[@]}" --generation-database none \
+  --request-retries 2 \
   -H "Authorization: Bearer $ADMIN_TOKEN" \
   --tls-verify "$CA_FILE" \
   --report junit --report-dir "$report_dir" \

@@ -267,3 +267,75 @@ async fn made_up_cookies_cost_no_write_and_system_has_no_sign_in() {
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{path}: {}", r.body);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_lists_and_ends_their_own_sessions_and_no_one_elses() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let account = |email: &str| json!({"email": email, "password": "plenty long enough passphrase"});
+    let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(account("ada@example.com")), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let first = jar(&r.cookie.unwrap());
+    let second = jar(&auth(&node, Method::POST, "/v1/auth/login", None, Some(account("ada@example.com")), &[])
+        .await
+        .cookie
+        .unwrap());
+    let third = jar(&auth(&node, Method::POST, "/v1/auth/login", None, Some(account("ada@example.com")), &[])
+        .await
+        .cookie
+        .unwrap());
+    let other = auth(&node, Method::POST, "/v1/auth/register", None, Some(account("bob@example.com")), &[]).await;
+    let bobs = jar(&other.cookie.unwrap());
+
+    let list = auth(&node, Method::GET, "/v1/auth/sessions", Some(&first), None, &[]).await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.body);
+    let items = list.body["items"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 3, "{}", list.body);
+    assert_eq!(items.iter().filter(|s| s["current"] == true).count(), 1);
+    let bob_list = auth(&node, Method::GET, "/v1/auth/sessions", Some(&bobs), None, &[]).await;
+    let bob_session = bob_list.body["items"][0]["id"].as_str().unwrap().to_string();
+
+    // Another user's session is none of theirs: 404, and it lives on.
+    let d = auth(&node, Method::DELETE, &format!("/v1/auth/sessions/{bob_session}"), Some(&first), None, &[]).await;
+    assert_eq!(d.status, StatusCode::NOT_FOUND);
+    assert_eq!(auth(&node, Method::GET, "/v1/auth/session", Some(&bobs), None, &[]).await.status, StatusCode::OK);
+
+    // Ending one: the second session is over, the others live.
+    let second_id = {
+        let l = auth(&node, Method::GET, "/v1/auth/sessions", Some(&second), None, &[]).await;
+        l.body["items"].as_array().unwrap().iter().find(|s| s["current"] == true).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let d = auth(&node, Method::DELETE, &format!("/v1/auth/sessions/{second_id}"), Some(&first), None, &[]).await;
+    assert_eq!(d.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        auth(&node, Method::GET, "/v1/auth/session", Some(&second), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(auth(&node, Method::GET, "/v1/auth/session", Some(&third), None, &[]).await.status, StatusCode::OK);
+
+    // Ending the others needs the password again.
+    let wrong = json!({"password": "not the right passphrase"});
+    let e = auth(&node, Method::POST, "/v1/auth/sessions/end-others", Some(&first), Some(wrong), &[]).await;
+    assert_eq!(e.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(auth(&node, Method::GET, "/v1/auth/session", Some(&third), None, &[]).await.status, StatusCode::OK);
+    let right = json!({"password": "plenty long enough passphrase"});
+    let e = auth(&node, Method::POST, "/v1/auth/sessions/end-others", Some(&first), Some(right), &[]).await;
+    assert_eq!(e.status, StatusCode::NO_CONTENT, "{}", e.body);
+    assert_eq!(
+        auth(&node, Method::GET, "/v1/auth/session", Some(&third), None, &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        auth(&node, Method::GET, "/v1/auth/session", Some(&first), None, &[]).await.status,
+        StatusCode::OK,
+        "its own lives"
+    );
+    assert_eq!(
+        auth(&node, Method::GET, "/v1/auth/session", Some(&bobs), None, &[]).await.status,
+        StatusCode::OK,
+        "and bob's"
+    );
+}

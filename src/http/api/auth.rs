@@ -65,6 +65,32 @@ pub struct SessionView {
 }
 
 #[derive(Debug, Object)]
+pub struct SessionList {
+    pub items: Vec<SessionItem>,
+}
+
+/// One session of the user.
+#[derive(Debug, Object)]
+pub struct SessionItem {
+    /// The session's digest: names it to end it (the session id itself is only in its cookie).
+    pub id: String,
+    pub method: String,
+    pub created_at_ms: i64,
+    pub last_seen_ms: i64,
+    pub expires_at_ms: i64,
+    /// Whether this is the session of the request.
+    pub current: bool,
+}
+
+/// The password again, to end the other sessions.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct Reauthenticate {
+    #[oai(validator(max_length = 1024))]
+    pub password: String,
+}
+
+#[derive(Debug, Object)]
 pub struct SessionUser {
     pub id: String,
     pub email: Option<String>,
@@ -83,7 +109,7 @@ macro_rules! auth_answer {
             /// Invalid input; `errors` names the fields.
             #[oai(status = 400, content_type = "application/problem+json")]
             BadRequest(Json<Problem>),
-            /// No such tenant.
+            /// No such tenant (or, where a session is named, no such session of this user).
             #[oai(status = 404, content_type = "application/problem+json")]
             NotFound(Json<Problem>),
             $(
@@ -159,6 +185,29 @@ auth_answer! {
         Done(#[oai(header = "Set-Cookie")] String),
     }
     403 Forbidden "A cross-site request.",
+}
+
+auth_answer! {
+    /// The signed-in user's sessions.
+    Listed {
+        /// The live sessions, newest first; `current` marks the caller's.
+        #[oai(status = 200)]
+        Ok(Json<SessionList>),
+    }
+    401 Unauthorized "Not signed in, or the session has ended.",
+}
+
+auth_answer! {
+    /// Sessions ended.
+    Ended {
+        /// Ended.
+        #[oai(status = 204)]
+        Done,
+    }
+    401 Unauthorized "Not signed in, or (ending the others) the password is not right.",
+    403 Forbidden "A cross-site request.",
+    408 RequestTimeout "The body did not arrive within `http.body_read_timeout_secs`.",
+    413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
 }
 
 auth_answer! {
@@ -383,6 +432,82 @@ impl AuthApi {
             Ok(Some((session, user))) => Current::Ok(Json(view(&session, &user))),
             Ok(None) => Current::problem(not_signed_in()),
             Err(e) => Current::problem(problem_of(e)),
+        }
+    }
+
+    /// The signed-in user's live sessions, newest first.
+    #[oai(path = "/v1/auth/sessions", method = "get", operation_id = "listSessions")]
+    async fn sessions(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> Listed {
+        let tenant = match tenant_of(&app, &scope) {
+            Ok(t) => t,
+            Err(p) => return Listed::problem(p),
+        };
+        let Some(id) = presented(req, &tenant.id) else { return Listed::problem(not_signed_in()) };
+        match auth::sessions(&app, &tenant.id, &id).await {
+            Ok(Some((current, all))) => Listed::Ok(Json(SessionList {
+                items: all
+                    .into_iter()
+                    .map(|s| SessionItem {
+                        current: s.id_sha256 == current.id_sha256,
+                        id: s.id_sha256,
+                        method: s.method,
+                        created_at_ms: s.created_at_ms,
+                        last_seen_ms: s.last_seen_ms,
+                        expires_at_ms: s.expires_at_ms,
+                    })
+                    .collect(),
+            })),
+            Ok(None) => Listed::problem(not_signed_in()),
+            Err(e) => Listed::problem(problem_of(e)),
+        }
+    }
+
+    /// End one of the signed-in user's sessions (another device, say).
+    #[oai(path = "/v1/auth/sessions/:session", method = "delete", operation_id = "endSession")]
+    async fn end_session(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        /// The session's `id` from the list.
+        #[oai(validator(pattern = r"^[0-9a-f]{64}$"))]
+        session: poem_openapi::param::Path<String>,
+    ) -> Ended {
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+            Ok(t) => t,
+            Err(p) => return Ended::problem(p),
+        };
+        let Some(id) = presented(req, &tenant.id) else { return Ended::problem(not_signed_in()) };
+        match auth::end_one(&app, &tenant.id, &id, &session).await {
+            Ok(Some(true)) => Ended::Done,
+            Ok(Some(false)) => Ended::problem(Problem::not_found("there is no such session of yours")),
+            Ok(None) => Ended::problem(not_signed_in()),
+            Err(e) => Ended::problem(problem_of(e)),
+        }
+    }
+
+    /// End every other session of the signed-in user; the password is asked again.
+    #[oai(path = "/v1/auth/sessions/end-others", method = "post", operation_id = "endOtherSessions")]
+    async fn end_others(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        body: Json<Checked<Reauthenticate>>,
+    ) -> Ended {
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+            Ok(t) => t,
+            Err(p) => return Ended::problem(p),
+        };
+        let Some(id) = presented(req, &tenant.id) else { return Ended::problem(not_signed_in()) };
+        match auth::end_others(&app, &tenant.id, &id, &body.password).await {
+            Ok(Some(_)) => Ended::Done,
+            Ok(None) => Ended::problem(not_signed_in()),
+            Err(AuthError::RateLimited(wait)) => {
+                let (p, after) = too_many(wait, "too many failed sign-ins");
+                Ended::TooManyRequests(Json(p), after)
+            }
+            Err(e) => Ended::problem(problem_of(e)),
         }
     }
 }

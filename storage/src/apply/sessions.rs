@@ -68,6 +68,20 @@ pub(super) fn prune<'c>(now_ms: i64) -> Planned<'c> {
     })
 }
 
+/// Ends a user's sessions but `except`.
+pub(super) fn end_others<'c>(tenant: &'c str, user_id: &'c str, except: Option<&'c str>) -> Planned<'c> {
+    writes(move |t| {
+        let mut count = 0;
+        for s in t.sessions.by_index(&user_sessions_prefix(tenant, user_id))? {
+            if s.user_id == user_id && Some(s.id_sha256.as_str()) != except {
+                t.sessions.delete(&s.key())?;
+                count += 1;
+            }
+        }
+        Ok(Applied::SessionsEnded { count })
+    })
+}
+
 /// Ends every session of a user (disabled or deleted: S14).
 pub(super) fn end_all_of(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> Result<(), StoreError> {
     for s in t.sessions.by_index(&user_sessions_prefix(tenant, user_id))? {
