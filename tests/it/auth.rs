@@ -339,3 +339,49 @@ async fn a_user_lists_and_ends_their_own_sessions_and_no_one_elses() {
         "and bob's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_known_and_an_unknown_email_take_the_same_time_to_refuse() {
+    let (_tmp, dir) = temp_data_dir();
+    // The budgets are raised here only so that the 100 failures measured are not cut by 429s.
+    let args = [
+        "--set",
+        "rate_limits.failures_per_source_per_min=10000",
+        "--set",
+        "rate_limits.failures_per_client_per_min=10000",
+    ];
+    let node = TestNode::start_with(&dir, &args, &[]).unwrap();
+    let body = json!({"email": "known@example.com", "password": "plenty long enough passphrase"});
+    assert_eq!(auth(&node, Method::POST, "/v1/auth/register", None, Some(body), &[]).await.status, StatusCode::CREATED);
+    let attempt = |email: &'static str| {
+        let node = &node;
+        async move {
+            let body = json!({"email": email, "password": "not the right passphrase"});
+            let started = std::time::Instant::now();
+            let a = auth(node, Method::POST, "/v1/auth/login", None, Some(body), &[]).await;
+            (started.elapsed(), a)
+        }
+    };
+    let (mut known, mut unknown) = (Vec::new(), Vec::new());
+    let mut first: Option<(StatusCode, Value)> = None;
+    // Alternating, so drift on the machine falls on both alike.
+    for _ in 0..50 {
+        for (email, times) in [("known@example.com", &mut known), ("unknown@example.com", &mut unknown)] {
+            let (took, a) = attempt(email).await;
+            assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+            assert!(a.cookie.is_none());
+            match &first {
+                None => first = Some((a.status, a.body.clone())),
+                Some(f) => assert_eq!(f, &(a.status, a.body.clone()), "the same answer for {email}"),
+            }
+            times.push(took);
+        }
+    }
+    let median = |v: &mut Vec<std::time::Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64()
+    };
+    let (k, u) = (median(&mut known), median(&mut unknown));
+    let ratio = k.max(u) / k.min(u);
+    assert!(ratio < 1.2, "median {k:.4} s for a known email, {u:.4} s for an unknown one (ratio {ratio:.2})");
+}
