@@ -30,6 +30,7 @@ pub struct Config {
     pub keys: KeysConfig,
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
+    pub passwords: PasswordConfig,
     pub log: LogConfig,
 }
 
@@ -200,6 +201,25 @@ pub struct ClusterConfig {
     pub join: bool,
 }
 
+/// Password hashing (argon2id). Stored hashes made with other parameters are upgraded at
+/// the next successful sign-in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PasswordConfig {
+    /// Memory per hash in KiB (at least OWASP's 19456).
+    pub argon2_memory_kib: u32,
+    /// Passes over that memory (at least 2).
+    pub argon2_iterations: u32,
+    /// Lanes (1 to 16).
+    pub argon2_parallelism: u32,
+}
+
+impl Default for PasswordConfig {
+    fn default() -> Self {
+        PasswordConfig { argon2_memory_kib: 19 * 1024, argon2_iterations: 2, argon2_parallelism: 1 }
+    }
+}
+
 /// The database file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -237,6 +257,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             oauth: OAuthConfig::default(),
             storage: StorageConfig::default(),
+            passwords: PasswordConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -371,6 +392,16 @@ impl Config {
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file must be set together".into()));
+        }
+        let p = &self.passwords;
+        if !(19 * 1024..=1024 * 1024).contains(&p.argon2_memory_kib)
+            || !(2..=16).contains(&p.argon2_iterations)
+            || !(1..=16).contains(&p.argon2_parallelism)
+        {
+            return Err(ConfigError::Invalid(
+                "passwords: argon2_memory_kib 19456 to 1048576, argon2_iterations 2 to 16, argon2_parallelism 1 to 16"
+                    .into(),
+            ));
         }
         if !(1..=65_536).contains(&self.storage.cache_mib) {
             return Err(ConfigError::Invalid("storage.cache_mib must be between 1 and 65536".into()));

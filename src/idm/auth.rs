@@ -159,7 +159,8 @@ pub async fn register(app: &AppState, tenant: &TenantRecord, account: NewAccount
     if org_name.is_some_and(|n| n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control)) {
         return Err(invalid("organization_name", "must be 1 to 200 characters without control characters"));
     }
-    let password_hash = hash_password(&password).await.map_err(hashing_error)?;
+    let params = crate::idm::users::argon2_params(&app.config.passwords).map_err(hashing_error)?;
+    let password_hash = hash_password(params, &password).await.map_err(hashing_error)?;
     let now_ms = app.clock.now_ms();
     let user = UserRecord {
         v: 1,
@@ -211,16 +212,43 @@ pub async fn register(app: &AppState, tenant: &TenantRecord, account: NewAccount
     }
 }
 
-/// A hash to verify against when the email names nobody, so both cost one argon2 verify.
-static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
-    use argon2::password_hash::{PasswordHasher, SaltString};
-    let salt = SaltString::encode_b64(&[7u8; 16]).expect("a valid salt");
-    let params = argon2::Params::new(19 * 1024, 2, 1, None).expect("valid parameters");
-    argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
-        .hash_password(b"no such account, no such password", &salt)
-        .map(|h| h.to_string())
-        .unwrap_or_default()
-});
+/// A hash to verify against when the email names nobody, so both cost one argon2 verify
+/// with the configured parameters (which the process never changes).
+static DUMMY_HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn dummy_hash(config: &crate::config::PasswordConfig) -> String {
+    DUMMY_HASH
+        .get_or_init(|| {
+            use argon2::password_hash::{PasswordHasher, SaltString};
+            let salt = SaltString::encode_b64(&[7u8; 16]).expect("a valid salt");
+            let params = crate::idm::users::argon2_params(config)
+                .unwrap_or_else(|_| argon2::Params::new(19 * 1024, 2, 1, None).expect("valid parameters"));
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
+                .hash_password(b"no such account, no such password", &salt)
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+        })
+        .clone()
+}
+
+/// After a good password, a hash made with other parameters is replaced by one with the
+/// configured ones (S42). A failure here costs the sign-in nothing: it is tried again next time.
+async fn upgrade_hash(app: &AppState, user: &UserRecord, password: &str) {
+    let Some(previous) = user.password_hash.clone() else { return };
+    let Ok(params) = crate::idm::users::argon2_params(&app.config.passwords) else { return };
+    if !crate::idm::users::needs_rehash(&previous, &params) {
+        return;
+    }
+    let password_hash = match hash_password(params, password).await {
+        Ok(h) => h,
+        Err(e) => return tracing::debug!("a password hash was not upgraded: {e}"),
+    };
+    let command =
+        Command::RehashPassword { tenant: user.tenant.clone(), user_id: user.id.clone(), previous, password_hash };
+    if let Err(e) = app.propose(&format!("user:{}", user.id), command).await {
+        tracing::debug!("a password hash was not upgraded: {e}");
+    }
+}
 
 /// Signs a user in with their email and password: a new session on success.
 pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password: &str) -> Result<SignedIn, AuthError> {
@@ -232,7 +260,7 @@ pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password:
     let password = normalize_password(password);
     let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
     let user = app.store.read().and_then(|r| r.user_by_username(&tenant.id, &email)).map_err(unavailable)?;
-    let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
+    let hash = user.as_ref().and_then(|u| u.password_hash.clone()).unwrap_or_else(|| dummy_hash(&app.config.passwords));
     let long = password.chars().count() > MAX_PASSWORD_CHARS;
     let known = user.is_some();
     let matches = !long && verify_password(&password, &hash).await.map_err(hashing_error)?;
@@ -247,6 +275,7 @@ pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password:
             return Err(AuthError::BadCredentials);
         }
     };
+    upgrade_hash(app, &user, &password).await;
     let (session_id, digest) = new_session_id();
     let session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
     match app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await {
@@ -363,7 +392,7 @@ pub async fn end_others(
     let Some((session, user)) = current(app, tenant, session_id).await? else { return Ok(None) };
     let account = format!("{tenant}/login:{}", user.username);
     app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
-    let hash = user.password_hash.clone().unwrap_or_else(|| DUMMY_HASH.clone());
+    let hash = user.password_hash.clone().unwrap_or_else(|| dummy_hash(&app.config.passwords));
     let long = password.chars().count() > MAX_PASSWORD_CHARS;
     let matches = !long && verify_password(password, &hash).await.map_err(hashing_error)?;
     if !matches || user.password_hash.is_none() {

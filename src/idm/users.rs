@@ -133,8 +133,23 @@ pub fn normalize_password(password: &str) -> zeroize::Zeroizing<String> {
     zeroize::Zeroizing::new(password.nfkc().collect())
 }
 
-/// argon2id with OWASP's parameters (m = 19 MiB, t = 2, p = 1), off the async workers.
-pub async fn hash_password(password: &str) -> Result<String, UserError> {
+/// The argon2id parameters of new hashes, from `passwords.*`.
+pub fn argon2_params(config: &crate::config::PasswordConfig) -> Result<argon2::Params, UserError> {
+    argon2::Params::new(config.argon2_memory_kib, config.argon2_iterations, config.argon2_parallelism, None)
+        .map_err(|e| UserError::Hashing(e.to_string()))
+}
+
+/// Whether a stored PHC hash was made with other parameters than `params` (so it is upgraded).
+pub fn needs_rehash(hash: &str, params: &argon2::Params) -> bool {
+    let Ok(parsed) = argon2::password_hash::PasswordHash::new(hash) else { return false };
+    let stored = argon2::Params::try_from(&parsed);
+    parsed.algorithm.as_str() != "argon2id"
+        || stored
+            .is_ok_and(|s| (s.m_cost(), s.t_cost(), s.p_cost()) != (params.m_cost(), params.t_cost(), params.p_cost()))
+}
+
+/// argon2id with `params` (OWASP's by default), a fresh 16-byte salt, off the async workers.
+pub async fn hash_password(params: argon2::Params, password: &str) -> Result<String, UserError> {
     use argon2::password_hash::{PasswordHasher, SaltString};
     let _permit = hashing_slot().await?;
     let password = normalize_password(password);
@@ -142,7 +157,6 @@ pub async fn hash_password(password: &str) -> Result<String, UserError> {
         let mut salt = [0u8; 16];
         crate::clock::random_bytes(&mut salt);
         let salt = SaltString::encode_b64(&salt).map_err(|e| UserError::Hashing(e.to_string()))?;
-        let params = argon2::Params::new(19 * 1024, 2, 1, None).map_err(|e| UserError::Hashing(e.to_string()))?;
         let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         argon
             .hash_password(password.as_bytes(), &salt)
@@ -192,7 +206,7 @@ pub async fn create(
         return Err(UserError::Refused(Rejection::UsernameTaken { tenant: tenant.into(), username: spec.username }));
     }
     let password_hash = match password {
-        Some(p) => Some(hash_password(p).await?),
+        Some(p) => Some(hash_password(argon2_params(&app.config.passwords)?, p).await?),
         None => None,
     };
     let now_ms = app.clock.now_ms();
@@ -250,7 +264,7 @@ pub async fn set_password(
     let names: Vec<String> =
         user.map(|u| [Some(u.username), u.email].into_iter().flatten().collect()).unwrap_or_default();
     check_password(password, tenant, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let password_hash = hash_password(password).await?;
+    let password_hash = hash_password(argon2_params(&app.config.passwords)?, password).await?;
     let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
     let command = super::guarded(command, guard);
     let out = app.propose(actor, command).await?;

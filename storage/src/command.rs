@@ -109,6 +109,15 @@ pub enum Command {
         tenant: String,
         id_sha256: String,
     },
+    /// Replaces a password hash with one of the same password under new parameters, made at a
+    /// sign-in; refused (changing nothing) when the stored hash is no longer `previous`. Unlike
+    /// a new password it ends no session.
+    RehashPassword {
+        tenant: String,
+        user_id: String,
+        previous: String,
+        password_hash: String,
+    },
     /// Forgets the sessions that ended by the proposal's time (expired or idle).
     PruneSessions,
     /// Ends every session of a user but `except` (a user signing out their other devices).
@@ -284,6 +293,7 @@ impl Command {
                 (s.tenant.clone(), format!("user:{} session:{}", s.user_id, short(&s.id_sha256)))
             }
             Command::PruneSessions => ("system".into(), "sessions".into()),
+            Command::RehashPassword { tenant, user_id, .. } => (tenant.clone(), format!("user:{user_id}")),
             Command::EndSessionsOf { tenant, user_id, .. } => (tenant.clone(), format!("user:{user_id} sessions")),
             Command::TouchSession { tenant, id_sha256 } | Command::EndSession { tenant, id_sha256 } => {
                 (tenant.clone(), format!("session:{}", short(id_sha256)))
@@ -339,6 +349,7 @@ impl Command {
             Command::TouchSession { .. } => "session.touch",
             Command::EndSession { .. } => "session.end",
             Command::PruneSessions => "session.prune",
+            Command::RehashPassword { .. } => "user.rehash_password",
             Command::EndSessionsOf { .. } => "session.end_others",
             Command::RevokeToken { .. } => "token.revoke",
             Command::PruneRevocations => "token.prune_revocations",
@@ -475,6 +486,7 @@ pub enum Applied {
     SessionsEnded {
         count: u64,
     },
+    PasswordRehashed,
     RevocationsPruned {
         count: u64,
     },

@@ -385,3 +385,52 @@ async fn a_known_and_an_unknown_email_take_the_same_time_to_refuse() {
     let ratio = k.max(u) / k.min(u);
     assert!(ratio < 1.2, "median {k:.4} s for a known email, {u:.4} s for an unknown one (ratio {ratio:.2})");
 }
+
+/// The stored password hash of `username` in a stopped data dir.
+fn stored_hash(dir: &std::path::Path, username: &str) -> String {
+    let db = gatehouse_storage::store::open_read_only(&dir.join("gatehouse.redb")).unwrap();
+    let reader = gatehouse_storage::Reader::begin(&db).unwrap();
+    reader.user_by_username("default", username).unwrap().unwrap().password_hash.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hash_made_with_old_parameters_is_upgraded_at_the_next_sign_in() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let account = json!({"email": "ada@example.com", "password": "plenty long enough passphrase"});
+    assert_eq!(
+        auth(&node, Method::POST, "/v1/auth/register", None, Some(account.clone()), &[]).await.status,
+        StatusCode::CREATED
+    );
+    assert!(node.stop().success());
+    let before = stored_hash(&dir, "ada@example.com");
+    assert!(before.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{before}");
+
+    let node = TestNode::start_with(
+        &dir,
+        &["--set", "passwords.argon2_memory_kib=20480", "--set", "passwords.argon2_iterations=3"],
+        &[],
+    )
+    .unwrap();
+    let wrong = json!({"email": "ada@example.com", "password": "not the right passphrase"});
+    assert_eq!(
+        auth(&node, Method::POST, "/v1/auth/login", None, Some(wrong), &[]).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let login = auth(&node, Method::POST, "/v1/auth/login", None, Some(account.clone()), &[]).await;
+    assert_eq!(login.status, StatusCode::OK, "the old hash still verifies");
+    let session = jar(&login.cookie.unwrap());
+    assert!(node.stop().success());
+    let after = stored_hash(&dir, "ada@example.com");
+    assert!(after.starts_with("$argon2id$v=19$m=20480,t=3,p=1$"), "upgraded at sign-in: {after}");
+
+    let node = TestNode::start_with(
+        &dir,
+        &["--set", "passwords.argon2_memory_kib=20480", "--set", "passwords.argon2_iterations=3"],
+        &[],
+    )
+    .unwrap();
+    let s = auth(&node, Method::GET, "/v1/auth/session", Some(&session), None, &[]).await;
+    assert_eq!(s.status, StatusCode::OK, "an upgrade ends no session");
+    assert_eq!(auth(&node, Method::POST, "/v1/auth/login", None, Some(account), &[]).await.status, StatusCode::OK);
+}

@@ -173,6 +173,9 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::TouchSession { tenant, id_sha256 } => sessions::touch(t, tenant, id_sha256, now_ms),
         Command::EndSession { tenant, id_sha256 } => sessions::end(tenant, id_sha256),
         Command::PruneSessions => sessions::prune(now_ms),
+        Command::RehashPassword { tenant, user_id, previous, password_hash } => {
+            users::rehash_password(t, tenant, user_id, previous, password_hash)
+        }
         Command::EndSessionsOf { tenant, user_id, except } => sessions::end_others(tenant, user_id, except.as_deref()),
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),

@@ -82,6 +82,26 @@ pub(super) fn set_password<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str
     })
 }
 
+/// An upgraded hash of the same password: only over the hash it was made from.
+pub(super) fn rehash_password<'c>(
+    t: &Tables<'_>,
+    tenant: &'c str,
+    user_id: &'c str,
+    previous: &'c str,
+    hash: &'c str,
+) -> Planned<'c> {
+    let mut record = existing(t, tenant, user_id)?;
+    if record.password_hash.as_deref() != Some(previous) {
+        let what = "the password changed since this hash was made".to_string();
+        return Err(Rejection::Inconsistent { what }.into());
+    }
+    writes(move |t| {
+        record.password_hash = Some(hash.to_string());
+        t.users.put(&record)?;
+        Ok(Applied::PasswordRehashed)
+    })
+}
+
 /// Deletes a user with its bindings and memberships.
 pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str) -> Planned<'c> {
     existing(t, tenant, user_id)?;
