@@ -52,6 +52,7 @@ pub struct Metrics {
     http_duration: Family<RouteLabels, Histogram>,
     pub tokens_issued: Family<TokenLabels, Counter>,
     pub logins: Family<LoginLabels, Counter>,
+    pub login_duration: Histogram,
     raft_term: Gauge<i64, std::sync::atomic::AtomicI64>,
     raft_is_leader: Gauge<i64, std::sync::atomic::AtomicI64>,
     raft_commit_index: Gauge<i64, std::sync::atomic::AtomicI64>,
@@ -79,6 +80,7 @@ impl Metrics {
             http_duration,
             tokens_issued,
             logins,
+            login_duration: Histogram::new(exponential_buckets(0.002, 2.0, 12)),
             raft_term: Gauge::default(),
             raft_is_leader: Gauge::default(),
             raft_commit_index: Gauge::default(),
@@ -91,6 +93,11 @@ impl Metrics {
         r.register("gatehouse_http_request_duration_seconds", "HTTP request latency by route", m.http_duration.clone());
         r.register("gatehouse_tokens_issued", "Tokens issued by tenant and grant", m.tokens_issued.clone());
         r.register("gatehouse_logins", "Login attempts by tenant, method and result", m.logins.clone());
+        r.register(
+            "gatehouse_login_duration_seconds",
+            "Time to answer a sign-in (password checks included)",
+            m.login_duration.clone(),
+        );
         r.register("gatehouse_raft_term", "Current raft term", m.raft_term.clone());
         r.register("gatehouse_raft_is_leader", "1 when this node is the raft leader", m.raft_is_leader.clone());
         r.register("gatehouse_raft_commit_index", "Last committed raft log index", m.raft_commit_index.clone());

@@ -143,6 +143,13 @@ pub struct NewAccount<'a> {
 
 /// Creates the user, an organization they own when named, and their first session.
 pub async fn register(app: &AppState, tenant: &TenantRecord, account: NewAccount<'_>) -> Result<SignedIn, AuthError> {
+    let started = std::time::Instant::now();
+    let result = create_account(app, tenant, account).await;
+    record_attempt(app, &tenant.id, "register", started, &result);
+    result
+}
+
+async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccount<'_>) -> Result<SignedIn, AuthError> {
     if !tenant.self_registration || tenant.id == "system" {
         return Err(AuthError::RegistrationClosed);
     }
@@ -250,8 +257,44 @@ async fn upgrade_hash(app: &AppState, user: &UserRecord, password: &str) {
     }
 }
 
+/// Counts a sign-in attempt by tenant, method and result, and how long it took.
+fn record_attempt<T>(
+    app: &AppState,
+    tenant: &str,
+    method: &str,
+    started: std::time::Instant,
+    r: &Result<T, AuthError>,
+) {
+    let result = match r {
+        Ok(_) => "ok",
+        Err(AuthError::BadCredentials) => "invalid_credentials",
+        Err(AuthError::RateLimited(_)) => "rate_limited",
+        Err(AuthError::Busy) => "busy",
+        Err(AuthError::Invalid(_)) => "invalid_input",
+        Err(AuthError::EmailTaken) => "email_taken",
+        Err(AuthError::RegistrationClosed) => "closed",
+        Err(_) => "error",
+    };
+    let labels =
+        crate::metrics::LoginLabels { tenant: tenant.to_string(), method: method.to_string(), result: result.into() };
+    app.metrics.logins.get_or_create(&labels).inc();
+    app.metrics.login_duration.observe(started.elapsed().as_secs_f64());
+}
+
 /// Signs a user in with their email and password: a new session on success.
 pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password: &str) -> Result<SignedIn, AuthError> {
+    let started = std::time::Instant::now();
+    let result = password_login(app, tenant, email, password).await;
+    record_attempt(app, &tenant.id, "password", started, &result);
+    result
+}
+
+async fn password_login(
+    app: &AppState,
+    tenant: &TenantRecord,
+    email: &str,
+    password: &str,
+) -> Result<SignedIn, AuthError> {
     let email = normalize_email(email).map_err(|_| AuthError::BadCredentials)?;
     // Budgets per source and per account, spent by failures: a known and an unknown email
     // are counted alike, so a 429 tells nobody which exists (S40, S41).

@@ -98,6 +98,17 @@ async fn the_smoke_test_registers_signs_in_and_out_with_a_cookie() {
     let s = auth(&node, Method::GET, "/v1/auth/session", Some(truncated), None, &[]).await;
     assert_eq!(s.status, StatusCode::UNAUTHORIZED);
 
+    // Sign-ins are counted by tenant, method and result, and timed.
+    let metrics = reqwest::get(format!("{}/metrics", node.management_url)).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"gatehouse_logins_total{tenant="default",method="register",result="ok"} 1"#,
+        r#"gatehouse_logins_total{tenant="default",method="register",result="email_taken"} 1"#,
+        r#"gatehouse_logins_total{tenant="default",method="password",result="ok"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+    assert!(metrics.contains("gatehouse_login_duration_seconds_count 4"), "{metrics}");
+
     // Disabling the user ends their sessions at once.
     let users = call(&node, Method::GET, "/admin/v1/tenants/default/users", Some(&admin), None).await;
     let user = users.body["items"][0].clone();
