@@ -42,7 +42,7 @@ pub enum AuthError {
     Write(#[from] NodeWriteError),
     #[error("password hashing failed: {0}")]
     Hashing(String),
-    /// Every password hashing slot is busy: 503 with `Retry-After` (R19).
+    /// Every password hashing slot is busy and the queue is full: 503 at once (R19).
     #[error("the node is busy; try again shortly")]
     Busy,
     /// This source or this account spent its budget of failed sign-ins.

@@ -184,8 +184,11 @@ impl<'t, R: Row> Rows<'t, R> {
     /// Writes `row` under its key, replacing the row there and its index entries.
     pub fn put(&mut self, row: &R) -> Result<(), StoreError> {
         let key = row.key();
-        if let Some(old) = self.get(&key)? {
-            self.unindex(&old)?;
+        // Only an indexed row needs the old one read back: its entries may differ.
+        if self.index.is_some() {
+            if let Some(old) = self.get(&key)? {
+                self.unindex(&old)?;
+            }
         }
         self.table.insert(key.as_str(), codec::encode(row).as_slice())?;
         if let Some(index) = &mut self.index {
@@ -196,27 +199,30 @@ impl<'t, R: Row> Rows<'t, R> {
         Ok(())
     }
 
-    /// Removes the row under `key` and its index entries; returns it.
-    pub fn delete(&mut self, key: &str) -> Result<Option<R>, StoreError> {
-        let Some(old) = self.get(key)? else { return Ok(None) };
-        self.unindex(&old)?;
-        self.table.remove(key)?;
-        Ok(Some(old))
+    /// Removes the row under `key` and its index entries; whether there was one.
+    pub fn delete(&mut self, key: &str) -> Result<bool, StoreError> {
+        if self.index.is_some() {
+            let Some(old) = self.get(key)? else { return Ok(false) };
+            self.unindex(&old)?;
+        }
+        Ok(self.table.remove(key)?.is_some())
     }
 
     /// Removes every row under `prefix` that `doomed` accepts; returns how many.
     pub fn delete_under(&mut self, prefix: &str, doomed: impl Fn(&R) -> bool) -> Result<usize, StoreError> {
-        let mut keys = Vec::new();
+        let mut rows = Vec::new();
         scan(&self.table, prefix, |key, row: R| {
             if doomed(&row) {
-                keys.push(key.to_string());
+                rows.push((key.to_string(), row));
             }
             Ok(true)
         })?;
-        for key in &keys {
-            self.delete(key)?;
+        // The rows are decoded already: unindex them as they are, not read back one by one.
+        for (key, row) in &rows {
+            self.unindex(row)?;
+            self.table.remove(key.as_str())?;
         }
-        Ok(keys.len())
+        Ok(rows.len())
     }
 
     fn unindex(&mut self, row: &R) -> Result<(), StoreError> {

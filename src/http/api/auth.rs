@@ -324,6 +324,27 @@ fn signed_in(s: &SignedIn) -> (Json<SessionView>, String) {
     (Json(view(&s.session, &s.user)), set_cookie(&s.session.tenant, &s.session_id, max_age))
 }
 
+/// The tenant of a request that changes a session: its issuer's, from our own pages or a
+/// non-browser (S52).
+fn tenant_for_change(
+    app: &AppState,
+    scope: &IssuerScope,
+    req: &poem::Request,
+) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
+    let tenant = tenant_of(app, scope)?;
+    same_site(app, req)?;
+    Ok(tenant)
+}
+
+/// The presented session id of `tenant`, or 401.
+fn session_of(
+    req: &poem::Request,
+    tenant: gatehouse_storage::model::TenantRecord,
+) -> Result<(gatehouse_storage::model::TenantRecord, String), Problem> {
+    let id = presented(req, &tenant.id).ok_or_else(not_signed_in)?;
+    Ok((tenant, id))
+}
+
 /// The tenant of the request's issuer; `/t/default/…` is not a second address for `default`.
 fn tenant_of(app: &AppState, scope: &IssuerScope) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
     match resolve_scope(app, scope) {
@@ -349,7 +370,7 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<Checked<RegisterInput>>,
     ) -> Registered {
-        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+        let tenant = match tenant_for_change(&app, &scope, req) {
             Ok(t) => t,
             Err(p) => return Registered::problem(p),
         };
@@ -382,7 +403,7 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<Checked<LoginInput>>,
     ) -> LoggedIn {
-        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+        let tenant = match tenant_for_change(&app, &scope, req) {
             Ok(t) => t,
             Err(p) => return LoggedIn::problem(p),
         };
@@ -408,7 +429,7 @@ impl AuthApi {
     /// Sign out: the session ends on the server, and the cookie is cleared.
     #[oai(path = "/v1/auth/logout", method = "post", operation_id = "logout")]
     async fn logout(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> LoggedOut {
-        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
+        let tenant = match tenant_for_change(&app, &scope, req) {
             Ok(t) => t,
             Err(p) => return LoggedOut::problem(p),
         };
@@ -423,11 +444,10 @@ impl AuthApi {
     /// The current session and its user, or 401.
     #[oai(path = "/v1/auth/session", method = "get", operation_id = "session")]
     async fn session(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> Current {
-        let tenant = match tenant_of(&app, &scope) {
-            Ok(t) => t,
+        let (tenant, id) = match tenant_of(&app, &scope).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
             Err(p) => return Current::problem(p),
         };
-        let Some(id) = presented(req, &tenant.id) else { return Current::problem(not_signed_in()) };
         match auth::current(&app, &tenant.id, &id).await {
             Ok(Some((session, user))) => Current::Ok(Json(view(&session, &user))),
             Ok(None) => Current::problem(not_signed_in()),
@@ -438,11 +458,10 @@ impl AuthApi {
     /// The signed-in user's live sessions, newest first.
     #[oai(path = "/v1/auth/sessions", method = "get", operation_id = "listSessions")]
     async fn sessions(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> Listed {
-        let tenant = match tenant_of(&app, &scope) {
-            Ok(t) => t,
+        let (tenant, id) = match tenant_of(&app, &scope).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
             Err(p) => return Listed::problem(p),
         };
-        let Some(id) = presented(req, &tenant.id) else { return Listed::problem(not_signed_in()) };
         match auth::sessions(&app, &tenant.id, &id).await {
             Ok(Some((current, all))) => Listed::Ok(Json(SessionList {
                 items: all
@@ -473,11 +492,10 @@ impl AuthApi {
         #[oai(validator(pattern = r"^[0-9a-f]{64}$"))]
         session: poem_openapi::param::Path<String>,
     ) -> Ended {
-        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
-            Ok(t) => t,
+        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
             Err(p) => return Ended::problem(p),
         };
-        let Some(id) = presented(req, &tenant.id) else { return Ended::problem(not_signed_in()) };
         match auth::end_one(&app, &tenant.id, &id, &session).await {
             Ok(Some(true)) => Ended::Done,
             Ok(Some(false)) => Ended::problem(Problem::not_found("there is no such session of yours")),
@@ -495,11 +513,10 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<Checked<Reauthenticate>>,
     ) -> Ended {
-        let tenant = match tenant_of(&app, &scope).and_then(|t| same_site(&app, req).map(|_| t)) {
-            Ok(t) => t,
+        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
             Err(p) => return Ended::problem(p),
         };
-        let Some(id) = presented(req, &tenant.id) else { return Ended::problem(not_signed_in()) };
         match auth::end_others(&app, &tenant.id, &id, &body.password).await {
             Ok(Some(_)) => Ended::Done,
             Ok(None) => Ended::problem(not_signed_in()),
