@@ -77,6 +77,9 @@ impl RunningNode {
         let _ = self.control.await;
         let _ = self.jobs.await;
         self.app.raft.shutdown().await;
+        if let Err(e) = self.app.store.checkpoint() {
+            tracing::warn!("the last applied state was not made durable at shutdown: {e}");
+        }
         let _ = std::fs::remove_file(self.app.data_dir.control_socket());
     }
 }
