@@ -59,6 +59,7 @@ fn new_tenant(id: &str) -> NewTenant {
 
 fn bootstrap() -> Proposal {
     let cluster = ClusterRecord {
+        node_ca: None,
         v: 1,
         cluster_id: "bench".into(),
         founding_node: 1,
@@ -146,7 +147,8 @@ fn storage(c: &mut Criterion) {
     let raft_dir = tempfile::tempdir().unwrap();
     let raft_store = Store::open(&raft_dir.path().join("gatehouse.redb")).unwrap();
     let node = rt.block_on(async {
-        let node = RaftNode::start(&raft_store, 1, "127.0.0.1:0", StartMode::Bootstrap).await.unwrap();
+        let node =
+            RaftNode::start(&raft_store, 1, "127.0.0.1:0", StartMode::Bootstrap, Default::default()).await.unwrap();
         node.wait_for_leader(std::time::Duration::from_secs(10)).await.unwrap();
         node.write(bootstrap()).await.unwrap();
         node

@@ -78,6 +78,50 @@ pub enum Commands {
     /// Make a new one-node cluster in the data dir (absent or empty) from a backup; needs the
     /// KEK of the cluster it was taken from in GATEHOUSE_KEK
     Restore { file: PathBuf },
+    /// Grow a deployment into a cluster: init, join tokens, join, status, remove
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Make this running node the first member of a cluster (keeps its data): creates the
+    /// node intermediate under its CA and opens the cluster port (cluster.listen)
+    Init,
+    /// Print a one-time join token for one more node (on a running member)
+    JoinToken {
+        /// How long the token can be used, in seconds (1 to 86400)
+        #[arg(long, default_value_t = crate::idm::cluster::DEFAULT_TOKEN_TTL_SECS)]
+        ttl_secs: u64,
+    },
+    /// Join a cluster from a fresh data dir, then serve as its member
+    Join {
+        /// The join token from `cluster join-token`
+        #[arg(long, conflicts_with = "token_file", required_unless_present = "token_file")]
+        token: Option<String>,
+        /// A file holding the token (keeps it out of the process list)
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// The HTTPS URL of a member, e.g. https://10.0.0.1:8443
+        #[arg(long)]
+        peer: String,
+        /// Address to listen on [default: 127.0.0.1:8443]
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Public URL of the default tenant's issuer (the same on every member)
+        #[arg(long)]
+        public_url: Option<String>,
+    },
+    /// Members, roles, leader, term, commit and applied index, lag per member
+    Status {
+        /// Print JSON instead of a table
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a node out of the cluster (its id in hex, from `cluster status`)
+    Remove { node_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,7 +180,9 @@ pub fn main() -> ExitCode {
     let _ = KEK_ENV.set(std::env::var("GATEHOUSE_KEK").ok());
     std::env::remove_var("GATEHOUSE_KEK");
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // 8 MiB stacks: the middleware chain around a handler nests deeply, and unoptimised
+    // builds keep every future's locals on the stack.
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -186,7 +232,24 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Commands::Serve { listen, public_url } => {
             let config = load_config(&cli.common, listen, public_url)?;
             init_tracing(&config.log.level);
-            serve(config).await
+            serve(config, None).await
+        }
+        Commands::Cluster { command: ClusterCommand::Join { token, token_file, peer, listen, public_url } } => {
+            let config = load_config(&cli.common, listen, public_url)?;
+            init_tracing(&config.log.level);
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(file)) => std::fs::read_to_string(&file)
+                    .map_err(|e| anyhow::anyhow!("--token-file {}: {e}", file.display()))?
+                    .trim()
+                    .to_string(),
+                (None, None) => anyhow::bail!("give --token or --token-file"),
+            };
+            serve(config, Some(node::JoinArgs { peer, token })).await
+        }
+        Commands::Cluster { command } => {
+            let config = load_config(&cli.common, None, None)?;
+            cluster(&config, command).await
         }
         Commands::Init { public_url } => {
             let config = load_config(&cli.common, None, public_url)?;
@@ -313,10 +376,59 @@ fn take_kek_env() -> Option<String> {
     KEK_ENV.get().cloned().flatten()
 }
 
-async fn serve(config: Config) -> anyhow::Result<ExitCode> {
+/// The `cluster` commands that act on a running member.
+async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<ExitCode> {
+    let (request, json) = match command {
+        ClusterCommand::Init => (ControlRequest::ClusterInit, true),
+        ClusterCommand::JoinToken { ttl_secs } => (ControlRequest::ClusterJoinToken { ttl_secs }, false),
+        ClusterCommand::Status { json } => (ControlRequest::ClusterStatus, json),
+        ClusterCommand::Remove { node_id } => (ControlRequest::ClusterRemove { node_id }, true),
+        ClusterCommand::Join { .. } => anyhow::bail!("`cluster join` starts a node: it is not a control command"),
+    };
+    let status = matches!(request, ControlRequest::ClusterStatus);
+    let answer = control::call(&config.data_dir, &request).await?;
+    if !answer.ok {
+        anyhow::bail!(answer.error.unwrap_or_else(|| "the node refused the request".into()));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer.data)?);
+    } else if status {
+        let s: crate::idm::cluster::Status = serde_json::from_value(answer.data)?;
+        print_cluster_status(&s);
+    } else {
+        // join-token: only the token, for scripts.
+        println!("{}", answer.data.get("token").and_then(|t| t.as_str()).unwrap_or_default());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_cluster_status(s: &crate::idm::cluster::Status) {
+    let none = || "-".to_string();
+    println!(
+        "node {} ({}), cluster {}, term {}, leader {}\ncommit index {}, applied index {}, last log index {}",
+        s.node_id,
+        s.role,
+        s.cluster_id.clone().unwrap_or_else(none),
+        s.term,
+        s.leader.clone().unwrap_or_else(none),
+        s.commit_index,
+        s.applied_index,
+        s.last_log_index
+    );
+    if let Some(why) = &s.leader_unreachable {
+        println!("(members as this node knows them; the leader did not answer: {why})");
+    }
+    println!("\n{:<18} {:<8} {:<24} {:>10} {:>8}", "NODE", "ROLE", "ADDRESS", "MATCHED", "LAG");
+    for m in &s.members {
+        let num = |n: Option<u64>| n.map(|v| v.to_string()).unwrap_or_else(none);
+        println!("{:<18} {:<8} {:<24} {:>10} {:>8}", m.node_id, m.role, m.address, num(m.matched_index), num(m.lag));
+    }
+}
+
+async fn serve(config: Config, join: Option<node::JoinArgs>) -> anyhow::Result<ExitCode> {
     let kek_env = take_kek_env();
     let started = std::time::Instant::now();
-    let running = node::start(config, Arc::new(SystemClock), kek_env).await?;
+    let running = node::start(config, Arc::new(SystemClock), kek_env, join).await?;
     print_banner(&running, started.elapsed());
     wait_for_signal().await;
     eprintln!("gatehouse: shutting down");

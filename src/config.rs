@@ -195,10 +195,32 @@ pub struct TlsConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// Address of the node-to-node port (mTLS), advertised to peers.
+    /// Where the node-to-node port (mutual TLS) listens, once the node is a cluster member
+    /// (`cluster init` or `cluster join`). A one-node deployment never opens it.
     pub listen: SocketAddr,
-    /// Start without bootstrapping and wait to be added to a cluster.
-    pub join: bool,
+    /// The `host:port` peers dial to reach this node's cluster port; `listen` when unset.
+    pub advertise: Option<String>,
+    /// How long a write or a linearizable read waits for a leader before it is answered 503.
+    pub leader_wait_ms: u64,
+    /// Join a cluster on first start instead of founding one (what `cluster join` does).
+    pub join: Option<JoinConfig>,
+}
+
+/// Joining at first start, for automation such as a StatefulSet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinConfig {
+    /// The HTTPS URL of a member, e.g. `https://gatehouse-0.gatehouse:8443`.
+    pub peer: String,
+    /// A file holding the one-time join token (`gatehouse cluster join-token`).
+    pub token_file: PathBuf,
+}
+
+impl ClusterConfig {
+    /// The address recorded in the raft membership for this node.
+    pub fn advertised(&self) -> String {
+        self.advertise.clone().unwrap_or_else(|| self.listen.to_string())
+    }
 }
 
 /// Password hashing (argon2id). Stored hashes made with other parameters are upgraded at
@@ -265,7 +287,12 @@ impl Default for Config {
 
 impl Default for ClusterConfig {
     fn default() -> Self {
-        ClusterConfig { listen: SocketAddr::from(([127, 0, 0, 1], 8444)), join: false }
+        ClusterConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
+            advertise: None,
+            leader_wait_ms: 5_000,
+            join: None,
+        }
     }
 }
 
@@ -434,7 +461,49 @@ impl Config {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Invalid(format!("log.level {:?}: {e}", self.log.level)));
         }
+        if !(500..=60_000).contains(&self.cluster.leader_wait_ms) {
+            return Err(ConfigError::Invalid("cluster.leader_wait_ms must be between 500 and 60000".into()));
+        }
+        if let Some(addr) = &self.cluster.advertise {
+            if addr.parse::<SocketAddr>().is_err()
+                && !addr.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
+                return Err(ConfigError::Invalid(format!("cluster.advertise {addr:?} must be host:port")));
+            }
+        }
+        if let Some(join) = &self.cluster.join {
+            if !join.peer.starts_with("https://") {
+                return Err(ConfigError::Invalid(format!("cluster.join.peer {:?} must be an https URL", join.peer)));
+            }
+        }
         Ok(())
+    }
+
+    /// The names the generated server certificate covers: loopback, the public URL's host,
+    /// `tls.names`, the cluster address's host and the address bound.
+    pub fn certificate_names(&self, public_url: &str, bound: Option<SocketAddr>) -> Vec<String> {
+        let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+        if let Ok(uri) = public_url.parse::<poem::http::Uri>() {
+            if let Some(host) = uri.host() {
+                names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
+            }
+        }
+        names.extend(self.tls.names.iter().cloned());
+        // Members dial each other by their cluster address, joiners this port by the same host.
+        if let Some((host, _)) = self.cluster.advertised().rsplit_once(':') {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            if !host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified()) {
+                names.push(host.to_string());
+            }
+        }
+        if let Some(addr) = bound {
+            if !addr.ip().is_unspecified() {
+                names.push(addr.ip().to_string());
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
     }
 
     /// The public URL, or the one derived from the address actually bound.

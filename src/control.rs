@@ -46,6 +46,17 @@ pub enum ControlRequest {
     Backup {
         path: String,
     },
+    /// Makes this node the first member of a cluster that can grow (keeps all its data).
+    ClusterInit,
+    /// A one-time join token, valid for `ttl_secs`.
+    ClusterJoinToken {
+        ttl_secs: u64,
+    },
+    ClusterStatus,
+    /// Takes a node (hex id) out of the cluster.
+    ClusterRemove {
+        node_id: String,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -221,6 +232,25 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
                 Err(e) => ControlResponse::err(e),
             }
         }
+        ControlRequest::ClusterInit => match crate::idm::cluster::init(app, &format!("cli:uid:{uid}")).await {
+            Ok(done) => ControlResponse::ok(serde_json::to_value(done).unwrap_or_default()),
+            Err(e) => ControlResponse::err(e.to_string()),
+        },
+        ControlRequest::ClusterJoinToken { ttl_secs } => {
+            match crate::idm::cluster::issue_join_token(app, &format!("cli:uid:{uid}"), ttl_secs).await {
+                Ok((token, expires_at_ms)) => {
+                    ControlResponse::ok(serde_json::json!({ "token": token, "expires_at_ms": expires_at_ms }))
+                }
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
+        ControlRequest::ClusterStatus => {
+            ControlResponse::ok(serde_json::to_value(crate::idm::cluster::status(app).await).unwrap_or_default())
+        }
+        ControlRequest::ClusterRemove { node_id } => match crate::idm::cluster::remove(app, &node_id).await {
+            Ok(()) => ControlResponse::ok(serde_json::json!({ "removed": node_id })),
+            Err(e) => ControlResponse::err(e.to_string()),
+        },
         ControlRequest::AuditVerify => match app.store.read().and_then(|r| r.verify_audit()) {
             Ok(report) => ControlResponse::ok(serde_json::to_value(report).unwrap_or_default()),
             Err(e) => ControlResponse::err(e.to_string()),

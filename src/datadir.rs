@@ -75,6 +75,18 @@ impl DataDir {
     pub fn server_key_path(&self) -> PathBuf {
         self.tls_dir().join("server.key.sealed")
     }
+    /// This member's node certificate and the node intermediate (PEM).
+    pub fn node_cert_path(&self) -> PathBuf {
+        self.tls_dir().join("node.pem")
+    }
+    pub fn node_key_path(&self) -> PathBuf {
+        self.tls_dir().join("node.key.sealed")
+    }
+    /// Written by `cluster join` before anything else: this dir belongs to a cluster it
+    /// joined, so it never founds one of its own, even after a crash mid-join.
+    pub fn joined_marker(&self) -> PathBuf {
+        self.root.join("cluster.joined")
+    }
 
     /// True when this dir has held a node: its database or its node id exists. (The node id is
     /// written only after the database was created.)
@@ -98,16 +110,26 @@ impl DataDir {
             Ok(text) => u64::from_str_radix(text.trim(), 16)
                 .map_err(|_| DataDirError::BadNodeId { path: path.display().to_string() }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut b = [0u8; 8];
-                crate::clock::random_bytes(&mut b);
-                // Node ids are never 0 so that 0 can mean "none" in metrics.
-                let id = (u64::from_be_bytes(b) >> 1).max(1);
-                write_private(&path, format!("{id:016x}\n").as_bytes())?;
+                let id = new_node_id();
+                self.write_node_id(id)?;
                 Ok(id)
             }
             Err(e) => Err(io_err(&path, e)),
         }
     }
+}
+
+impl DataDir {
+    pub fn write_node_id(&self, id: u64) -> Result<(), DataDirError> {
+        write_private(&self.node_id_path(), format!("{id:016x}\n").as_bytes())
+    }
+}
+
+/// A random node id, never 0 so that 0 can mean "none" in metrics.
+pub fn new_node_id() -> u64 {
+    let mut b = [0u8; 8];
+    crate::clock::random_bytes(&mut b);
+    (u64::from_be_bytes(b) >> 1).max(1)
 }
 
 /// Restricts an existing file to its owner (no-op when it already is).

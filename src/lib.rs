@@ -7,6 +7,7 @@ pub mod app;
 pub mod backup;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod crypto;

@@ -14,7 +14,9 @@ use tokio::sync::watch;
 
 use crate::app::AppState;
 use crate::clock::SharedClock;
+use crate::cluster::credentials::NodeCredentials;
 use crate::config::Config;
+use crate::crypto::ca::CA_KEY_CONTEXT;
 use crate::crypto::kek::LocalKek;
 use crate::crypto::{ca, SecretCipher};
 use crate::datadir::{self, DataDir};
@@ -45,6 +47,24 @@ pub enum StartError {
     Bind { addr: SocketAddr, reason: String },
     #[error("control socket {path}: {reason}")]
     Control { path: String, reason: String },
+    #[error("cluster: {0}")]
+    Join(String),
+}
+
+/// What to join at this start: the command's arguments, or `cluster.join` in config when the
+/// data dir is still fresh (afterwards the node simply starts as the member it became).
+fn join_request(config: &Config, join: Option<JoinArgs>) -> Result<Option<JoinArgs>, StartError> {
+    if join.is_some() {
+        return Ok(join);
+    }
+    let Some(auto) = &config.cluster.join else { return Ok(None) };
+    let dir = DataDir::open_or_create(&config.data_dir)?;
+    if dir.is_initialised() || dir.joined_marker().exists() {
+        return Ok(None);
+    }
+    let token = std::fs::read_to_string(&auto.token_file)
+        .map_err(|e| StartError::Join(format!("cluster.join.token_file {}: {e}", auto.token_file.display())))?;
+    Ok(Some(JoinArgs { peer: auto.peer.clone(), token: token.trim().to_string() }))
 }
 
 /// A node that is serving.
@@ -76,6 +96,7 @@ impl RunningNode {
         let _ = self.management.await;
         let _ = self.control.await;
         let _ = self.jobs.await;
+        self.app.cluster_port.close().await;
         self.app.raft.shutdown().await;
         if let Err(e) = self.app.store.checkpoint() {
             tracing::warn!("the last applied state was not made durable at shutdown: {e}");
@@ -95,12 +116,14 @@ pub async fn prepare(
     if let Some(value) = kek_env {
         crate::crypto::kek::check_env_format(value)?;
     }
-    if config.cluster.join {
-        return Err(StartError::Bootstrap(
-            "cluster.join is set, but joining a cluster is not available in this version; unset it to start a one-node cluster".into(),
-        ));
-    }
     let dir = DataDir::open_or_create(&config.data_dir)?;
+    let joined = dir.joined_marker().exists();
+    if joined && !(dir.node_id_path().exists() && crate::cluster::credentials::NodeCredentials::exist(&dir)) {
+        return Err(StartError::Bootstrap(format!(
+            "{} was left half-joined by an interrupted `cluster join`: remove it and join again with a new token",
+            dir.root().display()
+        )));
+    }
     let fresh = !dir.is_initialised();
     let kek = LocalKek::load(&dir, kek_env, fresh)?;
     let kek_source = kek.source;
@@ -111,8 +134,10 @@ pub async fn prepare(
     let node_id = dir.node_id()?;
     let kek: Arc<dyn crate::crypto::KeyProvider> = Arc::new(kek);
     let cipher = Arc::new(SecretCipher::new(kek, Some(store.clone())));
-    let mode = if config.cluster.join { StartMode::Join } else { StartMode::Bootstrap };
-    let raft = RaftNode::start(&store, node_id, &config.cluster.listen.to_string(), mode).await?;
+    // A node that joined a cluster never founds one, even with an empty log.
+    let mode = if joined { StartMode::Join } else { StartMode::Bootstrap };
+    let options = gatehouse_raft::NodeOptions { leader_wait: Duration::from_millis(config.cluster.leader_wait_ms) };
+    let raft = RaftNode::start(&store, node_id, &config.cluster.advertised(), mode, options).await?;
     let app = AppState {
         config: config.clone(),
         public_url: public_url.to_string(),
@@ -128,9 +153,20 @@ pub async fn prepare(
         limits: crate::app::limits::RateLimits::new(&config.rate_limits),
         auth_failures: crate::app::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
         founded: false,
+        cluster_port: Default::default(),
     };
     let mut app = app;
-    if mode == StartMode::Bootstrap {
+    // A member talks to its peers before anything waits for a leader.
+    if NodeCredentials::exist(&app.data_dir) {
+        if let Err(e) = crate::cluster::open_port(&app).await {
+            app.raft.shutdown().await;
+            return Err(StartError::Join(e));
+        }
+    }
+    // A one-voter cluster elects itself at once; a member of a larger one may be the first
+    // of its peers back and must not wait for them to start.
+    let one_voter = app.raft.status().voters.len() <= 1;
+    if mode == StartMode::Bootstrap && one_voter {
         app.raft.wait_for_leader(LEADER_WAIT).await?;
         // Apply every committed entry first: after a crash during the first start, the
         // bootstrap entry may be in the log but not yet applied.
@@ -158,6 +194,7 @@ async fn bootstrap(app: &AppState) -> Result<(), StartError> {
         let key = cipher.seal(&system.data_key.id, CA_KEY_CONTEXT, &issued.key_pkcs8).map_err(|e| e.to_string())?;
         Ok(Command::Bootstrap {
             cluster: ClusterRecord {
+                node_ca: None,
                 v: 1,
                 cluster_id,
                 founding_node: node_id,
@@ -178,29 +215,13 @@ async fn bootstrap(app: &AppState) -> Result<(), StartError> {
     }
 }
 
-const CA_KEY_CONTEXT: &str = "cluster-ca-key";
-
 fn server_key_context(node_id: u64) -> String {
     format!("tls-server-key/{node_id:016x}")
 }
 
 /// The names the generated server certificate covers.
 pub fn certificate_names(config: &Config, public_url: &str, bound: Option<SocketAddr>) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
-    if let Ok(uri) = public_url.parse::<poem::http::Uri>() {
-        if let Some(host) = uri.host() {
-            names.push(host.trim_start_matches('[').trim_end_matches(']').to_string());
-        }
-    }
-    names.extend(config.tls.names.iter().cloned());
-    if let Some(addr) = bound {
-        if !addr.ip().is_unspecified() {
-            names.push(addr.ip().to_string());
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    names
+    config.certificate_names(public_url, bound)
 }
 
 /// Writes the CA certificate for clients and makes sure this node has a server certificate
@@ -217,9 +238,15 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
             .ok_or_else(|| StartError::Tls(format!("{} holds no private key", key_file.display())))?;
         return server_config(chain, key).map_err(|e| tls(&e));
     }
+    let dir = &app.data_dir;
+    if dir.joined_marker().exists() {
+        // A joined node may have no state yet: it serves the node certificate it was given.
+        let creds = NodeCredentials::load(dir, app.cipher.key_provider()).map_err(|e| tls(&e))?;
+        let (chain, key) = creds.public_chain();
+        return server_config(chain, key).map_err(|e| tls(&e));
+    }
     let reader = app.store.read()?;
     let cluster = reader.cluster()?.ok_or_else(|| StartError::Tls("the cluster has no CA yet".into()))?;
-    let dir = &app.data_dir;
     dir.ensure_tls_dir()?;
     let ca_path = dir.ca_cert_path();
     if std::fs::read_to_string(&ca_path).ok().as_deref() != Some(cluster.ca.cert_pem.as_str()) {
@@ -258,14 +285,29 @@ pub fn tls_material(app: &AppState, names: &[String]) -> Result<rustls::ServerCo
             (issued.cert_pem, issued.key_pkcs8.to_vec())
         }
     };
-    let chain: Vec<CertificateDer<'static>> =
+    let mut chain: Vec<CertificateDer<'static>> =
         rustls_pemfile::certs(&mut cert_pem.as_bytes()).collect::<Result<_, _>>().map_err(|e| tls(&e))?;
+    // The CA goes last, so a joining node can match it against the fingerprint in its token.
+    chain.extend(ca::pem_certs(&cluster.ca.cert_pem).map_err(|e| tls(&e))?);
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_der));
     server_config(chain, key).map_err(|e| tls(&e))
 }
 
-/// Starts a node and serves until [`RunningNode::shutdown`].
-pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) -> Result<RunningNode, StartError> {
+/// Joining a cluster at start: a member's public URL and a one-time token.
+#[derive(Debug, Clone)]
+pub struct JoinArgs {
+    pub peer: String,
+    pub token: String,
+}
+
+/// Starts a node and serves until [`RunningNode::shutdown`]. With `join` (or `cluster.join`
+/// in config, on a fresh data dir) it first joins that cluster instead of founding one.
+pub async fn start(
+    config: Config,
+    clock: SharedClock,
+    kek_env: Option<String>,
+    join: Option<JoinArgs>,
+) -> Result<RunningNode, StartError> {
     // Bind first: a busy port then fails before the data dir is created or touched.
     let listener = tokio::net::TcpListener::bind(config.listen).await;
     let listener = match listener {
@@ -280,6 +322,12 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
         .local_addr()
         .map_err(|e| StartError::Bind { addr: config.management.listen, reason: e.to_string() })?;
     let public_url = config.effective_public_url(bound);
+    if let Some(join) = join_request(&config, join)? {
+        let names = certificate_names(&config, &public_url, Some(bound));
+        crate::cluster::join::enroll(&config, &names, &join.token, &join.peer, kek_env.as_deref())
+            .await
+            .map_err(|e| StartError::Join(e.to_string()))?;
+    }
     let app = Arc::new(prepare(&config, clock, kek_env.as_deref(), &public_url).await?);
     let names = certificate_names(&config, &public_url, Some(bound));
     let tls = match tls_material(&app, &names) {
@@ -302,6 +350,16 @@ pub async fn start(config: Config, clock: SharedClock, kek_env: Option<String>) 
         }
     };
     let jobs = crate::jobs::spawn(app.clone(), shutdown_rx.clone());
+    if app.data_dir.joined_marker().exists() {
+        // A learner asks to become a voter once it has caught up.
+        let (app, mut stop) = (app.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = app.raft.become_voter() => {}
+                _ = stop.wait_for(|s| *s) => {}
+            }
+        });
+    }
     let routes = crate::http::routes(app.clone());
     let rx = shutdown_rx;
     let limits = crate::http::edge::EdgeLimits::from_config(&app.config.http);

@@ -6,12 +6,16 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod rpc;
 pub mod state_machine;
+pub mod transport;
 pub mod types;
 
 pub use log_store::LogStore;
-pub use node::{NodeError, RaftNode, RaftStatus, StartMode, WriteError};
+pub use node::{NodeError, NodeOptions, RaftNode, RaftStatus, StartMode, WriteError};
+pub use rpc::{ClusterView, LeaderRefusal, MemberView};
 pub use state_machine::StateMachine;
+pub use transport::Transport;
 pub use types::TypeConfig;
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! start-up code; those import it.
 
 pub mod auth_failures;
+pub mod cluster_port;
 pub mod idempotency;
 pub mod limits;
 pub mod request;
@@ -43,12 +44,14 @@ pub struct AppState {
     pub auth_failures: auth_failures::FailureAudit,
     /// This start founded the cluster (the banner then says how to get admin credentials).
     pub founded: bool,
+    /// The node-to-node port, open once this node is a cluster member.
+    pub cluster_port: cluster_port::ClusterPort,
 }
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum NodeWriteError {
-    #[error("this node is not the leader and cannot forward writes yet")]
+    #[error("no raft leader answered in time; nothing was written")]
     NotLeader,
     #[error("the write could not be committed: {0}")]
     Unavailable(String),
@@ -89,7 +92,7 @@ impl AppState {
             proposal.origin = request::current_origin();
         }
         let outcome = self.raft.write(proposal).await.map_err(|e| match e {
-            WriteError::NotLeader { .. } => NodeWriteError::NotLeader,
+            WriteError::NoLeader(_) => NodeWriteError::NotLeader,
             other => NodeWriteError::Unavailable(other.to_string()),
         })?;
         if let Outcome::Refused(r) = &outcome {

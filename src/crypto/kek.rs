@@ -8,6 +8,7 @@ use gatehouse_storage::model::Sealed;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+use crate::crypto::kek_transfer::{SealedKek, TransferError};
 use crate::crypto::{b64url, b64url_decode};
 use crate::datadir::{self, DataDir, DataDirError};
 
@@ -19,6 +20,8 @@ pub trait KeyProvider: Send + Sync {
     /// A key for `purpose` derived from the KEK (the same on every node of the cluster), for
     /// keyed digests of values that must not be guessable offline from a copy of the data.
     fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]>;
+    /// The KEK sealed to a joining node's one-time key (see `kek_transfer`).
+    fn seal_to(&self, recipient_public: &str, context: &str) -> Result<SealedKek, TransferError>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +90,21 @@ impl LocalKek {
     }
 }
 
+/// Writes a KEK received at join into a new data dir's `kek` file; when `GATEHOUSE_KEK` is
+/// set it must be the same key, and then no file is written.
+pub fn install_received(dir: &DataDir, key: &[u8; 32], env_value: Option<&str>) -> Result<KekSource, KekError> {
+    if let Some(value) = env_value {
+        let ours = decode_key(value).ok_or(KekError::BadEnv)?;
+        if *ours != *key {
+            return Err(KekError::Mismatch("the cluster's KEK".into()));
+        }
+        return Ok(KekSource::Environment);
+    }
+    let text = Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(key)));
+    datadir::write_private(&dir.kek_path(), text.as_bytes())?;
+    Ok(KekSource::DataDirFile)
+}
+
 /// Checks `GATEHOUSE_KEK` before anything is created.
 pub fn check_env_format(value: &str) -> Result<(), KekError> {
     decode_key(value).map(|_| ()).ok_or(KekError::BadEnv)
@@ -120,6 +138,10 @@ impl KeyProvider for LocalKek {
         // Encryption with a valid key and nonce cannot fail for inputs of this size.
         let ct = cipher.encrypt(&XNonce::from(nonce), Payload { msg: data_key, aad: &aad }).unwrap_or_default();
         Sealed { key_id: self.id.clone(), nonce: b64url(&nonce), ciphertext: b64url(&ct) }
+    }
+
+    fn seal_to(&self, recipient_public: &str, context: &str) -> Result<SealedKek, TransferError> {
+        crate::crypto::kek_transfer::seal_to(&self.key, recipient_public, context)
     }
 
     fn derive(&self, purpose: &str) -> Zeroizing<[u8; 32]> {

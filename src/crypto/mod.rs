@@ -3,6 +3,7 @@
 pub mod ca;
 pub mod envelope;
 pub mod kek;
+pub mod kek_transfer;
 pub mod keys;
 pub mod sealed_stream;
 pub mod signer;

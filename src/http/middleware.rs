@@ -109,7 +109,10 @@ pub async fn observe<E: Endpoint>(ep: &E, req: Request, metrics: Arc<Metrics>, h
 /// 429 with `Retry-After`, in the surface's error format, before anything else is done.
 pub async fn rate_limit<E: Endpoint>(ep: &E, req: Request, app: &crate::app::AppState) -> poem::Result<Response> {
     let path = req.uri().path();
-    let limited = path.contains("/oauth2/") || path.starts_with("/admin/v1") || path.contains("/v1/auth/");
+    let limited = path.contains("/oauth2/")
+        || path.starts_with("/admin/v1")
+        || path.contains("/v1/auth/")
+        || path.starts_with("/cluster/v1/");
     if let (true, Some(source)) = (limited, req.remote_addr().as_socket_addr().map(|a| a.ip())) {
         if let Err(wait) = app.limits.admit(source) {
             return Ok(too_many_requests(path.contains("/oauth2/"), wait));

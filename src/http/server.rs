@@ -7,7 +7,7 @@ use poem_openapi::OpenApiService;
 
 use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
-use crate::http::api::{AuthApi, OAuthApi, OidcApi, OpsApi};
+use crate::http::api::{AuthApi, ClusterApi, OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
@@ -31,6 +31,7 @@ type Apis = (
     RolesApi,
     BindingsApi,
     KeysApi,
+    ClusterApi,
 );
 
 fn service() -> OpenApiService<Apis, ()> {
@@ -47,6 +48,7 @@ fn service() -> OpenApiService<Apis, ()> {
             RolesApi,
             BindingsApi,
             KeysApi,
+            ClusterApi,
         ),
         "Gatehouse",
         env!("CARGO_PKG_VERSION"),
@@ -124,6 +126,13 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
             move |ep, req| {
                 let app = app.clone();
                 async move { crate::http::api::admin::gate(&ep, req, &app).await }
+            }
+        })
+        .around({
+            let app = app.clone();
+            move |ep, req| {
+                let app = app.clone();
+                async move { crate::http::api::cluster::gate(&ep, req, &app).await }
             }
         })
         .around({

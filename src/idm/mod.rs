@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod bindings;
 pub mod clients;
+pub mod cluster;
 pub mod keys;
 pub mod protocol;
 pub mod roles;
@@ -27,6 +28,7 @@ macro_rules! from_propose_error {
 from_propose_error!(
     bindings::BindingError,
     clients::ClientError,
+    cluster::ClusterError,
     keys::KeysError,
     roles::RoleError,
     tenants::TenantError,

@@ -5,8 +5,9 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    BindingRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, MembershipRecord,
-    OrganizationRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, TenantStatus, UserRecord,
+    BindingRecord, CaRecord, ClientRecord, ClusterRecord, DataKeyRecord, IdempotentResponse, JoinTokenRecord,
+    MembershipRecord, OrganizationRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, TenantStatus,
+    UserRecord,
 };
 
 /// One entry of the raft log: a command with its time and its actor.
@@ -44,6 +45,18 @@ pub enum Command {
         tenants: Vec<NewTenant>,
     },
     CreateTenant(NewTenant),
+    /// Makes the cluster ready for more nodes: its node intermediate (`cluster init`).
+    InitCluster {
+        node_ca: CaRecord,
+    },
+    /// A one-time token a node joins with; expired tokens are forgotten meanwhile.
+    IssueJoinToken(JoinTokenRecord),
+    /// Uses a join token for `node_id`: refused when unknown, wrong, expired or used.
+    RedeemJoinToken {
+        id: String,
+        secret_sha256: String,
+        node_id: u64,
+    },
     /// Adds keys to one tenant together (a rotation adds one per algorithm).
     AddSigningKeys {
         tenant: String,
@@ -265,6 +278,11 @@ impl Command {
         match self {
             Command::Bootstrap { cluster, .. } => ("system".into(), format!("cluster:{}", cluster.cluster_id)),
             Command::CreateTenant(n) => (n.tenant.id.clone(), format!("tenant:{}", n.tenant.id)),
+            Command::InitCluster { .. } => ("system".into(), "cluster:node_ca".into()),
+            Command::IssueJoinToken(t) => ("system".into(), format!("join_token:{}", t.id)),
+            Command::RedeemJoinToken { id, node_id, .. } => {
+                ("system".into(), format!("join_token:{id} node:{node_id:016x}"))
+            }
             Command::AddSigningKeys { tenant, keys } => {
                 let kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
                 (tenant.clone(), format!("signing_keys:{}", kids.join(",")))
@@ -331,6 +349,9 @@ impl Command {
         match self {
             Command::Bootstrap { .. } => "cluster.bootstrap",
             Command::CreateTenant(_) => "tenant.create",
+            Command::InitCluster { .. } => "cluster.init",
+            Command::IssueJoinToken(_) => "cluster.join_token",
+            Command::RedeemJoinToken { .. } => "cluster.join",
             Command::AddSigningKeys { .. } => "signing_key.add",
             Command::PruneSigningKeys { .. } => "signing_key.prune",
             Command::CreateClient(_) => "client.create",
@@ -426,6 +447,13 @@ pub enum Applied {
     },
     Bootstrapped {
         cluster_id: String,
+    },
+    ClusterInitialised,
+    JoinTokenIssued {
+        id: String,
+    },
+    JoinTokenRedeemed {
+        id: String,
     },
     TenantCreated {
         id: String,
@@ -538,6 +566,12 @@ pub enum Rejection {
     AlreadyBootstrapped,
     #[error("the cluster is not bootstrapped yet")]
     NotBootstrapped,
+    #[error("the cluster is already initialised for more nodes")]
+    ClusterAlreadyInitialised,
+    #[error("the cluster is not initialised for more nodes: run `gatehouse cluster init` first")]
+    ClusterNotInitialised,
+    #[error("the join token is unknown, wrong, expired or already used")]
+    JoinTokenInvalid,
     #[error("tenant id {id:?} is not valid: use 2-63 characters of a-z, 0-9 and '-', starting with a letter or digit")]
     InvalidTenantId { id: String },
     #[error("tenant id {id:?} is reserved")]
@@ -610,6 +644,9 @@ impl Rejection {
         match self {
             Rejection::AlreadyBootstrapped => "already_bootstrapped",
             Rejection::NotBootstrapped => "not_bootstrapped",
+            Rejection::ClusterAlreadyInitialised => "cluster_already_initialised",
+            Rejection::ClusterNotInitialised => "cluster_not_initialised",
+            Rejection::JoinTokenInvalid => "join_token_invalid",
             Rejection::InvalidTenantId { .. } => "invalid_tenant_id",
             Rejection::ReservedTenantId { .. } => "reserved_tenant_id",
             Rejection::TenantExists { .. } => "tenant_exists",

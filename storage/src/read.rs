@@ -27,6 +27,13 @@ impl Reader {
         meta.get(key)?.map(|v| codec::decode("meta", key, v.value())).transpose()
     }
 
+    /// A join token by id (used ones too: a used token is refused, not unknown).
+    pub fn join_token(&self, id: &str) -> Result<Option<crate::model::JoinTokenRecord>, StoreError> {
+        let meta = self.txn.open_table(tables::META)?;
+        let key = crate::model::cluster::join_token_key(id);
+        meta.get(key.as_str())?.map(|v| codec::decode("meta", &key, v.value())).transpose()
+    }
+
     pub fn tenant(&self, id: &str) -> Result<Option<TenantRecord>, StoreError> {
         let t = self.txn.open_table(tables::TENANTS)?;
         table::get(&t, id)

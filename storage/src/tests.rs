@@ -5,8 +5,8 @@ use redb::{Database, ReadableDatabase};
 use crate::audit::{AuditEntry, GENESIS_HASH};
 use crate::command::{Applied, Command, IssuedToken, NewTenant, Outcome, Proposal, Rejection};
 use crate::model::{
-    BindingRecord, CaRecord, ClientKind, ClientRecord, ClientStatus, ClusterRecord, DataKeyRecord, PublicJwk, Sealed,
-    SigningAlg, SigningKeyRecord, TenantRecord, TenantStatus,
+    BindingRecord, CaRecord, ClientKind, ClientRecord, ClientStatus, ClusterRecord, DataKeyRecord, JoinTokenRecord,
+    PublicJwk, Sealed, SigningAlg, SigningKeyRecord, TenantRecord, TenantStatus,
 };
 use crate::schema::{self, SchemaAction, CURRENT_VERSION};
 use crate::{snapshot, tables, Store, StoreError};
@@ -55,6 +55,7 @@ fn bootstrap() -> Proposal {
         actor: "node:1".into(),
         command: Command::Bootstrap {
             cluster: ClusterRecord {
+                node_ca: None,
                 v: 1,
                 cluster_id: "c1".into(),
                 founding_node: 1,
@@ -816,4 +817,58 @@ fn sessions_end_with_a_new_password_are_pruned_when_over_and_never_exist_in_syst
     assert!(matches!(out[0], Outcome::Applied(Applied::SessionsPruned { count: 0 })), "{:?}", out[0]);
     assert!(matches!(out[1], Outcome::Applied(Applied::SessionsPruned { count: 1 })), "{:?}", out[1]);
     assert_eq!(store.read().unwrap().ended_sessions(i64::MAX).unwrap(), 0);
+}
+
+fn join_token(id: &str, expires_at_ms: i64) -> JoinTokenRecord {
+    JoinTokenRecord {
+        v: 1,
+        id: id.into(),
+        secret_sha256: format!("{id}-digest"),
+        issued_at_ms: 1_000,
+        expires_at_ms,
+        redeemed_by: None,
+    }
+}
+
+#[test]
+fn join_tokens_need_cluster_init_and_admit_one_node_once_before_they_expire() {
+    let (_d, store) = fresh();
+    apply_all(&store, &[bootstrap()]);
+    let redeem = |id: &str, digest: &str, node_id: u64, at_ms: i64| {
+        by(at_ms, Command::RedeemJoinToken { id: id.into(), secret_sha256: digest.into(), node_id })
+    };
+    let node_ca = CaRecord { cert_pem: "node-ca".into(), key: sealed("dk-system") };
+    let out = apply_all(
+        &store,
+        &[
+            by(1_000, Command::IssueJoinToken(join_token("early", 9_000))),
+            by(1_000, Command::InitCluster { node_ca: node_ca.clone() }),
+            by(1_000, Command::InitCluster { node_ca }),
+            by(1_000, Command::IssueJoinToken(join_token("t1", 5_000))),
+            by(1_000, Command::IssueJoinToken(join_token("t2", 5_000))),
+            redeem("t1", "wrong-digest", 7, 2_000),
+            redeem("t1", "t1-digest", 7, 2_000),
+            redeem("t1", "t1-digest", 8, 2_001),
+            redeem("t2", "t2-digest", 8, 5_000),
+            redeem("absent", "absent-digest", 8, 2_000),
+        ],
+    );
+    assert_eq!(out[0], Outcome::Refused(Rejection::ClusterNotInitialised));
+    assert_eq!(out[1], Outcome::Applied(Applied::ClusterInitialised));
+    assert_eq!(out[2], Outcome::Refused(Rejection::ClusterAlreadyInitialised));
+    assert!(matches!(out[3], Outcome::Applied(Applied::JoinTokenIssued { .. })));
+    assert_eq!(out[5], Outcome::Refused(Rejection::JoinTokenInvalid), "a wrong secret");
+    assert_eq!(out[6], Outcome::Applied(Applied::JoinTokenRedeemed { id: "t1".into() }));
+    assert_eq!(out[7], Outcome::Refused(Rejection::JoinTokenInvalid), "a second use");
+    assert_eq!(out[8], Outcome::Refused(Rejection::JoinTokenInvalid), "an expired token");
+    assert_eq!(out[9], Outcome::Refused(Rejection::JoinTokenInvalid), "an unknown token");
+    let reader = store.read().unwrap();
+    assert_eq!(reader.join_token("t1").unwrap().unwrap().redeemed_by, Some(7));
+    assert_eq!(reader.cluster().unwrap().unwrap().node_ca.unwrap().cert_pem, "node-ca");
+    drop(reader);
+    // Issuing forgets the tokens that can no longer be used.
+    apply_all(&store, &[by(6_000, Command::IssueJoinToken(join_token("t3", 9_000)))]);
+    let reader = store.read().unwrap();
+    assert!(reader.join_token("t1").unwrap().is_none() && reader.join_token("t2").unwrap().is_none());
+    assert!(reader.join_token("t3").unwrap().is_some());
 }

@@ -3,12 +3,14 @@
 pub mod admin;
 pub mod auth;
 pub mod checked;
+pub mod cluster;
 pub mod oauth;
 pub mod oidc;
 pub mod ops;
 pub mod text;
 
 pub use auth::AuthApi;
+pub use cluster::ClusterApi;
 pub use oauth::OAuthApi;
 pub use oidc::OidcApi;
 pub use ops::OpsApi;

@@ -61,8 +61,10 @@ impl OpsApi {
 
 fn readiness(app: &AppState) -> ReadyResponse {
     let status = app.raft.status();
+    // A joining node has a leader before it has the cluster's state.
+    let has_state = app.store.read().ok().and_then(|r| r.cluster().ok().flatten()).is_some();
     match status.leader {
-        Some(leader) if app.store.read().is_ok() => ReadyResponse::Ready(Json(ReadyStatus {
+        Some(leader) if has_state => ReadyResponse::Ready(Json(ReadyStatus {
             status: "ready".into(),
             node_id: format!("{:016x}", status.node_id),
             leader_id: format!("{leader:016x}"),
@@ -70,7 +72,7 @@ fn readiness(app: &AppState) -> ReadyResponse {
         _ => ReadyResponse::NotReady(Json(Problem::new(
             poem::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "no raft leader is known yet",
+            "no raft leader is known, or this node has not received the cluster's state yet",
         ))),
     }
 }

@@ -9,6 +9,7 @@
 
 mod access;
 mod clients;
+mod cluster;
 mod idempotency;
 mod sessions;
 mod tenants;
@@ -132,6 +133,11 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
     match command {
         Command::Bootstrap { cluster, tenants } => tenants::bootstrap(t, cluster, tenants),
         Command::CreateTenant(n) => tenants::create(t, n),
+        Command::InitCluster { node_ca } => cluster::init(t, node_ca),
+        Command::IssueJoinToken(token) => cluster::issue_join_token(t, token, now_ms),
+        Command::RedeemJoinToken { id, secret_sha256, node_id } => {
+            cluster::redeem_join_token(t, id, secret_sha256, *node_id, now_ms)
+        }
         Command::UpdateTenant { id, display_name, status, self_registration } => {
             tenants::update(t, id, display_name, *status, *self_registration)
         }

@@ -13,7 +13,7 @@ pub mod user;
 
 pub use binding::{BindingRecord, RoleRecord, ROLE_TEMPLATES};
 pub use client::{ClientKind, ClientRecord, ClientStatus};
-pub use cluster::{CaRecord, ClusterRecord};
+pub use cluster::{CaRecord, ClusterRecord, JoinTokenRecord};
 pub use data_key::DataKeyRecord;
 pub use idempotency::IdempotentResponse;
 pub use sealed::Sealed;

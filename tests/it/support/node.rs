@@ -51,7 +51,10 @@ pub fn cli(data_dir: &Path, args: &[&str]) -> Output {
 
 pub struct TestNode {
     pub data_dir: PathBuf,
+    /// The public URL (the default tenant's issuer).
     pub url: String,
+    /// Where it listens, as an https URL (the public URL may name another host).
+    pub local_url: String,
     /// The management listener (plain HTTP: metrics and probes).
     pub management_url: String,
     pub ca_pem: Vec<u8>,
@@ -77,8 +80,19 @@ impl TestNode {
     }
 
     fn start_bin(bin: &Path, data_dir: &Path, extra_args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra_args);
+        Self::spawn(bin, data_dir, &args, env)
+    }
+
+    /// Runs `args` (a command that serves, such as `cluster join …`) and waits for the banner.
+    pub fn start_command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
+        Self::spawn(Path::new(BIN), data_dir, args, env)
+    }
+
+    fn spawn(bin: &Path, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
         let mut cmd = command_of(bin, data_dir);
-        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(extra_args);
+        cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -107,6 +121,7 @@ impl TestNode {
             }
         });
         let deadline = Instant::now() + Duration::from_secs(90);
+        let mut local = None;
         let mut banner = String::new();
         let mut url = None;
         let mut management_url = String::new();
@@ -117,6 +132,9 @@ impl TestNode {
                     banner.push('\n');
                     if let Some(rest) = line.trim().strip_prefix("issuer:") {
                         url = Some(rest.trim().to_string());
+                    }
+                    if let Some(rest) = line.trim().strip_prefix("listening on:") {
+                        local = rest.split_whitespace().next().map(str::to_string);
                     }
                     if let Some(rest) = line.trim().strip_prefix("management:") {
                         management_url = rest.split_whitespace().next().unwrap_or_default().to_string();
@@ -142,6 +160,7 @@ impl TestNode {
         let ca_pem = std::fs::read(data_dir.join("tls/ca.pem")).map_err(|e| e.to_string())?;
         Ok(TestNode {
             data_dir: data_dir.to_path_buf(),
+            local_url: local.map(|l| format!("https://{l}")).unwrap_or_else(|| url.clone()),
             url,
             management_url,
             ca_pem,

@@ -89,6 +89,20 @@ pub async fn gate<E: Endpoint>(ep: &E, mut req: Request, app: &AppState) -> poem
             match authenticate(app, &req) {
                 Ok(caller) => {
                     req.extensions_mut().insert(Arc::new(caller));
+                    // A read sees every write acknowledged before it, on any node (R1): the
+                    // leader confirms its leadership and this node applies up to its index.
+                    let read = matches!(*req.method(), poem::http::Method::GET | poem::http::Method::HEAD);
+                    if read {
+                        if let Err(e) = app.raft.ensure_linearizable().await {
+                            tracing::warn!("admin read: {e}");
+                            let p = Problem::new(
+                                poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "no_leader",
+                                "no raft leader confirmed this read in time; retry shortly",
+                            );
+                            return Ok(p.into_response());
+                        }
+                    }
                 }
                 Err(p) => {
                     // Counted and audited coalesced, like any failed authentication.

@@ -1,0 +1,109 @@
+//! The cluster port: raft's messages and the requests members make of the leader, over
+//! HTTPS with mutual TLS. The handshake already refused every client without a certificate
+//! of this cluster's node intermediate, so a handler only decodes and hands over.
+
+use std::sync::Arc;
+
+use gatehouse_raft::rpc::{self, LeaderOp};
+use gatehouse_raft::RaftNode;
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{handler, Body, EndpointExt, Response, Route};
+use serde::Serialize;
+use tokio::sync::watch;
+
+use crate::http::acceptor::TlsAcceptor;
+use crate::http::edge::{self, EdgeLimits};
+
+/// The largest message a peer may send (an append batch, or a snapshot chunk of openraft's
+/// default 3 MiB with room to spare).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+fn answer<T: Serialize>(value: &T) -> Response {
+    Response::builder().content_type("application/json").body(serde_json::to_vec(value).unwrap_or_default())
+}
+
+async fn read(body: Body) -> Result<bytes::Bytes, Response> {
+    body.into_bytes_limit(MAX_MESSAGE_BYTES)
+        .await
+        .map_err(|e| Response::builder().status(StatusCode::PAYLOAD_TOO_LARGE).body(e.to_string()))
+}
+
+fn undecodable(e: impl std::fmt::Display) -> Response {
+    Response::builder().status(StatusCode::BAD_REQUEST).body(format!("undecodable message: {e}"))
+}
+
+#[handler]
+async fn append(Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let bytes = match read(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(req) => answer(&node.append_entries(req).await),
+        Err(e) => undecodable(e),
+    }
+}
+
+#[handler]
+async fn vote(Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let bytes = match read(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(req) => answer(&node.vote(req).await),
+        Err(e) => undecodable(e),
+    }
+}
+
+#[handler]
+async fn snapshot(Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let bytes = match read(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match rpc::unframe_snapshot_chunk(&bytes) {
+        Some(req) => answer(&node.install_snapshot(req).await),
+        None => undecodable("a malformed snapshot chunk"),
+    }
+}
+
+#[handler]
+async fn leader(Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let bytes = match read(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match serde_json::from_slice::<LeaderOp>(&bytes) {
+        Ok(op) => answer(&node.serve_leader_op(op).await),
+        Err(e) => undecodable(e),
+    }
+}
+
+/// Connections the cluster port keeps open at most, in all and per peer address.
+const CLUSTER_CONNECTIONS: usize = 64;
+const CLUSTER_PER_SOURCE: usize = 16;
+
+/// Serves the cluster port on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: rustls::ServerConfig,
+    node: RaftNode,
+    http: &crate::config::HttpConfig,
+    stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let acceptor = TlsAcceptor::new(listener, Arc::new(tls))?;
+    let routes = Route::new()
+        .at(rpc::APPEND_PATH, poem::post(append))
+        .at(rpc::VOTE_PATH, poem::post(vote))
+        .at(rpc::SNAPSHOT_PATH, poem::post(snapshot))
+        .at(rpc::LEADER_PATH, poem::post(leader))
+        .data(node);
+    let limits = EdgeLimits {
+        max_connections: CLUSTER_CONNECTIONS.min(http.max_connections),
+        max_connections_per_source: CLUSTER_PER_SOURCE,
+        ..EdgeLimits::from_config(http)
+    };
+    edge::serve(acceptor, routes, limits, stop, std::time::Duration::from_secs(2)).await
+}

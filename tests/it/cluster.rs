@@ -1,0 +1,392 @@
+//! Three-node clusters of real processes on 127.0.0.1: forming one from zero with `cluster
+//! init`, `join-token` and `join`; refused joins; the cluster port's mutual TLS; writes
+//! through any node; and no acknowledged write lost when the leader, or every node, is
+//! killed with SIGKILL under a stream of writes (R3, R21).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::admin::{into_answer, platform_token};
+use crate::support::{cli, TestNode};
+
+/// A free port on 127.0.0.1 for a cluster port (taken back by the node a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One member: its process (when running), data dir and cluster port.
+struct Member {
+    node: Option<TestNode>,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Member {
+    fn env(&self) -> Vec<(String, String)> {
+        vec![("GATEHOUSE_CLUSTER__LISTEN".into(), format!("127.0.0.1:{}", self.port))]
+    }
+
+    fn node(&self) -> &TestNode {
+        self.node.as_ref().expect("the member is running")
+    }
+
+    /// `serve` again on its data dir, with its cluster port.
+    fn restart(&mut self) {
+        let env = self.env();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.node = Some(TestNode::start_with(&self.dir, &[], &env).unwrap_or_else(|e| panic!("restart: {e}")));
+    }
+
+    fn kill9(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.kill9();
+        }
+    }
+}
+
+fn start_founder(root: &Path) -> Member {
+    let mut m = Member { node: None, dir: root.join("n1"), port: free_port() };
+    m.restart();
+    m
+}
+
+fn join(root: &Path, name: &str, token: &str, peer: &str) -> Result<Member, String> {
+    let m = Member { node: None, dir: root.join(name), port: free_port() };
+    let env = m.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args = ["cluster", "join", "--token", token, "--peer", peer, "--listen", "127.0.0.1:0"];
+    let node = TestNode::start_command(&m.dir, &args, &env)?;
+    Ok(Member { node: Some(node), ..m })
+}
+
+fn ok_stdout(dir: &Path, args: &[&str]) -> String {
+    let out = cli(dir, args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn join_token(m: &Member, ttl_secs: u64) -> String {
+    ok_stdout(&m.dir, &["cluster", "join-token", "--ttl-secs", &ttl_secs.to_string()]).trim().to_string()
+}
+
+fn status(m: &Member) -> Option<Value> {
+    let out = cli(&m.dir, &["cluster", "status", "--json"]);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).ok()).flatten()
+}
+
+/// A member's view: leader, term, and each member's id and role.
+type View = (Value, Value, Vec<(String, String)>);
+
+/// The cluster as every running member reports it, once they agree: three voters, one leader,
+/// one term. Panics after `within`.
+fn wait_for_agreement(members: &[&Member], voters: usize, within: Duration) -> (String, u64) {
+    let deadline = Instant::now() + within;
+    let mut last = Vec::new();
+    while Instant::now() < deadline {
+        last = members.iter().map(|m| status(m)).collect();
+        let views: Vec<View> = last
+            .iter()
+            .flatten()
+            .map(|s| {
+                let members = s["members"]
+                    .as_array()
+                    .map(|ms| {
+                        ms.iter()
+                            .map(|m| {
+                                (
+                                    m["node_id"].as_str().unwrap_or("").to_string(),
+                                    m["role"].as_str().unwrap_or("").to_string(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (s["leader"].clone(), s["term"].clone(), members)
+            })
+            .collect();
+        let agreed = views.len() == members.len()
+            && views.windows(2).all(|w| w[0] == w[1])
+            && views[0].0.is_string()
+            && views[0].2.iter().filter(|(_, role)| role == "voter").count() == voters
+            && views[0].2.len() == voters;
+        if agreed {
+            return (views[0].0.as_str().unwrap().to_string(), views[0].1.as_u64().unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("the members did not agree on {voters} voters within {within:?}: {last:#?}");
+}
+
+/// Forms a cluster of three from zero: the second joins through the founder, the third
+/// through the second (a follower, so its join is forwarded to the leader).
+fn three_nodes(root: &Path) -> Vec<Member> {
+    let n1 = start_founder(root);
+    let init: Value = serde_json::from_str(&ok_stdout(&n1.dir, &["cluster", "init"])).unwrap();
+    assert_eq!(init["ca_fingerprint"].as_str().map(str::len), Some(64), "{init}");
+    let n2 = join(root, "n2", &join_token(&n1, 600), &n1.node().local_url).unwrap_or_else(|e| panic!("join n2: {e}"));
+    wait_for_agreement(&[&n1, &n2], 2, Duration::from_secs(30));
+    let n3 = join(root, "n3", &join_token(&n2, 600), &n2.node().local_url).unwrap_or_else(|e| panic!("join n3: {e}"));
+    wait_for_agreement(&[&n1, &n2, &n3], 3, Duration::from_secs(30));
+    vec![n1, n2, n3]
+}
+
+#[test]
+fn three_nodes_form_from_zero_and_bad_joins_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let members = three_nodes(tmp.path());
+    let (n1, n2, n3) = (&members[0], &members[1], &members[2]);
+
+    // A used token, an expired one and one naming another CA are refused; nothing is left
+    // behind that would let the dir found a cluster of its own.
+    let used = join_token(n1, 600);
+    let spare = tempfile::tempdir().unwrap();
+    let first = join(spare.path(), "x1", &used, &n1.node().local_url).expect("a fresh token admits a node");
+    assert!(status(&first).is_some());
+    let again = join(spare.path(), "x2", &used, &n1.node().local_url).err().expect("a used token is refused");
+    assert!(again.contains("401") && again.contains("already used"), "{again}");
+    assert!(!spare.path().join("x2/gatehouse.redb").exists() && !spare.path().join("x2/cluster.joined").exists());
+    let expiring = join_token(n1, 1);
+    std::thread::sleep(Duration::from_millis(1500));
+    let expired = join(spare.path(), "x3", &expiring, &n2.node().local_url).err().expect("an expired token is refused");
+    assert!(expired.contains("401"), "{expired}");
+    let good = join_token(n1, 600);
+    let mut parts: Vec<&str> = good.split('.').collect();
+    let foreign = "0".repeat(64);
+    parts[1] = &foreign;
+    let pinned = join(spare.path(), "x4", &parts.join("."), &n1.node().local_url).err().expect("wrong CA refused");
+    assert!(pinned.contains("does not lead to the cluster CA"), "{pinned}");
+    // The refusal happened before the token was presented: it still admits a node.
+    let still = join(spare.path(), "x5", &good, &n3.node().local_url).expect("the pinned refusal spent nothing");
+    drop(still);
+    drop(first);
+
+    // Any node takes writes (forwarded to the leader) and serves linearizable reads.
+    let created = ok_stdout(&n3.dir, &["tenant", "create", "acme"]);
+    assert!(created.contains("acme"), "{created}");
+    let listed = ok_stdout(&n2.dir, &["tenant", "list"]);
+    assert!(listed.contains("\"acme\""), "a write through one follower is read on another: {listed}");
+}
+
+#[tokio::test]
+async fn the_cluster_port_refuses_clients_without_a_node_certificate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let members = three_nodes(tmp.path());
+    let n1 = &members[0];
+    let ca = std::fs::read(n1.dir.join("tls/ca.pem")).unwrap();
+    let trusted = reqwest::Certificate::from_pem(&ca).unwrap();
+    let client = |identity: Option<reqwest::Identity>| {
+        let mut b = reqwest::Client::builder().tls_certs_only([trusted.clone()]).timeout(Duration::from_secs(5));
+        if let Some(id) = identity {
+            b = b.identity(id);
+        }
+        b.build().unwrap()
+    };
+    // The same trust reaches the public port: the refusals below are the certificates'.
+    let public = client(None).get(format!("{}/health", n1.node().local_url)).send().await.expect("public port");
+    assert_eq!(public.status(), StatusCode::OK);
+
+    let foreign_key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let foreign = params.self_signed(&foreign_key).unwrap();
+    let identity =
+        reqwest::Identity::from_pem(format!("{}{}", foreign.pem(), foreign_key.serialize_pem()).as_bytes()).unwrap();
+    let url = format!("https://127.0.0.1:{}/raft/leader", n1.port);
+    for (what, identity) in [("no certificate", None), ("a foreign CA's certificate", Some(identity))] {
+        let answer = client(identity).post(&url).body("\"Status\"").send().await;
+        assert!(answer.is_err(), "{what}: the handshake must fail, got {:?}", answer.map(|r| r.status()));
+    }
+}
+
+/// Writes of uniquely named organizations from several clients, each through one member.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<BTreeSet<String>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// A member's address and an admin token of its issuer, refreshed by `retarget`.
+type Target = Arc<Mutex<Option<(String, String, Vec<u8>)>>>;
+
+fn target_of(m: &Member) -> (String, String, Vec<u8>) {
+    let node = m.node();
+    (node.local_url.clone(), platform_token(node), node.ca_pem.clone())
+}
+
+fn start_writers(phase: &str, targets: &[Target]) -> Writers {
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(BTreeSet::new()));
+    let mut tasks = Vec::new();
+    for (w, target) in targets.iter().enumerate() {
+        for lane in 0..2 {
+            let (stop, acked, target, phase) = (stop.clone(), acked.clone(), target.clone(), phase.to_string());
+            tasks.push(tokio::spawn(async move {
+                let mut seq = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let Some((url, token, ca)) = target.lock().unwrap().clone() else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    seq += 1;
+                    let name = format!("{phase}-w{w}-{lane}-{seq}");
+                    let client = crate::support::node::client_for(&ca);
+                    let sent = client
+                        .post(format!("{url}/admin/v1/tenants/default/organizations"))
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(10))
+                        .json(&json!({ "name": name }))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == StatusCode::CREATED => {
+                            acked.lock().unwrap().insert(name);
+                        }
+                        Ok(r) if r.status().is_server_error() || r.status() == StatusCode::TOO_MANY_REQUESTS => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        Ok(r) => panic!("write {name}: unexpected {}", r.status()),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+            }));
+        }
+    }
+    Writers { stop, acked, tasks }
+}
+
+impl Writers {
+    async fn finish(self) -> BTreeSet<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("writer");
+        }
+        Arc::try_unwrap(self.acked).unwrap().into_inner().unwrap()
+    }
+}
+
+/// Every organization name on `m`, read through the admin API (a linearizable read).
+async fn organizations(m: &Member) -> Vec<String> {
+    let node = m.node();
+    let token = platform_token(node);
+    let mut names = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/admin/v1/tenants/default/organizations?limit=200", node.local_url);
+        if let Some(c) = &cursor {
+            let c = percent_encoding::utf8_percent_encode(c, percent_encoding::NON_ALPHANUMERIC);
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let answer =
+            into_answer(node.client().request(Method::GET, url).bearer_auth(&token).send().await.unwrap()).await;
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        for item in answer.body["items"].as_array().unwrap() {
+            names.push(item["name"].as_str().unwrap().to_string());
+        }
+        match answer.body["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return names,
+        }
+    }
+}
+
+/// Checks every acknowledged write is on every member, once, and the members hold the same.
+async fn assert_all_present(members: &[Member], acked: &BTreeSet<String>) {
+    let mut seen: Vec<BTreeMap<String, usize>> = Vec::new();
+    for m in members {
+        let mut counts = BTreeMap::new();
+        for name in organizations(m).await {
+            *counts.entry(name).or_insert(0) += 1;
+        }
+        let missing: Vec<&String> = acked.iter().filter(|n| !counts.contains_key(*n)).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged writes missing on {}: {missing:?}",
+            missing.len(),
+            m.dir.display()
+        );
+        let doubled: Vec<&String> = counts.iter().filter(|(_, c)| **c > 1).map(|(n, _)| n).collect();
+        assert!(doubled.is_empty(), "writes applied twice on {}: {doubled:?}", m.dir.display());
+        seen.push(counts);
+    }
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "the members hold different organizations");
+}
+
+fn leader_index(members: &[Member], leader: &str) -> usize {
+    members.iter().position(|m| status(m).is_some_and(|s| s["node_id"] == leader)).expect("the leader is a member")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn killing_the_leader_or_every_node_loses_no_acknowledged_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes(&root)
+    })
+    .await
+    .unwrap();
+    let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
+    let writers = start_writers("leader-kill", &targets);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // SIGKILL the leader under load: the survivors elect a new one.
+    let (old_leader, old_term) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &old_leader);
+    *targets[li].lock().unwrap() = None;
+    let killed_at = Instant::now();
+    members[li].kill9();
+    let probes: Vec<String> =
+        (0..3).filter(|i| *i != li).map(|i| format!("{}/ready", members[i].node().management_url)).collect();
+    let probe = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let elected = loop {
+        let mut views = Vec::new();
+        for url in &probes {
+            if let Ok(r) = probe.get(url).send().await {
+                views.push(r.json::<Value>().await.unwrap_or_default());
+            }
+        }
+        let new = views.iter().find(|s| s["leader_id"].is_string() && s["leader_id"] != old_leader.as_str());
+        if let Some(s) = new {
+            break (s["leader_id"].as_str().unwrap().to_string(), killed_at.elapsed());
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(10), "no new leader 10 s after the kill: {views:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(elected.1 < Duration::from_secs(2), "a new leader took {:?}", elected.1);
+    eprintln!("new leader {} {:?} after the kill (term was {old_term})", elected.0, elected.1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // The old leader comes back as a follower and catches up.
+    members[li].restart();
+    *targets[li].lock().unwrap() = Some(target_of(&members[li]));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let acked = writers.finish().await;
+    assert!(acked.len() > 20, "the writers got only {} writes through", acked.len());
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
+    assert_all_present(&members, &acked).await;
+
+    // All three killed at once, restarted in another order: everything is still there.
+    let writers = start_writers("all-kill", &targets);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for m in members.iter_mut() {
+        m.kill9();
+    }
+    for t in &targets {
+        *t.lock().unwrap() = None;
+    }
+    let more = writers.finish().await;
+    for i in [2, 0, 1] {
+        members[i].restart();
+    }
+    for (t, m) in targets.iter().zip(&members) {
+        *t.lock().unwrap() = Some(target_of(m));
+    }
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
+    let all: BTreeSet<String> = acked.union(&more).cloned().collect();
+    assert_all_present(&members, &all).await;
+}
