@@ -202,6 +202,9 @@ pub struct ClusterConfig {
     pub advertise: Option<String>,
     /// How long a write or a linearizable read waits for a leader before it is answered 503.
     pub leader_wait_ms: u64,
+    /// A node that has heard from no leader for longer than this answers introspection with
+    /// 503 and is not ready, so a revocation made elsewhere is never missed for longer.
+    pub staleness_ms: u64,
     /// Join a cluster on first start instead of founding one (what `cluster join` does).
     pub join: Option<JoinConfig>,
 }
@@ -291,6 +294,7 @@ impl Default for ClusterConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8444)),
             advertise: None,
             leader_wait_ms: 5_000,
+            staleness_ms: 5_000,
             join: None,
         }
     }
@@ -460,6 +464,9 @@ impl Config {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(ConfigError::Invalid(format!("log.level {:?}: {e}", self.log.level)));
+        }
+        if !(100..=600_000).contains(&self.cluster.staleness_ms) {
+            return Err(ConfigError::Invalid("cluster.staleness_ms must be between 100 and 600000".into()));
         }
         if !(500..=60_000).contains(&self.cluster.leader_wait_ms) {
             return Err(ConfigError::Invalid("cluster.leader_wait_ms must be between 500 and 60000".into()));

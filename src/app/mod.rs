@@ -101,6 +101,13 @@ impl AppState {
         Ok(outcome)
     }
 
+    /// Whether this node heard from a leader within `cluster.staleness_ms`: its local state
+    /// then misses no write older than that (a one-node cluster always has).
+    pub fn is_fresh(&self) -> bool {
+        let bound = std::time::Duration::from_millis(self.config.cluster.staleness_ms);
+        self.raft.leader_contact_age().is_some_and(|age| age <= bound)
+    }
+
     pub fn render_metrics(&self) -> String {
         let status = self.raft.status();
         let audit_entries = self.store.read().and_then(|r| r.audit_head()).map(|h| h.count).unwrap_or(0);

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-use crate::support::admin::{into_answer, platform_token};
+use crate::support::admin::{call, create_client, into_answer, oauth_post, platform_token, token_basic, Answer};
 use crate::support::{cli, TestNode};
 
 /// A free port on 127.0.0.1 for a cluster port (taken back by the node a moment later).
@@ -29,7 +29,18 @@ struct Member {
 
 impl Member {
     fn env(&self) -> Vec<(String, String)> {
-        vec![("GATEHOUSE_CLUSTER__LISTEN".into(), format!("127.0.0.1:{}", self.port))]
+        vec![
+            ("GATEHOUSE_CLUSTER__LISTEN".into(), format!("127.0.0.1:{}", self.port)),
+            // Shorter than the defaults (5 s each), so the tests of a node cut off are quick.
+            ("GATEHOUSE_CLUSTER__LEADER_WAIT_MS".into(), "2000".into()),
+            ("GATEHOUSE_CLUSTER__STALENESS_MS".into(), "1500".into()),
+        ]
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.node().pid().to_string();
+        let ok = std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success();
+        assert!(ok, "kill {signal} {pid}");
     }
 
     fn node(&self) -> &TestNode {
@@ -50,17 +61,27 @@ impl Member {
     }
 }
 
-fn start_founder(root: &Path) -> Member {
+fn start_founder(root: &Path, public_url: Option<&str>) -> Member {
     let mut m = Member { node: None, dir: root.join("n1"), port: free_port() };
-    m.restart();
+    let env = m.env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let args: Vec<&str> = public_url.map(|u| vec!["--public-url", u]).unwrap_or_default();
+    m.node = Some(TestNode::start_with(&m.dir, &args, &env).unwrap_or_else(|e| panic!("founder: {e}")));
     m
 }
 
 fn join(root: &Path, name: &str, token: &str, peer: &str) -> Result<Member, String> {
+    join_as(root, name, token, peer, None)
+}
+
+fn join_as(root: &Path, name: &str, token: &str, peer: &str, public_url: Option<&str>) -> Result<Member, String> {
     let m = Member { node: None, dir: root.join(name), port: free_port() };
     let env = m.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let args = ["cluster", "join", "--token", token, "--peer", peer, "--listen", "127.0.0.1:0"];
+    let mut args = vec!["cluster", "join", "--token", token, "--peer", peer, "--listen", "127.0.0.1:0"];
+    if let Some(url) = public_url {
+        args.extend(["--public-url", url]);
+    }
     let node = TestNode::start_command(&m.dir, &args, &env)?;
     Ok(Member { node: Some(node), ..m })
 }
@@ -126,12 +147,20 @@ fn wait_for_agreement(members: &[&Member], voters: usize, within: Duration) -> (
 /// Forms a cluster of three from zero: the second joins through the founder, the third
 /// through the second (a follower, so its join is forwarded to the leader).
 fn three_nodes(root: &Path) -> Vec<Member> {
-    let n1 = start_founder(root);
+    three_nodes_sharing(root, None)
+}
+
+/// As [`three_nodes`], every node serving `public_url` when given (as a real deployment does,
+/// so a token or an assertion made for one node is good on every node).
+fn three_nodes_sharing(root: &Path, public_url: Option<&str>) -> Vec<Member> {
+    let n1 = start_founder(root, public_url);
     let init: Value = serde_json::from_str(&ok_stdout(&n1.dir, &["cluster", "init"])).unwrap();
     assert_eq!(init["ca_fingerprint"].as_str().map(str::len), Some(64), "{init}");
-    let n2 = join(root, "n2", &join_token(&n1, 600), &n1.node().local_url).unwrap_or_else(|e| panic!("join n2: {e}"));
+    let n2 = join_as(root, "n2", &join_token(&n1, 600), &n1.node().local_url, public_url)
+        .unwrap_or_else(|e| panic!("join n2: {e}"));
     wait_for_agreement(&[&n1, &n2], 2, Duration::from_secs(30));
-    let n3 = join(root, "n3", &join_token(&n2, 600), &n2.node().local_url).unwrap_or_else(|e| panic!("join n3: {e}"));
+    let n3 = join_as(root, "n3", &join_token(&n2, 600), &n2.node().local_url, public_url)
+        .unwrap_or_else(|e| panic!("join n3: {e}"));
     wait_for_agreement(&[&n1, &n2, &n3], 3, Duration::from_secs(30));
     vec![n1, n2, n3]
 }
@@ -389,4 +418,248 @@ async fn killing_the_leader_or_every_node_loses_no_acknowledged_write() {
     wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
     let all: BTreeSet<String> = acked.union(&more).cloned().collect();
     assert_all_present(&members, &all).await;
+}
+
+async fn create_org(m: &Member, token: &str, name: &str) -> StatusCode {
+    let path = "/admin/v1/tenants/default/organizations";
+    call(m.node(), Method::POST, path, Some(token), Some(&json!({ "name": name }))).await.status
+}
+
+async fn ready_leader(m: &Member) -> Option<String> {
+    let url = format!("{}/ready", m.node().management_url);
+    let probe = reqwest::Client::builder().timeout(Duration::from_millis(500)).build().unwrap();
+    let answer: Value = probe.get(url).send().await.ok()?.json().await.ok()?;
+    answer["leader_id"].as_str().map(str::to_string)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_paused_leader_serves_no_stale_read_and_a_cut_off_node_refuses_writes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes(&root)
+    })
+    .await
+    .unwrap();
+    let tokens: Vec<String> = members.iter().map(|m| platform_token(m.node())).collect();
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    assert_eq!(create_org(&members[li], &tokens[li], "before-pause").await, StatusCode::CREATED);
+
+    // R2: pause the leader past the election timeout; the others elect a leader and take a
+    // write; the old leader, resumed, must not answer a read without it.
+    members[li].signal("-STOP");
+    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut new = None;
+        for i in &others {
+            if let Some(l) = ready_leader(&members[*i]).await.filter(|l| *l != leader) {
+                new = Some(l);
+            }
+        }
+        if new.is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no new leader while the old one is paused");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = others[0];
+    assert_eq!(create_org(&members[o], &tokens[o], "during-pause").await, StatusCode::CREATED);
+    members[li].signal("-CONT");
+    let read = organizations_or_error(&members[li], &tokens[li]).await;
+    match read {
+        Ok(names) => assert!(names.contains(&"during-pause".to_string()), "a stale read on the old leader: {names:?}"),
+        Err(status) => assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE),
+    }
+
+    // A node cut off from both others (they are paused): writes get 503 within the leader
+    // wait, introspection turns 503 after the staleness bound, JWKS keeps being served.
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
+    let x = &members[others[1]];
+    let (client_id, secret) = create_client(x.node(), &tokens[others[1]], "default", &["https://api.test"], &[]).await;
+    let issued = token_basic(x.node(), "default", &client_id, &secret, &[("audience", "https://api.test")]).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    let access = issued.body["access_token"].as_str().unwrap().to_string();
+    let form = [("token", access.as_str())];
+    let introspect = || oauth_post(x.node(), "default", "introspect", Some((&client_id, &secret)), &form);
+    assert_eq!(introspect().await.body["active"], true);
+    for i in [li, others[0]] {
+        members[i].signal("-STOP");
+    }
+    let started = Instant::now();
+    let refused = create_org(x, &tokens[others[1]], "cut-off").await;
+    let took = started.elapsed();
+    assert_eq!(refused, StatusCode::SERVICE_UNAVAILABLE);
+    // leader_wait_ms is 2 s here; a second more covers a busy machine.
+    assert!(took < Duration::from_secs(3), "the refusal took {took:?}");
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let stale = introspect().await;
+    assert_eq!(stale.status, StatusCode::SERVICE_UNAVAILABLE, "{}", stale.body);
+    assert_eq!(stale.body["error"], "temporarily_unavailable");
+    let jwks = x.node().client().get(format!("{}/.well-known/jwks.json", x.node().url)).send().await.unwrap();
+    assert_eq!(jwks.status(), StatusCode::OK);
+    let ready = reqwest::get(format!("{}/ready", x.node().management_url)).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    // Healed: the cut-off node takes writes again and every member holds the same state.
+    for i in [li, others[0]] {
+        members[i].signal("-CONT");
+    }
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
+    assert_eq!(create_org(x, &tokens[others[1]], "after-heal").await, StatusCode::CREATED);
+    assert_eq!(introspect().await.body["active"], true);
+    let expected: BTreeSet<String> = ["before-pause", "during-pause", "after-heal"].map(String::from).into();
+    assert_all_present(&members, &expected).await;
+}
+
+/// The organization names on `m`, or the status of a refused read.
+async fn organizations_or_error(m: &Member, token: &str) -> Result<Vec<String>, StatusCode> {
+    let node = m.node();
+    let url = format!("{}/admin/v1/tenants/default/organizations?limit=500", node.local_url);
+    let resp = node.client().get(url).bearer_auth(token).send().await.map_err(|_| StatusCode::SERVICE_UNAVAILABLE)?;
+    let answer = into_answer(resp).await;
+    if answer.status != StatusCode::OK {
+        return Err(answer.status);
+    }
+    Ok(answer.body["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_string()).collect())
+}
+
+/// A request to `path` on the member's own address.
+async fn on(m: &Member, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
+    let node = m.node();
+    let mut req = node.client().request(method, format!("{}{path}", node.local_url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    into_answer(req.send().await.unwrap()).await
+}
+
+/// Polls `check` on every member until it holds everywhere, for at most two seconds (the
+/// followers apply a committed write within a heartbeat or two).
+async fn on_every_member<F, Fut>(members: &[Member], what: &str, check: F)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for i in 0..members.len() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !check(i).await {
+            assert!(Instant::now() < deadline, "{what}: not on member {i} within 2 s");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn single_use_keys_and_sessions_hold_across_the_cluster() {
+    use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
+    use base64::Engine;
+
+    let public_url = "https://id.cluster.test";
+    let tmp = tempfile::tempdir().unwrap();
+    let members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes_sharing(&root, Some(public_url))
+    })
+    .await
+    .unwrap();
+    // One admin token, minted on one node, serves on all: one issuer, one set of keys.
+    let admin = platform_token(members[0].node());
+    for m in &members {
+        let a = on(m, Method::GET, "/admin/v1/tenants/default/clients", Some(&admin), None).await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    }
+
+    // S16: one client assertion presented to the three nodes at once gets one token.
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+    let point = pair.public_key().as_ref().to_vec();
+    let body = json!({"name": "signer", "client_type": "confidential", "token_endpoint_auth_method": "private_key_jwt",
+                      "grant_types": ["client_credentials"], "audiences": ["https://api.test"],
+                      "jwks": {"ec": [{"kid": "k1", "x": b64(&point[1..33]), "y": b64(&point[33..65])}]}});
+    let c = on(&members[1], Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&body)).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let id = c.body["client_id"].as_str().unwrap().to_string();
+    let now = gatehouse::clock::Clock::now_ms(&gatehouse::clock::SystemClock) / 1000;
+    let claims = json!({"iss": id, "sub": id, "aud": public_url, "exp": now + 60, "iat": now, "jti": "once"});
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some("k1".into());
+    let assertion =
+        jsonwebtoken::encode(&header, &claims, &jsonwebtoken::EncodingKey::from_ec_der(pkcs8.as_ref())).unwrap();
+    on_every_member(&members, "the new client", |i| {
+        let m = &members[i];
+        let path = format!("/admin/v1/tenants/default/clients/{id}");
+        let admin = admin.clone();
+        async move { on(m, Method::GET, &path, Some(&admin), None).await.status == StatusCode::OK }
+    })
+    .await;
+    let presented = members.iter().map(|m| {
+        let (client, url, assertion) =
+            (m.node().client(), format!("{}/oauth2/token", m.node().local_url), assertion.clone());
+        async move {
+            let form = [
+                ("grant_type", "client_credentials"),
+                ("client_assertion_type", "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"),
+                ("client_assertion", assertion.as_str()),
+            ];
+            client.post(url).form(&form).send().await.unwrap().status()
+        }
+    });
+    let statuses = futures_util::future::join_all(presented).await;
+    let granted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert_eq!(granted, 1, "one assertion, three nodes at once: {statuses:?}");
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK || *s == StatusCode::UNAUTHORIZED), "{statuses:?}");
+
+    // S36: a key rotation gives every node the same JWKS.
+    ok_stdout(&members[2].dir, &["keys", "rotate"]);
+    let jwks = |i: usize| {
+        let m = &members[i];
+        async move {
+            let resp = m.node().client().get(format!("{}/.well-known/jwks.json", m.node().local_url)).send().await;
+            resp.unwrap().json::<Value>().await.unwrap()
+        }
+    };
+    let rotated = jwks(2).await;
+    assert_eq!(rotated["keys"].as_array().unwrap().len(), 4, "{rotated}");
+    on_every_member(&members, "the rotated JWKS", |i| {
+        let rotated = rotated.clone();
+        let fetch = jwks(i);
+        async move { fetch.await == rotated }
+    })
+    .await;
+
+    // S14, S50: a session started on one node is good on every node, and disabling its user
+    // on another ends it on every node.
+    let register = json!({"email": "ada@example.com", "password": "cluster-wide-session-password"});
+    let r = on(&members[0], Method::POST, "/v1/auth/register", None, Some(&register)).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let cookie = r.header("set-cookie").unwrap().split(';').next().unwrap().to_string();
+    let user_id = r.body["user"]["id"].as_str().unwrap().to_string();
+    let session = |i: usize| {
+        let (client, url, cookie) =
+            (members[i].node().client(), format!("{}/v1/auth/session", members[i].node().local_url), cookie.clone());
+        async move { client.get(url).header("cookie", cookie).send().await.unwrap().status() }
+    };
+    on_every_member(&members, "the session", |i| {
+        let s = session(i);
+        async move { s.await == StatusCode::OK }
+    })
+    .await;
+    let users_path = format!("/admin/v1/tenants/default/users/{user_id}");
+    let user = on(&members[2], Method::GET, &users_path, Some(&admin), None).await;
+    let put = json!({"username": user.body["username"], "email": user.body["email"],
+                     "display_name": user.body["display_name"], "disabled": true});
+    let d = on(&members[2], Method::PUT, &users_path, Some(&admin), Some(&put)).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    on_every_member(&members, "the disabled user's session ending", |i| {
+        let s = session(i);
+        async move { s.await == StatusCode::UNAUTHORIZED }
+    })
+    .await;
 }

@@ -429,8 +429,9 @@ async fn introspect(
         )?;
         tokens::authenticate_client(app, &tenant, &presented, "introspect").await?;
         let token = body.token.as_str();
-        // The freshness rule: without a known leader this node's deny-list may be stale.
-        if app.raft.status().leader.is_none() {
+        // The freshness rule (R18): cut off from the leader for longer than the staleness
+        // bound, this node's deny-list may miss a revocation.
+        if !app.is_fresh() {
             return Err(TokenFailure::Unavailable);
         }
         match tokens::verify_access_token(app, &tenant, token, None) {

@@ -39,7 +39,8 @@ pub enum ReadyResponse {
     /// Storage is open and a raft leader is known.
     #[oai(status = 200)]
     Ready(Json<ReadyStatus>),
-    /// Not ready: no raft leader known yet.
+    /// Not ready: no raft leader known, none heard from within `cluster.staleness_ms`, or (a
+    /// joining node) no cluster state yet.
     #[oai(status = 503, content_type = "application/problem+json")]
     NotReady(Json<Problem>),
 }
@@ -64,7 +65,7 @@ fn readiness(app: &AppState) -> ReadyResponse {
     // A joining node has a leader before it has the cluster's state.
     let has_state = app.store.read().ok().and_then(|r| r.cluster().ok().flatten()).is_some();
     match status.leader {
-        Some(leader) if has_state => ReadyResponse::Ready(Json(ReadyStatus {
+        Some(leader) if has_state && app.is_fresh() => ReadyResponse::Ready(Json(ReadyStatus {
             status: "ready".into(),
             node_id: format!("{:016x}", status.node_id),
             leader_id: format!("{leader:016x}"),
@@ -72,7 +73,7 @@ fn readiness(app: &AppState) -> ReadyResponse {
         _ => ReadyResponse::NotReady(Json(Problem::new(
             poem::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
-            "no raft leader is known, or this node has not received the cluster's state yet",
+            "no raft leader is known or has reached this node lately, or it has not received the cluster's state yet",
         ))),
     }
 }
