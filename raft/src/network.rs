@@ -50,11 +50,13 @@ impl PeerClient {
         let Some(transport) = self.transport.get() else {
             return Err(RPCError::Unreachable(Unreachable::new(&NoTransport { target: self.target })));
         };
-        let answer: Result<A, E> =
-            transport.call_bytes(&self.addr, path, body, option.hard_ttl()).await.map_err(|e| match e {
-                CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
-                CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
-            })?;
+        let answer: Result<A, E> = transport
+            .call_bytes(self.target, &self.addr, path, body, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+            CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+            CallError::Failed { .. } => RPCError::Network(NetworkError::new(&e)),
+        })?;
         answer.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
 }

@@ -88,6 +88,10 @@ pub struct RaftStatus {
 
 /// A learner is promoted once it is at most this many entries behind the leader.
 const CATCH_UP_SLACK: u64 = 64;
+/// Voters a cluster has at most; more members stay learners (they receive the log and serve
+/// reads but do not vote). With three, a write refused as "not the leader" was never committed
+/// through another node, so forwarding may retry it; with five it could be.
+pub const MAX_VOTERS: usize = 3;
 
 #[derive(Clone)]
 pub struct RaftNode {
@@ -101,9 +105,24 @@ pub struct RaftNode {
     started: Instant,
 }
 
+/// A raft message sent by one node in another's name.
+#[derive(Debug, thiserror::Error)]
+#[error("node {caller:016x} cannot speak for {claimed:x?}")]
+pub struct Impersonation {
+    pub caller: NodeId,
+    pub claimed: Option<NodeId>,
+}
+
+fn speaks_for(caller: NodeId, vote: &openraft::Vote<NodeId>) -> Result<(), Impersonation> {
+    match vote.leader_id().voted_for() {
+        Some(id) if id == caller => Ok(()),
+        claimed => Err(Impersonation { caller, claimed }),
+    }
+}
+
 enum Target {
     Here,
-    Peer(String),
+    Peer(NodeId, String),
     Unknown,
 }
 
@@ -243,7 +262,7 @@ impl RaftNode {
                         tracing::info!("this node is now a voter");
                         return;
                     }
-                    Err(LeaderRefusal::NotCaughtUp { .. }) => {}
+                    Err(LeaderRefusal::NotCaughtUp { .. }) | Err(LeaderRefusal::Refused(_)) => {}
                     Err(e) => tracing::debug!("promotion: {e}"),
                 }
             }
@@ -266,7 +285,7 @@ impl RaftNode {
         match m.current_leader {
             Some(id) if id == self.node_id => Target::Here,
             Some(id) => match m.membership_config.membership().get_node(&id) {
-                Some(node) => Target::Peer(node.addr.clone()),
+                Some(node) => Target::Peer(id, node.addr.clone()),
                 None => Target::Unknown,
             },
             None => Target::Unknown,
@@ -293,12 +312,12 @@ impl RaftNode {
                     Ok(Err(LeaderRefusal::NotLeader { .. })) => {}
                     Ok(answer) => return answer,
                 },
-                Target::Peer(addr) => {
+                Target::Peer(leader, addr) => {
                     let Some(transport) = self.transport.get() else {
                         return Err(LeaderRefusal::Refused("this node has no cluster transport".into()));
                     };
                     let sent: Result<Result<LeaderAnswer, LeaderRefusal>, CallError> =
-                        transport.call(&addr, rpc::LEADER_PATH, &op, remaining).await;
+                        transport.call(leader, &addr, rpc::LEADER_PATH, &op, remaining).await;
                     match sent {
                         Ok(Err(LeaderRefusal::NotLeader { .. })) | Err(CallError::Unreachable { .. }) => {}
                         Ok(answer) => return answer,
@@ -465,28 +484,50 @@ impl RaftNode {
         }
     }
 
-    /// Raft's append-entries, received from the leader.
+    /// Whether `node` may speak to this one on the cluster port: a member (voter or learner),
+    /// or anyone holding a node certificate while this node knows no membership yet (a
+    /// learner before the leader's first append).
+    pub fn admits_peer(&self, node: NodeId) -> bool {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let mut members = membership.nodes().map(|(id, _)| *id).peekable();
+        members.peek().is_none() || membership.get_node(&node).is_some()
+    }
+
+    /// Raft's append-entries, received from `caller` (the node its certificate names), which
+    /// must be the leader the request names.
     pub async fn append_entries(
         &self,
+        caller: NodeId,
         req: AppendEntriesRequest<TypeConfig>,
-    ) -> Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+    ) -> Result<Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>, Impersonation> {
+        speaks_for(caller, &req.vote)?;
         let answer = self.raft.append_entries(req).await;
         if matches!(answer, Ok(AppendEntriesResponse::Success)) {
             let now = self.started.elapsed().as_millis().max(1) as u64;
             self.leader_contact_ms.store(now, Ordering::Relaxed);
         }
-        answer
+        Ok(answer)
     }
 
-    pub async fn vote(&self, req: VoteRequest<NodeId>) -> Result<VoteResponse<NodeId>, RaftError<NodeId>> {
-        self.raft.vote(req).await
+    /// A vote request from `caller`, which must be the candidate it names.
+    pub async fn vote(
+        &self,
+        caller: NodeId,
+        req: VoteRequest<NodeId>,
+    ) -> Result<Result<VoteResponse<NodeId>, RaftError<NodeId>>, Impersonation> {
+        speaks_for(caller, &req.vote)?;
+        Ok(self.raft.vote(req).await)
     }
 
+    /// A snapshot chunk from `caller`, which must be the leader it names.
     pub async fn install_snapshot(
         &self,
+        caller: NodeId,
         req: InstallSnapshotRequest<TypeConfig>,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
-        self.raft.install_snapshot(req).await
+    ) -> Result<Result<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>>, Impersonation> {
+        speaks_for(caller, &req.vote)?;
+        Ok(self.raft.install_snapshot(req).await)
     }
 
     pub fn status(&self) -> RaftStatus {

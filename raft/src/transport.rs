@@ -8,6 +8,8 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::types::NodeId;
+
 /// How long connecting to a peer may take before it counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Answers from a peer larger than this are refused (a snapshot goes the other way).
@@ -42,26 +44,30 @@ impl Transport {
             .http2_keep_alive_interval(Duration::from_secs(5))
             .http2_keep_alive_timeout(Duration::from_secs(5))
             .no_proxy()
+            .tls_info(true)
             .build()
             .map_err(|e| e.to_string())?;
         Ok(Transport { client })
     }
 
-    /// Posts `body` as JSON to `https://{addr}{path}` and decodes a JSON answer.
+    /// Posts `body` as JSON to node `node` at `https://{addr}{path}` and decodes a JSON answer.
     pub async fn call<Req: Serialize, Ans: DeserializeOwned>(
         &self,
+        node: NodeId,
         addr: &str,
         path: &str,
         body: &Req,
         timeout: Duration,
     ) -> Result<Ans, CallError> {
         let bytes = serde_json::to_vec(body).map_err(|e| failed(addr, e))?;
-        self.call_bytes(addr, path, bytes, timeout).await
+        self.call_bytes(node, addr, path, bytes, timeout).await
     }
 
-    /// Posts raw bytes and decodes a JSON answer.
+    /// Posts raw bytes to node `node` and decodes a JSON answer; an answer from a certificate
+    /// of another node is refused.
     pub async fn call_bytes<Ans: DeserializeOwned>(
         &self,
+        node: NodeId,
         addr: &str,
         path: &str,
         body: Vec<u8>,
@@ -76,6 +82,14 @@ impl Transport {
             }
             Err(e) => return Err(failed(addr, chain(&e))),
         };
+        let answered_by = response
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .and_then(crate::identity::node_of);
+        if answered_by != Some(node) {
+            return Err(failed(addr, format!("answered by {answered_by:x?}, not node {node:016x}")));
+        }
         let status = response.status();
         if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
             return Err(failed(addr, "the answer is too large"));

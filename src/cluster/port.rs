@@ -1,19 +1,22 @@
 //! The cluster port: raft's messages and the requests members make of the leader, over
 //! HTTPS with mutual TLS. The handshake already refused every client without a certificate
-//! of this cluster's node intermediate, so a handler only decodes and hands over.
+//! of this cluster's node intermediate; each handler then takes the caller's node id from its
+//! certificate and refuses a node that is not a member, or that speaks for another node (a
+//! vote or an append in someone else's name, a promotion of someone else).
 
 use std::sync::Arc;
 
 use gatehouse_raft::rpc::{self, LeaderOp};
-use gatehouse_raft::RaftNode;
+use gatehouse_raft::types::NodeId;
+use gatehouse_raft::{identity, RaftNode};
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem::{handler, Body, EndpointExt, Response, Route};
+use poem::{handler, Body, EndpointExt, Request, Response, Route};
 use serde::Serialize;
 use tokio::sync::watch;
 
 use crate::http::acceptor::TlsAcceptor;
-use crate::http::edge::{self, EdgeLimits};
+use crate::http::edge::{self, ClientCertificates, EdgeLimits};
 
 /// The largest message a peer may send (an append batch, or a snapshot chunk of openraft's
 /// default 3 MiB with room to spare).
@@ -33,49 +36,91 @@ fn undecodable(e: impl std::fmt::Display) -> Response {
     Response::builder().status(StatusCode::BAD_REQUEST).body(format!("undecodable message: {e}"))
 }
 
+fn forbidden(why: String) -> Response {
+    Response::builder().status(StatusCode::FORBIDDEN).body(why)
+}
+
+/// The member calling: the node its certificate names, if that node may speak here.
+fn caller(req: &Request, node: &RaftNode) -> Result<NodeId, Response> {
+    let named =
+        req.extensions().get::<ClientCertificates>().and_then(|c| c.0.first().and_then(|cert| identity::node_of(cert)));
+    match named {
+        Some(id) if node.admits_peer(id) => Ok(id),
+        Some(id) => Err(forbidden(format!("node {id:016x} is not a member of this cluster"))),
+        None => Err(forbidden("the client certificate names no node".into())),
+    }
+}
+
+/// A raft answer, or 403 for a message sent in another node's name.
+fn raft_answer<T: Serialize>(result: Result<T, gatehouse_raft::node::Impersonation>) -> Response {
+    match result {
+        Ok(a) => answer(&a),
+        Err(e) => forbidden(e.to_string()),
+    }
+}
+
 #[handler]
-async fn append(Data(node): Data<&RaftNode>, body: Body) -> Response {
+async fn append(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let caller = match caller(req, node) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let bytes = match read(body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     match serde_json::from_slice(&bytes) {
-        Ok(req) => answer(&node.append_entries(req).await),
+        Ok(rpc) => raft_answer(node.append_entries(caller, rpc).await),
         Err(e) => undecodable(e),
     }
 }
 
 #[handler]
-async fn vote(Data(node): Data<&RaftNode>, body: Body) -> Response {
+async fn vote(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let caller = match caller(req, node) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let bytes = match read(body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     match serde_json::from_slice(&bytes) {
-        Ok(req) => answer(&node.vote(req).await),
+        Ok(rpc) => raft_answer(node.vote(caller, rpc).await),
         Err(e) => undecodable(e),
     }
 }
 
 #[handler]
-async fn snapshot(Data(node): Data<&RaftNode>, body: Body) -> Response {
+async fn snapshot(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let caller = match caller(req, node) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let bytes = match read(body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     match rpc::unframe_snapshot_chunk(&bytes) {
-        Some(req) => answer(&node.install_snapshot(req).await),
+        Some(rpc) => raft_answer(node.install_snapshot(caller, rpc).await),
         None => undecodable("a malformed snapshot chunk"),
     }
 }
 
 #[handler]
-async fn leader(Data(node): Data<&RaftNode>, body: Body) -> Response {
+async fn leader(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
+    let caller = match caller(req, node) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let bytes = match read(body).await {
         Ok(b) => b,
         Err(r) => return r,
     };
     match serde_json::from_slice::<LeaderOp>(&bytes) {
+        Ok(LeaderOp::Promote { node_id }) if node_id != caller => {
+            forbidden(format!("node {caller:016x} may ask only for its own promotion"))
+        }
         Ok(op) => answer(&node.serve_leader_op(op).await),
         Err(e) => undecodable(e),
     }

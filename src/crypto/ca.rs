@@ -119,9 +119,9 @@ pub fn node_key_and_csr(node_id: u64, names: &[String]) -> Result<(Zeroizing<Vec
     Ok((Zeroizing::new(key.serialize_der()), csr.pem().map_err(gen_err)?))
 }
 
-/// Signs a node's request with the node intermediate. Only the request's key and names are
-/// taken from it (its signature is checked); everything else is ours: not a CA, server and
-/// client authentication, this node's name, 397 days.
+/// Signs a node's request with the node intermediate. Only the request's key and host names
+/// are taken from it (its signature is checked); everything else is ours: not a CA, server and
+/// client authentication, this node's name and its id (`urn:gatehouse:node:{id}`), 397 days.
 pub fn sign_node_csr(
     node_ca_pem: &str,
     node_ca_key_pkcs8: &[u8],
@@ -154,6 +154,9 @@ pub fn sign_node_csr(
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
     params.use_authority_key_identifier_extension = true;
+    // The node's identity, set here, never taken from the request (which may name only hosts).
+    let uri = rcgen::string::Ia5String::try_from(gatehouse_raft::identity::node_uri(node_id)).map_err(gen_err)?;
+    params.subject_alt_names.push(rcgen::SanType::URI(uri));
     params.custom_extensions.clear();
     params.name_constraints = None;
     params.crl_distribution_points.clear();

@@ -90,14 +90,22 @@ impl LocalKek {
     }
 }
 
-/// Writes a KEK received at join into a new data dir's `kek` file; when `GATEHOUSE_KEK` is
-/// set it must be the same key, and then no file is written.
-pub fn install_received(dir: &DataDir, key: &[u8; 32], env_value: Option<&str>) -> Result<KekSource, KekError> {
+/// Checks a KEK received at join against `GATEHOUSE_KEK`, when that is set.
+pub fn check_received(key: &[u8; 32], env_value: Option<&str>) -> Result<(), KekError> {
     if let Some(value) = env_value {
         let ours = decode_key(value).ok_or(KekError::BadEnv)?;
         if *ours != *key {
             return Err(KekError::Mismatch("the cluster's KEK".into()));
         }
+    }
+    Ok(())
+}
+
+/// Writes a KEK received at join into a new data dir's `kek` file; when `GATEHOUSE_KEK` is
+/// set it must be the same key, and then no file is written.
+pub fn install_received(dir: &DataDir, key: &[u8; 32], env_value: Option<&str>) -> Result<KekSource, KekError> {
+    check_received(key, env_value)?;
+    if env_value.is_some() {
         return Ok(KekSource::Environment);
     }
     let text = Zeroizing::new(format!("{}\n", base64::engine::general_purpose::STANDARD.encode(key)));

@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
 use poem::Addr;
+use rustls::pki_types::CertificateDer;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -64,7 +65,7 @@ impl Acceptor for TlsAcceptor {
                     let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.tls.accept(stream)).map(|r| {
                         r.unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")))
                     });
-                    let io = LazyTls::Handshaking(handshake.boxed());
+                    let io = LazyTls { state: TlsState::Handshaking(handshake.boxed()), peer: Default::default() };
                     return Ok((
                         io,
                         self.local.clone(),
@@ -87,30 +88,56 @@ impl Acceptor for TlsAcceptor {
     }
 }
 
+/// The certificate chain a client presented, known once its handshake is done.
+pub type PeerCertificates = Arc<std::sync::OnceLock<Arc<[CertificateDer<'static>]>>>;
+
+/// A connection that may know its client's certificate (only a TLS one that asked for it).
+pub trait PeerIdentity {
+    fn peer_certificates(&self) -> Option<PeerCertificates> {
+        None
+    }
+}
+
+impl PeerIdentity for TcpStream {}
+
 /// A TLS stream whose handshake completes on first use.
-pub enum LazyTls {
+pub struct LazyTls {
+    state: TlsState,
+    peer: PeerCertificates,
+}
+
+enum TlsState {
     Handshaking(BoxFuture<'static, io::Result<TlsStream<TcpStream>>>),
     Ready(Box<TlsStream<TcpStream>>),
     Failed,
 }
 
+impl PeerIdentity for LazyTls {
+    fn peer_certificates(&self) -> Option<PeerCertificates> {
+        Some(self.peer.clone())
+    }
+}
+
 impl LazyTls {
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut TlsStream<TcpStream>>> {
-        loop {
-            match self {
-                LazyTls::Handshaking(fut) => match fut.poll_unpin(cx) {
-                    Poll::Ready(Ok(s)) => *self = LazyTls::Ready(Box::new(s)),
-                    Poll::Ready(Err(e)) => {
-                        *self = LazyTls::Failed;
-                        return Poll::Ready(Err(e));
+        if let TlsState::Handshaking(fut) = &mut self.state {
+            match fut.poll_unpin(cx) {
+                Poll::Ready(Ok(s)) => {
+                    if let Some(certs) = s.get_ref().1.peer_certificates() {
+                        let _ = self.peer.set(certs.iter().map(|c| c.clone().into_owned()).collect());
                     }
-                    Poll::Pending => return Poll::Pending,
-                },
-                LazyTls::Ready(s) => return Poll::Ready(Ok(s)),
-                LazyTls::Failed => {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS handshake failed")))
+                    self.state = TlsState::Ready(Box::new(s));
                 }
+                Poll::Ready(Err(e)) => {
+                    self.state = TlsState::Failed;
+                    return Poll::Ready(Err(e));
+                }
+                Poll::Pending => return Poll::Pending,
             }
+        }
+        match &mut self.state {
+            TlsState::Ready(s) => Poll::Ready(Ok(s)),
+            _ => Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "TLS handshake failed"))),
         }
     }
 }
@@ -143,8 +170,8 @@ impl AsyncWrite for LazyTls {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            LazyTls::Ready(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        match &mut self.get_mut().state {
+            TlsState::Ready(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             _ => Poll::Ready(Ok(())),
         }
     }

@@ -24,6 +24,11 @@ use poem::{Endpoint, EndpointExt, IntoEndpoint};
 use tokio::sync::watch;
 
 use crate::config::HttpConfig;
+use crate::http::acceptor::PeerIdentity;
+
+/// The certificate chain the client presented on this request's connection (mutual TLS).
+#[derive(Clone)]
+pub struct ClientCertificates(pub Arc<[rustls::pki_types::CertificateDer<'static>]>);
 
 /// The limits of one connection, from the `http` config section.
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +88,7 @@ pub async fn serve<A, E>(
 ) -> std::io::Result<()>
 where
     A: Acceptor,
+    A::Io: PeerIdentity,
     E: IntoEndpoint,
     E::Endpoint: 'static,
 {
@@ -137,14 +143,19 @@ async fn serve_connection<E, Io>(
     mut closing: watch::Receiver<bool>,
 ) where
     E: Endpoint<Output = poem::Response> + 'static,
-    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+    Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + PeerIdentity + Send + Unpin + 'static,
 {
     let activity = Arc::new(Activity::new());
+    // Filled when the TLS handshake completes, before the first request is read.
+    let peer = io.peer_certificates();
     let service = hyper::service::service_fn({
         let activity = activity.clone();
         move |req: poem::http::Request<hyper::body::Incoming>| {
             let ep = ep.clone();
-            let req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
+            let mut req = poem::Request::from((req, local.clone(), remote.clone(), scheme.clone()));
+            if let Some(certs) = peer.as_ref().and_then(|p| p.get()) {
+                req.extensions_mut().insert(ClientCertificates(certs.clone()));
+            }
             let activity = activity.clone();
             async move {
                 let _request = activity.begin();

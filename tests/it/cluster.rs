@@ -663,3 +663,54 @@ async fn single_use_keys_and_sessions_hold_across_the_cluster() {
     })
     .await;
 }
+
+/// The node credentials in a member's data dir (its KEK is in the dir's `kek` file here).
+fn credentials_of(m: &Member) -> gatehouse::cluster::credentials::NodeCredentials {
+    let dir = gatehouse::datadir::DataDir::open_existing(&m.dir).unwrap();
+    let kek = gatehouse::crypto::LocalKek::load(&dir, None, false).unwrap();
+    gatehouse::cluster::credentials::NodeCredentials::load(&dir, &kek).unwrap()
+}
+
+fn node_id_of(m: &Member) -> u64 {
+    u64::from_str_radix(std::fs::read_to_string(m.dir.join("node.id")).unwrap().trim(), 16).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_certificate_speaks_only_for_its_own_node_and_only_while_it_is_a_member() {
+    use gatehouse_raft::rpc::{LeaderOp, LEADER_PATH};
+    let tmp = tempfile::tempdir().unwrap();
+    let members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes(&root)
+    })
+    .await
+    .unwrap();
+    let ids: Vec<u64> = members.iter().map(node_id_of).collect();
+    let as_node = |i: usize| {
+        gatehouse_raft::Transport::new(credentials_of(&members[i]).cluster_client_config().unwrap()).unwrap()
+    };
+    let addr = |i: usize| format!("127.0.0.1:{}", members[i].port);
+    let wait = Duration::from_secs(5);
+    let call = |t: gatehouse_raft::Transport, to: usize, op: LeaderOp| {
+        let (id, addr) = (ids[to], addr(to));
+        async move { t.call::<_, Value>(id, &addr, LEADER_PATH, &op, wait).await.map_err(|e| e.to_string()) }
+    };
+
+    // Node 2's certificate works as node 2 …
+    let status = call(as_node(1), 0, LeaderOp::Status).await;
+    assert!(status.is_ok(), "{status:?}");
+    // … but cannot ask for node 3's promotion,
+    let other = call(as_node(1), 0, LeaderOp::Promote { node_id: ids[2] }).await.unwrap_err();
+    assert!(other.contains("403") && other.contains("its own promotion"), "{other}");
+    // and an answer from another node than the one dialled is refused by the caller.
+    let t = as_node(1);
+    let wrong = t.call::<_, Value>(ids[2], &addr(0), LEADER_PATH, &LeaderOp::Status, wait).await.unwrap_err();
+    assert!(wrong.to_string().contains("not node"), "{wrong}");
+
+    // A removed node's certificate still chains to the node intermediate, but the port
+    // refuses it: it is no longer a member.
+    ok_stdout(&members[0].dir, &["cluster", "remove", &format!("{:016x}", ids[2])]);
+    wait_for_agreement(&[&members[0], &members[1]], 2, Duration::from_secs(20));
+    let removed = call(as_node(2), 0, LeaderOp::Status).await.unwrap_err();
+    assert!(removed.contains("403") && removed.contains("not a member"), "{removed}");
+}

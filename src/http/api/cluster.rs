@@ -186,8 +186,17 @@ pub async fn gate<E: Endpoint>(ep: &E, mut req: Request, app: &AppState) -> poem
                         tracing::warn!("cluster join: {e}");
                     }
                 }
+                // Counted and audited coalesced, like any failed authentication.
                 let source = req.remote_addr().as_socket_addr().map(|a| a.ip());
                 app.limits.failed(source, None);
+                app.auth_failures.record(
+                    app.clock.now_ms(),
+                    "system",
+                    "cluster-join",
+                    "",
+                    source,
+                    "invalid_join_token",
+                );
                 let mut resp = bad_token().into_response();
                 resp.headers_mut().insert(
                     poem::http::header::WWW_AUTHENTICATE,

@@ -86,23 +86,29 @@ pub async fn gate<E: Endpoint>(ep: &E, mut req: Request, app: &AppState) -> poem
             allowed.split(", ").any(|m| m == method)
         });
         if routed {
-            match authenticate(app, &req) {
-                Ok(caller) => {
-                    req.extensions_mut().insert(Arc::new(caller));
-                    // A read sees every write acknowledged before it, on any node (R1): the
-                    // leader confirms its leadership and this node applies up to its index.
-                    let read = matches!(*req.method(), poem::http::Method::GET | poem::http::Method::HEAD);
-                    if read {
-                        if let Err(e) = app.raft.ensure_linearizable().await {
-                            tracing::warn!("admin read: {e}");
-                            let p = Problem::new(
-                                poem::http::StatusCode::SERVICE_UNAVAILABLE,
-                                "no_leader",
-                                "no raft leader confirmed this read in time; retry shortly",
-                            );
-                            return Ok(p.into_response());
-                        }
+            // Authenticated on local state first, so an anonymous request costs no read
+            // index; then again after it, so a token revoked (or a tenant disabled) anywhere
+            // before this request began is refused here too (R1, S14).
+            let checked = match authenticate(app, &req) {
+                Ok(_) => match app.raft.ensure_linearizable().await {
+                    Ok(()) => authenticate(app, &req),
+                    Err(e) => {
+                        tracing::warn!("admin request: {e}");
+                        let p = Problem::new(
+                            poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "no_leader",
+                            "no raft leader confirmed this request in time; retry shortly",
+                        );
+                        return Ok(p.into_response());
                     }
+                },
+                Err(p) => Err(p),
+            };
+            match checked {
+                Ok(caller) => {
+                    // Reads after this see every write acknowledged before the request (the
+                    // leader confirmed its leadership, this node applied up to its index).
+                    req.extensions_mut().insert(Arc::new(caller));
                 }
                 Err(p) => {
                     // Counted and audited coalesced, like any failed authentication.
