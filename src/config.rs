@@ -205,6 +205,9 @@ pub struct ClusterConfig {
     /// A node that has heard from no leader for longer than this answers introspection with
     /// 503 and is not ready, so a revocation made elsewhere is never missed for longer.
     pub staleness_ms: u64,
+    /// A snapshot of the state is taken after this many log entries, and the log before it
+    /// is dropped but for a tail; a node that fell further behind catches up from the snapshot.
+    pub snapshot_every_entries: u64,
     /// Join a cluster on first start instead of founding one (what `cluster join` does).
     pub join: Option<JoinConfig>,
 }
@@ -295,6 +298,7 @@ impl Default for ClusterConfig {
             advertise: None,
             leader_wait_ms: 5_000,
             staleness_ms: 5_000,
+            snapshot_every_entries: 20_000,
             join: None,
         }
     }
@@ -467,6 +471,9 @@ impl Config {
         }
         if !(100..=600_000).contains(&self.cluster.staleness_ms) {
             return Err(ConfigError::Invalid("cluster.staleness_ms must be between 100 and 600000".into()));
+        }
+        if !(100..=10_000_000).contains(&self.cluster.snapshot_every_entries) {
+            return Err(ConfigError::Invalid("cluster.snapshot_every_entries must be between 100 and 10000000".into()));
         }
         if !(500..=60_000).contains(&self.cluster.leader_wait_ms) {
             return Err(ConfigError::Invalid("cluster.leader_wait_ms must be between 500 and 60000".into()));

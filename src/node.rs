@@ -136,7 +136,10 @@ pub async fn prepare(
     let cipher = Arc::new(SecretCipher::new(kek, Some(store.clone())));
     // A node that joined a cluster never founds one, even with an empty log.
     let mode = if joined { StartMode::Join } else { StartMode::Bootstrap };
-    let options = gatehouse_raft::NodeOptions { leader_wait: Duration::from_millis(config.cluster.leader_wait_ms) };
+    let options = gatehouse_raft::NodeOptions {
+        leader_wait: Duration::from_millis(config.cluster.leader_wait_ms),
+        snapshot_every_entries: config.cluster.snapshot_every_entries,
+    };
     let raft = RaftNode::start(&store, node_id, &config.cluster.advertised(), mode, options).await?;
     let app = AppState {
         config: config.clone(),

@@ -35,11 +35,14 @@ pub struct NodeOptions {
     /// How long a write or a linearizable read may wait for a leader (and for the leader's
     /// quorum) before it fails: a node without a leader answers within this, never hangs.
     pub leader_wait: Duration,
+    /// A snapshot is built after this many log entries; the log before it is purged but for
+    /// a tail of a tenth of that (at most 2,000 entries).
+    pub snapshot_every_entries: u64,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { leader_wait: Duration::from_secs(5) }
+        NodeOptions { leader_wait: Duration::from_secs(5), snapshot_every_entries: 20_000 }
     }
 }
 
@@ -141,8 +144,8 @@ impl RaftNode {
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(20_000),
-            max_in_snapshot_log_to_keep: 2_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_every_entries),
+            max_in_snapshot_log_to_keep: (options.snapshot_every_entries / 10).min(2_000),
             ..Default::default()
         }
         .validate()
@@ -376,6 +379,11 @@ impl RaftNode {
                 if !membership.learner_ids().any(|id| id == node_id) {
                     return Err(LeaderRefusal::Refused(format!(
                         "node {node_id:016x} is not a learner of this cluster"
+                    )));
+                }
+                if membership.voter_ids().count() >= MAX_VOTERS {
+                    return Err(LeaderRefusal::Refused(format!(
+                        "the cluster has {MAX_VOTERS} voters already: node {node_id:016x} stays a learner until one is removed"
                     )));
                 }
                 let last = m.last_log_index.unwrap_or(0);

@@ -119,18 +119,7 @@ pub async fn enroll(
     if !peer.starts_with("https://") {
         return Err(JoinError::Token(format!("--peer {peer:?} must be an https URL of a member")));
     }
-    // The node id outlives a failed attempt: the member that redeemed the token for it answers
-    // the same node again (a lost answer, a crash), until the token expires.
-    let pending = dir.root().join("join.pending");
-    let node_id = match std::fs::read_to_string(&pending).ok().and_then(|t| u64::from_str_radix(t.trim(), 16).ok()) {
-        Some(id) => id,
-        None => {
-            let id = crate::datadir::new_node_id();
-            datadir::write_private(&pending, format!("{id:016x}\n").as_bytes())
-                .map_err(|e| JoinError::Write(e.to_string()))?;
-            id
-        }
-    };
+    let node_id = crate::datadir::new_node_id();
     let (key, csr_pem) = ca::node_key_and_csr(node_id, names).map_err(|e| JoinError::Write(e.to_string()))?;
     let recipient = Recipient::new().map_err(|e| JoinError::Write(e.to_string()))?;
     let request = JoinRequest {
@@ -187,6 +176,5 @@ pub async fn enroll(
     datadir::make_private(&dir.db_path()).map_err(|e| write(&e))?;
     // Last: with the node id written, the dir is initialised.
     dir.write_node_id(node_id).map_err(|e| write(&e))?;
-    let _ = std::fs::remove_file(&pending);
     Ok(())
 }

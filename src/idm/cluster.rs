@@ -154,7 +154,6 @@ pub async fn issue_join_token(app: &AppState, actor: &str, ttl_secs: u64) -> Res
 pub struct PresentedToken {
     pub id: String,
     secret_sha256: String,
-    record: JoinTokenRecord,
 }
 
 /// Checks a presented join token against this node's state, writing nothing: a wrong token
@@ -167,28 +166,23 @@ pub fn authenticate_join(app: &AppState, bearer: &str) -> Result<PresentedToken,
     let digest = secret_digest(secret);
     let now = app.clock.now_ms();
     let token = app.store.read().and_then(|r| r.join_token(id)).map_err(internal)?;
-    // Used ones pass here too: the node a token admitted may ask again (`admit` checks).
-    let record = token
-        .filter(|t| constant_time_eq(t.secret_sha256.as_bytes(), digest.as_bytes()) && now < t.expires_at_ms)
+    token
+        .filter(|t| constant_time_eq(t.secret_sha256.as_bytes(), digest.as_bytes()) && t.usable_at(now))
         .ok_or(ClusterError::BadToken)?;
-    Ok(PresentedToken { id: id.to_string(), secret_sha256: digest, record })
+    Ok(PresentedToken { id: id.to_string(), secret_sha256: digest })
 }
 
 /// Admits a joining node whose token [`authenticate_join`] accepted: signs its request,
-/// redeems the token through raft (the same node asking again, because the answer was lost,
-/// gets a new answer until the token expires; any other node is refused), redeems the token through raft (once, cluster-wide), seals the KEK to it and adds
+/// redeems the token through raft (once, cluster-wide: a join whose answer was lost needs a
+/// new token, and the learner it added is removed with `cluster remove`), redeems the token through raft (once, cluster-wide), seals the KEK to it and adds
 /// it as a learner. It is promoted to voter once it has caught up, at its own request.
 pub async fn admit(app: &AppState, token: &PresentedToken, req: &JoinRequest) -> Result<JoinAnswer, ClusterError> {
     let node_id = u64::from_str_radix(&req.node_id, 16)
         .ok()
         .filter(|id| *id != 0 && req.node_id.len() == 16)
         .ok_or_else(|| ClusterError::Invalid("node_id must be 16 hex digits, not all zero".into()))?;
-    if !token.record.admits(Some(node_id), app.clock.now_ms()) {
-        return Err(ClusterError::BadToken);
-    }
-    let asked_again = token.record.redeemed_by == Some(node_id);
     let status = app.raft.status();
-    if !asked_again && status.voters.iter().chain(&status.learners).any(|(id, _)| *id == node_id) {
+    if status.voters.iter().chain(&status.learners).any(|(id, _)| *id == node_id) {
         return Err(ClusterError::Conflict(format!("node {node_id:016x} is already a member")));
     }
     let addr = req.cluster_address.as_str();

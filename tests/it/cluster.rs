@@ -34,6 +34,9 @@ impl Member {
             // Shorter than the defaults (5 s each), so the tests of a node cut off are quick.
             ("GATEHOUSE_CLUSTER__LEADER_WAIT_MS".into(), "2000".into()),
             ("GATEHOUSE_CLUSTER__STALENESS_MS".into(), "1500".into()),
+            // Snapshots (and the log purged behind them) every 1,000 entries instead of
+            // 20,000, so the tests' write streams go through them.
+            ("GATEHOUSE_CLUSTER__SNAPSHOT_EVERY_ENTRIES".into(), "1000".into()),
         ]
     }
 
@@ -177,6 +180,27 @@ fn three_nodes_form_from_zero_and_bad_joins_are_refused() {
     let spare = tempfile::tempdir().unwrap();
     let first = join(spare.path(), "x1", &used, &n1.node().local_url).expect("a fresh token admits a node");
     assert!(status(&first).is_some());
+    // A fourth member catches up but stays a learner: a cluster has three voters at most.
+    let fourth = format!("{:016x}", node_id_of(&first));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let view = status(n1).unwrap();
+        let member = view["members"].as_array().unwrap().iter().find(|m| m["node_id"] == fourth.as_str()).cloned();
+        if member.as_ref().is_some_and(|m| m["lag"].as_u64().is_some_and(|l| l < 64)) {
+            std::thread::sleep(Duration::from_secs(1));
+            let view = status(n1).unwrap();
+            let roles: Vec<&str> =
+                view["members"].as_array().unwrap().iter().map(|m| m["role"].as_str().unwrap()).collect();
+            assert_eq!(roles.iter().filter(|r| **r == "voter").count(), 3, "{view}");
+            let role = view["members"].as_array().unwrap().iter().find(|m| m["node_id"] == fourth.as_str()).unwrap()
+                ["role"]
+                .clone();
+            assert_eq!(role, "learner", "{view}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the fourth member did not catch up: {view}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let again = join(spare.path(), "x2", &used, &n1.node().local_url).err().expect("a used token is refused");
     assert!(again.contains("401") && again.contains("already used"), "{again}");
     assert!(!spare.path().join("x2/gatehouse.redb").exists() && !spare.path().join("x2/cluster.joined").exists());
@@ -713,4 +737,267 @@ async fn a_node_certificate_speaks_only_for_its_own_node_and_only_while_it_is_a_
     wait_for_agreement(&[&members[0], &members[1]], 2, Duration::from_secs(20));
     let removed = call(as_node(2), 0, LeaderOp::Status).await.unwrap_err();
     assert!(removed.contains("403") && removed.contains("not a member"), "{removed}");
+}
+
+/// One step of a client's history, in real-time order. A client whose request failed goes on
+/// as a new client (Jepsen's rule): its request stays open, as it may or may not have happened.
+#[derive(Debug, Clone, serde::Serialize)]
+enum Step {
+    Invoke { client: usize, write: Option<String> },
+    Return { client: usize, read: Option<String> },
+    Failed { client: usize, why: String },
+}
+
+/// The register's operations as the checker sees them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RegisterOp {
+    Read(Option<String>),
+    Write(String),
+}
+
+/// The `default` tenant's display name as a register: a read must see the last write.
+struct DisplayName;
+
+/// The `default` tenant's display name when the cluster is founded.
+const FIRST_DISPLAY_NAME: &str = "Default";
+
+impl todc_utils::Specification for DisplayName {
+    type State = String;
+    type Operation = RegisterOp;
+
+    fn init() -> String {
+        FIRST_DISPLAY_NAME.to_string()
+    }
+
+    fn apply(op: &RegisterOp, state: &String) -> (bool, String) {
+        match op {
+            RegisterOp::Read(Some(v)) => (v == state, state.clone()),
+            RegisterOp::Read(None) => (false, state.clone()),
+            RegisterOp::Write(v) => (true, v.clone()),
+        }
+    }
+}
+
+/// Checks a history of the register's writes and reads with todc-utils' Wing–Gong–Lowe
+/// checker. An open write (its client never learned the outcome) is closed at the very end of
+/// the history, so it may take effect anywhere after it began; an open read is dropped, as it
+/// changed and observed nothing.
+fn linearizable(history: &[Step]) -> bool {
+    use todc_utils::Action::{Call, Response};
+    let mut dense: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut actions = Vec::new();
+    let mut open: BTreeMap<usize, (usize, Option<String>)> = BTreeMap::new();
+    for step in history {
+        match step {
+            Step::Invoke { client, write } => {
+                let next = dense.len();
+                let p = *dense.entry(*client).or_insert(next);
+                open.insert(*client, (actions.len(), write.clone()));
+                let op = match write {
+                    Some(v) => RegisterOp::Write(v.clone()),
+                    None => RegisterOp::Read(None),
+                };
+                actions.push(Some((p, Call(op))));
+            }
+            Step::Return { client, read } => {
+                let p = dense[client];
+                let (_, write) = open.remove(client).expect("a return follows its invocation");
+                let op = match (write, read) {
+                    (Some(v), _) => RegisterOp::Write(v),
+                    (None, read) => RegisterOp::Read(read.clone()),
+                };
+                actions.push(Some((p, Response(op))));
+            }
+            Step::Failed { .. } => {}
+        }
+    }
+    for (client, (at, write)) in open {
+        match write {
+            Some(v) => actions.push(Some((dense[&client], Response(RegisterOp::Write(v))))),
+            None => actions[at] = None,
+        }
+    }
+    let actions: Vec<_> = actions.into_iter().flatten().collect();
+    todc_utils::WGLChecker::<DisplayName>::is_linearizable(todc_utils::History::from_actions(actions))
+}
+
+#[test]
+fn the_history_checker_finds_a_stale_read() {
+    let stale = [
+        Step::Invoke { client: 0, write: Some("v1".into()) },
+        Step::Return { client: 0, read: None },
+        Step::Invoke { client: 1, write: None },
+        Step::Return { client: 1, read: Some(FIRST_DISPLAY_NAME.into()) },
+    ];
+    assert!(!linearizable(&stale), "a read after an acknowledged write saw the old value");
+    let fine = [
+        Step::Invoke { client: 0, write: Some("v1".into()) },
+        Step::Invoke { client: 1, write: None },
+        Step::Return { client: 1, read: Some(FIRST_DISPLAY_NAME.into()) },
+        Step::Return { client: 0, read: None },
+    ];
+    assert!(linearizable(&fine), "concurrent with the write, either value is right");
+    let open_write = [
+        Step::Invoke { client: 0, write: Some("v1".into()) },
+        Step::Failed { client: 0, why: "timeout".into() },
+        Step::Invoke { client: 1, write: None },
+        Step::Return { client: 1, read: Some(FIRST_DISPLAY_NAME.into()) },
+        Step::Invoke { client: 1, write: None },
+        Step::Return { client: 1, read: Some("v1".into()) },
+    ];
+    assert!(linearizable(&open_write), "a write whose outcome is unknown may take effect late");
+    let lost = [
+        Step::Invoke { client: 0, write: Some("v1".into()) },
+        Step::Return { client: 0, read: None },
+        Step::Invoke { client: 1, write: None },
+        Step::Return { client: 1, read: Some("v1".into()) },
+        Step::Invoke { client: 1, write: None },
+        Step::Return { client: 1, read: Some(FIRST_DISPLAY_NAME.into()) },
+    ];
+    assert!(!linearizable(&lost), "a write seen and then gone");
+}
+
+/// Operations each client of the register test makes.
+const OPS_PER_CLIENT: u64 = 40;
+
+/// R1: writes and reads of one register (the `default` tenant's display name, through the
+/// admin API) from six clients spread over the three nodes, with the leader killed and
+/// restarted meanwhile, form a linearizable history: no acknowledged write lost, reordered or
+/// doubled, and no stale read. On failure the history is kept beside the data dirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_register_written_and_read_through_every_node_is_linearizable() {
+    let public_url = "https://id.cluster.test";
+    let tmp = tempfile::tempdir().unwrap();
+    let mut members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes_sharing(&root, Some(public_url))
+    })
+    .await
+    .unwrap();
+    let admin = platform_token(members[0].node());
+    let initial = on(&members[0], Method::GET, "/admin/v1/tenants/default", Some(&admin), None).await;
+    assert_eq!(initial.body["display_name"], FIRST_DISPLAY_NAME, "{}", initial.body);
+    let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
+    let history = Arc::new(Mutex::new(Vec::<Step>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..6 {
+        let (target, history, stop, admin) = (targets[c % 3].clone(), history.clone(), stop.clone(), admin.clone());
+        clients.push(tokio::spawn(async move {
+            let mut client = c;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) && n < OPS_PER_CLIENT {
+                let Some((url, _, ca)) = target.lock().unwrap().clone() else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
+                n += 1;
+                let http = crate::support::node::client_for(&ca);
+                let path = format!("{url}/admin/v1/tenants/default");
+                let write = (n % 3 != 0).then(|| format!("c{c}-{n}"));
+                history.lock().unwrap().push(Step::Invoke { client, write: write.clone() });
+                let sent = match &write {
+                    Some(v) => http.patch(&path).json(&json!({ "display_name": v })),
+                    None => http.get(&path),
+                };
+                let answer = sent.bearer_auth(&admin).timeout(Duration::from_secs(5)).send().await;
+                let step = match answer {
+                    Ok(r) if r.status() == StatusCode::OK => {
+                        let body: Value = r.json().await.unwrap_or_default();
+                        let read = write.is_none().then(|| body["display_name"].as_str().unwrap_or("").to_string());
+                        Step::Return { client, read }
+                    }
+                    Ok(r) => Step::Failed { client, why: r.status().to_string() },
+                    Err(e) => Step::Failed { client, why: e.to_string() },
+                };
+                let failed = matches!(step, Step::Failed { .. });
+                history.lock().unwrap().push(step);
+                if failed {
+                    client += 100;
+                }
+                // Spread over a few seconds, so the leader's death falls inside the history.
+                tokio::time::sleep(Duration::from_millis(if failed { 50 } else { 80 })).await;
+            }
+        }));
+    }
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    *targets[li].lock().unwrap() = None;
+    members[li].kill9();
+    let before_kill = history.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    members[li].restart();
+    *targets[li].lock().unwrap() = Some(target_of(&members[li]));
+    let running = Instant::now();
+    for c in clients {
+        tokio::time::timeout(Duration::from_secs(120), c).await.expect("clients finish").expect("client");
+    }
+    eprintln!("clients finished {:?} after the restart", running.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    let history = history.lock().unwrap().clone();
+    let completed = history.iter().filter(|s| matches!(s, Step::Return { .. })).count();
+    // The leader's death falls inside the history, not before or after it.
+    assert!(before_kill >= 20 && history.len() >= before_kill + 40, "{before_kill} of {} steps", history.len());
+    assert!(completed >= 150, "only {completed} operations completed");
+    let checking = Instant::now();
+    let verdict = tokio::task::spawn_blocking({
+        let history = history.clone();
+        move || linearizable(&history)
+    })
+    .await
+    .unwrap();
+    eprintln!("checked {} steps in {:?}", history.len(), checking.elapsed());
+    if !verdict {
+        let kept = tmp.keep();
+        std::fs::write(kept.join("history.json"), serde_json::to_vec_pretty(&history).unwrap()).unwrap();
+        panic!("not linearizable: the history and the data dirs are in {}", kept.display());
+    }
+}
+
+/// R11: a node restarted from a wiped data dir (removed, wiped, joined again) catches up from
+/// a snapshot, because the leader has purged the log it would need; it ends with the same
+/// state as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_data_dir_was_wiped_rejoins_through_a_snapshot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes(&root)
+    })
+    .await
+    .unwrap();
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    let token = platform_token(members[li].node());
+    let names: BTreeSet<String> = (0..1200).map(|i| format!("snap-{i}")).collect();
+    let list: Vec<String> = names.iter().cloned().collect();
+    let writers = list.chunks(150).map(|chunk| {
+        let (m, token, chunk) = (&members[li], token.clone(), chunk.to_vec());
+        async move {
+            for name in chunk {
+                assert_eq!(create_org(m, &token, &name).await, StatusCode::CREATED);
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    let snapshots = std::fs::read_dir(members[li].dir.join("snapshots")).unwrap().count();
+    assert!(snapshots > 0, "the leader took no snapshot");
+
+    // Take out a follower, wipe its data dir and join it again as a new node.
+    let fi = (0..3).find(|i| *i != li).unwrap();
+    let removed = node_id_of(&members[fi]);
+    ok_stdout(&members[li].dir, &["cluster", "remove", &format!("{removed:016x}")]);
+    members[fi].kill9();
+    std::fs::remove_dir_all(&members[fi].dir).unwrap();
+    let rest: Vec<&Member> = members.iter().filter(|m| m.node.is_some()).collect();
+    wait_for_agreement(&rest, 2, Duration::from_secs(20));
+    let name = members[fi].dir.file_name().unwrap().to_str().unwrap().to_string();
+    let fresh = join(tmp.path(), &name, &join_token(&members[li], 600), &members[li].node().local_url)
+        .unwrap_or_else(|e| panic!("rejoin: {e}"));
+    members[fi] = fresh;
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60));
+    let installed = std::fs::read_dir(members[fi].dir.join("snapshots")).map(|d| d.count()).unwrap_or(0);
+    assert!(installed > 0, "the new node caught up without a snapshot");
+    assert_all_present(&members, &names).await;
 }

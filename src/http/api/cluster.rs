@@ -147,7 +147,14 @@ impl ClusterApi {
             cluster_address: input.cluster_address.clone(),
             kek_public_key: input.kek_public_key.clone(),
         };
-        match Box::pin(cluster::admit(&app, token, &request)).await {
+        let outcome = Box::pin(cluster::admit(&app, token, &request)).await;
+        if let Err(ClusterError::BadToken) = &outcome {
+            // A token spent meanwhile: counted and audited like one refused at the gate.
+            let source = req.remote_addr().as_socket_addr().map(|a| a.ip());
+            app.limits.failed(source, None);
+            app.auth_failures.record(app.clock.now_ms(), "system", "cluster-join", "", source, "invalid_join_token");
+        }
+        match outcome {
             Ok(a) => JoinAnswer::Joined(Json(JoinOutput {
                 cluster_id: a.cluster_id,
                 node_chain_pem: a.node_chain_pem,

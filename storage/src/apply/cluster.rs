@@ -74,8 +74,7 @@ pub(super) fn redeem_join_token<'c>(
     let key = join_token_key(id);
     let stored = t.meta.get(key.as_str()).map_err(StoreError::from)?;
     let found: Option<JoinTokenRecord> = stored.map(|v| codec::decode("meta", &key, v.value())).transpose()?;
-    let admitted = |k: &JoinTokenRecord| k.secret_sha256 == secret_sha256 && k.admits(Some(node_id), now_ms);
-    let Some(mut token) = found.filter(admitted) else {
+    let Some(mut token) = found.filter(|k| k.secret_sha256 == secret_sha256 && k.usable_at(now_ms)) else {
         return Err(Rejection::JoinTokenInvalid.into());
     };
     writes(move |t| {

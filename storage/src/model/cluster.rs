@@ -43,13 +43,6 @@ impl JoinTokenRecord {
     pub fn usable_at(&self, now_ms: i64) -> bool {
         self.redeemed_by.is_none() && now_ms < self.expires_at_ms
     }
-
-    /// Whether `node_id` may present it at `now_ms`: unused, or used by this very node (a join
-    /// whose answer was lost is asked again, until the token expires).
-    pub fn admits(&self, node_id: Option<u64>, now_ms: i64) -> bool {
-        now_ms < self.expires_at_ms
-            && (self.redeemed_by.is_none() || (node_id.is_some() && self.redeemed_by == node_id))
-    }
 }
 
 /// The key of a join token in the `meta` table.

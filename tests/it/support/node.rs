@@ -145,14 +145,12 @@ impl TestNode {
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if let Ok(Some(status)) = child.try_wait() {
-                        let err: Vec<String> = erx.try_iter().collect();
-                        return Err(format!("exited with {status}: {}", err.join("\n")));
+                        return Err(format!("exited with {status}: {}", all_of(&erx)));
                     }
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let _ = child.wait();
-                    let err: Vec<String> = erx.try_iter().collect();
-                    return Err(format!("stdout closed: {}", err.join("\n")));
+                    return Err(format!("stdout closed: {}", all_of(&erx)));
                 }
             }
         }
@@ -240,6 +238,20 @@ impl Drop for TestNode {
             eprintln!("--- node {} (exited: {status:?}) log:\n{log}--- end of node log", self.url);
         }
     }
+}
+
+/// Every line the stderr reader sends until the process's stderr closes (within 5 s): the
+/// reader may still be behind when stdout closes.
+fn all_of(lines: &mpsc::Receiver<String>) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut all = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) => all.push(line),
+            Err(_) => break,
+        }
+    }
+    all.join("\n")
 }
 
 pub fn client_for(ca_pem: &[u8]) -> reqwest::Client {
