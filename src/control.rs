@@ -247,10 +247,12 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
         ControlRequest::ClusterStatus => {
             ControlResponse::ok(serde_json::to_value(crate::idm::cluster::status(app).await).unwrap_or_default())
         }
-        ControlRequest::ClusterRemove { node_id } => match crate::idm::cluster::remove(app, &node_id).await {
-            Ok(()) => ControlResponse::ok(serde_json::json!({ "removed": node_id })),
-            Err(e) => ControlResponse::err(e.to_string()),
-        },
+        ControlRequest::ClusterRemove { node_id } => {
+            match crate::idm::cluster::remove(app, &format!("cli:uid:{uid}"), &node_id).await {
+                Ok(()) => ControlResponse::ok(serde_json::json!({ "removed": node_id })),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
+        }
         ControlRequest::AuditVerify => match app.store.read().and_then(|r| r.verify_audit()) {
             Ok(report) => ControlResponse::ok(serde_json::to_value(report).unwrap_or_default()),
             Err(e) => ControlResponse::err(e.to_string()),

@@ -26,9 +26,10 @@ pub async fn open_port(app: &AppState) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot listen on {addr} (cluster.listen): {e}"))?;
     app.raft.set_transport(transport);
-    let (node, http, stop) = (app.raft.clone(), app.config.http.clone(), app.cluster_port.stop.subscribe());
+    let (node, store, http) = (app.raft.clone(), app.store.clone(), app.config.http.clone());
+    let stop = app.cluster_port.stop.subscribe();
     *task = Some(tokio::spawn(async move {
-        if let Err(e) = port::serve(listener, server, node, &http, stop).await {
+        if let Err(e) = port::serve(listener, server, node, store, &http, stop).await {
             tracing::error!("the cluster port stopped: {e}");
         }
     }));

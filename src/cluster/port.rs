@@ -9,6 +9,7 @@ use std::sync::Arc;
 use gatehouse_raft::rpc::{self, LeaderOp};
 use gatehouse_raft::types::NodeId;
 use gatehouse_raft::{identity, RaftNode};
+use gatehouse_storage::Store;
 use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{handler, Body, EndpointExt, Request, Response, Route};
@@ -40,15 +41,32 @@ fn forbidden(why: String) -> Response {
     Response::builder().status(StatusCode::FORBIDDEN).body(why)
 }
 
-/// The member calling: the node its certificate names, if that node may speak here.
-fn caller(req: &Request, node: &RaftNode) -> Result<NodeId, Response> {
+/// Who may send a message: raft's replication (append, snapshot) comes from the leader,
+/// which a lagging node may not know as a member yet; votes and requests of the leader come
+/// from members.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    NotRetired,
+    Member,
+}
+
+/// The node calling, named by its certificate, if it may send this message: never a node
+/// removed from the cluster (`RetireNode`, replicated), and for `Needs::Member` only one in
+/// the membership this node knows.
+fn caller(req: &Request, node: &RaftNode, store: &Store, needs: Needs) -> Result<NodeId, Response> {
     let named =
         req.extensions().get::<ClientCertificates>().and_then(|c| c.0.first().and_then(|cert| identity::node_of(cert)));
-    match named {
-        Some(id) if node.admits_peer(id) => Ok(id),
-        Some(id) => Err(forbidden(format!("node {id:016x} is not a member of this cluster"))),
-        None => Err(forbidden("the client certificate names no node".into())),
+    let Some(id) = named else {
+        return Err(forbidden("the client certificate names no node".into()));
+    };
+    // A storage error refuses: the port fails closed.
+    if store.read().and_then(|r| r.is_retired(id)).unwrap_or(true) {
+        return Err(forbidden(format!("node {id:016x} was removed from this cluster")));
     }
+    if needs == Needs::Member && !node.admits_peer(id) {
+        return Err(forbidden(format!("node {id:016x} is not a member of this cluster")));
+    }
+    Ok(id)
 }
 
 /// A raft answer, or 403 for a message sent in another node's name.
@@ -60,8 +78,8 @@ fn raft_answer<T: Serialize>(result: Result<T, gatehouse_raft::node::Impersonati
 }
 
 #[handler]
-async fn append(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
-    let caller = match caller(req, node) {
+async fn append(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
+    let caller = match caller(req, node, store, Needs::NotRetired) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -76,8 +94,8 @@ async fn append(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Respo
 }
 
 #[handler]
-async fn vote(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
-    let caller = match caller(req, node) {
+async fn vote(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
+    let caller = match caller(req, node, store, Needs::Member) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -92,8 +110,8 @@ async fn vote(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Respons
 }
 
 #[handler]
-async fn snapshot(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
-    let caller = match caller(req, node) {
+async fn snapshot(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
+    let caller = match caller(req, node, store, Needs::NotRetired) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -108,8 +126,8 @@ async fn snapshot(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Res
 }
 
 #[handler]
-async fn leader(req: &Request, Data(node): Data<&RaftNode>, body: Body) -> Response {
-    let caller = match caller(req, node) {
+async fn leader(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
+    let caller = match caller(req, node, store, Needs::Member) {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -135,6 +153,7 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
     node: RaftNode,
+    store: Store,
     http: &crate::config::HttpConfig,
     stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
@@ -144,7 +163,8 @@ pub async fn serve(
         .at(rpc::VOTE_PATH, poem::post(vote))
         .at(rpc::SNAPSHOT_PATH, poem::post(snapshot))
         .at(rpc::LEADER_PATH, poem::post(leader))
-        .data(node);
+        .data(node)
+        .data(store);
     let limits = EdgeLimits {
         max_connections: CLUSTER_CONNECTIONS.min(http.max_connections),
         max_connections_per_source: CLUSTER_PER_SOURCE,

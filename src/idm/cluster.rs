@@ -303,8 +303,21 @@ fn members_of(view: &ClusterView) -> Vec<MemberStatus> {
 }
 
 /// `cluster remove NODE_ID`.
-pub async fn remove(app: &AppState, node_id: &str) -> Result<(), ClusterError> {
+pub async fn remove(app: &AppState, actor: &str, node_id: &str) -> Result<(), ClusterError> {
     let id =
         u64::from_str_radix(node_id, 16).map_err(|_| ClusterError::Invalid("the node id is 16 hex digits".into()))?;
+    let status = app.raft.status();
+    if !status.voters.iter().chain(&status.learners).any(|(n, _)| *n == id) {
+        return Err(ClusterError::Invalid(format!("node {id:016x} is not a member of this cluster")));
+    }
+    if status.voters.len() == 1 && status.voters[0].0 == id {
+        return Err(ClusterError::Conflict("the last voter cannot be removed".into()));
+    }
+    // Retired first: from the moment it commits, no member's cluster port takes the node's
+    // certificate, whatever membership that member knows.
+    match app.propose(actor, Command::RetireNode { node_id: id }).await? {
+        Applied::NodeRetired => {}
+        other => return Err(crate::idm::unexpected(other).into()),
+    }
     app.raft.remove(id).await.map_err(Into::into)
 }

@@ -51,6 +51,11 @@ pub enum Command {
     },
     /// A one-time token a node joins with; expired tokens are forgotten meanwhile.
     IssueJoinToken(JoinTokenRecord),
+    /// Marks a node as removed from the cluster for good: the cluster port refuses its
+    /// certificate from then on, whatever membership a node knows.
+    RetireNode {
+        node_id: u64,
+    },
     /// Uses a join token for `node_id`: refused when unknown, wrong, expired or used.
     RedeemJoinToken {
         id: String,
@@ -280,6 +285,7 @@ impl Command {
             Command::CreateTenant(n) => (n.tenant.id.clone(), format!("tenant:{}", n.tenant.id)),
             Command::InitCluster { .. } => ("system".into(), "cluster:node_ca".into()),
             Command::IssueJoinToken(t) => ("system".into(), format!("join_token:{}", t.id)),
+            Command::RetireNode { node_id } => ("system".into(), format!("node:{node_id:016x}")),
             Command::RedeemJoinToken { id, node_id, .. } => {
                 ("system".into(), format!("join_token:{id} node:{node_id:016x}"))
             }
@@ -351,6 +357,7 @@ impl Command {
             Command::CreateTenant(_) => "tenant.create",
             Command::InitCluster { .. } => "cluster.init",
             Command::IssueJoinToken(_) => "cluster.join_token",
+            Command::RetireNode { .. } => "cluster.retire_node",
             Command::RedeemJoinToken { .. } => "cluster.join",
             Command::AddSigningKeys { .. } => "signing_key.add",
             Command::PruneSigningKeys { .. } => "signing_key.prune",
@@ -455,6 +462,7 @@ pub enum Applied {
     JoinTokenRedeemed {
         id: String,
     },
+    NodeRetired,
     TenantCreated {
         id: String,
     },

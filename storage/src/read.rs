@@ -27,6 +27,12 @@ impl Reader {
         meta.get(key)?.map(|v| codec::decode("meta", key, v.value())).transpose()
     }
 
+    /// Whether `node_id` was removed from the cluster (`RetireNode`).
+    pub fn is_retired(&self, node_id: u64) -> Result<bool, StoreError> {
+        let meta = self.txn.open_table(tables::META)?;
+        Ok(meta.get(crate::model::cluster::retired_node_key(node_id).as_str())?.is_some())
+    }
+
     /// A join token by id (used ones too: a used token is refused, not unknown).
     pub fn join_token(&self, id: &str) -> Result<Option<crate::model::JoinTokenRecord>, StoreError> {
         let meta = self.txn.open_table(tables::META)?;

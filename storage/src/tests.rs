@@ -873,4 +873,10 @@ fn join_tokens_need_cluster_init_and_admit_one_node_once_before_they_expire() {
     let reader = store.read().unwrap();
     assert!(reader.join_token("t1").unwrap().is_none() && reader.join_token("t2").unwrap().is_none());
     assert!(reader.join_token("t3").unwrap().is_some());
+    drop(reader);
+    // A removed node is retired for good, and only that node.
+    let out = apply_all(&store, &[by(7_000, Command::RetireNode { node_id: 7 })]);
+    assert_eq!(out[0], Outcome::Applied(Applied::NodeRetired));
+    let reader = store.read().unwrap();
+    assert!(reader.is_retired(7).unwrap() && !reader.is_retired(8).unwrap());
 }

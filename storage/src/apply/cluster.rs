@@ -6,7 +6,7 @@ use redb::ReadableTable;
 use super::{writes, Planned, Tables};
 use crate::codec;
 use crate::command::{Applied, Rejection};
-use crate::model::cluster::{join_token_key, JOIN_TOKEN_PREFIX};
+use crate::model::cluster::{join_token_key, retired_node_key, JOIN_TOKEN_PREFIX};
 use crate::model::{CaRecord, ClusterRecord, JoinTokenRecord};
 use crate::{tables, StoreError};
 
@@ -42,6 +42,13 @@ pub(super) fn init<'c>(t: &Tables<'_>, node_ca: &'c CaRecord) -> Planned<'c> {
         record.node_ca = Some(node_ca.clone());
         t.meta.insert(tables::meta_keys::CLUSTER, codec::encode(&record).as_slice())?;
         Ok(Applied::ClusterInitialised)
+    })
+}
+
+pub(super) fn retire_node<'c>(node_id: u64, now_ms: i64) -> Planned<'c> {
+    writes(move |t| {
+        t.meta.insert(retired_node_key(node_id).as_str(), now_ms.to_be_bytes().as_slice())?;
+        Ok(Applied::NodeRetired)
     })
 }
 

@@ -135,6 +135,7 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::CreateTenant(n) => tenants::create(t, n),
         Command::InitCluster { node_ca } => cluster::init(t, node_ca),
         Command::IssueJoinToken(token) => cluster::issue_join_token(t, token, now_ms),
+        Command::RetireNode { node_id } => cluster::retire_node(*node_id, now_ms),
         Command::RedeemJoinToken { id, secret_sha256, node_id } => {
             cluster::redeem_join_token(t, id, secret_sha256, *node_id, now_ms)
         }

@@ -51,3 +51,8 @@ pub fn join_token_key(id: &str) -> String {
 }
 
 pub const JOIN_TOKEN_PREFIX: &str = "join_token/";
+
+/// The key in `meta` that marks a node as removed from the cluster for good.
+pub fn retired_node_key(node_id: u64) -> String {
+    format!("retired_node/{node_id:016x}")
+}
