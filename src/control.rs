@@ -213,6 +213,10 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
             if !path.is_absolute() {
                 return ControlResponse::err("the backup path must be absolute");
             }
+            // On a follower, first apply everything the cluster acknowledged before now.
+            if let Err(e) = app.raft.ensure_linearizable().await {
+                return ControlResponse::err(format!("no leader confirmed the state to back up: {e}"));
+            }
             let (store, cipher) = (app.store.clone(), app.cipher.clone());
             let written = tokio::task::spawn_blocking(move || {
                 crate::backup::write(&path, cipher.key_provider(), |out| {
