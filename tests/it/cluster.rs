@@ -721,8 +721,8 @@ async fn a_node_certificate_speaks_only_for_its_own_node_and_only_while_it_is_a_
     };
 
     // Node 2's certificate works as node 2 …
-    let status = call(as_node(1), 0, LeaderOp::Status).await;
-    assert!(status.is_ok(), "{status:?}");
+    let as_two = call(as_node(1), 0, LeaderOp::Status).await;
+    assert!(as_two.is_ok(), "{as_two:?}");
     // … but cannot ask for node 3's promotion,
     let other = call(as_node(1), 0, LeaderOp::Promote { node_id: ids[2] }).await.unwrap_err();
     assert!(other.contains("403") && other.contains("its own promotion"), "{other}");
@@ -730,6 +730,25 @@ async fn a_node_certificate_speaks_only_for_its_own_node_and_only_while_it_is_a_
     let t = as_node(1);
     let wrong = t.call::<_, Value>(ids[2], &addr(0), LEADER_PATH, &LeaderOp::Status, wait).await.unwrap_err();
     assert!(wrong.to_string().contains("not node"), "{wrong}");
+
+    // S60: node 2's certificate cannot campaign or replicate as node 3; the term stays.
+    let term = status(&members[0]).unwrap()["term"].as_u64().unwrap();
+    let as_three = json!({"term": term + 5, "node_id": ids[2]});
+    let forged = [
+        (
+            gatehouse_raft::rpc::VOTE_PATH,
+            json!({"vote": {"leader_id": as_three, "committed": false}, "last_log_id": null}),
+        ),
+        (
+            gatehouse_raft::rpc::APPEND_PATH,
+            json!({"vote": {"leader_id": as_three, "committed": true}, "prev_log_id": null, "entries": [], "leader_commit": null}),
+        ),
+    ];
+    for (path, body) in forged {
+        let sent = as_node(1).call::<_, Value>(ids[0], &addr(0), path, &body, wait).await.unwrap_err().to_string();
+        assert!(sent.contains("403") && sent.contains("cannot speak for"), "{path}: {sent}");
+    }
+    assert_eq!(status(&members[0]).unwrap()["term"].as_u64(), Some(term), "a forged message moved the term");
 
     // A removed node's certificate still chains to the node intermediate, but the port
     // refuses it: it is no longer a member.
