@@ -191,10 +191,6 @@ impl RaftNode {
         self.transport.set(transport);
     }
 
-    pub fn has_transport(&self) -> bool {
-        self.transport.is_set()
-    }
-
     /// Proposes a command, here or through the leader, and waits until it is applied here:
     /// a read on this node after it returns sees the write.
     pub async fn write(&self, proposal: Proposal) -> Result<Outcome, WriteError> {

@@ -131,8 +131,4 @@ impl TransportSlot {
     pub fn get(&self) -> Option<Transport> {
         self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
-
-    pub fn is_set(&self) -> bool {
-        self.get().is_some()
-    }
 }

@@ -16,10 +16,6 @@ impl Default for ClusterPort {
 }
 
 impl ClusterPort {
-    pub fn is_open(&self) -> bool {
-        self.task.try_lock().map(|t| t.is_some()).unwrap_or(true)
-    }
-
     /// Stops serving the port (at shutdown).
     pub async fn close(&self) {
         let _ = self.stop.send(true);
