@@ -353,6 +353,19 @@ pub async fn start(
         }
     };
     let jobs = crate::jobs::spawn(app.clone(), shutdown_rx.clone());
+    {
+        // R7: raft stops on its own only after a storage failure (a failed log write or
+        // fsync). Then the process exits non-zero rather than serve on: a supervisor restarts
+        // it, redb recovers from its last good commit and the node catches up from the leader.
+        let (app, stop) = (app.clone(), shutdown_rx.clone());
+        tokio::spawn(async move {
+            app.raft.stopped().await;
+            if !*stop.borrow() {
+                tracing::error!("raft stopped after a storage failure; exiting so this node restarts clean");
+                std::process::exit(70);
+            }
+        });
+    }
     if app.data_dir.joined_marker().exists() {
         // A learner asks to become a voter once it has caught up.
         let (app, mut stop) = (app.clone(), shutdown_rx.clone());

@@ -205,6 +205,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// handle is gone.
 fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed) {
     let mut next = None;
+    // After a failed write or fsync the kernel may have dropped the pages it could not write,
+    // so a later commit that succeeds proves nothing (R7): every later operation fails too,
+    // until the node restarts and redb recovers from its last good commit.
+    let mut broken: Option<String> = None;
     loop {
         let op = match next.take() {
             Some(op) => op,
@@ -213,6 +217,10 @@ fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflu
                 Err(_) => return,
             },
         };
+        if let Some(why) = &broken {
+            fail(op, why);
+            continue;
+        }
         let Some(db) = db.upgrade() else {
             fail(op, "the database is closed");
             return;
@@ -232,6 +240,10 @@ fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflu
                     }
                 }
                 let result = write_entries(db, batch.iter().flat_map(|(e, _)| e.iter()));
+                if let Err(e) = &result {
+                    tracing::error!("a raft log write failed; this node writes nothing more until restarted: {e}");
+                    broken = Some(format!("an earlier raft log write failed ({e}); restart the node"));
+                }
                 if result.is_ok() {
                     let mut map = unflushed.lock().unwrap_or_else(|p| p.into_inner());
                     for e in batch.iter().flat_map(|(e, _)| e.iter()) {
@@ -248,18 +260,26 @@ fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflu
                 }
             }
             LogOp::Truncate(from, done) => {
-                let _ = done.send(durably(db, |txn| {
+                let result = durably(db, |txn| {
                     txn.open_table(RAFT_LOG)?.retain_in(from.., |_, _| false)?;
                     Ok(())
-                }));
+                });
+                if let Err(e) = &result {
+                    broken = Some(format!("an earlier raft log truncation failed ({e}); restart the node"));
+                }
+                let _ = done.send(result);
             }
             LogOp::Purge(log_id, done) => {
-                let _ = done.send(durably(db, |txn| {
+                let result = durably(db, |txn| {
                     txn.open_table(RAFT_LOG)?.retain_in(..=log_id.index, |_, _| false)?;
                     let bytes = serde_json::to_vec(&Some(log_id)).unwrap_or_default();
                     txn.open_table(RAFT_STATE)?.insert(LAST_PURGED, bytes.as_slice())?;
                     Ok(())
-                }));
+                });
+                if let Err(e) = &result {
+                    broken = Some(format!("an earlier raft log purge failed ({e}); restart the node"));
+                }
+                let _ = done.send(result);
             }
         }
     }

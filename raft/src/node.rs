@@ -551,6 +551,13 @@ impl RaftNode {
         }
     }
 
+    /// Resolves when raft has stopped: after `shutdown`, or on its own after a storage
+    /// failure (a failed log write or fsync is fatal to openraft, which stops the node's raft).
+    pub async fn stopped(&self) {
+        let mut rx = self.raft.metrics();
+        while rx.changed().await.is_ok() {}
+    }
+
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
