@@ -6,6 +6,19 @@ cd "$(dirname "$0")/.."
 
 command -v cargo >/dev/null || { echo "missing tool: cargo (install a Rust toolchain)" >&2; exit 1; }
 
+# The fsync fault test (R7) runs a node under libfiu's fiu-run: the Debian package fiu-utils,
+# pinned to Debian 12's build, installed when missing and this runs as root.
+if ! command -v fiu-run >/dev/null || ! command -v fiu-ctrl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing fiu-utils (fiu-run, fiu-ctrl) for the fsync fault test" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fiu-utils=1.1-3+b2; } >&2 ||
+      { echo "missing tool: fiu-run (apt-get install fiu-utils failed; install the Debian package fiu-utils)" >&2; exit 1; }
+  else
+    echo "missing tool: fiu-run (install the Debian package fiu-utils, or run this as root to have it installed)" >&2
+    exit 1
+  fi
+fi
+
 # The memory, disk and rate-limit tests measure the release binary (production build).
 cargo build --release --locked
 cargo test --workspace --all-targets --locked

@@ -25,6 +25,8 @@ struct Member {
     node: Option<TestNode>,
     dir: PathBuf,
     port: u16,
+    /// The public URL it was started with, kept across restarts.
+    public_url: Option<String>,
 }
 
 impl Member {
@@ -54,7 +56,8 @@ impl Member {
     fn restart(&mut self) {
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        self.node = Some(TestNode::start_with(&self.dir, &[], &env).unwrap_or_else(|e| panic!("restart: {e}")));
+        let args: Vec<&str> = self.public_url.as_deref().map(|u| vec!["--public-url", u]).unwrap_or_default();
+        self.node = Some(TestNode::start_with(&self.dir, &args, &env).unwrap_or_else(|e| panic!("restart: {e}")));
     }
 
     fn kill9(&mut self) {
@@ -65,7 +68,8 @@ impl Member {
 }
 
 fn start_founder(root: &Path, public_url: Option<&str>) -> Member {
-    let mut m = Member { node: None, dir: root.join("n1"), port: free_port() };
+    let mut m =
+        Member { node: None, dir: root.join("n1"), port: free_port(), public_url: public_url.map(String::from) };
     let env = m.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let args: Vec<&str> = public_url.map(|u| vec!["--public-url", u]).unwrap_or_default();
@@ -78,7 +82,7 @@ fn join(root: &Path, name: &str, token: &str, peer: &str) -> Result<Member, Stri
 }
 
 fn join_as(root: &Path, name: &str, token: &str, peer: &str, public_url: Option<&str>) -> Result<Member, String> {
-    let m = Member { node: None, dir: root.join(name), port: free_port() };
+    let m = Member { node: None, dir: root.join(name), port: free_port(), public_url: public_url.map(String::from) };
     let env = m.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let mut args = vec!["cluster", "join", "--token", token, "--peer", peer, "--listen", "127.0.0.1:0"];
@@ -1064,8 +1068,61 @@ async fn a_backup_of_a_follower_under_writes_restores_every_write_acknowledged_b
     let verify = verify.args(["audit", "verify"]).env("GATEHOUSE_KEK", &kek).output().unwrap();
     assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
     let node = TestNode::start_with(&target, &[], &[("GATEHOUSE_KEK", &kek)]).expect("the restored node serves");
-    let restored = Member { node: Some(node), dir: target.clone(), port: free_port() };
+    let restored = Member { node: Some(node), dir: target.clone(), port: free_port(), public_url: None };
     let names: BTreeSet<String> = organizations(&restored).await.into_iter().collect();
     let missing: Vec<&String> = before.iter().filter(|n| !names.contains(*n)).collect();
     assert!(missing.is_empty(), "{} writes acknowledged before the backup are missing: {missing:?}", missing.len());
+}
+
+/// R7: a follower whose fsyncs start failing (libfiu's `fiu-run`, enabled at run time with
+/// `fiu-ctrl`) stops: it exits with code 70 instead of serving on after a failed fsync. The two
+/// others keep taking writes; restarted without the fault, it catches up, and every
+/// acknowledged write is on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_whose_fsync_fails_stops_and_catches_up_after_a_restart() {
+    for tool in ["fiu-run", "fiu-ctrl"] {
+        let found = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+        assert!(
+            found.status.success(),
+            "missing tool: {tool} (Debian package fiu-utils; tests/run-all.sh installs it)"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut members = tokio::task::spawn_blocking({
+        let root = tmp.path().to_path_buf();
+        move || three_nodes(&root)
+    })
+    .await
+    .unwrap();
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let fi = (0..3).find(|i| *i != leader_index(&members, &leader)).unwrap();
+    // The follower again, under fiu-run (its faults off for now).
+    let stopped = members[fi].node.take().unwrap().stop();
+    assert!(stopped.success());
+    let env = members[fi].env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    members[fi].node =
+        Some(TestNode::start_wrapped(&["fiu-run", "-x"], &members[fi].dir, &env).expect("under fiu-run"));
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
+
+    let targets: Vec<Target> =
+        members.iter().enumerate().map(|(i, m)| Arc::new(Mutex::new((i != fi).then(|| target_of(m))))).collect();
+    let writers = start_writers("fsync", &targets);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let pid = members[fi].node().pid().to_string();
+    let ctrl =
+        std::process::Command::new("fiu-ctrl").args(["-c", "enable name=posix/io/sync/*", &pid]).status().unwrap();
+    assert!(ctrl.success(), "fiu-ctrl");
+    let status = members[fi].node.as_mut().unwrap().wait_exit(Duration::from_secs(15));
+    assert_eq!(status.and_then(|s| s.code()), Some(70), "the follower did not stop after its fsync failed");
+    let at_failure = writers.acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(writers.acked.lock().unwrap().len() > at_failure + 10, "the two others stopped taking writes");
+
+    members[fi].node = None;
+    members[fi].restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = writers.finish().await;
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
+    assert_all_present(&members, &acked).await;
 }

@@ -30,7 +30,20 @@ pub fn command(data_dir: &Path) -> Command {
 }
 
 fn command_of(bin: &Path, data_dir: &Path) -> Command {
-    let mut c = Command::new(bin);
+    wrapped_command(&[], bin, data_dir)
+}
+
+/// The node's command run through `wrapper` (a program and its arguments, such as
+/// `fiu-run -x`), when one is given.
+fn wrapped_command(wrapper: &[&str], bin: &Path, data_dir: &Path) -> Command {
+    let mut c = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(bin);
+            c
+        }
+        None => Command::new(bin),
+    };
     c.arg("--data-dir").arg(data_dir);
     for (k, _) in std::env::vars() {
         if k.starts_with("GATEHOUSE_") {
@@ -90,8 +103,23 @@ impl TestNode {
         Self::spawn(Path::new(BIN), data_dir, args, env)
     }
 
+    /// `serve` on 127.0.0.1:0 run through `wrapper` (e.g. `fiu-run -x`, for fault injection).
+    pub fn start_wrapped(wrapper: &[&str], data_dir: &Path, env: &[(&str, &str)]) -> Result<TestNode, String> {
+        Self::spawn_wrapped(wrapper, Path::new(BIN), data_dir, &["serve", "--listen", "127.0.0.1:0"], env)
+    }
+
     fn spawn(bin: &Path, data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
-        let mut cmd = command_of(bin, data_dir);
+        Self::spawn_wrapped(&[], bin, data_dir, args, env)
+    }
+
+    fn spawn_wrapped(
+        wrapper: &[&str],
+        bin: &Path,
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestNode, String> {
+        let mut cmd = wrapped_command(wrapper, bin, data_dir);
         cmd.args(args);
         for (k, v) in env {
             cmd.env(k, v);
@@ -195,6 +223,18 @@ impl TestNode {
     #[allow(dead_code)] // used by the disk tests
     pub fn db_bytes(&self) -> u64 {
         std::fs::metadata(self.data_dir.join("gatehouse.redb")).map(|m| m.len()).expect("database file")
+    }
+
+    /// Waits up to `within` for the process to exit on its own; its status, if it did.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 
     /// Whether the process is still running (not exited, not a zombie).
