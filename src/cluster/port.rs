@@ -69,6 +69,18 @@ fn caller(req: &Request, node: &RaftNode, store: &Store, needs: Needs) -> Result
     Ok(id)
 }
 
+/// The calling node and its message's bytes: authenticated before the body is read.
+async fn authenticated(
+    req: &Request,
+    node: &RaftNode,
+    store: &Store,
+    needs: Needs,
+    body: Body,
+) -> Result<(NodeId, bytes::Bytes), Response> {
+    let caller = caller(req, node, store, needs)?;
+    Ok((caller, read(body).await?))
+}
+
 /// A raft answer, or 403 for a message sent in another node's name.
 fn raft_answer<T: Serialize>(result: Result<T, gatehouse_raft::node::Impersonation>) -> Response {
     match result {
@@ -79,13 +91,9 @@ fn raft_answer<T: Serialize>(result: Result<T, gatehouse_raft::node::Impersonati
 
 #[handler]
 async fn append(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
-    let caller = match caller(req, node, store, Needs::NotRetired) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let bytes = match read(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    let (caller, bytes) = match authenticated(req, node, store, Needs::NotRetired, body).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
     };
     match serde_json::from_slice(&bytes) {
         Ok(rpc) => raft_answer(node.append_entries(caller, rpc).await),
@@ -95,13 +103,9 @@ async fn append(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&S
 
 #[handler]
 async fn vote(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
-    let caller = match caller(req, node, store, Needs::Member) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let bytes = match read(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    let (caller, bytes) = match authenticated(req, node, store, Needs::Member, body).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
     };
     match serde_json::from_slice(&bytes) {
         Ok(rpc) => raft_answer(node.vote(caller, rpc).await),
@@ -111,13 +115,9 @@ async fn vote(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Sto
 
 #[handler]
 async fn snapshot(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
-    let caller = match caller(req, node, store, Needs::NotRetired) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let bytes = match read(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    let (caller, bytes) = match authenticated(req, node, store, Needs::NotRetired, body).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
     };
     match rpc::unframe_snapshot_chunk(&bytes) {
         Some(rpc) => raft_answer(node.install_snapshot(caller, rpc).await),
@@ -127,13 +127,9 @@ async fn snapshot(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<
 
 #[handler]
 async fn leader(req: &Request, Data(node): Data<&RaftNode>, Data(store): Data<&Store>, body: Body) -> Response {
-    let caller = match caller(req, node, store, Needs::Member) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let bytes = match read(body).await {
-        Ok(b) => b,
-        Err(r) => return r,
+    let (caller, bytes) = match authenticated(req, node, store, Needs::Member, body).await {
+        Ok(message) => message,
+        Err(refused) => return refused,
     };
     match serde_json::from_slice::<LeaderOp>(&bytes) {
         Ok(LeaderOp::Promote { node_id }) if node_id != caller => {

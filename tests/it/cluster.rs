@@ -381,12 +381,7 @@ fn leader_index(members: &[Member], leader: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_leader_or_every_node_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes(&root)
-    })
-    .await
-    .unwrap();
+    let mut members = formed(tmp.path(), None).await;
     let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
     let writers = start_writers("leader-kill", &targets);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -463,12 +458,7 @@ async fn ready_leader(m: &Member) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_leader_serves_no_stale_read_and_a_cut_off_node_refuses_writes() {
     let tmp = tempfile::tempdir().unwrap();
-    let members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes(&root)
-    })
-    .await
-    .unwrap();
+    let members = formed(tmp.path(), None).await;
     let tokens: Vec<String> = members.iter().map(|m| platform_token(m.node())).collect();
     let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
     let li = leader_index(&members, &leader);
@@ -553,6 +543,13 @@ async fn organizations_or_error(m: &Member, token: &str) -> Result<Vec<String>, 
     Ok(answer.body["items"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap().to_string()).collect())
 }
 
+/// [`three_nodes_sharing`] from an async test, off its runtime's workers (the processes are
+/// started and waited for with blocking calls).
+async fn formed(root: &Path, public_url: Option<&'static str>) -> Vec<Member> {
+    let root = root.to_path_buf();
+    tokio::task::spawn_blocking(move || three_nodes_sharing(&root, public_url)).await.unwrap()
+}
+
 /// A request to `path` on the member's own address.
 async fn on(m: &Member, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Answer {
     let node = m.node();
@@ -589,12 +586,7 @@ async fn single_use_keys_and_sessions_hold_across_the_cluster() {
 
     let public_url = "https://id.cluster.test";
     let tmp = tempfile::tempdir().unwrap();
-    let members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes_sharing(&root, Some(public_url))
-    })
-    .await
-    .unwrap();
+    let members = formed(tmp.path(), Some(public_url)).await;
     // One admin token, minted on one node, serves on all: one issuer, one set of keys.
     let admin = platform_token(members[0].node());
     for m in &members {
@@ -707,12 +699,7 @@ fn node_id_of(m: &Member) -> u64 {
 async fn a_node_certificate_speaks_only_for_its_own_node_and_only_while_it_is_a_member() {
     use gatehouse_raft::rpc::{LeaderOp, LEADER_PATH};
     let tmp = tempfile::tempdir().unwrap();
-    let members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes(&root)
-    })
-    .await
-    .unwrap();
+    let members = formed(tmp.path(), None).await;
     let ids: Vec<u64> = members.iter().map(node_id_of).collect();
     let as_node = |i: usize| {
         gatehouse_raft::Transport::new(credentials_of(&members[i]).cluster_client_config().unwrap()).unwrap()
@@ -891,12 +878,7 @@ const OPS_PER_CLIENT: u64 = 40;
 async fn a_register_written_and_read_through_every_node_is_linearizable() {
     let public_url = "https://id.cluster.test";
     let tmp = tempfile::tempdir().unwrap();
-    let mut members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes_sharing(&root, Some(public_url))
-    })
-    .await
-    .unwrap();
+    let mut members = formed(tmp.path(), Some(public_url)).await;
     let admin = platform_token(members[0].node());
     let initial = on(&members[0], Method::GET, "/admin/v1/tenants/default", Some(&admin), None).await;
     assert_eq!(initial.body["display_name"], FIRST_DISPLAY_NAME, "{}", initial.body);
@@ -984,12 +966,7 @@ async fn a_register_written_and_read_through_every_node_is_linearizable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_node_whose_data_dir_was_wiped_rejoins_through_a_snapshot() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes(&root)
-    })
-    .await
-    .unwrap();
+    let mut members = formed(tmp.path(), None).await;
     let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
     let li = leader_index(&members, &leader);
     let token = platform_token(members[li].node());
@@ -1032,12 +1009,7 @@ async fn a_node_whose_data_dir_was_wiped_rejoins_through_a_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_of_a_follower_under_writes_restores_every_write_acknowledged_before_it() {
     let tmp = tempfile::tempdir().unwrap();
-    let members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes(&root)
-    })
-    .await
-    .unwrap();
+    let members = formed(tmp.path(), None).await;
     let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
     let writers = start_writers("backup", &targets);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -1088,12 +1060,7 @@ async fn a_follower_whose_fsync_fails_stops_and_catches_up_after_a_restart() {
         );
     }
     let tmp = tempfile::tempdir().unwrap();
-    let mut members = tokio::task::spawn_blocking({
-        let root = tmp.path().to_path_buf();
-        move || three_nodes(&root)
-    })
-    .await
-    .unwrap();
+    let mut members = formed(tmp.path(), None).await;
     let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
     let fi = (0..3).find(|i| *i != leader_index(&members, &leader)).unwrap();
     // The follower again, under fiu-run (its faults off for now).
