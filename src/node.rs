@@ -139,6 +139,8 @@ pub async fn prepare(
     let options = gatehouse_raft::NodeOptions {
         leader_wait: Duration::from_millis(config.cluster.leader_wait_ms),
         snapshot_every_entries: config.cluster.snapshot_every_entries,
+        // Until `cluster init` gives it node credentials, no other node can join.
+        sole_voter: !crate::cluster::credentials::NodeCredentials::exist(&dir),
     };
     let raft = RaftNode::start(&store, node_id, &config.cluster.advertised(), mode, options).await?;
     let app = AppState {

@@ -49,6 +49,9 @@ pub struct LogStore {
     committed_index: Arc<AtomicU64>,
     queue: mpsc::Sender<LogOp>,
     unflushed: Unflushed,
+    /// Set on a member of a cluster of several voters: the node whose led term ended with a
+    /// restart, which then campaigns instead of leading on (see `read_vote`).
+    campaigns_after_restart: Option<u64>,
 }
 
 impl LogStore {
@@ -62,7 +65,14 @@ impl LogStore {
             .name("raft-log-flush".into())
             .spawn(move || flush_loop(&flush_db, &ops, &flush_unflushed))
             .expect("spawning the raft log flusher");
-        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)), queue, unflushed }
+        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)), queue, unflushed, campaigns_after_restart: None }
+    }
+
+    /// Makes `node_id`, if its stored vote says it was the leader, restart as a candidate of
+    /// that term rather than as its leader.
+    pub fn campaigning_after_restart(mut self, node_id: u64) -> Self {
+        self.campaigns_after_restart = Some(node_id);
+        self
     }
 
     fn unflushed(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
@@ -152,8 +162,23 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.put_state(VOTE, vote, Durability::Immediate)
     }
 
+    /// openraft (0.9) resumes a restarted node whose committed vote names it as the leader of
+    /// that term at once, without a new entry of its own. Among several voters that leader is
+    /// wrong twice: its commit index is what its state machine had made durable, so the read
+    /// index it gives can miss writes it acknowledged; and an entry the followers committed
+    /// before its own fsync finished is missing from its log, so its next entry would reuse
+    /// that log id with other content (openraft issue 1511). Handing back the vote
+    /// uncommitted makes it a candidate that waits for an election, whose new leader commits an
+    /// entry of its own term before it serves anything.
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
-        self.get_state(VOTE)
+        let vote: Option<Vote> = self.get_state(VOTE)?;
+        Ok(match (vote, self.campaigns_after_restart) {
+            (Some(v), Some(me)) if v.is_committed() && v.leader_id().voted_for() == Some(me) => {
+                tracing::info!("this node led term {} before it restarted: it campaigns again", v.leader_id().term);
+                Some(Vote::new(v.leader_id().term, me))
+            }
+            (vote, _) => vote,
+        })
     }
 
     /// The committed id is kept in memory only (for metrics). Persisting it is optional in

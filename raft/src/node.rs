@@ -38,11 +38,15 @@ pub struct NodeOptions {
     /// A snapshot is built after this many log entries; the log before it is purged but for
     /// a tail of a tenth of that (at most 2,000 entries).
     pub snapshot_every_entries: u64,
+    /// Whether a restarted leader may go on leading its term at once. Only sound for a node
+    /// that is the only voter (its commits then need its own fsync); a cluster member that led
+    /// campaigns again (see `LogStore::read_vote`).
+    pub sole_voter: bool,
 }
 
 impl Default for NodeOptions {
     fn default() -> Self {
-        NodeOptions { leader_wait: Duration::from_secs(5), snapshot_every_entries: 20_000 }
+        NodeOptions { leader_wait: Duration::from_secs(5), snapshot_every_entries: 20_000, sole_voter: false }
     }
 }
 
@@ -150,7 +154,10 @@ impl RaftNode {
         }
         .validate()
         .map_err(|e| NodeError::Config(e.to_string()))?;
-        let log_store = LogStore::new(store.db().clone());
+        let log_store = match options.sole_voter {
+            true => LogStore::new(store.db().clone()),
+            false => LogStore::new(store.db().clone()).campaigning_after_restart(node_id),
+        };
         let committed_index = log_store.committed_index();
         let state_machine = StateMachine::new(store.db().clone(), store.changes().clone(), store.path())
             .map_err(|e| NodeError::Start(e.to_string()))?;

@@ -443,6 +443,36 @@ async fn killing_the_leader_or_every_node_loses_no_acknowledged_write() {
     assert_all_present(&members, &all).await;
 }
 
+/// R1, R12: a leader SIGKILLed and restarted before its followers' lease runs out does not
+/// go on leading its old term (openraft would resume it with the commit index its state
+/// machine had made durable, which misses its last writes): it campaigns, the cluster moves to
+/// a new term, and a read on it right after the restart sees the write it acknowledged last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_restarted_at_once_campaigns_and_its_reads_see_its_last_write() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut members = formed(tmp.path(), Some("https://id.cluster.test")).await;
+    let (leader, term) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    // One public name, so the token is good on the restarted node too.
+    let token = platform_token(members[li].node());
+    let org = json!({ "name": "acknowledged-before-the-crash" });
+    let created =
+        on(&members[li], Method::POST, "/admin/v1/tenants/default/organizations", Some(&token), Some(&org)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let killed = Instant::now();
+    members[li].kill9();
+    members[li].restart();
+    let down = killed.elapsed();
+    // The token from before the crash: minting one would write, and a write moves the commit.
+    let seen = organizations_or_error(&members[li], &token).await;
+    assert!(
+        seen.as_ref().is_ok_and(|names| names.iter().any(|n| n == "acknowledged-before-the-crash")),
+        "the restarted leader (down {down:?}) answered without its last acknowledged write: {seen:?}"
+    );
+    let (_, after) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    assert!(after > term, "the leader of term {term} resumed it after a restart {down:?} long; term now {after}");
+}
+
 async fn create_org(m: &Member, token: &str, name: &str) -> StatusCode {
     let path = "/admin/v1/tenants/default/organizations";
     call(m.node(), Method::POST, path, Some(token), Some(&json!({ "name": name }))).await.status
