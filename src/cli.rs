@@ -122,6 +122,9 @@ pub enum ClusterCommand {
     },
     /// Take a node out of the cluster (its id in hex, from `cluster status`)
     Remove { node_id: String },
+    /// Print a SHA-256 of this node's replicated state and its applied index (JSON): members
+    /// that applied the same log print the same digest
+    Digest,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,6 +386,7 @@ async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<Exi
         ClusterCommand::JoinToken { ttl_secs } => (ControlRequest::ClusterJoinToken { ttl_secs }, false),
         ClusterCommand::Status { json } => (ControlRequest::ClusterStatus, json),
         ClusterCommand::Remove { node_id } => (ControlRequest::ClusterRemove { node_id }, true),
+        ClusterCommand::Digest => (ControlRequest::ClusterDigest, true),
         ClusterCommand::Join { .. } => anyhow::bail!("`cluster join` starts a node: it is not a control command"),
     };
     let status = matches!(request, ControlRequest::ClusterStatus);

@@ -57,6 +57,9 @@ pub enum ControlRequest {
     ClusterRemove {
         node_id: String,
     },
+    /// A SHA-256 of this node's replicated state (every replicated table, from one read
+    /// transaction): members that applied the same log hold the same digest.
+    ClusterDigest,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +253,21 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
         }
         ControlRequest::ClusterStatus => {
             ControlResponse::ok(serde_json::to_value(crate::idm::cluster::status(app).await).unwrap_or_default())
+        }
+        ControlRequest::ClusterDigest => {
+            let db = app.store.db().clone();
+            let applied_index = app.raft.status().applied_index;
+            let digest = tokio::task::spawn_blocking(move || {
+                gatehouse_storage::snapshot::export_database(db.as_ref(), std::io::sink())
+            })
+            .await;
+            match digest {
+                Ok(Ok(exported)) => ControlResponse::ok(serde_json::json!({
+                    "sha256": exported.sha256, "bytes": exported.bytes, "applied_index": applied_index,
+                })),
+                Ok(Err(e)) => ControlResponse::err(e.to_string()),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
         }
         ControlRequest::ClusterRemove { node_id } => {
             match crate::idm::cluster::remove(app, &format!("cli:uid:{uid}"), &node_id).await {

@@ -19,6 +19,20 @@ if ! command -v fiu-run >/dev/null || ! command -v fiu-ctrl >/dev/null; then
   fi
 fi
 
+# The partition tests (R9) run each node in a network namespace and drop packets with
+# nftables: the Debian packages iproute2 and nftables, pinned to Debian 12's builds.
+if ! command -v ip >/dev/null || ! command -v nft >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing iproute2 (ip) and nftables (nft) for the partition tests" >&2
+    { apt-get update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2=6.1.0-3 nftables=1.0.6-2+deb12u2; } >&2 ||
+      { echo "missing tool: ip or nft (apt-get install iproute2 nftables failed; install them)" >&2; exit 1; }
+  else
+    echo "missing tool: ip or nft (install the Debian packages iproute2 and nftables, or run this as root)" >&2
+    exit 1
+  fi
+fi
+
 # The memory, disk and rate-limit tests measure the release binary (production build).
 cargo build --release --locked
 cargo test --workspace --all-targets --locked

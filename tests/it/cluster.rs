@@ -1,7 +1,8 @@
-//! Three-node clusters of real processes on 127.0.0.1: forming one from zero with `cluster
-//! init`, `join-token` and `join`; refused joins; the cluster port's mutual TLS; writes
-//! through any node; and no acknowledged write lost when the leader, or every node, is
-//! killed with SIGKILL under a stream of writes (R3, R21).
+//! Three-node clusters of real processes on 127.0.0.1 (or each in a network namespace of its
+//! own, for partitions): forming one from zero with `cluster init`, `join-token` and `join`;
+//! refused joins; the cluster port's mutual TLS; writes through any node; no acknowledged
+//! write lost when the leader, or every node, is killed with SIGKILL under a stream of
+//! writes (R3, R21), or when the network splits (R9); and linearizable histories (R1).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -13,11 +14,36 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::support::admin::{call, create_client, into_answer, oauth_post, platform_token, token_basic, Answer};
+use crate::support::netns::{Direction, Host, Lan};
 use crate::support::{cli, TestNode};
 
 /// A free port on 127.0.0.1 for a cluster port (taken back by the node a moment later).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Where a member runs: on 127.0.0.1 here, or on a host of a [`Lan`] (its own network
+/// namespace, reached through the bridge).
+#[derive(Clone)]
+struct Place {
+    host: String,
+    wrapper: Vec<String>,
+}
+
+impl Place {
+    fn local() -> Place {
+        Place { host: "127.0.0.1".into(), wrapper: Vec::new() }
+    }
+
+    fn on(host: &Host) -> Place {
+        Place { host: host.ip.clone(), wrapper: host.wrapper() }
+    }
+
+    /// Runs the node's `args` here and waits for its banner.
+    fn start(&self, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
+        let wrapper: Vec<&str> = self.wrapper.iter().map(String::as_str).collect();
+        TestNode::start_command_wrapped(&wrapper, dir, args, env)
+    }
 }
 
 /// One member: its process (when running), data dir and cluster port.
@@ -27,12 +53,14 @@ struct Member {
     port: u16,
     /// The public URL it was started with, kept across restarts.
     public_url: Option<String>,
+    place: Place,
 }
 
 impl Member {
     fn env(&self) -> Vec<(String, String)> {
         vec![
-            ("GATEHOUSE_CLUSTER__LISTEN".into(), format!("127.0.0.1:{}", self.port)),
+            ("GATEHOUSE_CLUSTER__LISTEN".into(), format!("{}:{}", self.place.host, self.port)),
+            ("GATEHOUSE_MANAGEMENT__LISTEN".into(), format!("{}:0", self.place.host)),
             // Shorter than the defaults (5 s each), so the tests of a node cut off are quick.
             ("GATEHOUSE_CLUSTER__LEADER_WAIT_MS".into(), "2000".into()),
             ("GATEHOUSE_CLUSTER__STALENESS_MS".into(), "1500".into()),
@@ -56,8 +84,12 @@ impl Member {
     fn restart(&mut self) {
         let env = self.env();
         let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let args: Vec<&str> = self.public_url.as_deref().map(|u| vec!["--public-url", u]).unwrap_or_default();
-        self.node = Some(TestNode::start_with(&self.dir, &args, &env).unwrap_or_else(|e| panic!("restart: {e}")));
+        let listen = format!("{}:0", self.place.host);
+        let mut args = vec!["serve", "--listen", &listen];
+        if let Some(url) = &self.public_url {
+            args.extend(["--public-url", url]);
+        }
+        self.node = Some(self.place.start(&self.dir, &args, &env).unwrap_or_else(|e| panic!("restart: {e}")));
     }
 
     fn kill9(&mut self) {
@@ -67,29 +99,35 @@ impl Member {
     }
 }
 
-fn start_founder(root: &Path, public_url: Option<&str>) -> Member {
-    let mut m =
-        Member { node: None, dir: root.join("n1"), port: free_port(), public_url: public_url.map(String::from) };
-    let env = m.env();
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let args: Vec<&str> = public_url.map(|u| vec!["--public-url", u]).unwrap_or_default();
-    m.node = Some(TestNode::start_with(&m.dir, &args, &env).unwrap_or_else(|e| panic!("founder: {e}")));
+fn start_founder(root: &Path, public_url: Option<&str>, place: Place) -> Member {
+    let public_url = public_url.map(String::from);
+    let mut m = Member { node: None, dir: root.join("n1"), port: free_port(), public_url, place };
+    m.restart();
     m
 }
 
 fn join(root: &Path, name: &str, token: &str, peer: &str) -> Result<Member, String> {
-    join_as(root, name, token, peer, None)
+    join_as(root, name, token, peer, None, Place::local())
 }
 
-fn join_as(root: &Path, name: &str, token: &str, peer: &str, public_url: Option<&str>) -> Result<Member, String> {
-    let m = Member { node: None, dir: root.join(name), port: free_port(), public_url: public_url.map(String::from) };
+fn join_as(
+    root: &Path,
+    name: &str,
+    token: &str,
+    peer: &str,
+    public_url: Option<&str>,
+    place: Place,
+) -> Result<Member, String> {
+    let m =
+        Member { node: None, dir: root.join(name), port: free_port(), public_url: public_url.map(String::from), place };
     let env = m.env();
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let mut args = vec!["cluster", "join", "--token", token, "--peer", peer, "--listen", "127.0.0.1:0"];
+    let listen = format!("{}:0", m.place.host);
+    let mut args = vec!["cluster", "join", "--token", token, "--peer", peer, "--listen", &listen];
     if let Some(url) = public_url {
         args.extend(["--public-url", url]);
     }
-    let node = TestNode::start_command(&m.dir, &args, &env)?;
+    let node = m.place.start(&m.dir, &args, &env)?;
     Ok(Member { node: Some(node), ..m })
 }
 
@@ -160,13 +198,19 @@ fn three_nodes(root: &Path) -> Vec<Member> {
 /// As [`three_nodes`], every node serving `public_url` when given (as a real deployment does,
 /// so a token or an assertion made for one node is good on every node).
 fn three_nodes_sharing(root: &Path, public_url: Option<&str>) -> Vec<Member> {
-    let n1 = start_founder(root, public_url);
+    three_nodes_at(root, public_url, [Place::local(), Place::local(), Place::local()])
+}
+
+/// As [`three_nodes_sharing`], each node at its own place.
+fn three_nodes_at(root: &Path, public_url: Option<&str>, places: [Place; 3]) -> Vec<Member> {
+    let [p1, p2, p3] = places;
+    let n1 = start_founder(root, public_url, p1);
     let init: Value = serde_json::from_str(&ok_stdout(&n1.dir, &["cluster", "init"])).unwrap();
     assert_eq!(init["ca_fingerprint"].as_str().map(str::len), Some(64), "{init}");
-    let n2 = join_as(root, "n2", &join_token(&n1, 600), &n1.node().local_url, public_url)
+    let n2 = join_as(root, "n2", &join_token(&n1, 600), &n1.node().local_url, public_url, p2)
         .unwrap_or_else(|e| panic!("join n2: {e}"));
     wait_for_agreement(&[&n1, &n2], 2, Duration::from_secs(30));
-    let n3 = join_as(root, "n3", &join_token(&n2, 600), &n2.node().local_url, public_url)
+    let n3 = join_as(root, "n3", &join_token(&n2, 600), &n2.node().local_url, public_url, p3)
         .unwrap_or_else(|e| panic!("join n3: {e}"));
     wait_for_agreement(&[&n1, &n2, &n3], 3, Duration::from_secs(30));
     vec![n1, n2, n3]
@@ -559,6 +603,117 @@ async fn a_paused_leader_serves_no_stale_read_and_a_cut_off_node_refuses_writes(
     assert_eq!(introspect().await.body["active"], true);
     let expected: BTreeSet<String> = ["before-pause", "during-pause", "after-heal"].map(String::from).into();
     assert_all_present(&members, &expected).await;
+}
+
+/// Every member's state digest (`cluster digest`), once they all hold the same one; panics
+/// after `within`.
+fn wait_for_one_digest(members: &[Member], within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let digests: Vec<Value> =
+            members.iter().map(|m| serde_json::from_str(&ok_stdout(&m.dir, &["cluster", "digest"])).unwrap()).collect();
+        if digests.windows(2).all(|w| w[0]["sha256"] == w[1]["sha256"]) {
+            return digests[0]["sha256"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the members' states did not converge: {digests:#?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Writes on `m` for `how_long`: every one must be refused (never acknowledged) with 503,
+/// each within the leader wait (2 s here, and a second more for a busy machine).
+async fn assert_writes_refused(m: &Member, token: &str, how_long: Duration, what: &str) {
+    let until = Instant::now() + how_long;
+    let mut n = 0;
+    while Instant::now() < until {
+        n += 1;
+        let started = Instant::now();
+        let status = create_org(m, token, &format!("{what}-refused-{n}")).await;
+        let took = started.elapsed();
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "write {n} on the {what}");
+        assert!(took < Duration::from_secs(3), "write {n} on the {what} took {took:?} to be refused");
+    }
+}
+
+/// R9: a minority partition neither commits nor serves stale data. Each node runs in a
+/// network namespace of its own on one bridge; faults are nftables drops inside the
+/// namespaces. The leader cut off both ways refuses writes and reads with 503 and turns
+/// introspection to 503 after the staleness bound, while the other two elect a leader and
+/// take writes; a follower that hears nothing from the leader (a one-way fault) refuses
+/// writes while the others go on. After each heal every acknowledged write is on every node
+/// once, the refused ones nowhere, and the members' state digests are equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_healing() {
+    let lan = Lan::new(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, places) = (tmp.path().to_path_buf(), [0, 1, 2].map(|i| Place::on(&lan.hosts[i])));
+    let members = tokio::task::spawn_blocking(move || three_nodes_at(&root, None, places)).await.unwrap();
+    let tokens: Vec<String> = members.iter().map(|m| platform_token(m.node())).collect();
+    let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
+    let (leader, term) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    let others: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+
+    // A client of the old leader's, with a token to introspect there.
+    let x = &members[li];
+    let (client_id, secret) = create_client(x.node(), &tokens[li], "default", &["https://api.test"], &[]).await;
+    let issued = token_basic(x.node(), "default", &client_id, &secret, &[("audience", "https://api.test")]).await;
+    assert_eq!(issued.status, StatusCode::OK, "{}", issued.body);
+    let access = issued.body["access_token"].as_str().unwrap().to_string();
+    let form = [("token", access.as_str())];
+    let introspect = || oauth_post(x.node(), "default", "introspect", Some((&client_id, &secret)), &form);
+    assert_eq!(introspect().await.body["active"], true);
+
+    // The leader cut off from both others, under writes through every node.
+    let writers = start_writers("isolated-leader", &targets);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cut = Instant::now();
+    for o in &others {
+        lan.cut(li, *o);
+    }
+    let majority: Vec<&Member> = others.iter().map(|i| &members[*i]).collect();
+    let (new_leader, new_term) = wait_for_agreement(&majority, 3, Duration::from_secs(10));
+    let elected = cut.elapsed();
+    assert!(new_leader != leader && new_term > term, "the majority kept {leader} in term {term}");
+    // Twice the election timeout after the old leader's lease (0.6 s), plus the polling.
+    assert!(elected < Duration::from_secs(4), "the majority took {elected:?} to elect a leader");
+    assert_writes_refused(x, &tokens[li], Duration::from_secs(3), "isolated leader").await;
+    let read = organizations_or_error(x, &tokens[li]).await;
+    assert_eq!(read.err(), Some(StatusCode::SERVICE_UNAVAILABLE), "a read on the isolated old leader");
+    let stale = introspect().await;
+    assert_eq!(stale.status, StatusCode::SERVICE_UNAVAILABLE, "{}", stale.body);
+    let o = others[0];
+    assert_eq!(create_org(&members[o], &tokens[o], "majority-during-cut").await, StatusCode::CREATED);
+    lan.heal();
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
+    let mut acked = writers.finish().await;
+    acked.insert("majority-during-cut".into());
+    assert_eq!(introspect().await.body["active"], true, "introspection after healing");
+    wait_for_one_digest(&members, Duration::from_secs(20));
+    assert_all_present(&members, &acked).await;
+    let names = organizations(&members[o]).await;
+    assert!(!names.iter().any(|n| n.contains("refused")), "a refused write took effect: {names:?}");
+
+    // One way: a follower hears nothing from the leader (its packets still go out).
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    let f = (0..3).find(|i| *i != li).unwrap();
+    let writers = start_writers("one-way", &targets);
+    lan.drop(f, li, Direction::Incoming);
+    // Once the follower's lease of the leader and its own timeout have run out.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_writes_refused(&members[f], &tokens[f], Duration::from_secs(2), "deaf follower").await;
+    for n in 0..5 {
+        let name = format!("leader-during-one-way-{n}");
+        assert_eq!(create_org(&members[li], &tokens[li], &name).await, StatusCode::CREATED, "{name}");
+    }
+    lan.heal();
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
+    let mut acked = writers.finish().await;
+    acked.extend((0..5).map(|n| format!("leader-during-one-way-{n}")));
+    wait_for_one_digest(&members, Duration::from_secs(20));
+    assert_all_present(&members, &acked).await;
+    drop(members);
 }
 
 /// The organization names on `m`, or the status of a refused read.
@@ -1070,7 +1225,8 @@ async fn a_backup_of_a_follower_under_writes_restores_every_write_acknowledged_b
     let verify = verify.args(["audit", "verify"]).env("GATEHOUSE_KEK", &kek).output().unwrap();
     assert!(verify.status.success(), "audit verify: {}", String::from_utf8_lossy(&verify.stderr));
     let node = TestNode::start_with(&target, &[], &[("GATEHOUSE_KEK", &kek)]).expect("the restored node serves");
-    let restored = Member { node: Some(node), dir: target.clone(), port: free_port(), public_url: None };
+    let restored =
+        Member { node: Some(node), dir: target.clone(), port: free_port(), public_url: None, place: Place::local() };
     let names: BTreeSet<String> = organizations(&restored).await.into_iter().collect();
     let missing: Vec<&String> = before.iter().filter(|n| !names.contains(*n)).collect();
     assert!(missing.is_empty(), "{} writes acknowledged before the backup are missing: {missing:?}", missing.len());

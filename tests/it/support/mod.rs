@@ -1,6 +1,7 @@
 //! Test helpers: start the real binary, talk to it over TLS, inspect its data dir.
 
 pub mod admin;
+pub mod netns;
 pub mod node;
 pub mod snapshot;
 

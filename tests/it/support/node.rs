@@ -98,9 +98,15 @@ impl TestNode {
         Self::spawn(bin, data_dir, &args, env)
     }
 
-    /// Runs `args` (a command that serves, such as `cluster join …`) and waits for the banner.
-    pub fn start_command(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<TestNode, String> {
-        Self::spawn(Path::new(BIN), data_dir, args, env)
+    /// Runs `args` (a command that serves, such as `cluster join …`) through `wrapper` (e.g.
+    /// `ip netns exec NS`; none when empty) and waits for the banner.
+    pub fn start_command_wrapped(
+        wrapper: &[&str],
+        data_dir: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<TestNode, String> {
+        Self::spawn_wrapped(wrapper, Path::new(BIN), data_dir, args, env)
     }
 
     /// `serve` on 127.0.0.1:0 run through `wrapper` (e.g. `fiu-run -x`, for fault injection).
