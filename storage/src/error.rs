@@ -12,6 +12,10 @@ pub enum StoreError {
     #[error("{path} is not a usable Gatehouse database: {reason}")]
     NotADatabase { path: String, reason: String },
     #[error(
+        "{path} is corrupted ({reason}); this node does not serve or vote with it. On a cluster member, remove the data dir and join again with a new token (it gets the state from the others); on a single node, restore the latest backup"
+    )]
+    Corrupted { path: String, reason: String },
+    #[error(
         "the database schema version is {found}, newer than this binary supports ({supported}); run a newer gatehouse"
     )]
     SchemaTooNew { found: u32, supported: u32 },

@@ -71,7 +71,13 @@ impl Store {
         if !empty {
             refuse_newer_schema(path)?;
         }
-        let db = redb::Builder::new().set_cache_size(cache_bytes).create(path).map_err(|e| map_open_error(path, e))?;
+        // An existing file is checked whole (every page's checksum) before it is trusted: a
+        // file altered outside redb is refused, never served, voted with or replicated (R20).
+        let db = redb::Builder::new()
+            .set_cache_size(cache_bytes)
+            .set_check_integrity_on_open(!empty)
+            .create(path)
+            .map_err(|e| map_open_error(path, e))?;
         let txn = db.begin_write()?;
         let schema_action = schema::prepare(&txn)?;
         txn.commit()?;
@@ -187,9 +193,22 @@ fn precheck(path: &Path) -> Result<bool, StoreError> {
 /// Reads the schema version through a read-only open, so that a database written by a newer
 /// gatehouse is refused before this binary opens it for writing (which could change it). A file
 /// that needs crash recovery cannot be opened read-only; it is checked after recovery instead.
+///
+/// redb's read-only open trusts the file, and panics on some files altered outside it: such a
+/// panic is caught (quietly) and the file left to the integrity-checked open that follows,
+/// which refuses it as corrupted.
 fn refuse_newer_schema(path: &Path) -> Result<(), StoreError> {
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let peeked = std::panic::catch_unwind(|| peek_schema(path));
+    std::panic::set_hook(quiet);
+    peeked.unwrap_or(Ok(()))
+}
+
+fn peek_schema(path: &Path) -> Result<(), StoreError> {
     let Ok(db) = ReadOnlyDatabase::open(path) else { return Ok(()) };
-    let reader = Reader::begin(&db)?;
+    // A file that cannot be read here is judged by the checked open that follows.
+    let Ok(reader) = Reader::begin(&db) else { return Ok(()) };
     let Ok(Some(raw)) = reader.meta_raw(crate::tables::meta_keys::SCHEMA_VERSION) else { return Ok(()) };
     let found = <[u8; 4]>::try_from(raw.as_slice()).map(u32::from_be_bytes).unwrap_or(0);
     if found > schema::CURRENT_VERSION {
@@ -204,6 +223,9 @@ fn map_open_error(path: &Path, e: DatabaseError) -> StoreError {
         DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: path_text },
         DatabaseError::Storage(redb::StorageError::Io(io)) if io.kind() == std::io::ErrorKind::WouldBlock => {
             StoreError::Locked { path: path_text }
+        }
+        DatabaseError::Storage(redb::StorageError::Corrupted(reason)) => {
+            StoreError::Corrupted { path: path_text, reason }
         }
         other => StoreError::NotADatabase { path: path_text, reason: other.to_string() },
     }

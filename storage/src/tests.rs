@@ -278,6 +278,27 @@ fn apply_is_deterministic_and_snapshots_round_trip() {
     assert_eq!(exported(&c), export_a, "a refused import changed nothing");
 }
 
+/// R20: a file whose pages were overwritten outside redb is refused as corrupted, with a
+/// message that says what to do, instead of being served (or panicking the open).
+#[test]
+fn a_database_altered_outside_redb_is_refused_as_corrupted() {
+    let (dir, store) = fresh();
+    let creates: Vec<Proposal> = (0..200).map(|i| create(&format!("tenant-{i}"), 1_000 + i)).collect();
+    apply_all(&store, &[bootstrap()]);
+    apply_all(&store, &creates);
+    store.checkpoint().unwrap();
+    drop(store);
+    let path = dir.path().join("gatehouse.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    for page in bytes.chunks_mut(4096).skip(1).step_by(4) {
+        page.fill(0xa5);
+    }
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Store::open_existing(&path).err().expect("an altered file was opened");
+    assert!(matches!(err, StoreError::Corrupted { .. }), "{err:?}");
+    assert!(err.to_string().contains("join again") && err.to_string().contains("restore"), "{err}");
+}
+
 #[test]
 fn open_existing_refuses_a_missing_or_empty_file() {
     let dir = tempfile::tempdir().unwrap();

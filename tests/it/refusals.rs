@@ -135,7 +135,7 @@ fn refused_starts_write_nothing() {
             }),
             args: vec![],
             env: vec![],
-            expect: "not a usable Gatehouse database",
+            expect: "is corrupted",
         },
         Case {
             name: "world-readable data dir",
