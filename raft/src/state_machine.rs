@@ -133,7 +133,20 @@ impl StateMachine {
         let dir = db_path.parent().unwrap_or(Path::new(".")).join("snapshots");
         let sm = StateMachine { db, changes, dir };
         sm.forget_inline_snapshot()?;
+        sm.remove_partial_files();
         Ok(sm)
+    }
+
+    /// Partial files (a snapshot being built, received or installed) left by a crash: nothing
+    /// is in progress before the node starts, and each was either renamed into place or is
+    /// worthless (R11).
+    fn remove_partial_files(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with(".part") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
 
     /// Earlier versions stored the snapshot inside the database; that copy is dropped (a new

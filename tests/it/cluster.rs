@@ -790,6 +790,155 @@ async fn a_follower_whose_database_was_corrupted_refuses_to_start() {
     assert_all_present(&members, &acked).await;
 }
 
+/// A tmpfs mounted on `dir` (made here) for as long as this lives; unmounted on drop.
+struct SmallDisk {
+    dir: PathBuf,
+}
+
+impl SmallDisk {
+    fn mount(dir: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(dir).unwrap();
+        let opts = format!("size={size},mode=0700");
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("missing tool: mount");
+        assert!(
+            out.status.success(),
+            "mount tmpfs (the disk-full test needs root): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir: dir.to_path_buf() }
+    }
+
+    /// Writes `ballast` until the disk is full; returns how many bytes it took.
+    fn fill(&self) -> u64 {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.dir.join("ballast")).unwrap();
+        let chunk = vec![0x5a_u8; 256 * 1024];
+        let mut written = 0u64;
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => return written,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => return written,
+                Err(e) => panic!("ballast: {e}"),
+            }
+        }
+    }
+
+    fn free(&self) {
+        std::fs::remove_file(self.dir.join("ballast")).unwrap();
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.dir).status();
+    }
+}
+
+/// R8: a node whose disk fills under writes (its data dir on a small tmpfs, filled with a
+/// ballast file) stops taking part (it exits with code 70, for its supervisor) without
+/// losing or corrupting anything: the other two keep taking writes, and once the ballast is
+/// gone the node starts again (its file passes the integrity check) and catches up, every
+/// acknowledged write on every node and one state digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_disk_fills_loses_nothing_and_catches_up_once_space_is_freed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&tmp.path().join("n3"), "48m");
+    let mut members = formed(tmp.path(), None).await;
+    let full = 2;
+    let targets: Vec<Target> =
+        members.iter().enumerate().map(|(i, m)| Arc::new(Mutex::new((i != full).then(|| target_of(m))))).collect();
+    let writers = start_writers("disk-full", &targets);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let ballast = disk.fill();
+    assert!(ballast > 0, "the tmpfs had no room for ballast");
+    let status = members[full].node.as_mut().unwrap().wait_exit(Duration::from_secs(60));
+    assert_eq!(status.and_then(|s| s.code()), Some(70), "the node whose disk filled did not stop");
+    members[full].node = None;
+    let at_failure = writers.acked.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(writers.acked.lock().unwrap().len() > at_failure + 10, "the two others stopped taking writes");
+
+    disk.free();
+    members[full].restart();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acked = writers.finish().await;
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
+    wait_for_one_digest(&members, Duration::from_secs(30));
+    assert_all_present(&members, &acked).await;
+    drop(members);
+}
+
+/// R11: a follower cut off (netns drops both ways) while the leader writes past its snapshot
+/// policy and purges the log the follower would need; healed, the follower gets a snapshot,
+/// and is SIGKILLed while a partial snapshot file is on its disk (receiving or installing).
+/// Restarted, it catches up, holds every acknowledged write, its state digest equals the
+/// others', and no partial file of the interrupted transfer is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_follower_killed_while_it_installs_a_snapshot_catches_up_after_a_restart() {
+    let lan = Lan::new(3);
+    let tmp = tempfile::tempdir().unwrap();
+    let (root, places) = (tmp.path().to_path_buf(), [0, 1, 2].map(|i| Place::on(&lan.hosts[i])));
+    let mut members = tokio::task::spawn_blocking(move || three_nodes_at(&root, None, places)).await.unwrap();
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    let f = (0..3).find(|i| *i != li).unwrap();
+    for o in (0..3).filter(|o| *o != f) {
+        lan.cut(f, o);
+    }
+    // Past two snapshots (every 1,000 entries here), so the log the follower needs is purged.
+    let token = platform_token(members[li].node());
+    let names: Vec<String> = (0..2500).map(|i| format!("while-cut-off-{i}")).collect();
+    let writers = names.chunks(250).map(|chunk| {
+        let (m, token, chunk) = (&members[li], token.clone(), chunk.to_vec());
+        async move {
+            for name in chunk {
+                assert_eq!(create_org(m, &token, &name).await, StatusCode::CREATED, "{name}");
+            }
+        }
+    });
+    futures_util::future::join_all(writers).await;
+    assert!(std::fs::read_dir(members[li].dir.join("snapshots")).unwrap().count() > 0, "the leader took no snapshot");
+
+    let snapshots = members[f].dir.join("snapshots");
+    lan.heal();
+    let watched = snapshots.clone();
+    let partial = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let found = std::fs::read_dir(&watched).ok().and_then(|entries| {
+                entries.flatten().map(|e| e.file_name().to_string_lossy().to_string()).find(|n| n.ends_with(".part"))
+            });
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    let partial = partial.expect("the follower never had a partial snapshot file");
+    members[f].kill9();
+    eprintln!("killed the follower while {partial} was on its disk");
+    members[f].restart();
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(60));
+    wait_for_one_digest(&members, Duration::from_secs(30));
+    assert_all_present(&members, &names.into_iter().collect()).await;
+    let left: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".part"))
+        .collect();
+    assert!(left.is_empty(), "partial snapshot files left after the restart: {left:?}");
+    drop(members);
+}
+
 /// The organization names on `m`, or the status of a refused read.
 async fn organizations_or_error(m: &Member, token: &str) -> Result<Vec<String>, StatusCode> {
     let node = m.node();
