@@ -3,6 +3,10 @@
 # node, in one run on the same machine: release binary, production defaults (TLS on both
 # ports, durable raft log on every node, every change audited), peers over mutual TLS.
 #
+# 0. The engine: `cluster bench` on the single node and on the cluster's leader, at
+#    concurrency 1, 16 and 64 for BENCH_DURATION: writers inside the node's process propose
+#    probe entries (they change no state) through raft, each acknowledged once a quorum has it
+#    on disk and the node applied it; no HTTP, no JSON bodies, no audit entries.
 # 1. Admin-API writes over HTTPS (POST an organization, one raft entry each) at concurrency
 #    1, 16 and 64 for BENCH_DURATION: on the single node, on the cluster's leader and through a
 #    follower (which forwards to the leader and answers once it applied the write itself).
@@ -122,6 +126,21 @@ FOLLOWER=n1
 [ "$LEADER" = n1 ] && FOLLOWER=n2
 
 # ---------------------------------------------------------------------------------------------
+ENGINE="$RESULTS/engine.tsv"
+printf 'target\tconcurrency\twrites_per_s\tp50_us\tp99_us\tfailed\n' >"$ENGINE"
+for target in single leader; do
+  n=single
+  [ "$target" = leader ] && n=$LEADER
+  for c in 1 16 64; do
+    say "engine: $target, concurrency $c, $DURATION"
+    r="$(gh "$n" cluster bench --concurrency "$c" --seconds "${DURATION%s}")" || die "cluster bench failed on $n"
+    echo "$r" >"$RESULTS/engine-$target-c$c.json"
+    printf '%s\t%s\t%.0f\t%s\t%s\t%s\n' "$target" "$c" "$(jget per_second <<<"$r")" "$(jget p50_us <<<"$r")" \
+      "$(jget p99_us <<<"$r")" "$(jget failed <<<"$r")" >>"$ENGINE"
+  done
+done
+column -t -s $'\t' "$ENGINE"
+
 SUMMARY="$RESULTS/summary.tsv"
 printf 'target\tendpoint\tconcurrency\trps\tp50_ms\tp99_ms\tsuccess\n' >"$SUMMARY"
 run() { # run NAME TARGET ENDPOINT C URL CA HEADER BODY CONTENT_TYPE

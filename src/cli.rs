@@ -122,6 +122,16 @@ pub enum ClusterCommand {
     },
     /// Take a node out of the cluster (its id in hex, from `cluster status`)
     Remove { node_id: String },
+    /// Measure the replicated write path from inside this node's process, without HTTP:
+    /// writers propose probe entries (which change nothing) for a while; prints JSON
+    Bench {
+        /// Writers proposing one probe after another (1 to 1024)
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// How long, in seconds (1 to 60)
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Print a SHA-256 of this node's replicated state and its applied index (JSON): members
     /// that applied the same log print the same digest
     Digest,
@@ -387,6 +397,7 @@ async fn cluster(config: &Config, command: ClusterCommand) -> anyhow::Result<Exi
         ClusterCommand::Status { json } => (ControlRequest::ClusterStatus, json),
         ClusterCommand::Remove { node_id } => (ControlRequest::ClusterRemove { node_id }, true),
         ClusterCommand::Digest => (ControlRequest::ClusterDigest, true),
+        ClusterCommand::Bench { concurrency, seconds } => (ControlRequest::ClusterBench { concurrency, seconds }, true),
         ClusterCommand::Join { .. } => anyhow::bail!("`cluster join` starts a node: it is not a control command"),
     };
     let status = matches!(request, ControlRequest::ClusterStatus);

@@ -57,6 +57,11 @@ pub enum ControlRequest {
     ClusterRemove {
         node_id: String,
     },
+    /// Measures the replicated write path from inside this process (`cluster bench`).
+    ClusterBench {
+        concurrency: usize,
+        seconds: u64,
+    },
     /// A SHA-256 of this node's replicated state (every replicated table, from one read
     /// transaction): members that applied the same log hold the same digest.
     ClusterDigest,
@@ -253,6 +258,13 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
         }
         ControlRequest::ClusterStatus => {
             ControlResponse::ok(serde_json::to_value(crate::idm::cluster::status(app).await).unwrap_or_default())
+        }
+        ControlRequest::ClusterBench { concurrency, seconds } => {
+            let actor = format!("cli:uid:{uid}");
+            match crate::idm::cluster::bench_writes(app, &actor, concurrency, seconds).await {
+                Ok(report) => ControlResponse::ok(serde_json::to_value(report).unwrap_or_default()),
+                Err(e) => ControlResponse::err(e.to_string()),
+            }
         }
         ControlRequest::ClusterDigest => {
             let db = app.store.db().clone();

@@ -7,7 +7,7 @@
 
 use gatehouse_raft::{ClusterView, LeaderRefusal};
 use gatehouse_storage::model::{CaRecord, JoinTokenRecord};
-use gatehouse_storage::{Applied, Command, Rejection};
+use gatehouse_storage::{Applied, Command, Proposal, Rejection};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -54,6 +54,80 @@ fn internal(e: impl std::fmt::Display) -> ClusterError {
 
 fn secret_digest(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// What `cluster bench` measured on this node: probe entries (they change nothing) proposed
+/// one after another by each of `concurrency` tasks inside this process, each acknowledged
+/// once a quorum has it on disk and this node applied it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub concurrency: usize,
+    pub seconds: f64,
+    pub writes: u64,
+    pub per_second: f64,
+    pub p50_us: u64,
+    pub p99_us: u64,
+    pub max_us: u64,
+    pub failed: u64,
+}
+
+/// The load `cluster bench` may put on a node: at most this many writers, for at most this long.
+pub const BENCH_MAX_CONCURRENCY: usize = 1024;
+pub const BENCH_MAX_SECONDS: u64 = 60;
+
+/// Measures the replicated write path without HTTP: `concurrency` writers propose probes
+/// through raft (here, or forwarded to the leader) for `seconds`.
+pub async fn bench_writes(
+    app: &AppState,
+    actor: &str,
+    concurrency: usize,
+    seconds: u64,
+) -> Result<BenchReport, ClusterError> {
+    if !(1..=BENCH_MAX_CONCURRENCY).contains(&concurrency) || !(1..=BENCH_MAX_SECONDS).contains(&seconds) {
+        return Err(ClusterError::Invalid(format!(
+            "concurrency must be 1 to {BENCH_MAX_CONCURRENCY} and seconds 1 to {BENCH_MAX_SECONDS}"
+        )));
+    }
+    let started = std::time::Instant::now();
+    let until = started + std::time::Duration::from_secs(seconds);
+    let writers: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (raft, clock, actor) = (app.raft.clone(), app.clock.clone(), actor.to_string());
+            tokio::spawn(async move {
+                let (mut latencies, mut failed) = (Vec::new(), 0u64);
+                while std::time::Instant::now() < until {
+                    let sent = std::time::Instant::now();
+                    let proposal =
+                        Proposal { origin: None, at_ms: clock.now_ms(), actor: actor.clone(), command: Command::Probe };
+                    match raft.write(proposal).await {
+                        Ok(_) => latencies.push(sent.elapsed().as_micros() as u64),
+                        Err(_) => failed += 1,
+                    }
+                }
+                (latencies, failed)
+            })
+        })
+        .collect();
+    let (mut latencies, mut failed) = (Vec::new(), 0u64);
+    for w in writers {
+        let (l, f) = w.await.map_err(internal)?;
+        latencies.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    latencies.sort_unstable();
+    let at =
+        |q: f64| latencies.get(((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0);
+    Ok(BenchReport {
+        concurrency,
+        seconds: elapsed,
+        writes: latencies.len() as u64,
+        per_second: latencies.len() as f64 / elapsed,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        max_us: latencies.last().copied().unwrap_or(0),
+        failed,
+    })
 }
 
 /// The fingerprint of the cluster CA this node holds.

@@ -223,6 +223,9 @@ pub enum Command {
     RememberResponse(IdempotentResponse),
     /// Drops remembered answers that expired before the proposal's time.
     PruneIdempotency,
+    /// Changes nothing and is not audited: an entry that goes through the whole write path
+    /// (log, quorum, apply) for `cluster bench`, which measures that path.
+    Probe,
 }
 
 /// Identical failed authentications (same tenant, endpoint, presented client, source and
@@ -347,6 +350,7 @@ impl Command {
             }
             Command::RememberResponse(r) => ("system".into(), format!("idempotency:{} status={}", r.scope, r.status)),
             Command::PruneIdempotency => ("system".into(), "idempotency".into()),
+            Command::Probe => ("system".into(), "probe".into()),
         }
     }
 
@@ -394,6 +398,7 @@ impl Command {
             Command::RemoveMember { .. } => "membership.delete",
             Command::RememberResponse(_) => "idempotency.remember",
             Command::PruneIdempotency => "idempotency.prune",
+            Command::Probe => "cluster.probe",
         }
     }
 }

@@ -646,8 +646,11 @@ async fn assert_writes_refused(m: &Member, token: &str, how_long: Duration, what
 /// namespaces. The leader cut off both ways refuses writes and reads with 503 and turns
 /// introspection to 503 after the staleness bound, while the other two elect a leader and
 /// take writes; a follower that hears nothing from the leader (a one-way fault) refuses
-/// writes while the others go on. After each heal every acknowledged write is on every node
-/// once, the refused ones nowhere, and the members' state digests are equal.
+/// writes while the others go on; with the leader and a follower cut from each other (a
+/// bridge), the third takes writes. After each heal every acknowledged write is on every node
+/// once (the refused ones of the isolated leader nowhere) and the members' state digests are
+/// equal; through the first two faults a register written on the majority's side and read on
+/// the minority's is checked for linearizability (R1).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_healing() {
     let lan = Lan::new(3);
@@ -670,8 +673,13 @@ async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_he
     let introspect = || oauth_post(x.node(), "default", "introspect", Some((&client_id, &secret)), &form);
     assert_eq!(introspect().await.body["active"], true);
 
-    // The leader cut off from both others, under writes through every node.
+    // The leader cut off from both others, under writes through every node; the register's
+    // writers on the majority's side, and readers on the old leader's.
     let writers = start_writers("isolated-leader", &targets);
+    let mut clients: Vec<(Target, bool)> =
+        others.iter().flat_map(|o| [(targets[*o].clone(), true), (targets[*o].clone(), true)]).collect();
+    clients.extend([(targets[li].clone(), false), (targets[li].clone(), false)]);
+    let register = Register::start(&clients, u64::MAX);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let cut = Instant::now();
     for o in &others {
@@ -693,6 +701,7 @@ async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_he
     lan.heal();
     wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
     let mut acked = writers.finish().await;
+    assert_linearizable(&register.stopped().await, "the leader cut off");
     acked.insert("majority-during-cut".into());
     assert_eq!(introspect().await.body["active"], true, "introspection after healing");
     wait_for_one_digest(&members, Duration::from_secs(20));
@@ -705,6 +714,10 @@ async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_he
     let li = leader_index(&members, &leader);
     let f = (0..3).find(|i| *i != li).unwrap();
     let writers = start_writers("one-way", &targets);
+    let mut clients: Vec<(Target, bool)> =
+        (0..3).filter(|i| *i != f).flat_map(|i| [(targets[i].clone(), true), (targets[i].clone(), true)]).collect();
+    clients.extend([(targets[f].clone(), false), (targets[f].clone(), false)]);
+    let register = Register::start(&clients, u64::MAX);
     lan.drop(f, li, Direction::Incoming);
     // Once the follower's lease of the leader and its own timeout have run out.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -716,7 +729,35 @@ async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_he
     lan.heal();
     wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
     let mut acked = writers.finish().await;
+    assert_linearizable(&register.stopped().await, "one way");
     acked.extend((0..5).map(|n| format!("leader-during-one-way-{n}")));
+    wait_for_one_digest(&members, Duration::from_secs(20));
+    assert_all_present(&members, &acked).await;
+
+    // A bridge: the leader and one follower cannot reach each other, both reach the third.
+    let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
+    let li = leader_index(&members, &leader);
+    let (a, bridge) = {
+        let rest: Vec<usize> = (0..3).filter(|i| *i != li).collect();
+        (rest[0], rest[1])
+    };
+    let writers = start_writers("bridge", &targets);
+    lan.cut(li, a);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for n in 0..5 {
+        let name = format!("bridge-during-cut-{n}");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        // The cluster may change leaders once (the cut-off follower's higher term); it
+        // settles on a leader both others reach.
+        while create_org(&members[bridge], &tokens[bridge], &name).await != StatusCode::CREATED {
+            assert!(Instant::now() < deadline, "the bridge node took no write for 10 s: {name}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    lan.heal();
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(20));
+    let mut acked = writers.finish().await;
+    acked.extend((0..5).map(|n| format!("bridge-during-cut-{n}")));
     wait_for_one_digest(&members, Duration::from_secs(20));
     assert_all_present(&members, &acked).await;
     drop(members);
@@ -937,6 +978,30 @@ async fn a_follower_killed_while_it_installs_a_snapshot_catches_up_after_a_resta
         .collect();
     assert!(left.is_empty(), "partial snapshot files left after the restart: {left:?}");
     drop(members);
+}
+
+/// `cluster bench` measures the write path with probe entries that change nothing: it
+/// counts its writes and none fails, while the audit trail and the tenants stay as they were;
+/// a load out of range is refused with a clear error.
+#[test]
+fn cluster_bench_proposes_probes_that_change_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = start_founder(tmp.path(), None, Place::local());
+    let before = (ok_stdout(&m.dir, &["audit", "verify"]), ok_stdout(&m.dir, &["tenant", "list"]));
+    let report: Value =
+        serde_json::from_str(&ok_stdout(&m.dir, &["cluster", "bench", "--concurrency", "4", "--seconds", "1"]))
+            .unwrap();
+    assert!(report["writes"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["failed"], 0, "{report}");
+    assert!(report["p50_us"].as_u64().unwrap() > 0 && report["p99_us"].as_u64() >= report["p50_us"].as_u64());
+    let after = (ok_stdout(&m.dir, &["audit", "verify"]), ok_stdout(&m.dir, &["tenant", "list"]));
+    assert_eq!(after, before, "the probes changed the audit trail or the tenants");
+    for bad in [["--concurrency", "0", "--seconds", "1"], ["--concurrency", "4", "--seconds", "61"]] {
+        let out = cli(&m.dir, &[&["cluster", "bench"][..], &bad[..]].concat());
+        assert!(!out.status.success(), "{bad:?} was run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("concurrency must be 1 to 1024 and seconds 1 to 60"), "{err}");
+    }
 }
 
 /// The organization names on `m`, or the status of a refused read.
@@ -1275,6 +1340,92 @@ fn the_history_checker_finds_a_stale_read() {
     assert!(!linearizable(&lost), "a write seen and then gone");
 }
 
+/// Clients of the register (the `default` tenant's display name through the admin API),
+/// each through one target, writing (two operations in three) or only reading, recording
+/// every invocation and outcome. A client whose operation failed goes on under a new id, as
+/// the checker needs (its failed operation may still take effect).
+struct Register {
+    stop: Arc<AtomicBool>,
+    history: Arc<Mutex<Vec<Step>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Register {
+    /// Starts one client per `(target, writes)`, each making at most `ops` operations.
+    fn start(clients: &[(Target, bool)], ops: u64) -> Register {
+        let history = Arc::new(Mutex::new(Vec::<Step>::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for (c, (target, writes)) in clients.iter().enumerate() {
+            let (target, history, stop, writes) = (target.clone(), history.clone(), stop.clone(), *writes);
+            tasks.push(tokio::spawn(async move {
+                let mut client = c;
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) && n < ops {
+                    let Some((url, token, ca)) = target.lock().unwrap().clone() else {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    n += 1;
+                    let http = crate::support::node::client_for(&ca);
+                    let path = format!("{url}/admin/v1/tenants/default");
+                    let write = (writes && n % 3 != 0).then(|| format!("c{c}-{n}"));
+                    history.lock().unwrap().push(Step::Invoke { client, write: write.clone() });
+                    let sent = match &write {
+                        Some(v) => http.patch(&path).json(&json!({ "display_name": v })),
+                        None => http.get(&path),
+                    };
+                    let answer = sent.bearer_auth(&token).timeout(Duration::from_secs(5)).send().await;
+                    let step = match answer {
+                        Ok(r) if r.status() == StatusCode::OK => {
+                            let body: Value = r.json().await.unwrap_or_default();
+                            let read = write.is_none().then(|| body["display_name"].as_str().unwrap_or("").to_string());
+                            Step::Return { client, read }
+                        }
+                        Ok(r) => Step::Failed { client, why: r.status().to_string() },
+                        Err(e) => Step::Failed { client, why: e.to_string() },
+                    };
+                    let failed = matches!(step, Step::Failed { .. });
+                    history.lock().unwrap().push(step);
+                    if failed {
+                        client += 100;
+                    }
+                    // Spread over a few seconds, so the faults fall inside the history.
+                    tokio::time::sleep(Duration::from_millis(if failed { 50 } else { 80 })).await;
+                }
+            }));
+        }
+        Register { stop, history, tasks }
+    }
+
+    /// Waits (two minutes at most) for every client to make its operations; the history.
+    async fn finished(self) -> Vec<Step> {
+        for t in self.tasks {
+            tokio::time::timeout(Duration::from_secs(120), t).await.expect("clients finish").expect("client");
+        }
+        let history = self.history.lock().unwrap().clone();
+        history
+    }
+
+    /// Stops the clients after their current operation; the history.
+    async fn stopped(self) -> Vec<Step> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.finished().await
+    }
+}
+
+/// Checks a register history; on failure keeps it in the temp dir for a look.
+fn assert_linearizable(history: &[Step], phase: &str) {
+    let completed = history.iter().filter(|s| matches!(s, Step::Return { .. })).count();
+    assert!(completed >= 20, "{phase}: only {completed} register operations completed");
+    if !linearizable(history) {
+        let name = format!("gatehouse-history-{}-{}.json", phase.replace(' ', "-"), std::process::id());
+        let kept = std::env::temp_dir().join(name);
+        std::fs::write(&kept, serde_json::to_vec_pretty(history).unwrap()).unwrap();
+        panic!("{phase}: the register history is not linearizable; kept in {}", kept.display());
+    }
+}
+
 /// Operations each client of the register test makes.
 const OPS_PER_CLIENT: u64 = 40;
 
@@ -1291,64 +1442,20 @@ async fn a_register_written_and_read_through_every_node_is_linearizable() {
     let initial = on(&members[0], Method::GET, "/admin/v1/tenants/default", Some(&admin), None).await;
     assert_eq!(initial.body["display_name"], FIRST_DISPLAY_NAME, "{}", initial.body);
     let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
-    let history = Arc::new(Mutex::new(Vec::<Step>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut clients = Vec::new();
-    for c in 0..6 {
-        let (target, history, stop, admin) = (targets[c % 3].clone(), history.clone(), stop.clone(), admin.clone());
-        clients.push(tokio::spawn(async move {
-            let mut client = c;
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) && n < OPS_PER_CLIENT {
-                let Some((url, _, ca)) = target.lock().unwrap().clone() else {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                };
-                n += 1;
-                let http = crate::support::node::client_for(&ca);
-                let path = format!("{url}/admin/v1/tenants/default");
-                let write = (n % 3 != 0).then(|| format!("c{c}-{n}"));
-                history.lock().unwrap().push(Step::Invoke { client, write: write.clone() });
-                let sent = match &write {
-                    Some(v) => http.patch(&path).json(&json!({ "display_name": v })),
-                    None => http.get(&path),
-                };
-                let answer = sent.bearer_auth(&admin).timeout(Duration::from_secs(5)).send().await;
-                let step = match answer {
-                    Ok(r) if r.status() == StatusCode::OK => {
-                        let body: Value = r.json().await.unwrap_or_default();
-                        let read = write.is_none().then(|| body["display_name"].as_str().unwrap_or("").to_string());
-                        Step::Return { client, read }
-                    }
-                    Ok(r) => Step::Failed { client, why: r.status().to_string() },
-                    Err(e) => Step::Failed { client, why: e.to_string() },
-                };
-                let failed = matches!(step, Step::Failed { .. });
-                history.lock().unwrap().push(step);
-                if failed {
-                    client += 100;
-                }
-                // Spread over a few seconds, so the leader's death falls inside the history.
-                tokio::time::sleep(Duration::from_millis(if failed { 50 } else { 80 })).await;
-            }
-        }));
-    }
+    let clients: Vec<(Target, bool)> = (0..6).map(|c| (targets[c % 3].clone(), true)).collect();
+    let register = Register::start(&clients, OPS_PER_CLIENT);
     let (leader, _) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
     let li = leader_index(&members, &leader);
     tokio::time::sleep(Duration::from_millis(400)).await;
     *targets[li].lock().unwrap() = None;
     members[li].kill9();
-    let before_kill = history.lock().unwrap().len();
+    let before_kill = register.history.lock().unwrap().len();
     tokio::time::sleep(Duration::from_millis(800)).await;
     members[li].restart();
     *targets[li].lock().unwrap() = Some(target_of(&members[li]));
     let running = Instant::now();
-    for c in clients {
-        tokio::time::timeout(Duration::from_secs(120), c).await.expect("clients finish").expect("client");
-    }
+    let history = register.finished().await;
     eprintln!("clients finished {:?} after the restart", running.elapsed());
-    stop.store(true, Ordering::Relaxed);
-    let history = history.lock().unwrap().clone();
     let completed = history.iter().filter(|s| matches!(s, Step::Return { .. })).count();
     // The leader's death falls inside the history, not before or after it.
     assert!(before_kill >= 20 && history.len() >= before_kill + 40, "{before_kill} of {} steps", history.len());

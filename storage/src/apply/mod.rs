@@ -103,6 +103,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
     match &proposal.command {
         Command::IssueTokens(batch) => return tokens::issue_batch(&mut t, proposal.at_ms, batch),
         Command::RecordAuthFailures(failures) => return tokens::record_failures(&mut t, proposal.at_ms, failures),
+        Command::Probe => return Ok(Outcome::Applied(Applied::Nothing)),
         _ => {}
     }
     let outcome = match plan(&t, &proposal.command, proposal.at_ms) {
@@ -186,7 +187,7 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::EndSessionsOf { tenant, user_id, except } => sessions::end_others(tenant, user_id, except.as_deref()),
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),
-        Command::IssueTokens(_) | Command::RecordAuthFailures(_) => {
+        Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())
         }
