@@ -193,6 +193,7 @@ pub fn main() -> ExitCode {
     let _ = KEK_ENV.set(std::env::var("GATEHOUSE_KEK").ok());
     std::env::remove_var("GATEHOUSE_KEK");
     let cli = Cli::parse();
+    gatehouse_raft::crash::setup();
     // 8 MiB stacks: the middleware chain around a handler nests deeply, and unoptimised
     // builds keep every future's locals on the stack.
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().thread_stack_size(8 << 20).build() {

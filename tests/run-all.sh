@@ -36,3 +36,5 @@ fi
 # The memory, disk and rate-limit tests measure the release binary (production build).
 cargo build --release --locked
 cargo test --workspace --all-targets --locked
+# The crash-point test (R6) needs the binary built with the raft crate's crash points.
+cargo test --locked --features failpoints --test it -- --exact cluster::a_crash_at_each_persistence_boundary_loses_and_doubles_nothing

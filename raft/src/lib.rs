@@ -3,6 +3,7 @@
 //! The only crate that names openraft. The log, the vote and the state machine share the
 //! node's redb file (`gatehouse.redb`); log writes are durable before they are acknowledged.
 
+pub mod crash;
 pub mod identity;
 pub mod log_store;
 pub mod network;

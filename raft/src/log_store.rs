@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use gatehouse_storage::tables::{RAFT_LOG, RAFT_STATE};
@@ -49,6 +49,8 @@ pub struct LogStore {
     committed_index: Arc<AtomicU64>,
     queue: mpsc::Sender<LogOp>,
     unflushed: Unflushed,
+    /// Set by the state machine while it receives or installs a snapshot (see the purge).
+    installing: Arc<AtomicBool>,
     /// Set on a member of a cluster of several voters: the node whose led term ended with a
     /// restart, which then campaigns instead of leading on (see `read_vote`).
     campaigns_after_restart: Option<u64>,
@@ -61,11 +63,25 @@ impl LogStore {
         // A weak handle: the database must close (cleanly) when the node drops it, whatever
         // this thread is doing; it holds a strong one only while it writes.
         let (flush_db, flush_unflushed) = (Arc::downgrade(&db), unflushed.clone());
+        let installing = Arc::new(AtomicBool::new(false));
+        let flush_installing = installing.clone();
         std::thread::Builder::new()
             .name("raft-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &ops, &flush_unflushed))
+            .spawn(move || flush_loop(&flush_db, &ops, &flush_unflushed, &flush_installing))
             .expect("spawning the raft log flusher");
-        LogStore { db, committed_index: Arc::new(AtomicU64::new(0)), queue, unflushed, campaigns_after_restart: None }
+        LogStore {
+            db,
+            committed_index: Arc::new(AtomicU64::new(0)),
+            queue,
+            unflushed,
+            installing,
+            campaigns_after_restart: None,
+        }
+    }
+
+    /// The flag the state machine raises while it receives or installs a snapshot.
+    pub fn installing(&self) -> Arc<AtomicBool> {
+        self.installing.clone()
     }
 
     /// Makes `node_id`, if its stored vote says it was the leader, restart as a candidate of
@@ -228,7 +244,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 /// Applies queued log changes to redb in order. Consecutive appends share one durable
 /// transaction; each is reported flushed only after it commits. Ends when every `LogStore`
 /// handle is gone.
-fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflushed: &Unflushed) {
+fn flush_loop(
+    db: &std::sync::Weak<Database>,
+    ops: &mpsc::Receiver<LogOp>,
+    unflushed: &Unflushed,
+    installing: &AtomicBool,
+) {
     let mut next = None;
     // After a failed write or fsync the kernel may have dropped the pages it could not write,
     // so a later commit that succeeds proves nothing (R7): every later operation fails too,
@@ -264,7 +285,9 @@ fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflu
                         }
                     }
                 }
+                crate::crash::point("raft-log-before-flush");
                 let result = write_entries(db, batch.iter().flat_map(|(e, _)| e.iter()));
+                crate::crash::point("raft-log-after-flush");
                 if let Err(e) = &result {
                     tracing::error!("a raft log write failed; this node writes nothing more until restarted: {e}");
                     broken = Some(format!("an earlier raft log write failed ({e}); restart the node"));
@@ -285,6 +308,7 @@ fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflu
                 }
             }
             LogOp::Truncate(from, done) => {
+                crate::crash::point("raft-log-truncate");
                 let result = durably(db, |txn| {
                     txn.open_table(RAFT_LOG)?.retain_in(from.., |_, _| false)?;
                     Ok(())
@@ -295,9 +319,35 @@ fn flush_loop(db: &std::sync::Weak<Database>, ops: &mpsc::Receiver<LogOp>, unflu
                 let _ = done.send(result);
             }
             LogOp::Purge(log_id, done) => {
+                crate::crash::point("raft-log-purge");
                 let result = durably(db, |txn| {
-                    txn.open_table(RAFT_LOG)?.retain_in(..=log_id.index, |_, _| false)?;
-                    let bytes = serde_json::to_vec(&Some(log_id)).unwrap_or_default();
+                    // openraft (0.9) purges the log a received snapshot covers as soon as it
+                    // hands the snapshot to the state machine, before the install commits; a
+                    // crash between them would leave the log purged past every snapshot this
+                    // node holds, a state openraft refuses to start from. So while a snapshot
+                    // is received or installed the log is purged no further than the snapshot
+                    // named current; the rest goes with the next purge (openraft reads nothing
+                    // it believes purged).
+                    let upto = if installing.load(Ordering::Acquire) {
+                        match crate::state_machine::StateMachine::current_last_log_id(txn)? {
+                            Some(covered) if covered.index < log_id.index => covered,
+                            Some(_) => log_id,
+                            None => return Ok(()),
+                        }
+                    } else {
+                        log_id
+                    };
+                    let state = txn.open_table(RAFT_STATE)?;
+                    let before: Option<LogId> = match state.get(LAST_PURGED)? {
+                        Some(v) => serde_json::from_slice(v.value()).unwrap_or(None),
+                        None => None,
+                    };
+                    drop(state);
+                    if before.is_some_and(|b| b.index >= upto.index) {
+                        return Ok(());
+                    }
+                    txn.open_table(RAFT_LOG)?.retain_in(..=upto.index, |_, _| false)?;
+                    let bytes = serde_json::to_vec(&Some(upto)).unwrap_or_default();
                     txn.open_table(RAFT_STATE)?.insert(LAST_PURGED, bytes.as_slice())?;
                     Ok(())
                 });

@@ -160,7 +160,8 @@ impl RaftNode {
         };
         let committed_index = log_store.committed_index();
         let state_machine = StateMachine::new(store.db().clone(), store.changes().clone(), store.path())
-            .map_err(|e| NodeError::Start(e.to_string()))?;
+            .map_err(|e| NodeError::Start(e.to_string()))?
+            .reporting_installs_to(log_store.installing());
         let network = NetworkFactory::default();
         let transport = network.transport.clone();
         let raft = Raft::new(node_id, Arc::new(config), network, log_store, state_machine)

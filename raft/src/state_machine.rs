@@ -40,6 +40,9 @@ pub struct StateMachine {
     changes: Arc<Changes>,
     /// `snapshots/` beside the database file.
     dir: PathBuf,
+    /// Raised from the first chunk of a snapshot received until its install ends, for the log
+    /// store's purge (see `LogStore`).
+    installing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The current snapshot: its meta and its file in the snapshot dir.
@@ -121,7 +124,9 @@ impl StateMachine {
             outcomes.push(outcome);
         }
         Self::write_applied(&txn, &applied, &membership)?;
+        crate::crash::point("raft-apply-before-commit");
         txn.commit().map_err(write_err)?;
+        crate::crash::point("raft-apply-after-commit");
         if keys_changed {
             changes.note_signing_keys();
         }
@@ -131,7 +136,7 @@ impl StateMachine {
     /// The state machine over `db`, keeping snapshot files in `snapshots/` beside `db_path`.
     pub fn new(db: Arc<Database>, changes: Arc<Changes>, db_path: &Path) -> Result<Self, StorageError> {
         let dir = db_path.parent().unwrap_or(Path::new(".")).join("snapshots");
-        let sm = StateMachine { db, changes, dir };
+        let sm = StateMachine { db, changes, dir, installing: Arc::default() };
         sm.forget_inline_snapshot()?;
         sm.remove_partial_files();
         Ok(sm)
@@ -172,6 +177,22 @@ impl StateMachine {
         serde_json::from_slice(v.value()).map(Some).map_err(read_err)
     }
 
+    /// Raises `flag` (the log store's) while a snapshot is received or installed.
+    pub fn reporting_installs_to(mut self, flag: Arc<std::sync::atomic::AtomicBool>) -> Self {
+        self.installing = flag;
+        self
+    }
+
+    /// The last log id the snapshot named current covers, as `txn` sees it (for the log
+    /// store, which purges no further).
+    pub(crate) fn current_last_log_id(txn: &redb::WriteTransaction) -> Result<Option<LogId>, redb::Error> {
+        let t = txn.open_table(RAFT_SNAPSHOT)?;
+        let Some(v) = t.get(CURRENT_SNAPSHOT)? else { return Ok(None) };
+        let current: CurrentSnapshot =
+            serde_json::from_slice(v.value()).map_err(|e| redb::Error::Corrupted(e.to_string()))?;
+        Ok(current.meta.last_log_id)
+    }
+
     fn name_current(&self, txn: &redb::WriteTransaction, current: &CurrentSnapshot) -> Result<(), StorageError> {
         let record = serde_json::to_vec(current).map_err(write_err)?;
         txn.open_table(RAFT_SNAPSHOT)
@@ -209,6 +230,7 @@ impl StateMachine {
         let mut file = private_file(&part)?;
         let exported = snapshot::export(&txn, &mut file).map_err(read_err)?;
         file.sync_all().map_err(write_err)?;
+        crate::crash::point("raft-snapshot-built");
         drop(txn);
         let snapshot_id = format!("{id}-{}", &exported.sha256[..16]);
         let name = format!("{snapshot_id}.snap");
@@ -256,7 +278,9 @@ impl StateMachine {
         let sha256 = trailer_of(&self.dir.join(&name))?;
         let current = CurrentSnapshot { meta: meta.clone(), file: name.clone(), bytes, sha256 };
         self.name_current(&txn, &current)?;
+        crate::crash::point("raft-snapshot-install-before-commit");
         txn.commit().map_err(write_err)?;
+        crate::crash::point("raft-snapshot-install-after-commit");
         self.remove_other_files(&name, true);
         Ok(())
     }
@@ -324,6 +348,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn begin_receiving_snapshot(&mut self) -> Result<Box<tokio::fs::File>, StorageError> {
+        // Before openraft can purge the log the snapshot will cover (a transfer given up
+        // leaves it raised, which only makes purges wait for the next snapshot).
+        self.installing.store(true, std::sync::atomic::Ordering::Release);
         private_dir(&self.dir)?;
         let n = RECEIVING.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.dir.join(format!("receiving-{}-{n}.part", std::process::id()));
@@ -346,7 +373,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> Result<(), StorageError> {
         let source = snapshot.into_std().await;
         let (this, meta) = (self.clone(), meta.clone());
-        blocking(move || this.install_snapshot_file(&meta, source)).await?;
+        let installed = blocking(move || this.install_snapshot_file(&meta, source)).await;
+        self.installing.store(false, std::sync::atomic::Ordering::Release);
+        installed?;
         self.changes.note_signing_keys();
         Ok(())
     }

@@ -74,6 +74,7 @@ impl Transport {
         timeout: Duration,
     ) -> Result<Ans, CallError> {
         let url = format!("https://{addr}{path}");
+        crate::crash::point("raft-before-send");
         let sent = self.client.post(&url).timeout(timeout).body(body).send().await;
         let response = match sent {
             Ok(r) => r,
