@@ -268,14 +268,10 @@ async fn execute(app: &AppState, req: ControlRequest, uid: u32) -> ControlRespon
         }
         ControlRequest::ClusterDigest => {
             let db = app.store.db().clone();
-            let applied_index = app.raft.status().applied_index;
-            let digest = tokio::task::spawn_blocking(move || {
-                gatehouse_storage::snapshot::export_database(db.as_ref(), std::io::sink())
-            })
-            .await;
+            let digest = tokio::task::spawn_blocking(move || gatehouse_storage::snapshot::digest(db.as_ref())).await;
             match digest {
-                Ok(Ok(exported)) => ControlResponse::ok(serde_json::json!({
-                    "sha256": exported.sha256, "bytes": exported.bytes, "applied_index": applied_index,
+                Ok(Ok(d)) => ControlResponse::ok(serde_json::json!({
+                    "sha256": d.sha256, "bytes": d.bytes, "applied_index": d.applied_index,
                 })),
                 Ok(Err(e)) => ControlResponse::err(e.to_string()),
                 Err(e) => ControlResponse::err(e.to_string()),

@@ -326,8 +326,8 @@ fn flush_loop(
                     // crash between them would leave the log purged past every snapshot this
                     // node holds, a state openraft refuses to start from. So while a snapshot
                     // is received or installed the log is purged no further than the snapshot
-                    // named current; the rest goes with the next purge (openraft reads nothing
-                    // it believes purged).
+                    // named current; the install purges the rest in its own commit (openraft
+                    // reads nothing it believes purged meanwhile).
                     let upto = if installing.load(Ordering::Acquire) {
                         match crate::state_machine::StateMachine::current_last_log_id(txn)? {
                             Some(covered) if covered.index < log_id.index => covered,
@@ -337,19 +337,7 @@ fn flush_loop(
                     } else {
                         log_id
                     };
-                    let state = txn.open_table(RAFT_STATE)?;
-                    let before: Option<LogId> = match state.get(LAST_PURGED)? {
-                        Some(v) => serde_json::from_slice(v.value()).unwrap_or(None),
-                        None => None,
-                    };
-                    drop(state);
-                    if before.is_some_and(|b| b.index >= upto.index) {
-                        return Ok(());
-                    }
-                    txn.open_table(RAFT_LOG)?.retain_in(..=upto.index, |_, _| false)?;
-                    let bytes = serde_json::to_vec(&Some(upto)).unwrap_or_default();
-                    txn.open_table(RAFT_STATE)?.insert(LAST_PURGED, bytes.as_slice())?;
-                    Ok(())
+                    purge_through(txn, upto)
                 });
                 if let Err(e) = &result {
                     broken = Some(format!("an earlier raft log purge failed ({e}); restart the node"));
@@ -358,6 +346,22 @@ fn flush_loop(
             }
         }
     }
+}
+
+/// Deletes the log up to `upto` and records it as purged, inside `txn`; the purged id never
+/// moves back. The flusher's purges and a snapshot's install (in its own transaction) use it.
+pub(crate) fn purge_through(txn: &redb::WriteTransaction, upto: LogId) -> Result<(), redb::Error> {
+    let before: Option<LogId> = match txn.open_table(RAFT_STATE)?.get(LAST_PURGED)? {
+        Some(v) => serde_json::from_slice(v.value()).unwrap_or(None),
+        None => None,
+    };
+    if before.is_some_and(|b| b.index >= upto.index) {
+        return Ok(());
+    }
+    txn.open_table(RAFT_LOG)?.retain_in(..=upto.index, |_, _| false)?;
+    let bytes = serde_json::to_vec(&Some(upto)).unwrap_or_default();
+    txn.open_table(RAFT_STATE)?.insert(LAST_PURGED, bytes.as_slice())?;
+    Ok(())
 }
 
 /// Reports an operation that can no longer be carried out.

@@ -2,7 +2,7 @@
 //! or forwarded to the leader), linearizable reads, membership changes and status.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -109,6 +109,8 @@ pub struct RaftNode {
     options: NodeOptions,
     /// When this node last heard from a leader, in ms since `started`.
     leader_contact_ms: Arc<AtomicU64>,
+    /// Whether this node has applied what the cluster had committed when it started (R12).
+    recovered: Arc<AtomicBool>,
     started: Instant,
 }
 
@@ -179,15 +181,33 @@ impl RaftNode {
             };
             let _ = raft.wait(Some(Duration::from_secs(5))).metrics(loaded, "membership loaded").await;
         }
-        Ok(RaftNode {
+        let node = RaftNode {
             raft,
             node_id,
             committed_index,
             transport,
             options,
             leader_contact_ms: Arc::new(AtomicU64::new(0)),
+            recovered: Arc::new(AtomicBool::new(false)),
             started: Instant::now(),
-        })
+        };
+        // R12: after a restart the state machine is what was durable, which can be older than
+        // what this node served before; local reads wait (see `leader_contact_age`) until it
+        // has applied a read index taken after the start.
+        let recovering = node.clone();
+        tokio::spawn(async move {
+            loop {
+                if recovering.ensure_linearizable().await.is_ok() {
+                    recovering.recovered.store(true, Ordering::Release);
+                    return;
+                }
+                if recovering.raft.metrics().has_changed().is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        });
+        Ok(node)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -481,8 +501,12 @@ impl RaftNode {
 
     /// How long ago this node last knew a leader to be in charge: for a leader, since a
     /// quorum last acknowledged it; for a follower, since the leader last reached it. `None`
-    /// when it never has.
+    /// when it never has, or before this node has caught up with what the cluster had
+    /// committed when it started.
     pub fn leader_contact_age(&self) -> Option<Duration> {
+        if !self.recovered.load(Ordering::Acquire) {
+            return None;
+        }
         let m = self.raft.metrics().borrow().clone();
         if m.state == ServerState::Leader {
             if m.membership_config.membership().voter_ids().count() <= 1 {

@@ -273,6 +273,12 @@ impl StateMachine {
             return Err(write_err(e));
         }
         Self::write_applied(&txn, &meta.last_log_id, &meta.last_membership)?;
+        // The log the snapshot covers goes in the same commit: openraft's own purge may be
+        // held back while the install runs (see `LogStore`), and a log left with entries
+        // below the snapshot and a gap above them would not load at the next start.
+        if let Some(last) = meta.last_log_id {
+            crate::log_store::purge_through(&txn, last).map_err(write_err)?;
+        }
         std::fs::rename(&part, self.dir.join(&name)).map_err(write_err)?;
         sync_dir(&self.dir)?;
         let sha256 = trailer_of(&self.dir.join(&name))?;

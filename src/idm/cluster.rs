@@ -88,6 +88,18 @@ pub async fn bench_writes(
             "concurrency must be 1 to {BENCH_MAX_CONCURRENCY} and seconds 1 to {BENCH_MAX_SECONDS}"
         )));
     }
+    // One at a time: the bounds above are then the whole load a bench puts on the node.
+    static RUNNING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if RUNNING.swap(true, std::sync::atomic::Ordering::AcqRel) {
+        return Err(ClusterError::Conflict("a bench is already running on this node".into()));
+    }
+    struct Done;
+    impl Drop for Done {
+        fn drop(&mut self) {
+            RUNNING.store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+    let _done = Done;
     let started = std::time::Instant::now();
     let until = started + std::time::Duration::from_secs(seconds);
     let writers: Vec<_> = (0..concurrency)
@@ -101,7 +113,11 @@ pub async fn bench_writes(
                         Proposal { origin: None, at_ms: clock.now_ms(), actor: actor.clone(), command: Command::Probe };
                     match raft.write(proposal).await {
                         Ok(_) => latencies.push(sent.elapsed().as_micros() as u64),
-                        Err(_) => failed += 1,
+                        Err(_) => {
+                            failed += 1;
+                            // A refusal can come back at once: do not spin on it.
+                            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        }
                     }
                 }
                 (latencies, failed)

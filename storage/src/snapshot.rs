@@ -55,6 +55,28 @@ pub fn export(txn: &ReadTransaction, out: impl Write) -> Result<Exported, StoreE
     Ok(Exported { bytes: w.bytes + digest.len() as u64, sha256: hex::encode(digest) })
 }
 
+/// A digest of the replicated state and the raft index it was applied up to, both from one
+/// read transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDigest {
+    pub sha256: String,
+    pub bytes: u64,
+    pub applied_index: Option<u64>,
+}
+
+/// [`StateDigest`] of what one read transaction of `db` sees (the stream goes nowhere).
+pub fn digest(db: &impl ReadableDatabase) -> Result<StateDigest, StoreError> {
+    let txn = db.begin_read()?;
+    let applied_index = {
+        let meta = txn.open_table(tables::META)?;
+        let raw = meta.get(tables::meta_keys::SM_APPLIED)?.map(|v| v.value().to_vec());
+        raw.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v.get("index").and_then(serde_json::Value::as_u64))
+    };
+    let exported = export(&txn, std::io::sink())?;
+    Ok(StateDigest { sha256: exported.sha256, bytes: exported.bytes, applied_index })
+}
+
 /// Writes what one read transaction of `db` sees to `out` (a running node's database, or a
 /// stopped one opened read-only).
 pub fn export_database(db: &impl ReadableDatabase, out: impl Write) -> Result<Exported, StoreError> {

@@ -198,6 +198,9 @@ fn precheck(path: &Path) -> Result<bool, StoreError> {
 /// panic is caught (quietly) and the file left to the integrity-checked open that follows,
 /// which refuses it as corrupted.
 fn refuse_newer_schema(path: &Path) -> Result<(), StoreError> {
+    // The hook is process-wide: two opens at once must not restore each other's.
+    static PEEKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = PEEKING.lock().unwrap_or_else(|p| p.into_inner());
     let quiet = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     let peeked = std::panic::catch_unwind(|| peek_schema(path));

@@ -983,6 +983,8 @@ async fn a_follower_killed_while_it_installs_a_snapshot_catches_up_after_a_resta
         .filter(|n| n.ends_with(".part"))
         .collect();
     assert!(left.is_empty(), "partial snapshot files left after the restart: {left:?}");
+    let acked: BTreeSet<String> = (0..2500).map(|i| format!("while-cut-off-{i}")).collect();
+    assert_restarts_after_more_writes(&mut members, f, acked).await;
     drop(members);
 }
 
@@ -1699,6 +1701,25 @@ async fn a_node_whose_data_dir_was_wiped_rejoins_through_a_snapshot() {
     let installed = std::fs::read_dir(members[fi].dir.join("snapshots")).map(|d| d.count()).unwrap_or(0);
     assert!(installed > 0, "the new node caught up without a snapshot");
     assert_all_present(&members, &names).await;
+    assert_restarts_after_more_writes(&mut members, fi, names).await;
+}
+
+/// Writes more after member `fi` installed a snapshot, SIGKILLs it and starts it again: it
+/// starts from its own log (the install purged the log its snapshot covers, leaving no gap),
+/// catches up, and every member holds `acked` and the new writes, with one state digest.
+async fn assert_restarts_after_more_writes(members: &mut [Member], fi: usize, mut acked: BTreeSet<String>) {
+    let wi = (fi + 1) % members.len();
+    let token = platform_token(members[wi].node());
+    for n in 0..50 {
+        let name = format!("after-the-install-{n}");
+        assert_eq!(create_org(&members[wi], &token, &name).await, StatusCode::CREATED, "{name}");
+        acked.insert(name);
+    }
+    members[fi].kill9();
+    members[fi].try_restart().unwrap_or_else(|e| panic!("the node that installed a snapshot did not start again: {e}"));
+    wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
+    wait_for_one_digest(members, Duration::from_secs(30));
+    assert_all_present(members, &acked).await;
 }
 
 /// A backup taken on a follower under writes to every node, restored into a new data dir
