@@ -36,6 +36,9 @@ pub enum AuthError {
     /// Unknown email, wrong password or disabled user: one answer for all three (S41).
     #[error("the email or the password is not right")]
     BadCredentials,
+    /// A second factor that is not right, or was used already.
+    #[error("the code is not right, or was used already")]
+    BadCode,
     #[error(transparent)]
     Refused(Rejection),
     #[error(transparent)]
@@ -106,7 +109,7 @@ pub fn check_new_password(password: &str, tenant: &str, email: &str) -> Result<(
 }
 
 /// A new session id (the cookie value) and the digest it is stored under.
-fn new_session_id() -> (String, String) {
+pub(crate) fn new_session_id() -> (String, String) {
     let mut raw = [0u8; 32];
     crate::clock::random_bytes(&mut raw);
     let id = crate::crypto::b64url(&raw);
@@ -119,7 +122,7 @@ pub fn session_digest(id: &str) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes()))
 }
 
-fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: String, now_ms: i64) -> SessionRecord {
+pub(crate) fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: String, now_ms: i64) -> SessionRecord {
     SessionRecord {
         v: 1,
         tenant: tenant.to_string(),
@@ -130,6 +133,7 @@ fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: String, now
         expires_at_ms: now_ms + SESSION_ABSOLUTE_MS,
         idle_timeout_ms: SESSION_IDLE_MS,
         last_seen_ms: now_ms,
+        pending_mfa: false,
     }
 }
 
@@ -181,6 +185,7 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
         revision: 1,
+        totp: None,
     };
     let organization = org_name.map(|name| {
         let id = crate::clock::random_id("o-");
@@ -320,7 +325,9 @@ async fn password_login(
     };
     upgrade_hash(app, &user, &password).await;
     let (session_id, digest) = new_session_id();
-    let session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
+    let mut session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
+    // With an authenticator the session waits for its code (`mfa::challenge`).
+    session.pending_mfa = user.totp.as_ref().is_some_and(|t| t.confirmed);
     match app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await {
         Ok(Applied::SessionStarted { .. }) => Ok(SignedIn { session_id, session, user }),
         // Disabled between the read and the apply: the same answer as a wrong password.
@@ -343,7 +350,8 @@ pub async fn current(
     let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
     let reader = app.store.read().map_err(unavailable)?;
     let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
-    if !session.live_at(now_ms) {
+    // A sign-in waiting for its second factor is not signed in yet.
+    if !session.live_at(now_ms) || session.pending_mfa {
         return Ok(None);
     }
     let user = match reader.user(tenant, &session.user_id).map_err(unavailable)? {
@@ -360,6 +368,25 @@ pub async fn current(
         }
     }
     Ok(Some((session, user)))
+}
+
+/// The live sign-in behind a presented id that waits for its second factor, and its user.
+pub fn pending(
+    app: &AppState,
+    tenant: &str,
+    session_id: &str,
+) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
+    let digest = session_digest(session_id);
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let reader = app.store.read().map_err(unavailable)?;
+    let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
+    if !session.live_at(app.clock.now_ms()) || !session.pending_mfa {
+        return Ok(None);
+    }
+    match reader.user(tenant, &session.user_id).map_err(unavailable)? {
+        Some(u) if u.status == UserStatus::Active => Ok(Some((session, u))),
+        _ => Ok(None),
+    }
 }
 
 /// Sessions whose touch is being written: one at a time each, and a bounded set, so parallel

@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod clients;
 pub mod cluster;
 pub mod keys;
+pub mod mfa;
 pub mod protocol;
 pub mod roles;
 pub mod tenants;

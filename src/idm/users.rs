@@ -222,6 +222,7 @@ pub async fn create(
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
         revision: 1,
+        totp: None,
     };
     let command = Command::CreateUser(user.clone());
     let out = app.propose(actor, command).await?;

@@ -223,9 +223,46 @@ pub enum Command {
     RememberResponse(IdempotentResponse),
     /// Drops remembered answers that expired before the proposal's time.
     PruneIdempotency,
+    /// Gives a user a new authenticator secret, not confirmed yet (refused while one is).
+    EnrollTotp {
+        tenant: String,
+        user_id: String,
+        seed: crate::model::Sealed,
+    },
+    /// Confirms the enrolled secret by the time step of a code it made, and sets the recovery
+    /// codes (their SHA-256).
+    ConfirmTotp {
+        tenant: String,
+        user_id: String,
+        step: u64,
+        recovery_sha256: Vec<String>,
+    },
+    /// Spends a second factor and replaces the pending session `pending_sha256` with the full
+    /// `session` (a new id: S49).
+    CompleteMfa {
+        tenant: String,
+        user_id: String,
+        factor: MfaFactor,
+        pending_sha256: String,
+        session: SessionRecord,
+    },
+    /// Removes a user's authenticator, spending the factor that proved they hold it.
+    DisableTotp {
+        tenant: String,
+        user_id: String,
+        factor: MfaFactor,
+    },
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
     Probe,
+}
+
+/// A second factor as `apply` spends it: a TOTP time step later than the last one accepted,
+/// or the SHA-256 of an unused recovery code. Either is accepted once (S45).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MfaFactor {
+    TotpStep(u64),
+    RecoveryCode(String),
 }
 
 /// Identical failed authentications (same tenant, endpoint, presented client, source and
@@ -351,6 +388,10 @@ impl Command {
             Command::RememberResponse(r) => ("system".into(), format!("idempotency:{} status={}", r.scope, r.status)),
             Command::PruneIdempotency => ("system".into(), "idempotency".into()),
             Command::Probe => ("system".into(), "probe".into()),
+            Command::EnrollTotp { tenant, user_id, .. }
+            | Command::ConfirmTotp { tenant, user_id, .. }
+            | Command::CompleteMfa { tenant, user_id, .. }
+            | Command::DisableTotp { tenant, user_id, .. } => (tenant.clone(), format!("user:{user_id}")),
         }
     }
 
@@ -399,6 +440,10 @@ impl Command {
             Command::RememberResponse(_) => "idempotency.remember",
             Command::PruneIdempotency => "idempotency.prune",
             Command::Probe => "cluster.probe",
+            Command::EnrollTotp { .. } => "user.totp_enroll",
+            Command::ConfirmTotp { .. } => "user.totp_confirm",
+            Command::CompleteMfa { .. } => "session.mfa",
+            Command::DisableTotp { .. } => "user.totp_disable",
         }
     }
 }
@@ -528,6 +573,12 @@ pub enum Applied {
         count: u64,
     },
     PasswordRehashed,
+    TotpEnrolled,
+    TotpConfirmed,
+    MfaCompleted {
+        user_id: String,
+    },
+    TotpDisabled,
     RevocationsPruned {
         count: u64,
     },
@@ -647,6 +698,15 @@ pub enum Rejection {
     UserDisabled { user_id: String },
     #[error("the session has ended")]
     SessionEnded,
+    #[error("the user has a confirmed authenticator already; disable it first")]
+    TotpAlreadyConfirmed,
+    #[error("the user has no authenticator waiting for this")]
+    TotpNotEnrolled,
+    /// A TOTP step not after the last one accepted, or a recovery code unknown or used.
+    #[error("the code was used already or is not valid")]
+    MfaFactorUsed,
+    #[error("the session is not waiting for a second factor")]
+    SessionNotPending,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -670,6 +730,10 @@ impl Rejection {
             Rejection::RegistrationClosed { .. } => "registration_closed",
             Rejection::UserDisabled { .. } => "user_disabled",
             Rejection::SessionEnded => "session_ended",
+            Rejection::TotpAlreadyConfirmed => "totp_already_confirmed",
+            Rejection::TotpNotEnrolled => "totp_not_enrolled",
+            Rejection::MfaFactorUsed => "mfa_factor_used",
+            Rejection::SessionNotPending => "session_not_pending",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",

@@ -19,7 +19,7 @@ pub mod tables;
 pub use apply::apply;
 pub use audit::{AuditDraft, AuditEntry, AuditHead, VerifyFailure, VerifyReport};
 pub use command::{
-    Applied, AuthFailures, Command, HeldRoles, IssuedToken, NewTenant, Outcome, OwnedOrganization, Proposal,
+    Applied, AuthFailures, Command, HeldRoles, IssuedToken, MfaFactor, NewTenant, Outcome, OwnedOrganization, Proposal,
     Registration, Rejection,
 };
 pub use error::StoreError;

@@ -718,6 +718,7 @@ fn registration(tenant: &str, user_id: &str, username: &str, session: &str, with
         created_at_ms: 20,
         updated_at_ms: 20,
         revision: 1,
+        totp: None,
     };
     let session = crate::model::SessionRecord {
         v: 1,
@@ -729,6 +730,7 @@ fn registration(tenant: &str, user_id: &str, username: &str, session: &str, with
         expires_at_ms: 20 + 3_600_000,
         idle_timeout_ms: 600_000,
         last_seen_ms: 20,
+        pending_mfa: false,
     };
     let organization = with_org.then(|| crate::OwnedOrganization {
         organization: crate::model::OrganizationRecord {
@@ -900,4 +902,108 @@ fn join_tokens_need_cluster_init_and_admit_one_node_once_before_they_expire() {
     assert_eq!(out[0], Outcome::Applied(Applied::NodeRetired));
     let reader = store.read().unwrap();
     assert!(reader.is_retired(7).unwrap() && !reader.is_retired(8).unwrap());
+}
+
+fn session_of(tenant: &str, user_id: &str, digit: &str, pending_mfa: bool) -> crate::model::SessionRecord {
+    crate::model::SessionRecord {
+        v: 1,
+        tenant: tenant.into(),
+        id_sha256: digit.repeat(64),
+        user_id: user_id.into(),
+        method: "password".into(),
+        created_at_ms: 30,
+        expires_at_ms: 30 + 3_600_000,
+        idle_timeout_ms: 600_000,
+        last_seen_ms: 30,
+        pending_mfa,
+    }
+}
+
+/// S45: a TOTP step and a recovery code are each accepted once, in apply; a sign-in waiting
+/// for its second factor ends and a full session (a new id) starts in the same write; an
+/// admin update of the user keeps the authenticator.
+#[test]
+fn second_factors_are_spent_once_and_complete_a_pending_sign_in() {
+    use crate::command::MfaFactor;
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    apply_all(&store, &[bootstrap(), shop]);
+    let at = |at_ms: i64, command: Command| Proposal { origin: None, at_ms, actor: "user:u1".into(), command };
+    let refused = |out: &Outcome| match out {
+        Outcome::Refused(r) => r.code(),
+        Outcome::Applied(a) => panic!("applied: {a:?}"),
+    };
+    let out = apply_all(&store, &[at(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
+    let (tenant, user_id) = ("shop".to_string(), "u1".to_string());
+    let enroll = Command::EnrollTotp { tenant: tenant.clone(), user_id: user_id.clone(), seed: sealed("dk-shop") };
+    let confirm = |step: u64| Command::ConfirmTotp {
+        tenant: tenant.clone(),
+        user_id: user_id.clone(),
+        step,
+        recovery_sha256: vec!["r1".repeat(32), "r2".repeat(32)],
+    };
+    let complete = |factor: MfaFactor, pending: &str, new: &str| Command::CompleteMfa {
+        tenant: tenant.clone(),
+        user_id: user_id.clone(),
+        factor,
+        pending_sha256: pending.repeat(64),
+        session: session_of("shop", "u1", new, false),
+    };
+    let out = apply_all(&store, &[at(21, complete(MfaFactor::TotpStep(5), "p", "q")), at(22, confirm(5))]);
+    assert_eq!(refused(&out[0]), "session_ended", "no pending session");
+    assert_eq!(refused(&out[1]), "totp_not_enrolled");
+    let out = apply_all(&store, &[at(23, enroll.clone()), at(24, confirm(100)), at(25, enroll.clone())]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::TotpEnrolled)), "{:?}", out[0]);
+    assert!(matches!(out[1], Outcome::Applied(Applied::TotpConfirmed)), "{:?}", out[1]);
+    assert_eq!(refused(&out[2]), "totp_already_confirmed");
+
+    // A pending sign-in completes once per step, and only with a later step.
+    let pending = |digit: &str| Command::StartSession(session_of("shop", "u1", digit, true));
+    let out = apply_all(
+        &store,
+        &[
+            at(30, pending("1")),
+            at(31, complete(MfaFactor::TotpStep(100), "1", "2")),
+            at(32, complete(MfaFactor::TotpStep(101), "1", "2")),
+            at(33, complete(MfaFactor::TotpStep(101), "2", "3")),
+        ],
+    );
+    assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
+    assert_eq!(refused(&out[1]), "mfa_factor_used", "the step confirmation spent");
+    assert!(matches!(out[2], Outcome::Applied(Applied::MfaCompleted { .. })), "{:?}", out[2]);
+    assert_eq!(refused(&out[3]), "session_not_pending", "a full session needs no second factor");
+    let reader = store.read().unwrap();
+    assert!(reader.session("shop", &"1".repeat(64)).unwrap().is_none(), "the pending session ended");
+    assert!(reader.session("shop", &"2".repeat(64)).unwrap().is_some_and(|s| !s.pending_mfa));
+    drop(reader);
+    let out = apply_all(
+        &store,
+        &[
+            at(40, pending("4")),
+            at(41, complete(MfaFactor::TotpStep(101), "4", "5")),
+            at(42, complete(MfaFactor::RecoveryCode("r1".repeat(32)), "4", "5")),
+            at(43, pending("6")),
+            at(44, complete(MfaFactor::RecoveryCode("r1".repeat(32)), "6", "7")),
+        ],
+    );
+    assert_eq!(refused(&out[1]), "mfa_factor_used", "a step is accepted once");
+    assert!(matches!(out[2], Outcome::Applied(Applied::MfaCompleted { .. })), "{:?}", out[2]);
+    assert_eq!(refused(&out[4]), "mfa_factor_used", "a recovery code is accepted once");
+
+    // An admin update keeps the authenticator; disabling it spends a factor.
+    let user = store.read().unwrap().user("shop", "u1").unwrap().unwrap();
+    let renamed = crate::model::UserRecord { display_name: "Ada".into(), totp: None, revision: 2, ..user.clone() };
+    let update = Command::UpdateUser { user: renamed, expected_revision: 1 };
+    let disable = |factor| Command::DisableTotp { tenant: tenant.clone(), user_id: user_id.clone(), factor };
+    let out = apply_all(
+        &store,
+        &[at(50, update), at(51, disable(MfaFactor::TotpStep(101))), at(52, disable(MfaFactor::TotpStep(102)))],
+    );
+    assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
+    assert_eq!(refused(&out[1]), "mfa_factor_used");
+    assert!(matches!(out[2], Outcome::Applied(Applied::TotpDisabled)), "{:?}", out[2]);
+    assert!(store.read().unwrap().user("shop", "u1").unwrap().unwrap().totp.is_none());
 }

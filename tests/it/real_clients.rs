@@ -19,18 +19,25 @@ fn repo() -> PathBuf {
 
 /// Runs the installer once per test binary.
 fn tools() {
-    static DONE: OnceLock<Result<(), String>> = OnceLock::new();
+    tools_dir();
+}
+
+/// The pinned install (its `venv/` and `node/`), made once per test binary.
+fn tools_dir() -> PathBuf {
+    static DONE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = DONE.get_or_init(|| {
         let out =
             Command::new("bash").arg(repo().join("tests/clients/setup.sh")).output().map_err(|e| e.to_string())?;
         if out.status.success() {
-            Ok(())
+            let printed = String::from_utf8_lossy(&out.stdout);
+            Ok(PathBuf::from(printed.lines().last().unwrap_or_default().trim()))
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
     });
-    if let Err(why) = result {
-        panic!("tests/clients/setup.sh failed (a missing tool is named here):\n{why}");
+    match result {
+        Ok(dir) => dir.clone(),
+        Err(why) => panic!("tests/clients/setup.sh failed (a missing tool is named here):\n{why}"),
     }
 }
 
@@ -177,4 +184,125 @@ async fn a_rust_client_generated_by_progenitor_drives_the_admin_api() {
     assert_ran("tests/clients/rust (progenitor)", &out);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("ok updateUser with a stale If-Match: 412"), "{stdout}");
+}
+
+/// The code Python `pyotp` makes from an `otpauth://` URI, `offset_secs` from now.
+fn pyotp_code(uri: &str, offset_secs: i64) -> String {
+    let python = tools_dir().join("venv/bin/python");
+    let script =
+        "import os, time, pyotp; print(pyotp.parse_uri(os.environ['URI']).at(time.time() + int(os.environ['OFFSET'])))";
+    let out = Command::new(&python)
+        .args(["-c", script])
+        .env("URI", uri)
+        .env("OFFSET", offset_secs.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    assert_ran("pyotp", &out);
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// S45, S49: an authenticator enrolled through `mfa/totp/enroll` and read by Python `pyotp`
+/// from the shown `otpauth://` URI. Once confirmed, a password sign-in waits for a code (its
+/// session serves nothing else); a code completes it with a new session; each step and each
+/// recovery code works once; a wrong code, both factors at once, or a foreign origin change
+/// nothing; a code or a recovery code removes the authenticator.
+#[tokio::test(flavor = "multi_thread")]
+async fn totp_codes_from_pyotp_complete_a_sign_in_once_each() {
+    use reqwest::{Method, StatusCode};
+    use serde_json::{json, Value};
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let call = |method: Method, path: &str, cookie: Option<&str>, body: Option<Value>| {
+        let mut req = node.client().request(method, format!("{}{path}", node.url));
+        if let Some(c) = cookie {
+            req = req.header("cookie", c);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let cookie = resp
+                .headers()
+                .get("set-cookie")
+                .and_then(|v| v.to_str().ok())
+                .map(|c| c.split(';').next().unwrap().trim().to_string());
+            let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, cookie, body)
+        }
+    };
+    let account = json!({"email": "otp@example.com", "password": "totp-test-password-long"});
+    let (status, signed_in, _) = call(Method::POST, "/v1/auth/register", None, Some(account.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let signed_in = signed_in.unwrap();
+    let (status, _, _) = call(Method::POST, "/v1/auth/mfa/totp/enroll", None, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "enrolment needs a session");
+    let (status, _, enrolled) = call(Method::POST, "/v1/auth/mfa/totp/enroll", Some(&signed_in), None).await;
+    assert_eq!(status, StatusCode::OK, "{enrolled}");
+    let uri = enrolled["otpauth_uri"].as_str().unwrap().to_string();
+    assert!(uri.starts_with("otpauth://totp/") && uri.contains("secret="), "{uri}");
+
+    let now = pyotp_code(&uri, 0);
+    let (status, _, _) =
+        call(Method::POST, "/v1/auth/mfa/totp/confirm", Some(&signed_in), Some(json!({"code": "000000"}))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a wrong code confirms nothing");
+    let (status, _, confirmed) =
+        call(Method::POST, "/v1/auth/mfa/totp/confirm", Some(&signed_in), Some(json!({"code": now}))).await;
+    assert_eq!(status, StatusCode::OK, "{confirmed}");
+    let recovery: Vec<String> =
+        confirmed["recovery_codes"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect();
+    assert_eq!(recovery.len(), 10);
+
+    // A password sign-in now waits for a code, and its session serves nothing else.
+    let login = || call(Method::POST, "/v1/auth/login", None, Some(account.clone()));
+    let (status, pending, view) = login().await;
+    assert_eq!((status, view["mfa_required"].as_bool()), (StatusCode::OK, Some(true)), "{view}");
+    let pending = pending.unwrap();
+    let (status, _, _) = call(Method::GET, "/v1/auth/session", Some(&pending), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a pending sign-in is not signed in");
+    let (status, _, _) = call(Method::POST, "/v1/auth/mfa/totp/enroll", Some(&pending), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let challenge =
+        |cookie: String, body: Value| call(Method::POST, "/v1/auth/mfa/totp/challenge", Some(&cookie), Some(body));
+    let (status, _, _) = challenge(pending.clone(), json!({"code": now})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the step the confirmation spent");
+    let (status, _, _) = challenge(pending.clone(), json!({"code": "123", "recovery_code": recovery[0]})).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "both factors at once");
+    let next = pyotp_code(&uri, 30);
+    let (status, full, view) = challenge(pending.clone(), json!({"code": next})).await;
+    assert_eq!(status, StatusCode::OK, "{view}");
+    assert_eq!((view["mfa_required"].as_bool(), view["method"].as_str()), (Some(false), Some("password+totp")));
+    let full = full.unwrap();
+    assert_ne!(full, pending, "a new session id on MFA completion");
+    assert_eq!(call(Method::GET, "/v1/auth/session", Some(&full), None).await.0, StatusCode::OK);
+    assert_eq!(call(Method::GET, "/v1/auth/session", Some(&pending), None).await.0, StatusCode::UNAUTHORIZED);
+
+    // The same code again, on another sign-in: refused. A recovery code works once.
+    let (_, again, _) = login().await;
+    let again = again.unwrap();
+    assert_eq!(challenge(again.clone(), json!({"code": next})).await.0, StatusCode::UNAUTHORIZED, "a replayed code");
+    let (status, _, _) = challenge(again.clone(), json!({"recovery_code": recovery[0]})).await;
+    assert_eq!(status, StatusCode::OK, "a recovery code");
+    let (_, third, _) = login().await;
+    let third = third.unwrap();
+    let (status, _, _) = challenge(third, json!({"recovery_code": recovery[0]})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "a recovery code works once");
+
+    // Removing it: not from another origin, not with a wrong code; with a recovery code.
+    let foreign = node
+        .client()
+        .post(format!("{}/v1/auth/mfa/totp/disable", node.url))
+        .header("cookie", &full)
+        .header("origin", "https://evil.example")
+        .json(&json!({"recovery_code": recovery[1]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let disable = |body: Value| call(Method::POST, "/v1/auth/mfa/totp/disable", Some(&full), Some(body));
+    assert_eq!(disable(json!({"code": "000000"})).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(disable(json!({"recovery_code": recovery[1]})).await.0, StatusCode::NO_CONTENT);
+    let (status, _, view) = login().await;
+    assert_eq!((status, view["mfa_required"].as_bool()), (StatusCode::OK, Some(false)), "{view}");
 }

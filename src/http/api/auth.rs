@@ -20,6 +20,8 @@ use crate::http::api::oidc::{resolve_scope, Resolved};
 use crate::http::issuer::IssuerScope;
 use crate::http::problem::{FieldError, Problem};
 use crate::idm::auth::{self, AuthError, NewAccount, SignedIn};
+use crate::idm::mfa;
+use gatehouse_storage::Rejection;
 
 #[derive(Tags)]
 enum AuthTag {
@@ -57,8 +59,11 @@ pub struct LoginInput {
 #[derive(Debug, Object)]
 pub struct SessionView {
     pub user: SessionUser,
-    /// How this session signed in: `register` or `password`.
+    /// How this session signed in: `register`, `password` or `password+totp`.
     pub method: String,
+    /// The password was right and the user has an authenticator: the session serves only
+    /// `mfa/totp/challenge` (and logout) until a code completes the sign-in.
+    pub mfa_required: bool,
     pub created_at_ms: i64,
     /// The session ends by then at the latest.
     pub expires_at_ms: i64,
@@ -88,6 +93,40 @@ pub struct SessionItem {
 pub struct Reauthenticate {
     #[oai(validator(max_length = 1024))]
     pub password: String,
+}
+
+/// A code from the authenticator app.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct TotpCode {
+    #[oai(validator(max_length = 16))]
+    pub code: String,
+}
+
+/// A second factor: a code from the authenticator app, or one of the recovery codes.
+#[derive(Debug, Object)]
+#[oai(deny_unknown_fields)]
+pub struct SecondFactor {
+    #[oai(validator(max_length = 16))]
+    pub code: Option<String>,
+    #[oai(validator(max_length = 64))]
+    pub recovery_code: Option<String>,
+}
+
+/// A new authenticator secret, shown this once: add it to an authenticator app, then confirm
+/// it with a code.
+#[derive(Debug, Object)]
+pub struct TotpEnrolment {
+    /// `otpauth://totp/…` (SHA-1, 6 digits, 30 s), for a QR code or a link.
+    pub otpauth_uri: String,
+    /// The same secret in base32, to type in.
+    pub secret: String,
+}
+
+/// One-time recovery codes, shown this once: each completes one sign-in without the app.
+#[derive(Debug, Object)]
+pub struct RecoveryCodes {
+    pub recovery_codes: Vec<String>,
 }
 
 #[derive(Debug, Object)]
@@ -220,6 +259,59 @@ auth_answer! {
     401 Unauthorized "Not signed in, or the session has ended.",
 }
 
+auth_answer! {
+    /// The answer to a second factor.
+    MfaChallenged {
+        /// Signed in: a new session (the waiting one ended), and its cookie.
+        #[oai(status = 200)]
+        Ok(Json<SessionView>, #[oai(header = "Set-Cookie")] String),
+    }
+    401 Unauthorized "No sign-in waits for a second factor, or the code is not right (or was used already).",
+    403 Forbidden "A cross-site request.",
+    408 RequestTimeout "The body did not arrive within `http.body_read_timeout_secs`.",
+    413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
+}
+
+auth_answer! {
+    /// A new authenticator secret.
+    TotpStarted {
+        /// The secret, shown this once.
+        #[oai(status = 200)]
+        Ok(Json<TotpEnrolment>),
+    }
+    401 Unauthorized "Not signed in, or the session has ended.",
+    403 Forbidden "A cross-site request.",
+    409 Conflict "The user has a confirmed authenticator already (disable it first).",
+}
+
+auth_answer! {
+    /// The authenticator confirmed.
+    TotpConfirmed {
+        /// Confirmed: sign-in asks for a code from now on. The recovery codes, shown this once.
+        #[oai(status = 200)]
+        Ok(Json<RecoveryCodes>),
+    }
+    401 Unauthorized "Not signed in, or the code is not right.",
+    403 Forbidden "A cross-site request.",
+    408 RequestTimeout "The body did not arrive within `http.body_read_timeout_secs`.",
+    409 Conflict "No authenticator waits for confirmation, or one is confirmed already.",
+    413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
+}
+
+auth_answer! {
+    /// The authenticator removed.
+    TotpRemoved {
+        /// Removed: sign-in asks for the password only.
+        #[oai(status = 204)]
+        Done,
+    }
+    401 Unauthorized "Not signed in, or the code is not right (or was used already).",
+    403 Forbidden "A cross-site request.",
+    408 RequestTimeout "The body did not arrive within `http.body_read_timeout_secs`.",
+    409 Conflict "The user has no confirmed authenticator.",
+    413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
+}
+
 fn bad_request<R: FromProblem>(err: poem::Error) -> R {
     let detail = err.to_string();
     let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail.clone());
@@ -246,6 +338,12 @@ fn problem_of(e: AuthError) -> Problem {
         ),
         AuthError::BadCredentials => {
             Problem::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "the email or the password is not right")
+        }
+        AuthError::BadCode => {
+            Problem::new(StatusCode::UNAUTHORIZED, "invalid_code", "the code is not right, or was used already")
+        }
+        AuthError::Refused(r @ (Rejection::TotpAlreadyConfirmed | Rejection::TotpNotEnrolled)) => {
+            Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
         }
         other => {
             tracing::warn!("sign-in: {other}");
@@ -314,6 +412,7 @@ fn view(session: &gatehouse_storage::model::SessionRecord, user: &gatehouse_stor
     SessionView {
         user: SessionUser { id: user.id.clone(), email: user.email.clone(), display_name: user.display_name.clone() },
         method: session.method.clone(),
+        mfa_required: session.pending_mfa,
         created_at_ms: session.created_at_ms,
         expires_at_ms: session.expires_at_ms,
     }
@@ -501,6 +600,114 @@ impl AuthApi {
             Ok(Some(false)) => Ended::problem(Problem::not_found("there is no such session of yours")),
             Ok(None) => Ended::problem(not_signed_in()),
             Err(e) => Ended::problem(problem_of(e)),
+        }
+    }
+
+    /// Start adding an authenticator app: a new secret, shown once (not asked for at sign-in
+    /// until confirmed).
+    #[oai(path = "/v1/auth/mfa/totp/enroll", method = "post", operation_id = "enrollTotp")]
+    async fn enroll_totp(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+    ) -> TotpStarted {
+        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
+            Err(p) => return TotpStarted::problem(p),
+        };
+        let user = match auth::current(&app, &tenant.id, &id).await {
+            Ok(Some((_, user))) => user,
+            Ok(None) => return TotpStarted::problem(not_signed_in()),
+            Err(e) => return TotpStarted::problem(problem_of(e)),
+        };
+        match mfa::enroll(&app, &user).await {
+            Ok(e) => TotpStarted::Ok(Json(TotpEnrolment { otpauth_uri: e.otpauth_uri, secret: e.secret_base32 })),
+            Err(e) => TotpStarted::problem(problem_of(e)),
+        }
+    }
+
+    /// Confirm the new authenticator with a code from it; gives the recovery codes, once.
+    #[oai(path = "/v1/auth/mfa/totp/confirm", method = "post", operation_id = "confirmTotp")]
+    async fn confirm_totp(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        body: Json<Checked<TotpCode>>,
+    ) -> TotpConfirmed {
+        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
+            Err(p) => return TotpConfirmed::problem(p),
+        };
+        let user = match auth::current(&app, &tenant.id, &id).await {
+            Ok(Some((_, user))) => user,
+            Ok(None) => return TotpConfirmed::problem(not_signed_in()),
+            Err(e) => return TotpConfirmed::problem(problem_of(e)),
+        };
+        match mfa::confirm(&app, &user, &body.code).await {
+            Ok(codes) => TotpConfirmed::Ok(Json(RecoveryCodes { recovery_codes: codes })),
+            Err(e) => TotpConfirmed::problem(problem_of(e)),
+        }
+    }
+
+    /// Complete a sign-in that waits for a second factor (`mfa_required`): a code from the
+    /// authenticator app or a recovery code, each good once. A new session (and cookie).
+    #[oai(path = "/v1/auth/mfa/totp/challenge", method = "post", operation_id = "totpChallenge")]
+    async fn totp_challenge(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        body: Json<Checked<SecondFactor>>,
+    ) -> MfaChallenged {
+        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
+            Err(p) => return MfaChallenged::problem(p),
+        };
+        let (pending, user) = match auth::pending(&app, &tenant.id, &id) {
+            Ok(Some(p)) => p,
+            Ok(None) => return MfaChallenged::problem(not_signed_in()),
+            Err(e) => return MfaChallenged::problem(problem_of(e)),
+        };
+        match mfa::challenge(&app, &pending, &user, body.code.as_deref(), body.recovery_code.as_deref()).await {
+            Ok(s) => {
+                let (view, cookie) = signed_in(&s);
+                MfaChallenged::Ok(view, cookie)
+            }
+            Err(AuthError::RateLimited(wait)) => {
+                let (p, after) = too_many(wait, "too many wrong codes");
+                MfaChallenged::TooManyRequests(Json(p), after)
+            }
+            Err(e) => MfaChallenged::problem(problem_of(e)),
+        }
+    }
+
+    /// Remove the authenticator app; a code from it (or a recovery code) proves it is yours.
+    #[oai(path = "/v1/auth/mfa/totp/disable", method = "post", operation_id = "disableTotp")]
+    async fn disable_totp(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        body: Json<Checked<SecondFactor>>,
+    ) -> TotpRemoved {
+        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
+            Ok(v) => v,
+            Err(p) => return TotpRemoved::problem(p),
+        };
+        let user = match auth::current(&app, &tenant.id, &id).await {
+            Ok(Some((_, user))) => user,
+            Ok(None) => return TotpRemoved::problem(not_signed_in()),
+            Err(e) => return TotpRemoved::problem(problem_of(e)),
+        };
+        match mfa::disable(&app, &user, body.code.as_deref(), body.recovery_code.as_deref()).await {
+            Ok(()) => TotpRemoved::Done,
+            Err(AuthError::RateLimited(wait)) => {
+                let (p, after) = too_many(wait, "too many wrong codes");
+                TotpRemoved::TooManyRequests(Json(p), after)
+            }
+            Err(e) => TotpRemoved::problem(problem_of(e)),
         }
     }
 

@@ -11,6 +11,7 @@ mod access;
 mod clients;
 mod cluster;
 mod idempotency;
+mod mfa;
 mod sessions;
 mod tenants;
 mod tokens;
@@ -187,6 +188,14 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::EndSessionsOf { tenant, user_id, except } => sessions::end_others(tenant, user_id, except.as_deref()),
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),
+        Command::EnrollTotp { tenant, user_id, seed } => mfa::enroll(t, tenant, user_id, seed),
+        Command::ConfirmTotp { tenant, user_id, step, recovery_sha256 } => {
+            mfa::confirm(t, tenant, user_id, *step, recovery_sha256)
+        }
+        Command::CompleteMfa { tenant, user_id, factor, pending_sha256, session } => {
+            mfa::complete(t, tenant, user_id, factor, pending_sha256, session, now_ms)
+        }
+        Command::DisableTotp { tenant, user_id, factor } => mfa::disable(t, tenant, user_id, factor),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

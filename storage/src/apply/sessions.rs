@@ -16,7 +16,7 @@ fn no_sessions_in_system(tenant: &str) -> Result<(), Stop> {
     Ok(())
 }
 
-fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(), Stop> {
+pub(super) fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(), Stop> {
     if t.sessions.contains(&s.key())? || s.id_sha256.len() != 64 {
         let what = "a session needs a new 64-digit id digest".to_string();
         return Err(Rejection::Inconsistent { what }.into());

@@ -61,7 +61,7 @@ pub(super) fn update<'c>(t: &Tables<'_>, user: &'c UserRecord, expected_revision
         let subject = format!("user:{}", user.id);
         keeps_an_owner(t, &user.tenant, |b| b.subject == subject)?;
     }
-    let record = UserRecord { password_hash: stored.password_hash, ..user.clone() };
+    let record = UserRecord { password_hash: stored.password_hash, totp: stored.totp, ..user.clone() };
     writes(move |t| {
         t.users.put(&record)?;
         if record.status != UserStatus::Active {

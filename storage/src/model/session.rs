@@ -22,6 +22,10 @@ pub struct SessionRecord {
     pub idle_timeout_ms: i64,
     /// When it was last seen in use (kept coarsely: a touch is written only now and then).
     pub last_seen_ms: i64,
+    /// A password was right but the user's second factor is still to come: the session
+    /// serves only the MFA challenge (and logout) until then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pending_mfa: bool,
 }
 
 impl SessionRecord {

@@ -29,6 +29,22 @@ pub struct UserRecord {
     pub updated_at_ms: i64,
     /// Incremented by every update; the admin API's ETag.
     pub revision: u64,
+    /// The user's authenticator app, once they enrolled one (absent in older records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<TotpState>,
+}
+
+/// An authenticator app (TOTP, RFC 6238: SHA-1, 6 digits, 30 s steps).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TotpState {
+    /// The shared secret, sealed under the tenant's data key (S58).
+    pub seed: crate::model::Sealed,
+    /// Whether the user proved they hold it; only then does sign-in ask for a code.
+    pub confirmed: bool,
+    /// The last time step a code was accepted for: each step is accepted once (S45).
+    pub last_step: u64,
+    /// SHA-256 (hex) of each recovery code not used yet.
+    pub recovery_sha256: Vec<String>,
 }
 
 pub fn user_key(tenant: &str, id: &str) -> String {
