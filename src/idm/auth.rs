@@ -39,6 +39,9 @@ pub enum AuthError {
     /// A second factor that is not right, or was used already.
     #[error("the code is not right, or was used already")]
     BadCode,
+    /// No sign-in (or no sign-in waiting for a code) behind the presented cookie.
+    #[error("there is no session, or it has ended")]
+    NotSignedIn,
     #[error(transparent)]
     Refused(Rejection),
     #[error(transparent)]
@@ -328,7 +331,13 @@ async fn password_login(
     let mut session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
     // With an authenticator the session waits for its code (`mfa::challenge`).
     session.pending_mfa = user.totp.as_ref().is_some_and(|t| t.confirmed);
-    match app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await {
+    let mut started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
+    if matches!(started, Err(ProposeError::Refused(Rejection::MfaRequired))) {
+        // An authenticator confirmed after this node's read: the session waits for it.
+        session.pending_mfa = true;
+        started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
+    }
+    match started {
         Ok(Applied::SessionStarted { .. }) => Ok(SignedIn { session_id, session, user }),
         // Disabled between the read and the apply: the same answer as a wrong password.
         Err(ProposeError::Refused(Rejection::UserDisabled { .. } | Rejection::UnknownUser { .. })) => {

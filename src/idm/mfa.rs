@@ -91,11 +91,19 @@ pub async fn enroll(app: &AppState, user: &UserRecord) -> Result<Enrolment, Auth
 
 /// Confirms the enrolled secret with a code it made; the recovery codes, shown once.
 pub async fn confirm(app: &AppState, user: &UserRecord, code: &str) -> Result<Vec<String>, AuthError> {
-    if user.totp.as_ref().is_some_and(|s| s.confirmed) {
+    let account = format!("{}/mfa:{}", user.tenant, user.id);
+    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    let Some(state) = user.totp.as_ref() else {
+        return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
+    };
+    if state.confirmed {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpAlreadyConfirmed));
     }
     let totp = totp_of(app, user)?;
-    let step = step_of(&totp, code, app.clock.now_ms()).ok_or(AuthError::BadCode)?;
+    let Some(step) = step_of(&totp, code, app.clock.now_ms()) else {
+        note_failure(app, user, &account);
+        return Err(AuthError::BadCode);
+    };
     let codes: Vec<String> = (0..RECOVERY_CODES)
         .map(|_| {
             let mut raw = [0u8; 10];
@@ -107,6 +115,7 @@ pub async fn confirm(app: &AppState, user: &UserRecord, code: &str) -> Result<Ve
     let command = Command::ConfirmTotp {
         tenant: user.tenant.clone(),
         user_id: user.id.clone(),
+        seed_nonce: state.seed.nonce.clone(),
         step,
         recovery_sha256: codes.iter().map(|c| recovery_digest(c)).collect(),
     };
@@ -152,7 +161,11 @@ pub async fn challenge(
         }
     };
     let (session_id, digest) = crate::idm::auth::new_session_id();
-    let session = crate::idm::auth::session_for(&user.tenant, &user.id, "password+totp", digest, app.clock.now_ms());
+    let method = match factor {
+        MfaFactor::TotpStep(_) => "password+totp",
+        MfaFactor::RecoveryCode(_) => "password+recovery_code",
+    };
+    let session = crate::idm::auth::session_for(&user.tenant, &user.id, method, digest, app.clock.now_ms());
     let command = Command::CompleteMfa {
         tenant: user.tenant.clone(),
         user_id: user.id.clone(),
@@ -163,6 +176,15 @@ pub async fn challenge(
     match app.propose(&format!("user:{}", user.id), command).await {
         Ok(Applied::MfaCompleted { .. }) => Ok(SignedIn { session_id, session, user: user.clone() }),
         Ok(other) => Err(super::unexpected(other).into()),
+        // The sign-in ended, the user or tenant was disabled, or the authenticator removed,
+        // since the read: there is no sign-in to complete.
+        Err(crate::app::ProposeError::Refused(
+            gatehouse_storage::Rejection::SessionEnded
+            | gatehouse_storage::Rejection::SessionNotPending
+            | gatehouse_storage::Rejection::UserDisabled { .. }
+            | gatehouse_storage::Rejection::TenantDisabled { .. }
+            | gatehouse_storage::Rejection::TotpNotEnrolled,
+        )) => Err(AuthError::NotSignedIn),
         Err(e) => {
             let e = refused_as_bad_code(e);
             if matches!(e, AuthError::BadCode) {
@@ -197,6 +219,12 @@ pub async fn disable(
     match app.propose(&format!("user:{}", user.id), command).await {
         Ok(Applied::TotpDisabled) => Ok(()),
         Ok(other) => Err(super::unexpected(other).into()),
-        Err(e) => Err(refused_as_bad_code(e)),
+        Err(e) => {
+            let e = refused_as_bad_code(e);
+            if matches!(e, AuthError::BadCode) {
+                note_failure(app, user, &account);
+            }
+            Err(e)
+        }
     }
 }

@@ -234,6 +234,9 @@ pub enum Command {
     ConfirmTotp {
         tenant: String,
         user_id: String,
+        /// The nonce of the sealed seed the code was checked against: a later enrolment
+        /// (another seed) is not confirmed by it.
+        seed_nonce: String,
         step: u64,
         recovery_sha256: Vec<String>,
     },
@@ -707,6 +710,9 @@ pub enum Rejection {
     MfaFactorUsed,
     #[error("the session is not waiting for a second factor")]
     SessionNotPending,
+    /// A full session for a user whose sign-in needs a second factor.
+    #[error("the user has an authenticator: the session must wait for a code")]
+    MfaRequired,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -734,6 +740,7 @@ impl Rejection {
             Rejection::TotpNotEnrolled => "totp_not_enrolled",
             Rejection::MfaFactorUsed => "mfa_factor_used",
             Rejection::SessionNotPending => "session_not_pending",
+            Rejection::MfaRequired => "mfa_required",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",

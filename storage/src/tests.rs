@@ -942,6 +942,7 @@ fn second_factors_are_spent_once_and_complete_a_pending_sign_in() {
     let confirm = |step: u64| Command::ConfirmTotp {
         tenant: tenant.clone(),
         user_id: user_id.clone(),
+        seed_nonce: sealed("dk-shop").nonce,
         step,
         recovery_sha256: vec!["r1".repeat(32), "r2".repeat(32)],
     };
@@ -959,6 +960,10 @@ fn second_factors_are_spent_once_and_complete_a_pending_sign_in() {
     assert!(matches!(out[0], Outcome::Applied(Applied::TotpEnrolled)), "{:?}", out[0]);
     assert!(matches!(out[1], Outcome::Applied(Applied::TotpConfirmed)), "{:?}", out[1]);
     assert_eq!(refused(&out[2]), "totp_already_confirmed");
+
+    // A full session of a user with an authenticator is refused: it must wait for a code.
+    let full = Command::StartSession(session_of("shop", "u1", "9", false));
+    assert_eq!(refused(&apply_all(&store, &[at(29, full)])[0]), "mfa_required");
 
     // A pending sign-in completes once per step, and only with a later step.
     let pending = |digit: &str| Command::StartSession(session_of("shop", "u1", digit, true));

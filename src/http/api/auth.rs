@@ -59,7 +59,8 @@ pub struct LoginInput {
 #[derive(Debug, Object)]
 pub struct SessionView {
     pub user: SessionUser,
-    /// How this session signed in: `register`, `password` or `password+totp`.
+    /// How this session signed in: `register`, `password`, `password+totp` or
+    /// `password+recovery_code`.
     pub method: String,
     /// The password was right and the user has an authenticator: the session serves only
     /// `mfa/totp/challenge` (and logout) until a code completes the sign-in.
@@ -342,6 +343,7 @@ fn problem_of(e: AuthError) -> Problem {
         AuthError::BadCode => {
             Problem::new(StatusCode::UNAUTHORIZED, "invalid_code", "the code is not right, or was used already")
         }
+        AuthError::NotSignedIn => not_signed_in(),
         AuthError::Refused(r @ (Rejection::TotpAlreadyConfirmed | Rejection::TotpNotEnrolled)) => {
             Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
         }

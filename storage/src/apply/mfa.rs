@@ -26,6 +26,7 @@ pub(super) fn confirm<'c>(
     t: &Tables<'_>,
     tenant: &'c str,
     user_id: &'c str,
+    seed_nonce: &'c str,
     step: u64,
     recovery_sha256: &'c [String],
 ) -> Planned<'c> {
@@ -33,6 +34,10 @@ pub(super) fn confirm<'c>(
     let Some(state) = user.totp.as_mut() else { return Err(Rejection::TotpNotEnrolled.into()) };
     if state.confirmed {
         return Err(Rejection::TotpAlreadyConfirmed.into());
+    }
+    // Enrolled again since the code was checked: that code proves nothing about this seed.
+    if state.seed.nonce != seed_nonce {
+        return Err(Rejection::TotpNotEnrolled.into());
     }
     state.confirmed = true;
     state.last_step = step;

@@ -189,8 +189,8 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::RememberResponse(r) => idempotency::remember(t, r),
         Command::PruneIdempotency => idempotency::prune(now_ms),
         Command::EnrollTotp { tenant, user_id, seed } => mfa::enroll(t, tenant, user_id, seed),
-        Command::ConfirmTotp { tenant, user_id, step, recovery_sha256 } => {
-            mfa::confirm(t, tenant, user_id, *step, recovery_sha256)
+        Command::ConfirmTotp { tenant, user_id, seed_nonce, step, recovery_sha256 } => {
+            mfa::confirm(t, tenant, user_id, seed_nonce, *step, recovery_sha256)
         }
         Command::CompleteMfa { tenant, user_id, factor, pending_sha256, session } => {
             mfa::complete(t, tenant, user_id, factor, pending_sha256, session, now_ms)

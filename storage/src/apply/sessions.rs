@@ -28,8 +28,14 @@ pub(super) fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(),
 pub(super) fn start<'c>(t: &Tables<'_>, s: &'c SessionRecord) -> Planned<'c> {
     no_sessions_in_system(&s.tenant)?;
     tenants::active(t, &s.tenant)?;
-    if users::existing(t, &s.tenant, &s.user_id)?.status != UserStatus::Active {
+    let user = users::existing(t, &s.tenant, &s.user_id)?;
+    if user.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: s.user_id.clone() }.into());
+    }
+    // Decided here, on the applied state, not on the proposer's read: an authenticator
+    // confirmed meanwhile (or one a lagging node has not seen) still gets its code asked.
+    if !s.pending_mfa && user.totp.as_ref().is_some_and(|m| m.confirmed) {
+        return Err(Rejection::MfaRequired.into());
     }
     check_new_session(t, s)?;
     writes(move |t| {
