@@ -22,6 +22,8 @@ const STEP_SECS: u64 = 30;
 pub struct Enrolment {
     pub otpauth_uri: String,
     pub secret_base32: String,
+    /// The URI as a QR code, a PNG image in base64.
+    pub qr_png_base64: String,
 }
 
 /// The seed's sealing context: bound to the user, so it opens for nobody else.
@@ -84,7 +86,11 @@ pub async fn enroll(app: &AppState, user: &UserRecord) -> Result<Enrolment, Auth
         app.cipher.seal(&tenant.data_key_id, &seed_context(&user.tenant, &user.id), &seed).map_err(unavailable)?;
     let command = Command::EnrollTotp { tenant: user.tenant.clone(), user_id: user.id.clone(), seed: sealed };
     match app.propose(&format!("user:{}", user.id), command).await? {
-        Applied::TotpEnrolled => Ok(Enrolment { otpauth_uri: totp.get_url(), secret_base32: totp.get_secret_base32() }),
+        Applied::TotpEnrolled => Ok(Enrolment {
+            otpauth_uri: totp.get_url(),
+            secret_base32: totp.get_secret_base32(),
+            qr_png_base64: totp.get_qr_base64().map_err(|e| AuthError::Hashing(format!("QR code: {e}")))?,
+        }),
         other => Err(super::unexpected(other).into()),
     }
 }

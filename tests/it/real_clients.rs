@@ -242,6 +242,9 @@ async fn totp_codes_from_pyotp_complete_a_sign_in_once_each() {
     assert_eq!(status, StatusCode::OK, "{enrolled}");
     let uri = enrolled["otpauth_uri"].as_str().unwrap().to_string();
     assert!(uri.starts_with("otpauth://totp/") && uri.contains("secret="), "{uri}");
+    use base64::Engine;
+    let png = base64::engine::general_purpose::STANDARD.decode(enrolled["qr_png_base64"].as_str().unwrap()).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n") && png.len() > 200, "the QR code is not a PNG image");
 
     let now = pyotp_code(&uri, 0);
     let (status, _, _) =

@@ -122,6 +122,8 @@ pub struct TotpEnrolment {
     pub otpauth_uri: String,
     /// The same secret in base32, to type in.
     pub secret: String,
+    /// The URI as a QR code: a PNG image, base64 (for `data:image/png;base64,…`).
+    pub qr_png_base64: String,
 }
 
 /// One-time recovery codes, shown this once: each completes one sign-in without the app.
@@ -624,7 +626,11 @@ impl AuthApi {
             Err(e) => return TotpStarted::problem(problem_of(e)),
         };
         match mfa::enroll(&app, &user).await {
-            Ok(e) => TotpStarted::Ok(Json(TotpEnrolment { otpauth_uri: e.otpauth_uri, secret: e.secret_base32 })),
+            Ok(e) => TotpStarted::Ok(Json(TotpEnrolment {
+                otpauth_uri: e.otpauth_uri,
+                secret: e.secret_base32,
+                qr_png_base64: e.qr_png_base64,
+            })),
             Err(e) => TotpStarted::problem(problem_of(e)),
         }
     }
