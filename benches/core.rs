@@ -1,6 +1,6 @@
 //! Micro-benchmarks of the hot paths: `apply` of one command, a write through single-node raft
-//! against one bare durable redb commit (same run, same disk), and ES256/RS256 token signing
-//! and verification through jsonwebtoken's aws-lc backend. Run with `cargo bench --bench core`;
+//! against one bare durable redb commit (same run, same disk), ES256/RS256 token signing
+//! and verification through jsonwebtoken's aws-lc backend, and one argon2id password hash. Run with `cargo bench --bench core`;
 //! `cargo test --benches` runs each once as a test.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -210,5 +210,19 @@ fn tokens(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, storage, tokens);
+/// One argon2id hash with the production defaults (19456 KiB, 2 passes, 1 lane) on one
+/// thread: the raw rate `benches/signin.sh` sets sign-in throughput against.
+fn passwords(c: &mut Criterion) {
+    let params = gatehouse::idm::users::argon2_params(&gatehouse::config::PasswordConfig::default()).unwrap();
+    let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+    let mut out = [0u8; 32];
+    let mut group = c.benchmark_group("passwords");
+    group.sample_size(20);
+    group.bench_function("argon2id_hash", |b| {
+        b.iter(|| argon.hash_password_into(b"bench-sign-in-password", b"sixteen-byte-slt", &mut out).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, storage, tokens, passwords);
 criterion_main!(benches);

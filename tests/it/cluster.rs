@@ -720,6 +720,7 @@ async fn a_minority_partition_commits_nothing_and_the_cluster_converges_after_he
     let li = leader_index(&members, &leader);
     let f = (0..3).find(|i| *i != li).unwrap();
     let writers = start_writers("one-way", &targets);
+    reset_register(&members[li], &tokens[li]).await;
     let mut clients: Vec<(Target, bool)> =
         (0..3).filter(|i| *i != f).flat_map(|i| [(targets[i].clone(), true), (targets[i].clone(), true)]).collect();
     clients.extend([(targets[f].clone(), false), (targets[f].clone(), false)]);
@@ -1537,8 +1538,12 @@ struct Register {
 }
 
 impl Register {
-    /// Starts one client per `(target, writes)`, each making at most `ops` operations.
+    /// Starts one client per `(target, writes)`, each making at most `ops` operations. The
+    /// register must hold [`FIRST_DISPLAY_NAME`] (see [`reset_register`]); the values written
+    /// are unique to this run.
     fn start(clients: &[(Target, bool)], ops: u64) -> Register {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let run = RUNS.fetch_add(1, Ordering::Relaxed);
         let history = Arc::new(Mutex::new(Vec::<Step>::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -1555,7 +1560,7 @@ impl Register {
                     n += 1;
                     let http = crate::support::node::client_for(&ca);
                     let path = format!("{url}/admin/v1/tenants/default");
-                    let write = (writes && n % 3 != 0).then(|| format!("c{c}-{n}"));
+                    let write = (writes && n % 3 != 0).then(|| format!("r{run}-c{c}-{n}"));
                     history.lock().unwrap().push(Step::Invoke { client, write: write.clone() });
                     let sent = match &write {
                         Some(v) => http.patch(&path).json(&json!({ "display_name": v })),
@@ -1598,6 +1603,13 @@ impl Register {
         self.stop.store(true, Ordering::Relaxed);
         self.finished().await
     }
+}
+
+/// Sets the register back to [`FIRST_DISPLAY_NAME`], the state the checker starts from.
+async fn reset_register(m: &Member, token: &str) {
+    let body = json!({ "display_name": FIRST_DISPLAY_NAME });
+    let reset = on(m, Method::PATCH, "/admin/v1/tenants/default", Some(token), Some(&body)).await;
+    assert_eq!(reset.status, StatusCode::OK, "resetting the register: {}", reset.body);
 }
 
 /// Checks a register history; on failure keeps it in the temp dir for a look.
