@@ -97,8 +97,7 @@ pub async fn enroll(app: &AppState, user: &UserRecord) -> Result<Enrolment, Auth
 
 /// Confirms the enrolled secret with a code it made; the recovery codes, shown once.
 pub async fn confirm(app: &AppState, user: &UserRecord, code: &str) -> Result<Vec<String>, AuthError> {
-    let account = format!("{}/mfa:{}", user.tenant, user.id);
-    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    let account = admitted(app, user)?;
     let Some(state) = user.totp.as_ref() else {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
     };
@@ -156,16 +155,8 @@ pub async fn challenge(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<SignedIn, AuthError> {
-    let account = format!("{}/mfa:{}", user.tenant, user.id);
-    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
-    let spent = factor(app, user, code, recovery);
-    let factor = match spent {
-        Ok(f) => f,
-        Err(e) => {
-            note_failure(app, user, &account);
-            return Err(e);
-        }
-    };
+    let account = admitted(app, user)?;
+    let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &account, e))?;
     let (session_id, digest) = crate::idm::auth::new_session_id();
     let method = match factor {
         MfaFactor::TotpStep(_) => "password+totp",
@@ -191,14 +182,23 @@ pub async fn challenge(
             | gatehouse_storage::Rejection::TenantDisabled { .. }
             | gatehouse_storage::Rejection::TotpNotEnrolled,
         )) => Err(AuthError::NotSignedIn),
-        Err(e) => {
-            let e = refused_as_bad_code(e);
-            if matches!(e, AuthError::BadCode) {
-                note_failure(app, user, &account);
-            }
-            Err(e)
-        }
+        Err(e) => Err(counted(app, user, &account, refused_as_bad_code(e))),
     }
+}
+
+/// The user's budget of wrong codes (per account, beside the per-source one), if not spent.
+fn admitted(app: &AppState, user: &UserRecord) -> Result<String, AuthError> {
+    let account = format!("{}/mfa:{}", user.tenant, user.id);
+    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    Ok(account)
+}
+
+/// A wrong code, found here or by `apply`: counted against the budgets and audited, coalesced.
+fn counted(app: &AppState, user: &UserRecord, account: &str, e: AuthError) -> AuthError {
+    if matches!(e, AuthError::BadCode) {
+        note_failure(app, user, account);
+    }
+    e
 }
 
 fn note_failure(app: &AppState, user: &UserRecord, account: &str) {
@@ -215,22 +215,15 @@ pub async fn disable(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<(), AuthError> {
-    let account = format!("{}/mfa:{}", user.tenant, user.id);
-    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    let account = admitted(app, user)?;
     if !user.totp.as_ref().is_some_and(|s| s.confirmed) {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
     }
-    let factor = factor(app, user, code, recovery).inspect_err(|_| note_failure(app, user, &account))?;
+    let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &account, e))?;
     let command = Command::DisableTotp { tenant: user.tenant.clone(), user_id: user.id.clone(), factor };
     match app.propose(&format!("user:{}", user.id), command).await {
         Ok(Applied::TotpDisabled) => Ok(()),
         Ok(other) => Err(super::unexpected(other).into()),
-        Err(e) => {
-            let e = refused_as_bad_code(e);
-            if matches!(e, AuthError::BadCode) {
-                note_failure(app, user, &account);
-            }
-            Err(e)
-        }
+        Err(e) => Err(counted(app, user, &account, refused_as_bad_code(e))),
     }
 }

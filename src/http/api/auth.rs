@@ -448,6 +448,20 @@ fn session_of(
     Ok((tenant, id))
 }
 
+/// The signed-in user behind a cookie-authenticated change (S52), or the problem to answer.
+async fn user_for_change(
+    app: &AppState,
+    scope: &IssuerScope,
+    req: &poem::Request,
+) -> Result<gatehouse_storage::model::UserRecord, Problem> {
+    let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
+    match auth::current(app, &tenant.id, &id).await {
+        Ok(Some((_, user))) => Ok(user),
+        Ok(None) => Err(not_signed_in()),
+        Err(e) => Err(problem_of(e)),
+    }
+}
+
 /// The tenant of the request's issuer; `/t/default/…` is not a second address for `default`.
 fn tenant_of(app: &AppState, scope: &IssuerScope) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
     match resolve_scope(app, scope) {
@@ -616,14 +630,9 @@ impl AuthApi {
         scope: Data<&IssuerScope>,
         req: &poem::Request,
     ) -> TotpStarted {
-        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
-            Ok(v) => v,
+        let user = match user_for_change(&app, &scope, req).await {
+            Ok(u) => u,
             Err(p) => return TotpStarted::problem(p),
-        };
-        let user = match auth::current(&app, &tenant.id, &id).await {
-            Ok(Some((_, user))) => user,
-            Ok(None) => return TotpStarted::problem(not_signed_in()),
-            Err(e) => return TotpStarted::problem(problem_of(e)),
         };
         match mfa::enroll(&app, &user).await {
             Ok(e) => TotpStarted::Ok(Json(TotpEnrolment {
@@ -644,14 +653,9 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<Checked<TotpCode>>,
     ) -> TotpConfirmed {
-        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
-            Ok(v) => v,
+        let user = match user_for_change(&app, &scope, req).await {
+            Ok(u) => u,
             Err(p) => return TotpConfirmed::problem(p),
-        };
-        let user = match auth::current(&app, &tenant.id, &id).await {
-            Ok(Some((_, user))) => user,
-            Ok(None) => return TotpConfirmed::problem(not_signed_in()),
-            Err(e) => return TotpConfirmed::problem(problem_of(e)),
         };
         match mfa::confirm(&app, &user, &body.code).await {
             Ok(codes) => TotpConfirmed::Ok(Json(RecoveryCodes { recovery_codes: codes })),
@@ -700,14 +704,9 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<Checked<SecondFactor>>,
     ) -> TotpRemoved {
-        let (tenant, id) = match tenant_for_change(&app, &scope, req).and_then(|t| session_of(req, t)) {
-            Ok(v) => v,
+        let user = match user_for_change(&app, &scope, req).await {
+            Ok(u) => u,
             Err(p) => return TotpRemoved::problem(p),
-        };
-        let user = match auth::current(&app, &tenant.id, &id).await {
-            Ok(Some((_, user))) => user,
-            Ok(None) => return TotpRemoved::problem(not_signed_in()),
-            Err(e) => return TotpRemoved::problem(problem_of(e)),
         };
         match mfa::disable(&app, &user, body.code.as_deref(), body.recovery_code.as_deref()).await {
             Ok(()) => TotpRemoved::Done,
