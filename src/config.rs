@@ -102,6 +102,18 @@ pub struct RateLimitConfig {
     /// Identical failed authentications (same client, source and reason) within this window
     /// are written as one audit entry with a count.
     pub failure_audit_window_secs: u64,
+    /// Failed sign-ins of one account (known or not) within `lockout_window_secs`, from any
+    /// source, that hold it: no password is checked for it during the hold (S40).
+    pub lockout_after_failures: u32,
+    pub lockout_window_secs: u64,
+    /// The first hold; each next one doubles, up to `lockout_max_hold_secs`.
+    pub lockout_first_hold_secs: u64,
+    pub lockout_max_hold_secs: u64,
+    /// An account that had no failure for this long starts again from the first hold.
+    pub lockout_forget_after_secs: u64,
+    /// Failures are written through raft at most this often, all accounts in one entry (an
+    /// account that reaches its limit is written at once).
+    pub lockout_flush_ms: u64,
 }
 
 impl Default for RateLimitConfig {
@@ -115,6 +127,12 @@ impl Default for RateLimitConfig {
             registrations_per_source_per_min: 10,
             max_tracked_keys: 100_000,
             failure_audit_window_secs: 10,
+            lockout_after_failures: 10,
+            lockout_window_secs: 15 * 60,
+            lockout_first_hold_secs: 60,
+            lockout_max_hold_secs: 3600,
+            lockout_forget_after_secs: 24 * 3600,
+            lockout_flush_ms: 500,
         }
     }
 }
@@ -423,6 +441,21 @@ impl Config {
         if limits.failure_audit_window_secs == 0 || limits.failure_audit_window_secs > 3600 {
             return Err(ConfigError::Invalid(
                 "rate_limits.failure_audit_window_secs must be between 1 and 3600".into(),
+            ));
+        }
+        if limits.lockout_after_failures == 0
+            || limits.lockout_window_secs == 0
+            || limits.lockout_first_hold_secs == 0
+            || limits.lockout_first_hold_secs > limits.lockout_max_hold_secs
+            || limits.lockout_max_hold_secs > 7 * 24 * 3600
+            || limits.lockout_forget_after_secs < limits.lockout_max_hold_secs
+            || !(10..=60_000).contains(&limits.lockout_flush_ms)
+        {
+            return Err(ConfigError::Invalid(
+                "rate_limits.lockout_*: after_failures, window_secs and first_hold_secs at least 1; first_hold_secs \
+                 at most max_hold_secs (at most a week) and forget_after_secs at least max_hold_secs; flush_ms \
+                 10 to 60000"
+                    .into(),
             ));
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {

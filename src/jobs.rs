@@ -15,9 +15,10 @@ pub fn spawn(app: Arc<AppState>, stop: watch::Receiver<bool>) -> tokio::task::Jo
     let token_audit = crate::app::token_audit::token_audit_job(app.clone(), stop.clone());
     let window = Duration::from_secs(app.config.rate_limits.failure_audit_window_secs);
     let failures = crate::app::auth_failures::flush_job(app.clone(), window, stop.clone());
+    let lockout = crate::app::lockout::flush_job(app.clone(), stop.clone());
     let limits = forget_idle_limits(app, stop);
     tokio::spawn(async move {
-        tokio::join!(rotation, pruning, token_audit, failures, limits);
+        tokio::join!(rotation, pruning, token_audit, failures, lockout, limits);
     })
 }
 

@@ -157,6 +157,7 @@ pub async fn prepare(
         token_audit: Default::default(),
         limits: crate::app::limits::RateLimits::new(&config.rate_limits),
         auth_failures: crate::app::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
+        lockout: crate::app::lockout::Lockout::new(&config.rate_limits),
         founded: false,
         cluster_port: Default::default(),
     };

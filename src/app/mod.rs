@@ -7,6 +7,7 @@ pub mod auth_failures;
 pub mod cluster_port;
 pub mod idempotency;
 pub mod limits;
+pub mod lockout;
 pub mod request;
 pub mod signers;
 pub mod token_audit;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub limits: limits::RateLimits,
     /// Failed authentications waiting to be audited, coalesced.
     pub auth_failures: auth_failures::FailureAudit,
+    /// Failed sign-ins per account, tallied for raft.
+    pub lockout: lockout::Lockout,
     /// This start founded the cluster (the banner then says how to get admin credentials).
     pub founded: bool,
     /// The node-to-node port, open once this node is a cluster member.

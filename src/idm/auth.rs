@@ -289,6 +289,33 @@ fn record_attempt<T>(
     app.metrics.login_duration.observe(started.elapsed().as_secs_f64());
 }
 
+/// Admits one password check of account `name` (a normalized email) within its lockout budget.
+fn admit_attempt<'a>(
+    app: &'a AppState,
+    tenant: &str,
+    name: &str,
+) -> Result<crate::app::lockout::Attempt<'a>, AuthError> {
+    use crate::app::lockout::{account_digest, Refusal};
+    match app.lockout.admit(&app.store, tenant, &account_digest(name), app.clock.now_ms()) {
+        Ok(attempt) => Ok(attempt),
+        Err(Refusal::Held(wait)) => Err(AuthError::RateLimited(wait)),
+        Err(Refusal::Busy) => Err(AuthError::Busy),
+        Err(Refusal::Store(e)) => Err(NodeWriteError::Unavailable(e.to_string()).into()),
+    }
+}
+
+/// After a right password, the account's stored failures (if it has any) are forgotten. A
+/// failure here costs the sign-in nothing: the failures then age out of their window.
+async fn forget_failures(app: &AppState, attempt: crate::app::lockout::Attempt<'_>, tenant: &str, name: &str) {
+    if attempt.succeeded() {
+        let account_sha256 = crate::app::lockout::account_digest(name);
+        let command = Command::ClearLoginFailures { tenant: tenant.to_string(), account_sha256 };
+        if let Err(e) = app.propose("anonymous", command).await {
+            tracing::debug!("failed sign-ins were not cleared: {e}");
+        }
+    }
+}
+
 /// Signs a user in with their email and password: a new session on success.
 pub async fn login(app: &AppState, tenant: &TenantRecord, email: &str, password: &str) -> Result<SignedIn, AuthError> {
     let started = std::time::Instant::now();
@@ -304,10 +331,9 @@ async fn password_login(
     password: &str,
 ) -> Result<SignedIn, AuthError> {
     let email = normalize_email(email).map_err(|_| AuthError::BadCredentials)?;
-    // Budgets per source and per account, spent by failures: a known and an unknown email
-    // are counted alike, so a 429 tells nobody which exists (S40, S41).
-    let account = format!("{}/login:{email}", tenant.id);
-    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    // The account's failures are counted in raft (S40), a known and an unknown email alike,
+    // so a 429 tells nobody which exists (S41); the source's budget is the node's own.
+    let attempt = admit_attempt(app, &tenant.id, &email)?;
     let password = normalize_password(password);
     let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
     let user = app.store.read().and_then(|r| r.user_by_username(&tenant.id, &email)).map_err(unavailable)?;
@@ -319,7 +345,8 @@ async fn password_login(
         Some(u) if matches && u.status == UserStatus::Active && u.password_hash.is_some() => u,
         _ => {
             let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
-            app.limits.failed(source, Some(&account));
+            attempt.failed(app.clock.now_ms());
+            app.limits.failed(source, None);
             // Made-up emails fold into one audit entry, as made-up client ids do.
             let named = if known { email.as_str() } else { "(unknown)" };
             app.auth_failures.record(app.clock.now_ms(), &tenant.id, "login", named, source, "invalid_credentials");
@@ -338,7 +365,10 @@ async fn password_login(
         started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
     }
     match started {
-        Ok(Applied::SessionStarted { .. }) => Ok(SignedIn { session_id, session, user }),
+        Ok(Applied::SessionStarted { .. }) => {
+            forget_failures(app, attempt, &tenant.id, &email).await;
+            Ok(SignedIn { session_id, session, user })
+        }
         // Disabled between the read and the apply: the same answer as a wrong password.
         Err(ProposeError::Refused(Rejection::UserDisabled { .. } | Rejection::UnknownUser { .. })) => {
             Err(AuthError::BadCredentials)
@@ -469,16 +499,17 @@ pub async fn end_others(
     password: &str,
 ) -> Result<Option<u64>, AuthError> {
     let Some((session, user)) = current(app, tenant, session_id).await? else { return Ok(None) };
-    let account = format!("{tenant}/login:{}", user.username);
-    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
+    let attempt = admit_attempt(app, tenant, &user.username)?;
     let hash = user.password_hash.clone().unwrap_or_else(|| dummy_hash(&app.config.passwords));
     let long = password.chars().count() > MAX_PASSWORD_CHARS;
     let matches = !long && verify_password(password, &hash).await.map_err(hashing_error)?;
     if !matches || user.password_hash.is_none() {
         let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
-        app.limits.failed(source, Some(&account));
+        attempt.failed(app.clock.now_ms());
+        app.limits.failed(source, None);
         return Err(AuthError::BadCredentials);
     }
+    forget_failures(app, attempt, tenant, &user.username).await;
     let command = Command::EndSessionsOf {
         tenant: tenant.to_string(),
         user_id: user.id.clone(),

@@ -255,6 +255,21 @@ pub enum Command {
         user_id: String,
         factor: MfaFactor,
     },
+    /// Counts failed sign-ins per account, coalesced over a short window, and holds the
+    /// accounts that reach the policy's limit (S40).
+    RecordLoginFailures {
+        policy: crate::model::LockoutPolicy,
+        failures: Vec<LoginFailures>,
+    },
+    /// Forgets an account's failures and holds (it signed in).
+    ClearLoginFailures {
+        tenant: String,
+        account_sha256: String,
+    },
+    /// Drops failure records the policy no longer needs.
+    PruneLockouts {
+        policy: crate::model::LockoutPolicy,
+    },
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
     Probe,
@@ -285,6 +300,15 @@ pub struct AuthFailures {
     pub reason: String,
     pub count: u64,
     pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// Failed sign-ins of one account seen in one window: how many, and the time of the last.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginFailures {
+    pub tenant: String,
+    pub account_sha256: String,
+    pub count: u32,
     pub last_ms: i64,
 }
 
@@ -352,6 +376,11 @@ impl Command {
             ),
             Command::IssueTokens(batch) => ("system".into(), format!("tokens:{}", batch.len())),
             Command::RecordAuthFailures(f) => ("system".into(), format!("authentication_failures:{}", f.len())),
+            Command::RecordLoginFailures { failures, .. } => ("system".into(), format!("accounts:{}", failures.len())),
+            Command::ClearLoginFailures { tenant, account_sha256 } => {
+                (tenant.clone(), format!("account:{}", short(account_sha256)))
+            }
+            Command::PruneLockouts { .. } => ("system".into(), "lockouts".into()),
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.audit_subject(),
             Command::Register(r) => {
                 (r.user.tenant.clone(), format!("user:{} session:{}", r.user.id, short(&r.session.id_sha256)))
@@ -419,6 +448,9 @@ impl Command {
             Command::IssueToken(_) | Command::IssueTokens(_) => "token.issue",
             Command::ClientAuthenticationFailed { .. } => "client.authenticate",
             Command::RecordAuthFailures(_) => "authentication.failed",
+            Command::RecordLoginFailures { .. } => "lockout.count",
+            Command::ClearLoginFailures { .. } => "lockout.clear",
+            Command::PruneLockouts { .. } => "lockout.prune",
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.action(),
             Command::Register(_) => "user.register",
             Command::StartSession(_) => "session.start",
@@ -570,6 +602,14 @@ pub enum Applied {
     SessionTouched,
     SessionEnded,
     SessionsPruned {
+        count: u64,
+    },
+    /// Failures counted, and how many accounts are now held.
+    LoginFailuresCounted {
+        held: u64,
+    },
+    LoginFailuresCleared,
+    LockoutsPruned {
         count: u64,
     },
     SessionsEnded {

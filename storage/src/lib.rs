@@ -19,8 +19,8 @@ pub mod tables;
 pub use apply::apply;
 pub use audit::{AuditDraft, AuditEntry, AuditHead, VerifyFailure, VerifyReport};
 pub use command::{
-    Applied, AuthFailures, Command, HeldRoles, IssuedToken, MfaFactor, NewTenant, Outcome, OwnedOrganization, Proposal,
-    Registration, Rejection,
+    Applied, AuthFailures, Command, HeldRoles, IssuedToken, LoginFailures, MfaFactor, NewTenant, Outcome,
+    OwnedOrganization, Proposal, Registration, Rejection,
 };
 pub use error::StoreError;
 pub use read::Reader;

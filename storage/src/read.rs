@@ -198,6 +198,27 @@ impl Reader {
         table::page(&t, &format!("{tenant}/{organization_id}/"), after, limit, |_| true)
     }
 
+    /// An account's failed sign-ins and hold, if it has any.
+    pub fn lockout(
+        &self,
+        tenant: &str,
+        account_sha256: &str,
+    ) -> Result<Option<crate::model::LockoutRecord>, StoreError> {
+        let t = self.txn.open_table(tables::LOCKOUTS)?;
+        table::get(&t, &crate::model::lockout::lockout_key(tenant, account_sha256))
+    }
+
+    /// How many failure records `policy` no longer needs at `now_ms`.
+    pub fn forgotten_lockouts(&self, now_ms: i64, policy: &crate::model::LockoutPolicy) -> Result<u64, StoreError> {
+        let t = self.txn.open_table(tables::LOCKOUTS)?;
+        let mut n = 0;
+        table::scan(&t, "", |_, r: crate::model::LockoutRecord| {
+            n += u64::from(r.forgotten_at(now_ms, policy));
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
     /// The session whose id hashes to `id_sha256`, live or not (the caller checks the times).
     pub fn session(&self, tenant: &str, id_sha256: &str) -> Result<Option<crate::model::SessionRecord>, StoreError> {
         let t = self.txn.open_table(tables::SESSIONS)?;

@@ -8,6 +8,7 @@
 //!   `memberships`, `idempotency`, `used_assertions` and `roles` tables (created empty).
 //! - 4: the derived `bindings_by_subject` index (built from the bindings).
 //! - 5: the `sessions` table (created empty) and its derived `sessions_by_user` index.
+//! - 6: the `lockouts` table (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -18,7 +19,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 5;
+pub const CURRENT_VERSION: u32 = 6;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,6 +101,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         }
         // The sessions table and its index are created empty by `create_tables`.
         4 => Ok(5),
+        // The lockouts table is created empty by `create_tables`.
+        5 => Ok(6),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

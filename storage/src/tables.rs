@@ -42,6 +42,8 @@ pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("session
 /// Derived: sessions by user, `{tenant}/{user_id}/{id_sha256}` → the session's key.
 pub const SESSIONS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions_by_user");
 /// Derived: role bindings by subject, `{tenant}/{subject}/{binding_id}` → the binding's key.
+/// Failed sign-ins and holds per account, keyed `{tenant}/{sha256 of the account name}`.
+pub const LOCKOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lockouts");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -66,7 +68,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 15] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 16] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -82,6 +84,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 15] = [
     USED_ASSERTIONS,
     ROLES,
     SESSIONS,
+    LOCKOUTS,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
 pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 2] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER];

@@ -1012,3 +1012,53 @@ fn second_factors_are_spent_once_and_complete_a_pending_sign_in() {
     assert!(matches!(out[2], Outcome::Applied(Applied::TotpDisabled)), "{:?}", out[2]);
     assert!(store.read().unwrap().user("shop", "u1").unwrap().unwrap().totp.is_none());
 }
+
+#[test]
+fn login_failures_hold_an_account_double_the_hold_and_go_with_their_tenant() {
+    use crate::command::LoginFailures;
+    use crate::model::LockoutPolicy;
+    let (_d, store) = fresh();
+    apply_all(&store, &[bootstrap(), create("shop", 10)]);
+    let policy = LockoutPolicy {
+        limit: 5,
+        window_ms: 60_000,
+        first_hold_ms: 1_000,
+        max_hold_ms: 60_000,
+        forget_after_ms: 600_000,
+    };
+    let at = |at_ms: i64, command: Command| Proposal { origin: None, at_ms, actor: "anonymous".into(), command };
+    let failed = |count: u32, last_ms: i64| Command::RecordLoginFailures {
+        policy,
+        failures: vec![
+            LoginFailures { tenant: "shop".into(), account_sha256: "a".repeat(64), count, last_ms },
+            LoginFailures { tenant: "gone".into(), account_sha256: "b".repeat(64), count, last_ms },
+        ],
+    };
+    let read = || store.read().unwrap().lockout("shop", &"a".repeat(64)).unwrap();
+    let out = apply_all(&store, &[at(100, failed(3, 100))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::LoginFailuresCounted { held: 0 })), "{:?}", out[0]);
+    assert_eq!(read().map(|r| (r.failures, r.held_until_ms)), Some((3, 0)));
+    assert!(store.read().unwrap().lockout("gone", &"b".repeat(64)).unwrap().is_none(), "no tenant, no record");
+    let out = apply_all(&store, &[at(200, failed(9, 200))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::LoginFailuresCounted { held: 1 })), "{:?}", out[0]);
+    assert_eq!(
+        read().map(|r| (r.failures, r.held_until_ms)),
+        Some((0, 1_200)),
+        "held; the count never passes the limit"
+    );
+    apply_all(&store, &[at(1_300, failed(5, 1_300))]);
+    assert_eq!(read().unwrap().held_until_ms, 3_300, "the next hold is twice as long");
+
+    let clear = Command::ClearLoginFailures { tenant: "shop".into(), account_sha256: "a".repeat(64) };
+    apply_all(&store, &[at(4_000, clear)]);
+    assert!(read().is_none(), "a sign-in forgets the failures");
+
+    apply_all(&store, &[at(5_000, failed(1, 5_000))]);
+    assert_eq!(store.read().unwrap().forgotten_lockouts(5_000 + 600_000, &policy).unwrap(), 1);
+    let out = apply_all(&store, &[at(5_000 + 600_000, Command::PruneLockouts { policy })]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::LockoutsPruned { count: 1 })), "{:?}", out[0]);
+    apply_all(&store, &[at(700_000, failed(1, 700_000))]);
+    assert!(read().is_some());
+    apply_all(&store, &[at(700_001, Command::DeleteTenant { id: "shop".into() })]);
+    assert!(read().is_none(), "a deleted tenant's records go with it");
+}

@@ -360,6 +360,8 @@ async fn a_known_and_an_unknown_email_take_the_same_time_to_refuse() {
         "rate_limits.failures_per_source_per_min=10000",
         "--set",
         "rate_limits.failures_per_client_per_min=10000",
+        "--set",
+        "rate_limits.lockout_after_failures=1000",
     ];
     let node = TestNode::start_with(&dir, &args, &[]).unwrap();
     let body = json!({"email": "known@example.com", "password": "plenty long enough passphrase"});
@@ -444,4 +446,100 @@ async fn a_hash_made_with_old_parameters_is_upgraded_at_the_next_sign_in() {
     let s = auth(&node, Method::GET, "/v1/auth/session", Some(&session), None, &[]).await;
     assert_eq!(s.status, StatusCode::OK, "an upgrade ends no session");
     assert_eq!(auth(&node, Method::POST, "/v1/auth/login", None, Some(account), &[]).await.status, StatusCode::OK);
+}
+
+/// Fires `n` wrong-password logins for `email` at once; the statuses and `Retry-After`s.
+async fn parallel_wrong_logins(node: &TestNode, email: &str, n: usize) -> Vec<(StatusCode, Option<u64>)> {
+    let body = json!({"email": email, "password": "not the right passphrase"});
+    let attempts = (0..n).map(|_| {
+        let req = node.client().post(format!("{}/v1/auth/login", node.url)).json(&body);
+        async move {
+            let resp = req.send().await.unwrap();
+            let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+            (resp.status(), wait)
+        }
+    });
+    futures_util::future::join_all(attempts).await
+}
+
+async fn login_status(node: &TestNode, email: &str, password: &str) -> (StatusCode, Option<u64>) {
+    let body = json!({"email": email, "password": password});
+    let resp = node.client().post(format!("{}/v1/auth/login", node.url)).json(&body).send().await.unwrap();
+    let wait = resp.headers().get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok());
+    (resp.status(), wait)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_wrong_passwords_never_count_past_the_limit_and_the_hold_survives_a_restart() {
+    let (_tmp, dir) = temp_data_dir();
+    // The per-source budget is raised so that only the per-account count is measured.
+    let args = |first_hold: &'static str| {
+        [
+            "--set",
+            "rate_limits.lockout_after_failures=5",
+            "--set",
+            first_hold,
+            "--set",
+            "rate_limits.failures_per_source_per_min=10000",
+        ]
+    };
+    let node = TestNode::start_with(&dir, &args("rate_limits.lockout_first_hold_secs=300"), &[]).unwrap();
+    let password = "plenty long enough passphrase";
+    let body = json!({"email": "known@example.com", "password": password});
+    assert_eq!(auth(&node, Method::POST, "/v1/auth/register", None, Some(body), &[]).await.status, StatusCode::CREATED);
+
+    for email in ["known@example.com", "unknown@example.com"] {
+        let answers = parallel_wrong_logins(&node, email, 50).await;
+        let checked = answers.iter().filter(|(s, _)| *s == StatusCode::UNAUTHORIZED).count();
+        assert!((1..=5).contains(&checked), "{email}: {checked} passwords checked, the limit is 5: {answers:?}");
+        for (status, wait) in &answers {
+            match *status {
+                StatusCode::UNAUTHORIZED => {}
+                StatusCode::TOO_MANY_REQUESTS => assert!(wait.is_some(), "429 without Retry-After"),
+                // The hashing queue may be full for a moment; that counts nothing.
+                StatusCode::SERVICE_UNAVAILABLE => {}
+                other => panic!("{email}: {other}"),
+            }
+        }
+    }
+    // Let the attempts that fill the budget (if fewer than five were checked) fail too.
+    for email in ["known@example.com", "unknown@example.com"] {
+        for _ in 0..5 {
+            if login_status(&node, email, "not the right passphrase").await.0 == StatusCode::TOO_MANY_REQUESTS {
+                break;
+            }
+        }
+    }
+    let (status, wait) = login_status(&node, "known@example.com", password).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "the right password waits out the hold too");
+    assert!(wait.is_some_and(|w| (200..=300).contains(&w)), "Retry-After {wait:?}");
+    let (unknown, _) = login_status(&node, "unknown@example.com", password).await;
+    assert_eq!(unknown, StatusCode::TOO_MANY_REQUESTS, "an unknown email is held like a known one");
+
+    // The count is raft state: it is there after a crash.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    node.kill9();
+    let node = TestNode::start_with(&dir, &args("rate_limits.lockout_first_hold_secs=1"), &[]).unwrap();
+    let (status, wait) = login_status(&node, "known@example.com", password).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "still held after a restart");
+    assert!(wait.is_some_and(|w| w >= 200), "Retry-After {wait:?}");
+
+    // Holds end, and the next one is twice as long (here 1 s, then 2 s).
+    let body = json!({"email": "bob@example.com", "password": password});
+    assert_eq!(auth(&node, Method::POST, "/v1/auth/register", None, Some(body), &[]).await.status, StatusCode::CREATED);
+    let mut holds = Vec::new();
+    for _ in 0..2 {
+        for _ in 0..5 {
+            let (status, _) = login_status(&node, "bob@example.com", "not the right passphrase").await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let (status, wait) = login_status(&node, "bob@example.com", password).await;
+        assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+        holds.push(wait.unwrap());
+        tokio::time::sleep(std::time::Duration::from_millis(2_100)).await;
+    }
+    assert_eq!(holds, [1, 2], "the second hold is twice the first");
+    let (status, _) = login_status(&node, "bob@example.com", password).await;
+    assert_eq!(status, StatusCode::OK, "a hold ends; it never locks for good");
 }

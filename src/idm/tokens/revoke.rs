@@ -66,10 +66,12 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
             continue;
         }
         let now_ms = app.clock.now_ms();
+        let policy = app.lockout.policy();
         let due = app.store.read().and_then(|r| {
-            Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?, r.ended_sessions(now_ms)?))
+            let lockouts = r.forgotten_lockouts(now_ms, &policy)?;
+            Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?, r.ended_sessions(now_ms)?, lockouts))
         });
-        let (revocations, answers, sessions) = match due {
+        let (revocations, answers, sessions, lockouts) = match due {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!("pruning check: {e}");
@@ -80,6 +82,7 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
             (revocations, Command::PruneRevocations),
             (answers, Command::PruneIdempotency),
             (sessions, Command::PruneSessions),
+            (lockouts, Command::PruneLockouts { policy }),
         ];
         for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
             let proposal = Proposal { origin: None, at_ms: now_ms, actor: "policy:pruning".into(), command };

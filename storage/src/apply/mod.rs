@@ -11,6 +11,7 @@ mod access;
 mod clients;
 mod cluster;
 mod idempotency;
+mod lockouts;
 mod mfa;
 mod sessions;
 mod tenants;
@@ -22,8 +23,8 @@ use redb::{Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
-    BindingRecord, ClientRecord, DataKeyRecord, IdempotentResponse, MembershipRecord, OrganizationRecord, RoleRecord,
-    SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
+    BindingRecord, ClientRecord, DataKeyRecord, IdempotentResponse, LockoutRecord, MembershipRecord,
+    OrganizationRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -43,6 +44,7 @@ pub(crate) struct Tables<'t> {
     memberships: Rows<'t, MembershipRecord>,
     idempotency: Rows<'t, IdempotentResponse>,
     sessions: Rows<'t, SessionRecord>,
+    lockouts: Rows<'t, LockoutRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -63,6 +65,7 @@ impl<'t> Tables<'t> {
             memberships: Rows::open(txn)?,
             idempotency: Rows::open(txn)?,
             sessions: Rows::open(txn)?,
+            lockouts: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -196,6 +199,9 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
             mfa::complete(t, tenant, user_id, factor, pending_sha256, session, now_ms)
         }
         Command::DisableTotp { tenant, user_id, factor } => mfa::disable(t, tenant, user_id, factor),
+        Command::RecordLoginFailures { policy, failures } => lockouts::record(t, policy, failures),
+        Command::ClearLoginFailures { tenant, account_sha256 } => lockouts::clear(tenant, account_sha256),
+        Command::PruneLockouts { policy } => lockouts::prune(policy, now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

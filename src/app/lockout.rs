@@ -1,0 +1,304 @@
+//! Account lockout (S40): failed sign-ins are counted per account in raft state, so every node
+//! holds an account once it reaches the limit, and the count survives a restart.
+//!
+//! A wrong password costs no raft write of its own: failures are tallied here and written for
+//! every account at once, at most every `lockout_flush_ms` (at once when an account reaches
+//! its limit). Parallel attempts cannot beat the limit on a node: an attempt is admitted only
+//! while the stored count plus those in flight, tallied and being written stays under it.
+//! Memory is bounded by `max_tracked_keys` accounts with attempts in flight or tallied; past
+//! that, new accounts get 503 until the next write empties the tally.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse_storage::model::LockoutPolicy;
+use gatehouse_storage::{Command, LoginFailures, Proposal, Store, StoreError};
+
+use crate::app::limits::RetryAfter;
+use crate::app::AppState;
+use crate::config::RateLimitConfig;
+
+/// Accounts per raft entry at most.
+const ACCOUNTS_PER_COMMAND: usize = 1024;
+/// What to wait when only attempts still in flight fill the budget: they end within an
+/// argon2 verify.
+const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+
+/// An account: its tenant and the SHA-256 of its normalized name.
+type Account = (String, String);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Slot {
+    in_flight: u32,
+    tallied: u32,
+    being_written: u32,
+    last_ms: i64,
+}
+
+impl Slot {
+    fn pending(&self) -> u32 {
+        self.in_flight + self.tallied + self.being_written
+    }
+
+    fn idle(&self) -> bool {
+        self.pending() == 0
+    }
+}
+
+/// Why an attempt is not admitted.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("the account is held; retry after {} s", .0.secs())]
+    Held(RetryAfter),
+    #[error("too many accounts are being counted at once")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub struct Lockout {
+    enabled: bool,
+    policy: LockoutPolicy,
+    flush_every: Duration,
+    max_accounts: usize,
+    slots: Mutex<HashMap<Account, Slot>>,
+    due: tokio::sync::Notify,
+}
+
+/// The SHA-256 an account name is counted under.
+pub fn account_digest(name: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, name.as_bytes()))
+}
+
+impl Lockout {
+    pub fn new(config: &RateLimitConfig) -> Lockout {
+        let secs = |s: u64| i64::try_from(s.saturating_mul(1000)).unwrap_or(i64::MAX);
+        Lockout {
+            enabled: config.enabled,
+            policy: LockoutPolicy {
+                limit: config.lockout_after_failures,
+                window_ms: secs(config.lockout_window_secs),
+                first_hold_ms: secs(config.lockout_first_hold_secs),
+                max_hold_ms: secs(config.lockout_max_hold_secs),
+                forget_after_ms: secs(config.lockout_forget_after_secs),
+            },
+            flush_every: Duration::from_millis(config.lockout_flush_ms),
+            max_accounts: config.max_tracked_keys,
+            slots: Mutex::new(HashMap::new()),
+            due: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn policy(&self) -> LockoutPolicy {
+        self.policy
+    }
+
+    /// Admits one password check for `account_sha256` of `tenant`, or says how long to wait.
+    pub fn admit(
+        &self,
+        store: &Store,
+        tenant: &str,
+        account_sha256: &str,
+        now_ms: i64,
+    ) -> Result<Attempt<'_>, Refusal> {
+        let key = (tenant.to_string(), account_sha256.to_string());
+        if !self.enabled {
+            return Ok(Attempt { lockout: self, key, stored: 0, had_record: false, done: true });
+        }
+        // The read and the slot are taken under one lock, so a write that lands in between
+        // cannot be missed by both.
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let record = store.read()?.lockout(tenant, account_sha256)?;
+        if let Some(r) = record.as_ref().filter(|r| r.held_until_ms > now_ms) {
+            let wait = Duration::from_millis(u64::try_from(r.held_until_ms - now_ms).unwrap_or(0));
+            return Err(Refusal::Held(RetryAfter(wait)));
+        }
+        let stored = record.as_ref().map_or(0, |r| r.failures_at(now_ms, &self.policy));
+        if !slots.contains_key(&key) && slots.len() >= self.max_accounts {
+            self.due.notify_one();
+            return Err(Refusal::Busy);
+        }
+        let slot = slots.entry(key.clone()).or_default();
+        if stored + slot.pending() >= self.policy.limit {
+            let wait = if slot.in_flight > 0 {
+                IN_FLIGHT_RETRY
+            } else {
+                let lockouts = record.as_ref().map_or(0, |r| r.lockouts);
+                Duration::from_millis(u64::try_from(self.policy.hold_ms(lockouts)).unwrap_or(0))
+            };
+            if slot.idle() {
+                slots.remove(&key);
+            }
+            return Err(Refusal::Held(RetryAfter(wait)));
+        }
+        slot.in_flight += 1;
+        Ok(Attempt { lockout: self, key, stored, had_record: record.is_some(), done: false })
+    }
+
+    /// The failures tallied so far, now counted as being written.
+    fn take(&self) -> Vec<LoginFailures> {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        for ((tenant, account_sha256), slot) in slots.iter_mut().filter(|(_, s)| s.tallied > 0) {
+            out.push(LoginFailures {
+                tenant: tenant.clone(),
+                account_sha256: account_sha256.clone(),
+                count: slot.tallied,
+                last_ms: slot.last_ms,
+            });
+            slot.being_written += slot.tallied;
+            slot.tallied = 0;
+        }
+        // A stable order, so the entry reads the same in every run.
+        out.sort_by(|a, b| (&a.tenant, &a.account_sha256).cmp(&(&b.tenant, &b.account_sha256)));
+        out
+    }
+
+    /// The written failures are in the store now (or, when `written` is false, tallied again).
+    fn landed(&self, failures: &[LoginFailures], written: bool) {
+        let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+        for f in failures {
+            let key = (f.tenant.clone(), f.account_sha256.clone());
+            if let Some(slot) = slots.get_mut(&key) {
+                slot.being_written = slot.being_written.saturating_sub(f.count);
+                if !written {
+                    slot.tallied += f.count;
+                }
+                if slot.idle() {
+                    slots.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// Writes what has been tallied through raft.
+    pub async fn flush(&self, app: &AppState) {
+        let failures = self.take();
+        for chunk in failures.chunks(ACCOUNTS_PER_COMMAND) {
+            let command = Command::RecordLoginFailures { policy: self.policy, failures: chunk.to_vec() };
+            let proposal = Proposal { origin: None, at_ms: app.clock.now_ms(), actor: "anonymous".into(), command };
+            let written = match app.write(proposal).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!("failed sign-ins of {} accounts were not counted yet: {e}", chunk.len());
+                    false
+                }
+            };
+            self.landed(chunk, written);
+        }
+    }
+}
+
+/// An admitted password check: say how it went, or drop it (it then counts for nothing).
+pub struct Attempt<'a> {
+    lockout: &'a Lockout,
+    key: Account,
+    stored: u32,
+    had_record: bool,
+    done: bool,
+}
+
+impl Attempt<'_> {
+    /// The password was wrong (or named nobody).
+    pub fn failed(mut self, now_ms: i64) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let lockout = self.lockout;
+        let mut slots = lockout.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(&self.key) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            slot.tallied += 1;
+            slot.last_ms = slot.last_ms.max(now_ms);
+            if self.stored + slot.tallied + slot.being_written >= lockout.policy.limit {
+                lockout.due.notify_one();
+            }
+        }
+    }
+
+    /// The password was right: whether the account has failures stored to clear.
+    pub fn succeeded(mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        self.done = true;
+        let mut slots = self.lockout.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(&self.key) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            slot.tallied = 0;
+            if slot.idle() {
+                slots.remove(&self.key);
+            }
+        }
+        self.had_record
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut slots = self.lockout.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(&self.key) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            if slot.idle() {
+                slots.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Writes the tally every `lockout_flush_ms`, at once when an account reaches its limit, and
+/// once more when `stop` turns true.
+pub async fn flush_job(app: Arc<AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let every = app.lockout.flush_every;
+    loop {
+        let stopping = tokio::select! {
+            _ = stop.wait_for(|s| *s) => true,
+            _ = tokio::time::sleep(every) => false,
+            _ = app.lockout.due.notified() => false,
+        };
+        app.lockout.flush(&app).await;
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parallel_attempts_never_pass_the_limit_and_a_success_frees_the_account() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let config = RateLimitConfig { lockout_after_failures: 3, ..RateLimitConfig::default() };
+        let lockout = Lockout::new(&config);
+        let attempts: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_000).ok()).collect();
+        assert_eq!(attempts.len(), 3, "three checks in flight at most");
+        assert!(matches!(
+            lockout.admit(&store, "t", "a", 1_000),
+            Err(Refusal::Held(RetryAfter(w))) if w == IN_FLIGHT_RETRY
+        ));
+        assert!(lockout.admit(&store, "t", "b", 1_000).is_ok(), "another account is not held");
+        let mut attempts = attempts.into_iter();
+        attempts.next().unwrap().failed(1_001);
+        drop(attempts.next());
+        assert!(!attempts.next().unwrap().succeeded(), "nothing stored to clear");
+        let again: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_002).ok()).collect();
+        assert_eq!(again.len(), 3, "a success forgets what was tallied; a dropped attempt counts for nothing");
+        for a in again {
+            a.failed(1_003);
+        }
+        let taken = lockout.take();
+        assert_eq!(taken.iter().map(|f| f.count).sum::<u32>(), 3);
+        assert!(lockout.admit(&store, "t", "a", 1_004).is_err(), "being written still counts");
+        lockout.landed(&taken, false);
+        assert!(lockout.admit(&store, "t", "a", 1_004).is_err(), "a failed write is tallied again");
+        assert_eq!(lockout.take().iter().map(|f| f.count).sum::<u32>(), 3);
+    }
+}
