@@ -31,6 +31,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
     pub passwords: PasswordConfig,
+    pub email: EmailConfig,
     pub log: LogConfig,
 }
 
@@ -96,6 +97,11 @@ pub struct RateLimitConfig {
     pub failures_per_client_per_min: u32,
     /// Self-registrations per minute one source address may make before it gets 429.
     pub registrations_per_source_per_min: u32,
+    /// Email requests (sign-in code, sign-in link, password reset) per minute one source
+    /// address may make before it gets 429.
+    pub email_requests_per_source_per_min: u32,
+    /// Messages one account may be sent per hour; further requests for it send nothing.
+    pub emails_per_account_per_hour: u32,
     /// How many source addresses and client ids the limiter remembers at most; past that, new
     /// ones share one budget until the old ones are forgotten.
     pub max_tracked_keys: usize,
@@ -125,6 +131,8 @@ impl Default for RateLimitConfig {
             failures_per_source_per_min: 30,
             failures_per_client_per_min: 30,
             registrations_per_source_per_min: 10,
+            email_requests_per_source_per_min: 10,
+            emails_per_account_per_hour: 10,
             max_tracked_keys: 100_000,
             failure_audit_window_secs: 10,
             lockout_after_failures: 10,
@@ -133,6 +141,36 @@ impl Default for RateLimitConfig {
             lockout_max_hold_secs: 3600,
             lockout_forget_after_secs: 24 * 3600,
             lockout_flush_ms: 500,
+        }
+    }
+}
+
+/// Email: sign-in codes and links, password resets and address checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailConfig {
+    /// The SMTP relay: `smtps://user:pass@host:465` (implicit TLS), `smtp://host:587?tls=required`
+    /// (STARTTLS), or `smtp://127.0.0.1:25` (plain, for a local relay). Unset: messages stay in
+    /// the dev mailbox, `GET /admin/v1/tenants/{tenant}/mailbox`.
+    pub smtp_url: Option<String>,
+    /// The sender, `Name <address>` or an address.
+    pub from: String,
+    /// How long a sign-in code is good for.
+    pub code_lifetime_secs: u64,
+    /// How long a sign-in, reset or verification link is good for.
+    pub link_lifetime_secs: u64,
+    /// Email requests waiting to be handled at most; past it, requests get 503.
+    pub queue: usize,
+}
+
+impl Default for EmailConfig {
+    fn default() -> Self {
+        EmailConfig {
+            smtp_url: None,
+            from: "Gatehouse <no-reply@gatehouse.invalid>".into(),
+            code_lifetime_secs: 600,
+            link_lifetime_secs: 900,
+            queue: 1024,
         }
     }
 }
@@ -304,6 +342,7 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             storage: StorageConfig::default(),
             passwords: PasswordConfig::default(),
+            email: EmailConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -428,6 +467,8 @@ impl Config {
             ("rate_limits.per_source_burst", limits.per_source_burst),
             ("rate_limits.failures_per_source_per_min", limits.failures_per_source_per_min),
             ("rate_limits.failures_per_client_per_min", limits.failures_per_client_per_min),
+            ("rate_limits.email_requests_per_source_per_min", limits.email_requests_per_source_per_min),
+            ("rate_limits.emails_per_account_per_hour", limits.emails_per_account_per_hour),
         ] {
             if n == 0 {
                 return Err(ConfigError::Invalid(format!(
@@ -457,6 +498,26 @@ impl Config {
                  10 to 60000"
                     .into(),
             ));
+        }
+        let e = &self.email;
+        if !(60..=86_400).contains(&e.code_lifetime_secs)
+            || !(60..=86_400).contains(&e.link_lifetime_secs)
+            || !(1..=1_000_000).contains(&e.queue)
+        {
+            return Err(ConfigError::Invalid(
+                "email: code_lifetime_secs and link_lifetime_secs 60 to 86400, queue 1 to 1000000".into(),
+            ));
+        }
+        if e.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(ConfigError::Invalid(format!("email.from is not an address: {:?}", e.from)));
+        }
+        if let Some(url) = &e.smtp_url {
+            let parsed = url.parse::<poem::http::Uri>().ok();
+            if !parsed.is_some_and(|u| matches!(u.scheme_str(), Some("smtp" | "smtps")) && u.host().is_some()) {
+                return Err(ConfigError::Invalid(format!(
+                    "email.smtp_url must be smtp://host[:port][?tls=required] or smtps://host[:port], not {url:?}"
+                )));
+            }
         }
         if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
             return Err(ConfigError::Invalid("tls.cert_file and tls.key_file must be set together".into()));

@@ -16,9 +16,11 @@ pub fn spawn(app: Arc<AppState>, stop: watch::Receiver<bool>) -> tokio::task::Jo
     let window = Duration::from_secs(app.config.rate_limits.failure_audit_window_secs);
     let failures = crate::app::auth_failures::flush_job(app.clone(), window, stop.clone());
     let lockout = crate::app::lockout::flush_job(app.clone(), stop.clone());
+    let email_requests = crate::idm::email::request_job(app.clone(), stop.clone());
+    let delivery = crate::idm::email::delivery_job(app.clone(), stop.clone());
     let limits = forget_idle_limits(app, stop);
     tokio::spawn(async move {
-        tokio::join!(rotation, pruning, token_audit, failures, lockout, limits);
+        tokio::join!(rotation, pruning, token_audit, failures, lockout, email_requests, delivery, limits);
     })
 }
 

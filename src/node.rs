@@ -158,6 +158,7 @@ pub async fn prepare(
         limits: crate::app::limits::RateLimits::new(&config.rate_limits),
         auth_failures: crate::app::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
         lockout: crate::app::lockout::Lockout::new(&config.rate_limits),
+        mail: crate::app::mail::MailQueue::new(config.email.queue),
         founded: false,
         cluster_port: Default::default(),
     };

@@ -142,6 +142,8 @@ pub struct RateLimits {
     failures_by_source: Bounded<IpAddr>,
     failures_by_client: Bounded<String>,
     registrations_by_source: Bounded<IpAddr>,
+    email_requests_by_source: Bounded<IpAddr>,
+    emails_by_account: Bounded<String>,
     held_sources: Penalties<IpAddr>,
     held_clients: Penalties<String>,
 }
@@ -164,6 +166,16 @@ impl RateLimits {
             failures_by_source: Bounded::new(by_source, max, None),
             failures_by_client: Bounded::new(by_client, max, None),
             registrations_by_source: Bounded::new(registrations, max, Some(OVERFLOW_SOURCE)),
+            email_requests_by_source: Bounded::new(
+                Quota::per_minute(nonzero(config.email_requests_per_source_per_min)),
+                max,
+                Some(OVERFLOW_SOURCE),
+            ),
+            emails_by_account: Bounded::new(
+                Quota::per_hour(nonzero(config.emails_per_account_per_hour)),
+                max,
+                Some(String::new()),
+            ),
             held_sources: Penalties::new(max),
             held_clients: Penalties::new(max),
         }
@@ -188,6 +200,20 @@ impl RateLimits {
             return Ok(());
         }
         self.registrations_by_source.take(&source_key(source.unwrap_or(OVERFLOW_SOURCE))).map_err(RetryAfter)
+    }
+
+    /// Takes one email request (code, link, reset) from `source`'s budget: each may send a
+    /// message, known address or not, so every attempt counts.
+    pub fn admit_email_request(&self, source: Option<IpAddr>) -> Result<(), RetryAfter> {
+        if !self.enabled {
+            return Ok(());
+        }
+        self.email_requests_by_source.take(&source_key(source.unwrap_or(OVERFLOW_SOURCE))).map_err(RetryAfter)
+    }
+
+    /// Takes one message from `account`'s hourly budget (`tenant/email`): whether it may be sent.
+    pub fn admit_email_to(&self, account: &str) -> bool {
+        !self.enabled || self.emails_by_account.take(&account.to_string()).is_ok()
     }
 
     /// Whether `client` (`tenant/client_id`) may try to authenticate now.
@@ -226,6 +252,8 @@ impl RateLimits {
         self.failures_by_source.forget_idle();
         self.failures_by_client.forget_idle();
         self.registrations_by_source.forget_idle();
+        self.email_requests_by_source.forget_idle();
+        self.emails_by_account.forget_idle();
         self.held_sources.forget_expired();
         self.held_clients.forget_expired();
     }

@@ -8,6 +8,7 @@ pub mod cluster_port;
 pub mod idempotency;
 pub mod limits;
 pub mod lockout;
+pub mod mail;
 pub mod request;
 pub mod signers;
 pub mod token_audit;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub auth_failures: auth_failures::FailureAudit,
     /// Failed sign-ins per account, tallied for raft.
     pub lockout: lockout::Lockout,
+    /// Email requests waiting to become messages.
+    pub mail: mail::MailQueue,
     /// This start founded the cluster (the banner then says how to get admin credentials).
     pub founded: bool,
     /// The node-to-node port, open once this node is a cluster member.

@@ -7,7 +7,7 @@ use poem_openapi::OpenApiService;
 
 use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
-use crate::http::api::{AuthApi, ClusterApi, OAuthApi, OidcApi, OpsApi};
+use crate::http::api::{AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi};
 use crate::http::middleware;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
@@ -24,6 +24,7 @@ type Apis = (
     OidcApi,
     OAuthApi,
     AuthApi,
+    EmailAuthApi,
     TenantsApi,
     UsersApi,
     OrganizationsApi,
@@ -41,6 +42,7 @@ fn service() -> OpenApiService<Apis, ()> {
             OidcApi,
             OAuthApi,
             AuthApi,
+            EmailAuthApi,
             TenantsApi,
             UsersApi,
             OrganizationsApi,

@@ -39,6 +39,9 @@ pub enum AuthError {
     /// A second factor that is not right, or was used already.
     #[error("the code is not right, or was used already")]
     BadCode,
+    /// An email link that names nothing, has expired or was used already.
+    #[error("the link is not valid, has expired or was used already")]
+    BadLink,
     /// No sign-in (or no sign-in waiting for a code) behind the presented cookie.
     #[error("there is no session, or it has ended")]
     NotSignedIn,
@@ -173,8 +176,7 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
     if org_name.is_some_and(|n| n.is_empty() || n.chars().count() > 200 || n.chars().any(char::is_control)) {
         return Err(invalid("organization_name", "must be 1 to 200 characters without control characters"));
     }
-    let params = crate::idm::users::argon2_params(&app.config.passwords).map_err(hashing_error)?;
-    let password_hash = hash_password(params, &password).await.map_err(hashing_error)?;
+    let password_hash = hash_new_password(app, &password).await?;
     let now_ms = app.clock.now_ms();
     let user = UserRecord {
         v: 1,
@@ -189,6 +191,7 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
         updated_at_ms: now_ms,
         revision: 1,
         totp: None,
+        email_verified: false,
     };
     let organization = org_name.map(|name| {
         let id = crate::clock::random_id("o-");
@@ -222,9 +225,21 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
     let session = session_for(&tenant.id, &user.id, "register", digest, now_ms);
     let registration = Registration { user: user.clone(), session: session.clone(), organization };
     match app.propose(&format!("user:{}", user.id), Command::Register(Box::new(registration))).await? {
-        Applied::Registered { .. } => Ok(SignedIn { session_id, session, user }),
+        Applied::Registered { .. } => {
+            if let Some(email) = &user.email {
+                app.mail.request_verification(&tenant.id, email);
+            }
+            Ok(SignedIn { session_id, session, user })
+        }
         other => Err(super::unexpected(other).into()),
     }
+}
+
+/// An argon2id hash of a new (checked) password with the configured parameters, on the
+/// bounded hashing pool.
+pub(crate) async fn hash_new_password(app: &AppState, password: &str) -> Result<String, AuthError> {
+    let params = crate::idm::users::argon2_params(&app.config.passwords).map_err(hashing_error)?;
+    hash_password(params, password).await.map_err(hashing_error)
 }
 
 /// A hash to verify against when the email names nobody, so both cost one argon2 verify
@@ -290,7 +305,7 @@ fn record_attempt<T>(
 }
 
 /// Admits one password check of account `name` (a normalized email) within its lockout budget.
-fn admit_attempt<'a>(
+pub(crate) fn admit_attempt<'a>(
     app: &'a AppState,
     tenant: &str,
     name: &str,
@@ -306,7 +321,12 @@ fn admit_attempt<'a>(
 
 /// After a right password, the account's stored failures (if it has any) are forgotten. A
 /// failure here costs the sign-in nothing: the failures then age out of their window.
-async fn forget_failures(app: &AppState, attempt: crate::app::lockout::Attempt<'_>, tenant: &str, name: &str) {
+pub(crate) async fn forget_failures(
+    app: &AppState,
+    attempt: crate::app::lockout::Attempt<'_>,
+    tenant: &str,
+    name: &str,
+) {
     if attempt.succeeded() {
         let account_sha256 = crate::app::lockout::account_digest(name);
         let command = Command::ClearLoginFailures { tenant: tenant.to_string(), account_sha256 };

@@ -4,6 +4,7 @@ pub mod auth;
 pub mod bindings;
 pub mod clients;
 pub mod cluster;
+pub mod email;
 pub mod keys;
 pub mod mfa;
 pub mod protocol;

@@ -223,6 +223,7 @@ pub async fn create(
         updated_at_ms: now_ms,
         revision: 1,
         totp: None,
+        email_verified: false,
     };
     let command = Command::CreateUser(user.clone());
     let out = app.propose(actor, command).await?;

@@ -270,9 +270,45 @@ pub enum Command {
     PruneLockouts {
         policy: crate::model::LockoutPolicy,
     },
+    /// Issues a single-use email token and writes the message that carries it (S37, S43).
+    SendEmailToken {
+        token: crate::model::EmailTokenRecord,
+        message: crate::model::OutboxRecord,
+    },
+    /// Spends an email token issued for `purpose` and does what it was for.
+    RedeemEmailToken {
+        tenant: String,
+        token_sha256: String,
+        purpose: crate::model::EmailPurpose,
+        effect: Redemption,
+    },
+    /// A message was handed to the SMTP relay: it leaves the outbox.
+    EmailDelivered {
+        tenant: String,
+        id: String,
+    },
+    /// A delivery attempt failed; the next waits until `next_attempt_ms`.
+    EmailDeferred {
+        tenant: String,
+        id: String,
+        next_attempt_ms: i64,
+    },
+    /// Drops email tokens and undelivered messages that expired before the proposal's time.
+    PruneEmail,
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
     Probe,
+}
+
+/// What redeeming an email token does besides spending it (each also proves the address).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Redemption {
+    /// Starts this session (pending its second factor when the user has one: S44).
+    SignIn(SessionRecord),
+    /// Sets this password hash and ends every session of the user.
+    SetPassword { password_hash: String },
+    /// Only proves the address.
+    Verify,
 }
 
 /// A second factor as `apply` spends it: a TOTP time step later than the last one accepted,
@@ -381,6 +417,17 @@ impl Command {
                 (tenant.clone(), format!("account:{}", short(account_sha256)))
             }
             Command::PruneLockouts { .. } => ("system".into(), "lockouts".into()),
+            Command::SendEmailToken { token, message } => (
+                token.tenant.clone(),
+                format!("user:{} {} message:{}", token.user_id, token.purpose.as_str(), message.id),
+            ),
+            Command::RedeemEmailToken { tenant, token_sha256, purpose, .. } => {
+                (tenant.clone(), format!("{} token:{}", purpose.as_str(), short(token_sha256)))
+            }
+            Command::EmailDelivered { tenant, id } | Command::EmailDeferred { tenant, id, .. } => {
+                (tenant.clone(), format!("message:{id}"))
+            }
+            Command::PruneEmail => ("system".into(), "email".into()),
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.audit_subject(),
             Command::Register(r) => {
                 (r.user.tenant.clone(), format!("user:{} session:{}", r.user.id, short(&r.session.id_sha256)))
@@ -451,6 +498,11 @@ impl Command {
             Command::RecordLoginFailures { .. } => "lockout.count",
             Command::ClearLoginFailures { .. } => "lockout.clear",
             Command::PruneLockouts { .. } => "lockout.prune",
+            Command::SendEmailToken { .. } => "email.send",
+            Command::RedeemEmailToken { .. } => "email.redeem",
+            Command::EmailDelivered { .. } => "email.delivered",
+            Command::EmailDeferred { .. } => "email.deferred",
+            Command::PruneEmail => "email.prune",
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.action(),
             Command::Register(_) => "user.register",
             Command::StartSession(_) => "session.start",
@@ -609,6 +661,19 @@ pub enum Applied {
         held: u64,
     },
     LoginFailuresCleared,
+    EmailQueued {
+        id: String,
+    },
+    /// The token was spent; `session_started` when it signed the user in.
+    EmailTokenRedeemed {
+        user_id: String,
+    },
+    EmailDelivered,
+    EmailDeferred,
+    EmailPruned {
+        tokens: u64,
+        messages: u64,
+    },
     LockoutsPruned {
         count: u64,
     },
@@ -753,6 +818,9 @@ pub enum Rejection {
     /// A full session for a user whose sign-in needs a second factor.
     #[error("the user has an authenticator: the session must wait for a code")]
     MfaRequired,
+    /// An email token that names nothing, has expired, was spent or is for something else.
+    #[error("the link or code is not valid, has expired or was used already")]
+    EmailTokenInvalid,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -782,6 +850,7 @@ impl Rejection {
             Rejection::SessionNotPending => "session_not_pending",
             Rejection::MfaRequired => "mfa_required",
             Rejection::Inconsistent { .. } => "inconsistent_command",
+            Rejection::EmailTokenInvalid => "email_token_invalid",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",
             Rejection::UnknownClient { .. } => "unknown_client",

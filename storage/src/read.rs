@@ -198,6 +198,54 @@ impl Reader {
         table::page(&t, &format!("{tenant}/{organization_id}/"), after, limit, |_| true)
     }
 
+    /// The email token stored under `token_sha256`, expired or not (the caller checks).
+    pub fn email_token(
+        &self,
+        tenant: &str,
+        token_sha256: &str,
+    ) -> Result<Option<crate::model::EmailTokenRecord>, StoreError> {
+        let t = self.txn.open_table(tables::EMAIL_TOKENS)?;
+        table::get(&t, &crate::model::email::email_token_key(tenant, token_sha256))
+    }
+
+    /// Up to `limit` messages of a tenant's outbox (its dev mailbox without SMTP), newest first.
+    pub fn outbox(&self, tenant: &str, limit: usize) -> Result<Vec<crate::model::OutboxRecord>, StoreError> {
+        let t = self.txn.open_table(tables::OUTBOX)?;
+        let mut all: Vec<crate::model::OutboxRecord> = table::rows_under(&t, &tenant_prefix(tenant), |_| true)?;
+        all.sort_by_key(|m| std::cmp::Reverse((m.created_at_ms, m.id.clone())));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    /// Up to `limit` messages of every tenant due for delivery at `now_ms`, oldest first.
+    pub fn outbox_due(&self, now_ms: i64, limit: usize) -> Result<Vec<crate::model::OutboxRecord>, StoreError> {
+        let t = self.txn.open_table(tables::OUTBOX)?;
+        let mut due = Vec::new();
+        table::scan(&t, "", |_, m: crate::model::OutboxRecord| {
+            if m.next_attempt_ms <= now_ms && m.expires_at_ms > now_ms {
+                due.push(m);
+            }
+            Ok(due.len() < limit)
+        })?;
+        Ok(due)
+    }
+
+    /// How many email tokens and messages expired before `now_ms`.
+    pub fn expired_email(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let t = self.txn.open_table(tables::EMAIL_TOKENS)?;
+        table::scan(&t, "", |_, k: crate::model::EmailTokenRecord| {
+            n += u64::from(k.expires_at_ms <= now_ms);
+            Ok(true)
+        })?;
+        let t = self.txn.open_table(tables::OUTBOX)?;
+        table::scan(&t, "", |_, m: crate::model::OutboxRecord| {
+            n += u64::from(m.expires_at_ms <= now_ms);
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
     /// An account's failed sign-ins and hold, if it has any.
     pub fn lockout(
         &self,

@@ -9,6 +9,7 @@
 //! - 4: the derived `bindings_by_subject` index (built from the bindings).
 //! - 5: the `sessions` table (created empty) and its derived `sessions_by_user` index.
 //! - 6: the `lockouts` table (created empty).
+//! - 7: the `email_tokens` and `outbox` tables (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -19,7 +20,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 6;
+pub const CURRENT_VERSION: u32 = 7;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         4 => Ok(5),
         // The lockouts table is created empty by `create_tables`.
         5 => Ok(6),
+        // So are the email tables.
+        6 => Ok(7),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

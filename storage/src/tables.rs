@@ -44,6 +44,10 @@ pub const SESSIONS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new(
 /// Derived: role bindings by subject, `{tenant}/{subject}/{binding_id}` → the binding's key.
 /// Failed sign-ins and holds per account, keyed `{tenant}/{sha256 of the account name}`.
 pub const LOCKOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lockouts");
+/// Single-use email tokens by digest, keyed `{tenant}/{digest}`.
+pub const EMAIL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("email_tokens");
+/// Messages waiting to be sent (or, without SMTP, the dev mailbox), keyed `{tenant}/{id}`.
+pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -68,7 +72,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 16] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 18] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -85,6 +89,8 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 16] = [
     ROLES,
     SESSIONS,
     LOCKOUTS,
+    EMAIL_TOKENS,
+    OUTBOX,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
 pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 2] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER];

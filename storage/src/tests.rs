@@ -719,6 +719,7 @@ fn registration(tenant: &str, user_id: &str, username: &str, session: &str, with
         updated_at_ms: 20,
         revision: 1,
         totp: None,
+        email_verified: false,
     };
     let session = crate::model::SessionRecord {
         v: 1,
@@ -1061,4 +1062,82 @@ fn login_failures_hold_an_account_double_the_hold_and_go_with_their_tenant() {
     assert!(read().is_some());
     apply_all(&store, &[at(700_001, Command::DeleteTenant { id: "shop".into() })]);
     assert!(read().is_none(), "a deleted tenant's records go with it");
+}
+
+#[test]
+fn an_email_token_is_written_with_its_message_and_spent_once_for_its_purpose() {
+    use crate::command::Redemption;
+    use crate::model::{EmailPurpose, EmailTokenRecord, OutboxRecord};
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    apply_all(&store, &[bootstrap(), shop]);
+    let at = |at_ms: i64, command: Command| Proposal { origin: None, at_ms, actor: "user:u1".into(), command };
+    apply_all(&store, &[at(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    let send = |digit: &str, purpose: EmailPurpose, to: &str| Command::SendEmailToken {
+        token: EmailTokenRecord {
+            v: 1,
+            tenant: "shop".into(),
+            token_sha256: digit.repeat(64),
+            purpose,
+            user_id: "u1".into(),
+            email: to.into(),
+            created_at_ms: 30,
+            expires_at_ms: 1_000,
+        },
+        message: OutboxRecord {
+            v: 1,
+            tenant: "shop".into(),
+            id: format!("m-{digit}"),
+            to: to.into(),
+            subject: "s".into(),
+            body: sealed("dk-shop"),
+            purpose,
+            created_at_ms: 30,
+            expires_at_ms: 1_000,
+            attempts: 0,
+            next_attempt_ms: 30,
+        },
+    };
+    let redeem = |digit: &str, purpose: EmailPurpose, effect: Redemption| Command::RedeemEmailToken {
+        tenant: "shop".into(),
+        token_sha256: digit.repeat(64),
+        purpose,
+        effect,
+    };
+    let code = |out: &Outcome| match out {
+        Outcome::Refused(r) => r.code(),
+        Outcome::Applied(_) => "applied",
+    };
+    let out = apply_all(
+        &store,
+        &[
+            at(30, send("1", EmailPurpose::VerifyEmail, "a@example.com")),
+            at(31, send("2", EmailPurpose::PasswordReset, "someone@else.example")),
+            at(32, send("3", EmailPurpose::SignInLink, "a@example.com")),
+        ],
+    );
+    assert_eq!([code(&out[0]), code(&out[1]), code(&out[2])], ["applied", "inconsistent_command", "applied"]);
+    assert_eq!(store.read().unwrap().outbox("shop", 10).unwrap().len(), 2, "a message with each token");
+
+    let out = apply_all(
+        &store,
+        &[
+            at(40, redeem("1", EmailPurpose::PasswordReset, Redemption::SetPassword { password_hash: "x".into() })),
+            at(41, redeem("1", EmailPurpose::VerifyEmail, Redemption::Verify)),
+            at(42, redeem("1", EmailPurpose::VerifyEmail, Redemption::Verify)),
+            at(2_000, redeem("3", EmailPurpose::SignInLink, Redemption::SignIn(session_of("shop", "u1", "7", false)))),
+        ],
+    );
+    assert_eq!(
+        [code(&out[0]), code(&out[1]), code(&out[2]), code(&out[3])],
+        ["email_token_invalid", "applied", "email_token_invalid", "email_token_invalid"],
+        "another purpose, then once, then never again; an expired link is nothing"
+    );
+    let user = store.read().unwrap().user("shop", "u1").unwrap().unwrap();
+    assert!(user.email_verified, "the address is proven");
+    apply_all(&store, &[at(50, Command::PruneEmail), at(2_000, Command::PruneEmail)]);
+    assert!(store.read().unwrap().outbox("shop", 10).unwrap().is_empty(), "expired messages are pruned");
+    assert!(store.read().unwrap().email_token("shop", &"3".repeat(64)).unwrap().is_none());
 }

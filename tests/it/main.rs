@@ -12,6 +12,7 @@ mod backup;
 mod cluster;
 mod crash;
 mod discovery;
+mod email;
 mod escalation;
 mod http_edges;
 mod keys;

@@ -23,7 +23,7 @@ fn tools() {
 }
 
 /// The pinned install (its `venv/` and `node/`), made once per test binary.
-fn tools_dir() -> PathBuf {
+pub(crate) fn tools_dir() -> PathBuf {
     static DONE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let result = DONE.get_or_init(|| {
         let out =

@@ -188,6 +188,8 @@ macro_rules! auth_answer {
     };
 }
 
+pub(super) use auth_answer;
+
 /// An answer built from a problem document.
 pub trait FromProblem {
     fn problem(p: Problem) -> Self;
@@ -315,14 +317,14 @@ auth_answer! {
     413 PayloadTooLarge "The body is larger than `max_body_bytes`.",
 }
 
-fn bad_request<R: FromProblem>(err: poem::Error) -> R {
+pub(super) fn bad_request<R: FromProblem>(err: poem::Error) -> R {
     let detail = err.to_string();
     let mut p = Problem::new(StatusCode::BAD_REQUEST, "invalid_request", detail.clone());
     p.errors = Some(vec![FieldError { field: "body".into(), message: detail }]);
     R::problem(p)
 }
 
-fn problem_of(e: AuthError) -> Problem {
+pub(super) fn problem_of(e: AuthError) -> Problem {
     match e {
         AuthError::Invalid(errors) => {
             let detail = errors.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; ");
@@ -345,6 +347,11 @@ fn problem_of(e: AuthError) -> Problem {
         AuthError::BadCode => {
             Problem::new(StatusCode::UNAUTHORIZED, "invalid_code", "the code is not right, or was used already")
         }
+        AuthError::BadLink => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_link",
+            "the link is not valid, has expired or was used already",
+        ),
         AuthError::NotSignedIn => not_signed_in(),
         AuthError::Refused(r @ (Rejection::TotpAlreadyConfirmed | Rejection::TotpNotEnrolled)) => {
             Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
@@ -357,7 +364,7 @@ fn problem_of(e: AuthError) -> Problem {
 }
 
 /// A 429 problem and its `Retry-After`.
-fn too_many(wait: crate::app::limits::RetryAfter, what: &str) -> (Problem, String) {
+pub(super) fn too_many(wait: crate::app::limits::RetryAfter, what: &str) -> (Problem, String) {
     let detail = format!("{what}; retry after {} s", wait.secs());
     (Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail), wait.secs().to_string())
 }
@@ -376,7 +383,7 @@ fn set_cookie(tenant: &str, session_id: &str, max_age_secs: i64) -> String {
 }
 
 /// The presented session id of `tenant`, if any.
-fn presented(req: &poem::Request, tenant: &str) -> Option<String> {
+pub(super) fn presented(req: &poem::Request, tenant: &str) -> Option<String> {
     let name = cookie_name(tenant);
     req.headers().get_all(poem::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|header| {
         header.split(';').find_map(|pair| {
@@ -422,14 +429,14 @@ fn view(session: &gatehouse_storage::model::SessionRecord, user: &gatehouse_stor
     }
 }
 
-fn signed_in(s: &SignedIn) -> (Json<SessionView>, String) {
+pub(super) fn signed_in(s: &SignedIn) -> (Json<SessionView>, String) {
     let max_age = (s.session.expires_at_ms - s.session.created_at_ms) / 1000;
     (Json(view(&s.session, &s.user)), set_cookie(&s.session.tenant, &s.session_id, max_age))
 }
 
 /// The tenant of a request that changes a session: its issuer's, from our own pages or a
 /// non-browser (S52).
-fn tenant_for_change(
+pub(super) fn tenant_for_change(
     app: &AppState,
     scope: &IssuerScope,
     req: &poem::Request,
@@ -463,7 +470,10 @@ async fn user_for_change(
 }
 
 /// The tenant of the request's issuer; `/t/default/…` is not a second address for `default`.
-fn tenant_of(app: &AppState, scope: &IssuerScope) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
+pub(super) fn tenant_of(
+    app: &AppState,
+    scope: &IssuerScope,
+) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
     match resolve_scope(app, scope) {
         // Platform admins sign in with admin tokens, never with a session of `system`.
         Resolved::Tenant { tenant, .. } if tenant.id == "system" => {

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod auth_email;
 pub mod checked;
 pub mod cluster;
 pub mod oauth;
@@ -10,6 +11,7 @@ pub mod ops;
 pub mod text;
 
 pub use auth::AuthApi;
+pub use auth_email::EmailAuthApi;
 pub use cluster::ClusterApi;
 pub use oauth::OAuthApi;
 pub use oidc::OidcApi;

@@ -10,6 +10,7 @@
 mod access;
 mod clients;
 mod cluster;
+mod email;
 mod idempotency;
 mod lockouts;
 mod mfa;
@@ -23,8 +24,8 @@ use redb::{Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
-    BindingRecord, ClientRecord, DataKeyRecord, IdempotentResponse, LockoutRecord, MembershipRecord,
-    OrganizationRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
+    BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord, IdempotentResponse, LockoutRecord, MembershipRecord,
+    OrganizationRecord, OutboxRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -45,6 +46,8 @@ pub(crate) struct Tables<'t> {
     idempotency: Rows<'t, IdempotentResponse>,
     sessions: Rows<'t, SessionRecord>,
     lockouts: Rows<'t, LockoutRecord>,
+    email_tokens: Rows<'t, EmailTokenRecord>,
+    outbox: Rows<'t, OutboxRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -66,6 +69,8 @@ impl<'t> Tables<'t> {
             idempotency: Rows::open(txn)?,
             sessions: Rows::open(txn)?,
             lockouts: Rows::open(txn)?,
+            email_tokens: Rows::open(txn)?,
+            outbox: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -202,6 +207,13 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::RecordLoginFailures { policy, failures } => lockouts::record(t, policy, failures),
         Command::ClearLoginFailures { tenant, account_sha256 } => lockouts::clear(tenant, account_sha256),
         Command::PruneLockouts { policy } => lockouts::prune(policy, now_ms),
+        Command::SendEmailToken { token, message } => email::send(t, token, message),
+        Command::RedeemEmailToken { tenant, token_sha256, purpose, effect } => {
+            email::redeem(t, tenant, token_sha256, *purpose, effect, now_ms)
+        }
+        Command::EmailDelivered { tenant, id } => email::delivered(tenant, id),
+        Command::EmailDeferred { tenant, id, next_attempt_ms } => email::deferred(t, tenant, id, *next_attempt_ms),
+        Command::PruneEmail => email::prune(now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

@@ -8,7 +8,7 @@ use crate::table::Row;
 use crate::StoreError;
 
 /// Platform admins use admin tokens: the `system` tenant has no end-user sessions.
-fn no_sessions_in_system(tenant: &str) -> Result<(), Stop> {
+pub(super) fn no_sessions_in_system(tenant: &str) -> Result<(), Stop> {
     if tenant == "system" {
         let what = "the system tenant has no end-user sessions".to_string();
         return Err(Rejection::Inconsistent { what }.into());

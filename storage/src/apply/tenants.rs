@@ -142,6 +142,8 @@ pub(super) fn delete<'c>(t: &Tables<'_>, id: &'c str) -> Planned<'c> {
         t.roles.delete_under(&prefix, |_| true)?;
         t.sessions.delete_under(&prefix, |_| true)?;
         t.lockouts.delete_under(&prefix, |_| true)?;
+        t.email_tokens.delete_under(&prefix, |_| true)?;
+        t.outbox.delete_under(&prefix, |_| true)?;
         t.revoked.clear_under(&prefix)?;
         t.used_assertions.clear_under(&prefix)?;
         Ok(Applied::TenantDeleted { id: id.to_string() })

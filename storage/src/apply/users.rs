@@ -61,7 +61,9 @@ pub(super) fn update<'c>(t: &Tables<'_>, user: &'c UserRecord, expected_revision
         let subject = format!("user:{}", user.id);
         keeps_an_owner(t, &user.tenant, |b| b.subject == subject)?;
     }
-    let record = UserRecord { password_hash: stored.password_hash, totp: stored.totp, ..user.clone() };
+    // A new address is not proven by the old one's proof.
+    let email_verified = stored.email_verified && stored.email == user.email;
+    let record = UserRecord { password_hash: stored.password_hash, totp: stored.totp, email_verified, ..user.clone() };
     writes(move |t| {
         t.users.put(&record)?;
         if record.status != UserStatus::Active {

@@ -32,6 +32,10 @@ pub struct UserRecord {
     /// The user's authenticator app, once they enrolled one (absent in older records).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<TotpState>,
+    /// Whether the user proved they read `email` (a verification link, a sign-in code or
+    /// link, or a password reset sent there). Changing the address clears it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
 }
 
 /// An authenticator app (TOTP, RFC 6238: SHA-1, 6 digits, 30 s steps).

@@ -37,6 +37,28 @@ pub struct User {
     pub updated_at_ms: i64,
 }
 
+/// Messages waiting in the outbox (the dev mailbox when no SMTP relay is configured).
+#[derive(Debug, Object)]
+pub struct Mailbox {
+    pub items: Vec<MailboxMessage>,
+}
+
+#[derive(Debug, Object)]
+pub struct MailboxMessage {
+    pub id: String,
+    pub to: String,
+    pub subject: String,
+    /// The plain-text body, with its code or link.
+    pub body: String,
+    /// `sign_in_code`, `sign_in_link`, `password_reset` or `verify_email`.
+    pub purpose: String,
+    pub created_at_ms: i64,
+    /// Dropped unsent at this time (its code or link has expired by then).
+    pub expires_at_ms: i64,
+    /// Failed delivery attempts.
+    pub attempts: u32,
+}
+
 /// A new user.
 #[derive(Debug, Object)]
 #[oai(deny_unknown_fields, example)]
@@ -178,6 +200,48 @@ impl UsersApi {
         })();
         match result {
             Ok(page) => Fetched::Ok(Json(page), None),
+            Err(p) => Fetched::problem(p),
+        }
+    }
+
+    /// The dev mailbox: the tenant's messages not sent yet, newest first (at most 100). Without
+    /// `email.smtp_url` every message stays here until it expires; the bodies hold sign-in
+    /// codes and links, so reading them needs `users:write`.
+    #[oai(path = "/admin/v1/tenants/:tenant/mailbox", method = "get", operation_id = "listMailbox")]
+    async fn mailbox(
+        &self,
+        app: Data<&Arc<AppState>>,
+        auth: AdminBearer,
+        #[oai(validator(max_length = 63, pattern = r"^[a-z0-9][a-z0-9-]{1,62}$"))] tenant: Path<String>,
+    ) -> Fetched<Mailbox> {
+        let result = (|| {
+            authorize(&app, &auth, Some(&tenant), Permission::UsersWrite)?;
+            visible_tenant(&app, &tenant)?;
+            let messages = crate::idm::email::mailbox(&app, &tenant, 100).map_err(|e| {
+                tracing::warn!("mailbox: {e}");
+                Problem::new(
+                    poem::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the mailbox cannot be read now",
+                )
+            })?;
+            let items = messages
+                .into_iter()
+                .map(|m| MailboxMessage {
+                    id: m.record.id,
+                    to: m.record.to,
+                    subject: m.record.subject,
+                    body: m.body,
+                    purpose: m.record.purpose.as_str().to_string(),
+                    created_at_ms: m.record.created_at_ms,
+                    expires_at_ms: m.record.expires_at_ms,
+                    attempts: m.record.attempts,
+                })
+                .collect();
+            Ok(Mailbox { items })
+        })();
+        match result {
+            Ok(m) => Fetched::Ok(Json(m), None),
             Err(p) => Fetched::problem(p),
         }
     }
