@@ -15,12 +15,7 @@ use serde_json::{json, Value};
 
 use crate::support::admin::{call, create_client, into_answer, oauth_post, platform_token, token_basic, Answer};
 use crate::support::netns::{Direction, Host, Lan};
-use crate::support::{cli, TestNode};
-
-/// A free port on 127.0.0.1 for a cluster port (taken back by the node a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use crate::support::{cli, free_port, TestNode};
 
 /// Where a member runs: on 127.0.0.1 here, or on a host of a [`Lan`] (its own network
 /// namespace, reached through the bridge).

@@ -292,7 +292,7 @@ async fn codes_links_and_resets_work_once_through_smtp() {
     let tmp = tempfile::tempdir().unwrap();
     // aiosmtpd makes the Maildir (with its tmp/, new/ and cur/) only where nothing exists yet.
     let maildir = tmp.path().join("maildir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = crate::support::free_port();
     let sink = std::process::Command::new(tools.join("venv/bin/python"))
         .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}"), "-c", "aiosmtpd.handlers.Mailbox"])
         .arg(&maildir)
@@ -330,5 +330,33 @@ impl Drop for KillOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn email_requests_for_known_and_unknown_addresses_take_the_same_time() {
+    let (_tmp, dir) = temp_data_dir();
+    let args = ["--set", "rate_limits.email_requests_per_source_per_min=100000"];
+    let node = TestNode::start_with(&dir, &args, &[]).unwrap();
+    let r = post(&node, "/v1/auth/register", None, json!({"email": "known@example.com", "password": PASSWORD})).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    for path in ["/v1/auth/password/forgot", "/v1/auth/email-otp/request", "/v1/auth/magic-link/request"] {
+        let (mut known, mut unknown) = (Vec::new(), Vec::new());
+        // Alternating, so drift on the machine falls on both alike.
+        for _ in 0..50 {
+            for (email, times) in [("known@example.com", &mut known), ("unknown@example.com", &mut unknown)] {
+                let started = Instant::now();
+                let r = post(&node, path, None, json!({"email": email})).await;
+                times.push(started.elapsed());
+                assert_eq!(r.status, StatusCode::ACCEPTED, "{path}: {}", r.body);
+            }
+        }
+        let median = |v: &mut Vec<Duration>| {
+            v.sort();
+            v[v.len() / 2].as_secs_f64()
+        };
+        let (k, u) = (median(&mut known), median(&mut unknown));
+        let ratio = k.max(u) / k.min(u);
+        assert!(ratio < 1.2, "{path}: median {k:.5} s for a known address, {u:.5} s for an unknown one ({ratio:.2})");
     }
 }

@@ -7,3 +7,21 @@ pub mod snapshot;
 
 pub use node::{cli, TestNode};
 pub use snapshot::DirSnapshot;
+
+/// A port free now, below the kernel's ephemeral range (32768 and up here), so a node that binds
+/// port 0 or an outgoing connection never takes it while its owner is down for a restart.
+pub fn free_port() -> u16 {
+    loop {
+        let mut b = [0u8; 2];
+        getrandom_fill(&mut b);
+        let port = 20_000 + u16::from_be_bytes(b) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom");
+}
