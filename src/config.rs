@@ -32,6 +32,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub passwords: PasswordConfig,
     pub email: EmailConfig,
+    pub webauthn: WebauthnConfig,
     pub log: LogConfig,
 }
 
@@ -142,6 +143,25 @@ impl Default for RateLimitConfig {
             lockout_forget_after_secs: 24 * 3600,
             lockout_flush_ms: 500,
         }
+    }
+}
+
+/// Passkeys (WebAuthn): the relying party end users' browsers see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebauthnConfig {
+    /// The relying party id, a host name (never an IP address); the public URL's host when unset.
+    /// The public URL's origin must be it or one of its subdomains.
+    pub rp_id: Option<String>,
+    /// The name authenticators show.
+    pub rp_name: String,
+    /// Origins accepted besides the public URL's (another front end on a subdomain, say).
+    pub extra_origins: Vec<String>,
+}
+
+impl Default for WebauthnConfig {
+    fn default() -> Self {
+        WebauthnConfig { rp_id: None, rp_name: "Gatehouse".into(), extra_origins: Vec::new() }
     }
 }
 
@@ -343,6 +363,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             passwords: PasswordConfig::default(),
             email: EmailConfig::default(),
+            webauthn: WebauthnConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -49,6 +49,8 @@ pub enum StartError {
     Control { path: String, reason: String },
     #[error("cluster: {0}")]
     Join(String),
+    #[error("webauthn: {0}")]
+    Webauthn(String),
 }
 
 /// What to join at this start: the command's arguments, or `cluster.join` in config when the
@@ -116,6 +118,8 @@ pub async fn prepare(
     if let Some(value) = kek_env {
         crate::crypto::kek::check_env_format(value)?;
     }
+    // Checked before anything is opened: a relying party that cannot work stops the start.
+    let webauthn = crate::idm::passkeys::relying_party(&config.webauthn, public_url).map_err(StartError::Webauthn)?;
     let dir = DataDir::open_or_create(&config.data_dir)?;
     let joined = dir.joined_marker().exists();
     if joined && !(dir.node_id_path().exists() && crate::cluster::credentials::NodeCredentials::exist(&dir)) {
@@ -159,6 +163,7 @@ pub async fn prepare(
         auth_failures: crate::app::auth_failures::FailureAudit::new(config.rate_limits.max_tracked_keys),
         lockout: crate::app::lockout::Lockout::new(&config.rate_limits),
         mail: crate::app::mail::MailQueue::new(config.email.queue),
+        webauthn,
         founded: false,
         cluster_port: Default::default(),
     };

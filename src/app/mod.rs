@@ -48,6 +48,8 @@ pub struct AppState {
     pub lockout: lockout::Lockout,
     /// Email requests waiting to become messages.
     pub mail: mail::MailQueue,
+    /// The passkey relying party, or why passkeys are off (a public URL with an IP address).
+    pub webauthn: Result<Arc<webauthn_rs::Webauthn>, String>,
     /// This start founded the cluster (the banner then says how to get admin credentials).
     pub founded: bool,
     /// The node-to-node port, open once this node is a cluster member.

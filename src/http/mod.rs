@@ -6,6 +6,7 @@ pub mod edge;
 pub mod idempotency;
 pub mod issuer;
 pub mod middleware;
+pub mod pages;
 pub mod problem;
 pub mod server;
 pub mod spec;

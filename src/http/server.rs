@@ -7,7 +7,7 @@ use poem_openapi::OpenApiService;
 
 use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
-use crate::http::api::{AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi};
+use crate::http::api::{AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi, PasskeysApi};
 use crate::http::middleware;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
@@ -25,6 +25,7 @@ type Apis = (
     OAuthApi,
     AuthApi,
     EmailAuthApi,
+    PasskeysApi,
     TenantsApi,
     UsersApi,
     OrganizationsApi,
@@ -43,6 +44,7 @@ fn service() -> OpenApiService<Apis, ()> {
             OAuthApi,
             AuthApi,
             EmailAuthApi,
+            PasskeysApi,
             TenantsApi,
             UsersApi,
             OrganizationsApi,
@@ -112,6 +114,7 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
         .at("/docs", document("text/html; charset=utf-8", || DOCS_HTML))
         .at("/docs/redoc.standalone.js", document("text/javascript; charset=utf-8", || REDOC_JS.as_str()))
         .at("/docs/init.js", document("text/javascript; charset=utf-8", || DOCS_INIT_JS))
+        .at(crate::http::pages::SCRIPT_PATH, document("text/javascript; charset=utf-8", || crate::http::pages::SCRIPT))
         .nest("/", api)
         .around(|ep, req| async move { crate::http::issuer::scope(&ep, req).await })
         .data(app.clone())

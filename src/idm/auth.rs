@@ -42,6 +42,15 @@ pub enum AuthError {
     /// An email link that names nothing, has expired or was used already.
     #[error("the link is not valid, has expired or was used already")]
     BadLink,
+    /// A passkey ceremony that is not ours, has expired, is of another kind or was finished.
+    #[error("the passkey ceremony is not valid, has expired or was finished already")]
+    BadCeremony,
+    /// The authenticator's answer failed a relying-party check (S46, S47).
+    #[error("the passkey was refused: {0}")]
+    PasskeyRefused(String),
+    /// This node has no relying party (its public URL has an IP address).
+    #[error("passkeys are off: {0}")]
+    PasskeysOff(String),
     /// No sign-in (or no sign-in waiting for a code) behind the presented cookie.
     #[error("there is no session, or it has ended")]
     NotSignedIn,
@@ -281,7 +290,7 @@ async fn upgrade_hash(app: &AppState, user: &UserRecord, password: &str) {
 }
 
 /// Counts a sign-in attempt by tenant, method and result, and how long it took.
-fn record_attempt<T>(
+pub(crate) fn record_attempt<T>(
     app: &AppState,
     tenant: &str,
     method: &str,
@@ -290,7 +299,7 @@ fn record_attempt<T>(
 ) {
     let result = match r {
         Ok(_) => "ok",
-        Err(AuthError::BadCredentials) => "invalid_credentials",
+        Err(AuthError::BadCredentials | AuthError::BadCode | AuthError::PasskeyRefused(_)) => "invalid_credentials",
         Err(AuthError::RateLimited(_)) => "rate_limited",
         Err(AuthError::Busy) => "busy",
         Err(AuthError::Invalid(_)) => "invalid_input",

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod email;
 pub mod keys;
 pub mod mfa;
+pub mod passkeys;
 pub mod protocol;
 pub mod roles;
 pub mod tenants;

@@ -295,9 +295,38 @@ pub enum Command {
     },
     /// Drops email tokens and undelivered messages that expired before the proposal's time.
     PruneEmail,
+    /// Adds a passkey to its user, spending the registration's challenge.
+    AddPasskey {
+        passkey: crate::model::PasskeyRecord,
+        challenge: SpentChallenge,
+    },
+    /// Signs in with a passkey: spends the challenge, moves the passkey's counter on from the
+    /// one it was checked against (compare-and-set), and starts `session`.
+    PasskeySignIn {
+        tenant: String,
+        credential_id: String,
+        challenge: SpentChallenge,
+        sign_count_was: u32,
+        sign_count: u32,
+        /// The credential as updated by the sign-in.
+        passkey: String,
+        session: SessionRecord,
+    },
+    DeletePasskey {
+        tenant: String,
+        user_id: String,
+        credential_id: String,
+    },
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
     Probe,
+}
+
+/// A WebAuthn challenge, spent once and remembered until it would have expired anyway.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpentChallenge {
+    pub id: String,
+    pub expires_at_ms: i64,
 }
 
 /// What redeeming an email token does besides spending it (each also proves the address).
@@ -428,6 +457,21 @@ impl Command {
                 (tenant.clone(), format!("message:{id}"))
             }
             Command::PruneEmail => ("system".into(), "email".into()),
+            Command::AddPasskey { passkey, .. } => {
+                (passkey.tenant.clone(), format!("user:{} passkey:{}", passkey.user_id, short(&passkey.credential_id)))
+            }
+            Command::PasskeySignIn { tenant, credential_id, session, .. } => (
+                tenant.clone(),
+                format!(
+                    "user:{} passkey:{} session:{}",
+                    session.user_id,
+                    short(credential_id),
+                    short(&session.id_sha256)
+                ),
+            ),
+            Command::DeletePasskey { tenant, user_id, credential_id } => {
+                (tenant.clone(), format!("user:{user_id} passkey:{}", short(credential_id)))
+            }
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.audit_subject(),
             Command::Register(r) => {
                 (r.user.tenant.clone(), format!("user:{} session:{}", r.user.id, short(&r.session.id_sha256)))
@@ -503,6 +547,9 @@ impl Command {
             Command::EmailDelivered { .. } => "email.delivered",
             Command::EmailDeferred { .. } => "email.deferred",
             Command::PruneEmail => "email.prune",
+            Command::AddPasskey { .. } => "passkey.add",
+            Command::PasskeySignIn { .. } => "session.start",
+            Command::DeletePasskey { .. } => "passkey.delete",
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.action(),
             Command::Register(_) => "user.register",
             Command::StartSession(_) => "session.start",
@@ -670,6 +717,8 @@ pub enum Applied {
     },
     EmailDelivered,
     EmailDeferred,
+    PasskeyAdded,
+    PasskeyDeleted,
     EmailPruned {
         tokens: u64,
         messages: u64,
@@ -818,6 +867,16 @@ pub enum Rejection {
     /// A full session for a user whose sign-in needs a second factor.
     #[error("the user has an authenticator: the session must wait for a code")]
     MfaRequired,
+    #[error("this credential is registered already")]
+    PasskeyExists,
+    #[error("there is no such passkey")]
+    UnknownPasskey,
+    /// A WebAuthn challenge spent before (a replay, or a second finish of one ceremony).
+    #[error("the challenge was used already")]
+    ChallengeUsed,
+    /// The passkey was used meanwhile: the counter this sign-in was checked against is stale.
+    #[error("the passkey was used meanwhile; sign in again")]
+    PasskeyCounterChanged,
     /// An email token that names nothing, has expired, was spent or is for something else.
     #[error("the link or code is not valid, has expired or was used already")]
     EmailTokenInvalid,
@@ -851,6 +910,10 @@ impl Rejection {
             Rejection::MfaRequired => "mfa_required",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::EmailTokenInvalid => "email_token_invalid",
+            Rejection::PasskeyExists => "passkey_exists",
+            Rejection::UnknownPasskey => "unknown_passkey",
+            Rejection::ChallengeUsed => "challenge_used",
+            Rejection::PasskeyCounterChanged => "passkey_counter_changed",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",
             Rejection::SigningKeyStillNeeded { .. } => "signing_key_still_needed",
             Rejection::UnknownClient { .. } => "unknown_client",

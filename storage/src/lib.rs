@@ -20,7 +20,7 @@ pub use apply::apply;
 pub use audit::{AuditDraft, AuditEntry, AuditHead, VerifyFailure, VerifyReport};
 pub use command::{
     Applied, AuthFailures, Command, HeldRoles, IssuedToken, LoginFailures, MfaFactor, NewTenant, Outcome,
-    OwnedOrganization, Proposal, Redemption, Registration, Rejection,
+    OwnedOrganization, Proposal, Redemption, Registration, Rejection, SpentChallenge,
 };
 pub use error::StoreError;
 pub use read::Reader;

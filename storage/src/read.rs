@@ -246,6 +246,35 @@ impl Reader {
         Ok(n)
     }
 
+    /// Whether the WebAuthn challenge `id` of `tenant` was spent.
+    pub fn challenge_spent(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
+        let t = self.txn.open_table(tables::USED_CHALLENGES)?;
+        Ok(t.get(format!("{tenant}/{id}").as_str())?.is_some())
+    }
+
+    /// The passkey with this credential id, if the tenant has it.
+    pub fn passkey(
+        &self,
+        tenant: &str,
+        credential_id: &str,
+    ) -> Result<Option<crate::model::PasskeyRecord>, StoreError> {
+        let t = self.txn.open_table(tables::PASSKEYS)?;
+        table::get(&t, &crate::model::passkey::passkey_key(tenant, credential_id))
+    }
+
+    /// A user's passkeys, through the passkeys-by-user index.
+    pub fn passkeys_of(&self, tenant: &str, user_id: &str) -> Result<Vec<crate::model::PasskeyRecord>, StoreError> {
+        let index = self.txn.open_table(tables::PASSKEYS_BY_USER)?;
+        let rows = self.txn.open_table(tables::PASSKEYS)?;
+        let mut out = Vec::new();
+        for key in table::index_values(&index, &crate::model::passkey::user_passkeys_prefix(tenant, user_id))? {
+            if let Some(p) = table::get::<crate::model::PasskeyRecord>(&rows, &String::from_utf8_lossy(&key))? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
     /// An account's failed sign-ins and hold, if it has any.
     pub fn lockout(
         &self,
@@ -325,7 +354,7 @@ impl Reader {
     /// (Also counts used client assertions that expired: the same command prunes both.)
     pub fn expired_revocations(&self, now_ms: i64) -> Result<u64, StoreError> {
         let mut n = 0;
-        for table in [tables::REVOKED_TOKENS, tables::USED_ASSERTIONS] {
+        for table in [tables::REVOKED_TOKENS, tables::USED_ASSERTIONS, tables::USED_CHALLENGES] {
             let t = self.txn.open_table(table)?;
             for item in t.iter()? {
                 let (_, v) = item?;

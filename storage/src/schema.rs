@@ -10,6 +10,8 @@
 //! - 5: the `sessions` table (created empty) and its derived `sessions_by_user` index.
 //! - 6: the `lockouts` table (created empty).
 //! - 7: the `email_tokens` and `outbox` tables (created empty).
+//! - 8: the `passkeys` and `used_challenges` tables and the derived `passkeys_by_user` index
+//!   (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -20,7 +22,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 7;
+pub const CURRENT_VERSION: u32 = 8;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         5 => Ok(6),
         // So are the email tables.
         6 => Ok(7),
+        // And the passkey tables.
+        7 => Ok(8),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

@@ -294,7 +294,8 @@ impl<'t> Expiring<'t> {
 /// Rebuilds every derived table that snapshots leave out, from the rows it indexes.
 pub fn rebuild_derived(txn: &WriteTransaction) -> Result<(), StoreError> {
     rebuild::<crate::model::BindingRecord>(txn)?;
-    rebuild::<crate::model::SessionRecord>(txn)
+    rebuild::<crate::model::SessionRecord>(txn)?;
+    rebuild::<crate::model::PasskeyRecord>(txn)
 }
 
 fn rebuild<R: Row>(txn: &WriteTransaction) -> Result<(), StoreError> {

@@ -48,6 +48,12 @@ pub const LOCKOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lockout
 pub const EMAIL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("email_tokens");
 /// Messages waiting to be sent (or, without SMTP, the dev mailbox), keyed `{tenant}/{id}`.
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
+/// End users' passkeys, keyed `{tenant}/{credential id}`.
+pub const PASSKEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("passkeys");
+/// Derived: `{tenant}/{user}/{credential id}` → the passkey's key.
+pub const PASSKEYS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new("passkeys_by_user");
+/// WebAuthn challenges spent, `{tenant}/{challenge id}` → expiry: each works once (S46, S47).
+pub const USED_CHALLENGES: TableDefinition<&str, &[u8]> = TableDefinition::new("used_challenges");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -72,7 +78,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 18] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 20] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -91,8 +97,10 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 18] = [
     LOCKOUTS,
     EMAIL_TOKENS,
     OUTBOX,
+    PASSKEYS,
+    USED_CHALLENGES,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
-pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 2] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER];
+pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 3] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER, PASSKEYS_BY_USER];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

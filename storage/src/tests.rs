@@ -1141,3 +1141,62 @@ fn an_email_token_is_written_with_its_message_and_spent_once_for_its_purpose() {
     assert!(store.read().unwrap().outbox("shop", 10).unwrap().is_empty(), "expired messages are pruned");
     assert!(store.read().unwrap().email_token("shop", &"3".repeat(64)).unwrap().is_none());
 }
+
+#[test]
+fn a_passkey_challenge_is_spent_once_and_the_counter_moves_only_from_the_value_checked() {
+    use crate::command::SpentChallenge;
+    use crate::model::PasskeyRecord;
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    apply_all(&store, &[bootstrap(), shop]);
+    let at = |at_ms: i64, command: Command| Proposal { origin: None, at_ms, actor: "user:u1".into(), command };
+    apply_all(&store, &[at(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    let challenge = |c: &str| SpentChallenge { id: c.repeat(32), expires_at_ms: 10_000 };
+    let passkey = |id: &str| PasskeyRecord {
+        v: 1,
+        tenant: "shop".into(),
+        credential_id: id.into(),
+        user_id: "u1".into(),
+        name: "key".into(),
+        passkey: "{}".into(),
+        sign_count: 0,
+        created_at_ms: 30,
+        last_used_ms: 30,
+    };
+    let add = |id: &str, c: &str| Command::AddPasskey { passkey: passkey(id), challenge: challenge(c) };
+    let sign_in = |c: &str, was: u32, now: u32, session: &str| Command::PasskeySignIn {
+        tenant: "shop".into(),
+        credential_id: "cred-1".into(),
+        challenge: challenge(c),
+        sign_count_was: was,
+        sign_count: now,
+        passkey: "{\"n\":1}".into(),
+        session: session_of("shop", "u1", session, false),
+    };
+    let code = |out: &Outcome| match out {
+        Outcome::Refused(r) => r.code(),
+        Outcome::Applied(_) => "applied",
+    };
+    let out = apply_all(&store, &[at(30, add("cred-1", "a")), at(31, add("cred-2", "a")), at(32, add("cred-1", "b"))]);
+    assert_eq!(
+        [code(&out[0]), code(&out[1]), code(&out[2])],
+        ["applied", "challenge_used", "passkey_exists"],
+        "a challenge once; a credential registered to nobody yet"
+    );
+    let out = apply_all(
+        &store,
+        &[at(40, sign_in("c", 0, 1, "1")), at(41, sign_in("c", 1, 2, "2")), at(42, sign_in("d", 0, 2, "3"))],
+    );
+    assert_eq!(
+        [code(&out[0]), code(&out[1]), code(&out[2])],
+        ["applied", "challenge_used", "passkey_counter_changed"],
+        "a sign-in challenge once; a counter checked against a stale value is refused"
+    );
+    let stored = store.read().unwrap().passkey("shop", "cred-1").unwrap().unwrap();
+    assert_eq!((stored.sign_count, stored.passkey.as_str()), (1, "{\"n\":1}"));
+    assert!(store.read().unwrap().challenge_spent("shop", &"c".repeat(32)).unwrap());
+    apply_all(&store, &[at(50, Command::DeleteUser { tenant: "shop".into(), user_id: "u1".into() })]);
+    assert!(store.read().unwrap().passkeys_of("shop", "u1").unwrap().is_empty(), "a deleted user's passkeys go");
+}

@@ -543,3 +543,16 @@ async fn parallel_wrong_passwords_never_count_past_the_limit_and_the_hold_surviv
     let (status, _) = login_status(&node, "bob@example.com", password).await;
     assert_eq!(status, StatusCode::OK, "a hold ends; it never locks for good");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passkeys_are_off_without_a_host_name_and_a_wrong_rp_id_stops_the_start() {
+    let (_tmp, dir) = temp_data_dir();
+    // The default public URL here is https://127.0.0.1:…, which WebAuthn refuses.
+    let node = TestNode::start(&dir);
+    let r = auth(&node, Method::POST, "/v1/auth/passkeys/login/begin", None, None, &[]).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.body["type"], "urn:gatehouse:problem:passkeys_off", "{}", r.body);
+    node.stop();
+    let refused = TestNode::start_with(&dir, &["--set", "webauthn.rp_id=example.com"], &[]).err();
+    assert!(refused.as_deref().is_some_and(|e| e.contains("webauthn")), "{refused:?}");
+}

@@ -154,6 +154,52 @@ async fn the_docs_viewer_renders_offline_in_headless_chromium() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chromium() {
+    tokio::task::block_in_place(tools);
+    let (_tmp, dir) = temp_data_dir();
+    // WebAuthn refuses IP addresses: the node's public URL names localhost.
+    let port = crate::support::free_port();
+    let public_url = format!("https://localhost:{port}");
+    let node = TestNode::start_listening(&dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap();
+    let (email, password) = ("ada@example.com", "plenty long enough passphrase");
+    let r = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let ca = ca_file(&node);
+    let out = tokio::task::block_in_place(|| {
+        run(
+            &repo().join("tests/clients/node/passkeys.mjs"),
+            &[("BASE_URL", &public_url), ("CA_FILE", &ca), ("EMAIL", email), ("PASSWORD", password)],
+        )
+    });
+    assert_ran("passkeys.mjs", &out);
+
+    // The spent challenge is raft state: the same answer is refused after a restart too.
+    use base64::Engine;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let body = stdout.lines().find_map(|l| l.strip_prefix("replay-body ")).expect("the script printed the answer");
+    let body = base64::engine::general_purpose::STANDARD.decode(body.trim()).unwrap();
+    node.stop();
+    let node = TestNode::start_listening(&dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap();
+    let r = node
+        .client()
+        .post(format!("{}/v1/auth/passkeys/login/finish", node.local_url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let problem: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(problem["type"], "urn:gatehouse:problem:invalid_ceremony", "{problem}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_typescript_client_generated_from_the_document_drives_the_admin_api() {
     tokio::task::block_in_place(tools);
     let (_tmp, dir) = temp_data_dir();

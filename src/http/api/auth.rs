@@ -352,6 +352,19 @@ pub(super) fn problem_of(e: AuthError) -> Problem {
             "invalid_link",
             "the link is not valid, has expired or was used already",
         ),
+        AuthError::BadCeremony => Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_ceremony",
+            "the passkey ceremony is not valid, has expired or was finished already; begin again",
+        ),
+        AuthError::PasskeyRefused(why) => {
+            Problem::new(StatusCode::BAD_REQUEST, "passkey_refused", format!("the passkey was refused: {why}"))
+        }
+        // Off on this node (its public URL has no host name): nothing to find here.
+        AuthError::PasskeysOff(why) => Problem::new(StatusCode::NOT_FOUND, "passkeys_off", why),
+        AuthError::Refused(r @ gatehouse_storage::Rejection::PasskeyExists) => {
+            Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
+        }
         AuthError::NotSignedIn => not_signed_in(),
         AuthError::Refused(r @ (Rejection::TotpAlreadyConfirmed | Rejection::TotpNotEnrolled)) => {
             Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
@@ -456,12 +469,26 @@ fn session_of(
 }
 
 /// The signed-in user behind a cookie-authenticated change (S52), or the problem to answer.
-async fn user_for_change(
+pub(super) async fn user_for_change(
     app: &AppState,
     scope: &IssuerScope,
     req: &poem::Request,
 ) -> Result<gatehouse_storage::model::UserRecord, Problem> {
     let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
+    match auth::current(app, &tenant.id, &id).await {
+        Ok(Some((_, user))) => Ok(user),
+        Ok(None) => Err(not_signed_in()),
+        Err(e) => Err(problem_of(e)),
+    }
+}
+
+/// The signed-in user behind a read, or the problem to answer.
+pub(super) async fn user_signed_in(
+    app: &AppState,
+    scope: &IssuerScope,
+    req: &poem::Request,
+) -> Result<gatehouse_storage::model::UserRecord, Problem> {
+    let (tenant, id) = tenant_of(app, scope).and_then(|t| session_of(req, t))?;
     match auth::current(app, &tenant.id, &id).await {
         Ok(Some((_, user))) => Ok(user),
         Ok(None) => Err(not_signed_in()),

@@ -161,37 +161,17 @@ fn redeemed(result: Result<(), AuthError>) -> Redeemed {
     }
 }
 
-/// The page behind a link: a button that posts the token (and, for a reset, a new password)
-/// as JSON to the same path. The token stays in the page; nothing is spent until the click.
+/// The page behind a link (`pages::link`), for an issuer that exists.
 fn link_page(app: &AppState, scope: &IssuerScope, title: &str, action: &str, with_password: bool) -> LinkPage {
-    if let Err(p) = tenant_of(app, scope) {
-        return if p.status == 404 { LinkPage::NotFound(Json(p)) } else { LinkPage::Unavailable(Json(p)) };
+    match tenant_of(app, scope) {
+        Ok(_) => LinkPage::Ok(
+            Html(crate::http::pages::link(title, action, with_password)),
+            "no-store".into(),
+            "no-referrer".into(),
+        ),
+        Err(p) if p.status == 404 => LinkPage::NotFound(Json(p)),
+        Err(p) => LinkPage::Unavailable(Json(p)),
     }
-    let password = if with_password {
-        r#"<label>New password <input id="password" type="password" autocomplete="new-password" minlength="15" maxlength="256" required></label>"#
-    } else {
-        ""
-    };
-    let page = format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title></head>
-<body><main><h1>{title}</h1>
-<form id="form">{password}<button type="submit">{action}</button></form>
-<p id="result" role="status"></p></main>
-<script>
-document.getElementById("form").addEventListener("submit", async (e) => {{
-  e.preventDefault();
-  const body = {{ token: new URLSearchParams(location.search).get("token") || "" }};
-  const p = document.getElementById("password");
-  if (p) body.password = p.value;
-  const r = await fetch(location.pathname, {{ method: "POST", headers: {{ "content-type": "application/json" }}, body: JSON.stringify(body) }});
-  document.getElementById("result").textContent = r.ok ? "Done." : ((await r.json().catch(() => ({{}}))).detail || "That did not work.");
-}});
-</script></body></html>
-"#
-    );
-    LinkPage::Ok(Html(page), "no-store".into(), "no-referrer".into())
 }
 
 #[OpenApi(tag = "EmailTag::Email")]

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod auth_email;
+pub mod auth_passkeys;
 pub mod checked;
 pub mod cluster;
 pub mod oauth;
@@ -12,6 +13,7 @@ pub mod text;
 
 pub use auth::AuthApi;
 pub use auth_email::EmailAuthApi;
+pub use auth_passkeys::PasskeysApi;
 pub use cluster::ClusterApi;
 pub use oauth::OAuthApi;
 pub use oidc::OidcApi;

@@ -14,6 +14,7 @@ mod email;
 mod idempotency;
 mod lockouts;
 mod mfa;
+mod passkeys;
 mod sessions;
 mod tenants;
 mod tokens;
@@ -25,7 +26,8 @@ use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
     BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord, IdempotentResponse, LockoutRecord, MembershipRecord,
-    OrganizationRecord, OutboxRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
+    OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord,
+    UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -48,6 +50,8 @@ pub(crate) struct Tables<'t> {
     lockouts: Rows<'t, LockoutRecord>,
     email_tokens: Rows<'t, EmailTokenRecord>,
     outbox: Rows<'t, OutboxRecord>,
+    passkeys: Rows<'t, PasskeyRecord>,
+    used_challenges: Expiring<'t>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -71,6 +75,8 @@ impl<'t> Tables<'t> {
             lockouts: Rows::open(txn)?,
             email_tokens: Rows::open(txn)?,
             outbox: Rows::open(txn)?,
+            passkeys: Rows::open(txn)?,
+            used_challenges: Expiring::open(txn, tables::USED_CHALLENGES)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -214,6 +220,23 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::EmailDelivered { tenant, id } => email::delivered(tenant, id),
         Command::EmailDeferred { tenant, id, next_attempt_ms } => email::deferred(t, tenant, id, *next_attempt_ms),
         Command::PruneEmail => email::prune(now_ms),
+        Command::AddPasskey { passkey, challenge } => passkeys::add(t, passkey, challenge),
+        Command::PasskeySignIn { tenant, credential_id, challenge, sign_count_was, sign_count, passkey, session } => {
+            passkeys::sign_in(
+                t,
+                tenant,
+                credential_id,
+                challenge,
+                *sign_count_was,
+                *sign_count,
+                passkey,
+                session,
+                now_ms,
+            )
+        }
+        Command::DeletePasskey { tenant, user_id, credential_id } => {
+            passkeys::delete(t, tenant, user_id, credential_id)
+        }
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

@@ -144,6 +144,8 @@ pub(super) fn delete<'c>(t: &Tables<'_>, id: &'c str) -> Planned<'c> {
         t.lockouts.delete_under(&prefix, |_| true)?;
         t.email_tokens.delete_under(&prefix, |_| true)?;
         t.outbox.delete_under(&prefix, |_| true)?;
+        t.passkeys.delete_under(&prefix, |_| true)?;
+        t.used_challenges.clear_under(&prefix)?;
         t.revoked.clear_under(&prefix)?;
         t.used_assertions.clear_under(&prefix)?;
         Ok(Applied::TenantDeleted { id: id.to_string() })

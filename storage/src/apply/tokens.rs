@@ -104,7 +104,7 @@ pub(super) fn consume_assertion<'c>(
 /// Forgets deny-list entries and used assertions whose tokens have expired.
 pub(super) fn prune_revocations<'c>(now_ms: i64) -> Planned<'c> {
     writes(move |t| {
-        let count = t.revoked.prune(now_ms)? + t.used_assertions.prune(now_ms)?;
+        let count = t.revoked.prune(now_ms)? + t.used_assertions.prune(now_ms)? + t.used_challenges.prune(now_ms)?;
         Ok(Applied::RevocationsPruned { count })
     })
 }

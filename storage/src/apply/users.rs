@@ -113,6 +113,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str) -> P
         t.users.delete(&user_key(tenant, user_id))?;
         remove_bindings_of(t, tenant, &subject)?;
         super::sessions::end_all_of(t, tenant, user_id)?;
+        super::passkeys::delete_all_of(t, tenant, user_id)?;
         t.memberships.delete_under(&tenant_prefix(tenant), |m| m.user_id == user_id)?;
         Ok(Applied::UserDeleted { id: user_id.to_string() })
     })

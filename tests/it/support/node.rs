@@ -86,6 +86,13 @@ impl TestNode {
         Self::start_bin(Path::new(BIN), data_dir, extra_args, env)
     }
 
+    /// Starts the debug binary on a fixed `listen` address (for a public URL named in advance).
+    pub fn start_listening(data_dir: &Path, listen: &str, extra_args: &[&str]) -> Result<TestNode, String> {
+        let mut args = vec!["serve", "--listen", listen];
+        args.extend_from_slice(extra_args);
+        Self::spawn(Path::new(BIN), data_dir, &args, &[])
+    }
+
     /// Starts the release binary (production build, production defaults but for `extra_args`).
     pub fn start_release(data_dir: &Path, extra_args: &[&str]) -> TestNode {
         Self::start_bin(&release_bin(), data_dir, extra_args, &[])

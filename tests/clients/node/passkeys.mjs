@@ -1,0 +1,138 @@
+// Passkeys on the hosted page ({issuer}/v1/auth/passkeys) in headless Debian Chromium with the
+// DevTools WebAuthn virtual authenticator (CTAP2, resident keys, user verification):
+//
+//   BASE_URL=https://localhost:PORT CA_FILE=<test CA> EMAIL=… PASSWORD=… node tests/clients/node/passkeys.mjs
+//
+// WebAuthn refuses IP addresses, so BASE_URL must name localhost. Checks: a user signed in with
+// their password adds a passkey on the page (a resident credential appears in the
+// authenticator); after signing out, "Sign in with a passkey" signs them in without typing a
+// name; with user verification turned off in the authenticator, the sign-in fails and nobody
+// is signed in; a replayed sign-in answer is refused (its challenge is spent). Prints the
+// replayed body as `replay-body <base64>` (the caller replays it after a restart) and `ok …` lines; exits 1 on the first failure, 2 on a setup problem.
+
+import { launchTrusting } from './browser.mjs';
+
+const env = {};
+for (const name of ['BASE_URL', 'CA_FILE', 'EMAIL', 'PASSWORD']) {
+  env[name] = process.env[name];
+  if (!env[name]) {
+    console.error(`missing env ${name}`);
+    process.exit(2);
+  }
+}
+const base = new URL(env.BASE_URL);
+const TIMEOUT_MS = 20_000;
+
+function fail(what, detail) {
+  throw new Error(`${what}: ${detail}`);
+}
+
+async function statusBecomes(page, test, what) {
+  const status = page.locator('#status');
+  const deadline = Date.now() + TIMEOUT_MS;
+  let text = '';
+  while (Date.now() < deadline) {
+    text = (await status.textContent()) ?? '';
+    if (test(text)) return text;
+    await page.waitForTimeout(100);
+  }
+  fail(what, `the page says ${JSON.stringify(text)}`);
+}
+
+async function sessionStatus(page) {
+  return page.evaluate(async (issuer) => (await fetch(`${issuer}/v1/auth/session`)).status, base.pathname.replace(/\/$/, ''));
+}
+
+async function main() {
+  const browser = await launchTrusting(base, env.CA_FILE);
+  try {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const cdp = await context.newCDPSession(page);
+    await cdp.send('WebAuthn.enable');
+    const { authenticatorId } = await cdp.send('WebAuthn.addVirtualAuthenticator', {
+      options: {
+        protocol: 'ctap2',
+        transport: 'internal',
+        hasResidentKey: true,
+        hasUserVerification: true,
+        isUserVerified: true,
+        automaticPresenceSimulation: true,
+      },
+    });
+    const pageUrl = new URL('v1/auth/passkeys', base.href.endsWith('/') ? base.href : `${base.href}/`).href;
+    await page.goto(pageUrl);
+
+    // Signed in with the password (the cookie lands in the browser), the page offers to add one.
+    const login = await page.evaluate(
+      async ([email, password]) =>
+        (await fetch(location.pathname.replace(/passkeys$/, 'login'), {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ email, password }),
+        })).status,
+      [env.EMAIL, env.PASSWORD],
+    );
+    if (login !== 200) fail('password sign-in', `status ${login}`);
+    await page.reload();
+    await page.locator('#add').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    await page.click('#add');
+    await statusBecomes(page, (t) => t === 'Passkey added.', 'adding a passkey');
+    const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
+    if (credentials.length !== 1 || !credentials[0].isResidentCredential) {
+      fail('the authenticator', `holds ${JSON.stringify(credentials)}`);
+    }
+    await page.locator('#list li').first().waitFor({ timeout: TIMEOUT_MS });
+    console.log('ok a signed-in user added a discoverable passkey on the hosted page');
+
+    // Signed out, the passkey signs in without a name.
+    await page.click('#signout');
+    await statusBecomes(page, (t) => t === 'Signed out.', 'signing out');
+    if ((await sessionStatus(page)) !== 401) fail('sign-out', 'a session is still there');
+    await page.locator('#signin').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    let finished = null;
+    page.on('request', (r) => {
+      if (r.method() === 'POST' && r.url().endsWith('/v1/auth/passkeys/login/finish')) finished = r.postData();
+    });
+    await page.click('#signin');
+    await statusBecomes(page, (t) => t === `Signed in as ${env.EMAIL}.`, 'a usernameless sign-in');
+    if ((await sessionStatus(page)) !== 200) fail('passkey sign-in', 'no session afterwards');
+    console.log('ok signed out, the passkey signed the user in without a name');
+
+    // The same answer again: its challenge is spent.
+    if (!finished) fail('the finish request', 'was not seen');
+    const replay = await page.evaluate(async (body) => {
+      const r = await fetch(location.pathname.replace(/passkeys$/, 'passkeys/login/finish'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body,
+      });
+      return { status: r.status, type: (await r.json()).type };
+    }, finished);
+    if (replay.status !== 400 || replay.type !== 'urn:gatehouse:problem:invalid_ceremony') {
+      fail('a replayed assertion', JSON.stringify(replay));
+    }
+    console.log('ok a replayed assertion is refused: its challenge was spent');
+    console.log(`replay-body ${Buffer.from(finished).toString('base64')}`);
+
+    // Without user verification the sign-in fails, and nobody is signed in.
+    await page.click('#signout');
+    await statusBecomes(page, (t) => t === 'Signed out.', 'signing out again');
+    await cdp.send('WebAuthn.setUserVerified', { authenticatorId, isUserVerified: false });
+    await page.locator('#signin').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    await page.click('#signin');
+    const refused = await statusBecomes(page, (t) => t.startsWith('Failed') || t.includes('refused'), 'a sign-in without UV');
+    if ((await sessionStatus(page)) !== 401) fail('sign-in without UV', 'a session was started');
+    console.log(`ok without user verification the sign-in fails (${refused})`);
+  } finally {
+    await browser.close();
+  }
+}
+
+try {
+  await main();
+} catch (e) {
+  console.error(`FAIL ${e.message}`);
+  process.exit(1);
+}
+process.exit(0);
