@@ -45,6 +45,7 @@ fn new_tenant(id: &str) -> NewTenant {
             self_registration: false,
             data_key_id: dk.clone(),
             created_at_ms: 1,
+            cors_origins: Vec::new(),
         },
         data_key: DataKeyRecord {
             v: 1,

@@ -2,6 +2,7 @@
 
 pub mod acceptor;
 pub mod api;
+pub mod cors;
 pub mod edge;
 pub mod idempotency;
 pub mod issuer;

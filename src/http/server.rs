@@ -7,7 +7,7 @@ use poem_openapi::OpenApiService;
 
 use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
-use crate::http::api::{AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi, PasskeysApi};
+use crate::http::api::{AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi, PasskeysApi, ProfileApi};
 use crate::http::middleware;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
@@ -26,6 +26,7 @@ type Apis = (
     AuthApi,
     EmailAuthApi,
     PasskeysApi,
+    ProfileApi,
     TenantsApi,
     UsersApi,
     OrganizationsApi,
@@ -45,6 +46,7 @@ fn service() -> OpenApiService<Apis, ()> {
             AuthApi,
             EmailAuthApi,
             PasskeysApi,
+            ProfileApi,
             TenantsApi,
             UsersApi,
             OrganizationsApi,
@@ -114,6 +116,7 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
         .at("/docs", document("text/html; charset=utf-8", || DOCS_HTML))
         .at("/docs/redoc.standalone.js", document("text/javascript; charset=utf-8", || REDOC_JS.as_str()))
         .at("/docs/init.js", document("text/javascript; charset=utf-8", || DOCS_INIT_JS))
+        .at("/v1/auth/avatars/:user/:digest", poem::get(crate::http::api::auth_profile::avatar))
         .at(crate::http::pages::SCRIPT_PATH, document("text/javascript; charset=utf-8", || crate::http::pages::SCRIPT))
         .nest("/", api)
         .around(|ep, req| async move { crate::http::issuer::scope(&ep, req).await })
@@ -126,6 +129,13 @@ pub fn routes(app: Arc<AppState>) -> impl Endpoint {
             }
         })
         .around(move |ep, req| async move { middleware::limit_body(&ep, req, limit, body_deadline).await })
+        .around({
+            let app = app.clone();
+            move |ep, req| {
+                let app = app.clone();
+                async move { crate::http::cors::cors(&ep, req, &app).await }
+            }
+        })
         .around({
             let app = app.clone();
             move |ep, req| {

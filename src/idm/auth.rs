@@ -51,6 +51,12 @@ pub enum AuthError {
     /// This node has no relying party (its public URL has an IP address).
     #[error("passkeys are off: {0}")]
     PasskeysOff(String),
+    /// The record changed between its read and the write: read it again.
+    #[error("the profile changed meanwhile; read it and try again")]
+    ChangedMeanwhile,
+    /// An upload larger than its endpoint takes.
+    #[error("the upload is too large")]
+    TooLarge,
     /// No sign-in (or no sign-in waiting for a code) behind the presented cookie.
     #[error("there is no session, or it has ended")]
     NotSignedIn,
@@ -201,6 +207,8 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
         revision: 1,
         totp: None,
         email_verified: false,
+        locale: None,
+        avatar_sha256: None,
     };
     let organization = org_name.map(|name| {
         let id = crate::clock::random_id("o-");
@@ -311,6 +319,24 @@ pub(crate) fn record_attempt<T>(
         crate::metrics::LoginLabels { tenant: tenant.to_string(), method: method.to_string(), result: result.into() };
     app.metrics.logins.get_or_create(&labels).inc();
     app.metrics.login_duration.observe(started.elapsed().as_secs_f64());
+}
+
+/// The signed-in user gives their password again (S48, S50), within the account's lockout
+/// budget: `BadCredentials` when it is not right.
+pub(crate) async fn reauthenticate(app: &AppState, user: &UserRecord, password: &str) -> Result<(), AuthError> {
+    let attempt = admit_attempt(app, &user.tenant, &user.username)?;
+    let password = normalize_password(password);
+    let hash = user.password_hash.clone().unwrap_or_else(|| dummy_hash(&app.config.passwords));
+    let long = password.chars().count() > MAX_PASSWORD_CHARS;
+    let matches = !long && verify_password(&password, &hash).await.map_err(hashing_error)?;
+    if !matches || user.password_hash.is_none() {
+        let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
+        attempt.failed(app.clock.now_ms());
+        app.limits.failed(source, None);
+        return Err(AuthError::BadCredentials);
+    }
+    forget_failures(app, attempt, &user.tenant, &user.username).await;
+    Ok(())
 }
 
 /// Admits one password check of account `name` (a normalized email) within its lockout budget.
@@ -528,17 +554,7 @@ pub async fn end_others(
     password: &str,
 ) -> Result<Option<u64>, AuthError> {
     let Some((session, user)) = current(app, tenant, session_id).await? else { return Ok(None) };
-    let attempt = admit_attempt(app, tenant, &user.username)?;
-    let hash = user.password_hash.clone().unwrap_or_else(|| dummy_hash(&app.config.passwords));
-    let long = password.chars().count() > MAX_PASSWORD_CHARS;
-    let matches = !long && verify_password(password, &hash).await.map_err(hashing_error)?;
-    if !matches || user.password_hash.is_none() {
-        let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
-        attempt.failed(app.clock.now_ms());
-        app.limits.failed(source, None);
-        return Err(AuthError::BadCredentials);
-    }
-    forget_failures(app, attempt, tenant, &user.username).await;
+    reauthenticate(app, &user, password).await?;
     let command = Command::EndSessionsOf {
         tenant: tenant.to_string(),
         user_id: user.id.clone(),

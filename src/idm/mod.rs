@@ -8,6 +8,7 @@ pub mod email;
 pub mod keys;
 pub mod mfa;
 pub mod passkeys;
+pub mod profile;
 pub mod protocol;
 pub mod roles;
 pub mod tenants;

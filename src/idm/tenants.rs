@@ -52,6 +52,7 @@ pub fn new_tenant(
             self_registration,
             data_key_id,
             created_at_ms: now_ms,
+            cors_origins: Vec::new(),
         },
         data_key,
         signing_keys,
@@ -104,6 +105,34 @@ pub async fn create(
     }
 }
 
+/// Origins allowed to call a tenant's sign-in API with credentials: at most 32, each an exact
+/// `https://host[:port]` (or `http://localhost[:port]` for development), never `*`. Lowercased.
+pub fn cors_origins_ok(list: &[String]) -> Result<Vec<String>, TenantError> {
+    if list.len() > 32 {
+        return Err(TenantError::Invalid { field: "cors_origins", why: "at most 32".into() });
+    }
+    let mut out = Vec::new();
+    for origin in list {
+        let o = origin.trim().to_ascii_lowercase();
+        let parsed = o.parse::<poem::http::Uri>().ok();
+        let exact = parsed.as_ref().is_some_and(|u| {
+            let secure =
+                u.scheme_str() == Some("https") || (u.scheme_str() == Some("http") && u.host() == Some("localhost"));
+            let bare =
+                u.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/") && !o.ends_with('/');
+            secure && bare && u.host().is_some_and(|h| !h.is_empty() && !h.contains('*')) && !o.contains('@')
+        });
+        if !exact || o.len() > 200 {
+            let why = format!("{origin:?} is not an origin such as https://app.example.com");
+            return Err(TenantError::Invalid { field: "cors_origins", why });
+        }
+        if !out.contains(&o) {
+            out.push(o);
+        }
+    }
+    Ok(out)
+}
+
 /// Changes a tenant's display name, status or self-registration. The `system` tenant cannot
 /// be disabled: its issuer is how platform admins sign in.
 pub async fn update(
@@ -113,6 +142,7 @@ pub async fn update(
     display_name: Option<&str>,
     disabled: Option<bool>,
     self_registration: Option<bool>,
+    cors_origins: Option<&[String]>,
 ) -> Result<TenantRecord, TenantError> {
     let display_name = display_name.unwrap_or(&current.display_name).to_string();
     display_name_ok(&display_name)?;
@@ -128,12 +158,28 @@ pub async fn update(
         return Err(TenantError::Protected("the system tenant never allows self-registration".into()));
     }
     let self_registration = self_registration.unwrap_or(current.self_registration);
-    let command =
-        Command::UpdateTenant { id: current.id.clone(), display_name: display_name.clone(), status, self_registration };
+    let cors_origins = match cors_origins {
+        Some(list) => Some(cors_origins_ok(list)?),
+        None => None,
+    };
+    if current.id == "system" && cors_origins.as_ref().is_some_and(|l| !l.is_empty()) {
+        return Err(TenantError::Protected("the system tenant has no end-user sign-in to share".into()));
+    }
+    let command = Command::UpdateTenant {
+        id: current.id.clone(),
+        display_name: display_name.clone(),
+        status,
+        self_registration,
+        cors_origins: cors_origins.clone(),
+    };
     match app.propose(actor, command).await? {
-        Applied::TenantUpdated { .. } => {
-            Ok(TenantRecord { display_name, status, self_registration, ..current.clone() })
-        }
+        Applied::TenantUpdated { .. } => Ok(TenantRecord {
+            display_name,
+            status,
+            self_registration,
+            cors_origins: cors_origins.unwrap_or_else(|| current.cors_origins.clone()),
+            ..current.clone()
+        }),
         other => Err(super::unexpected(other).into()),
     }
 }

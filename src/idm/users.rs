@@ -224,6 +224,8 @@ pub async fn create(
         revision: 1,
         totp: None,
         email_verified: false,
+        locale: None,
+        avatar_sha256: None,
     };
     let command = Command::CreateUser(user.clone());
     let out = app.propose(actor, command).await?;

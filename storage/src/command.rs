@@ -182,6 +182,9 @@ pub enum Command {
         display_name: String,
         status: TenantStatus,
         self_registration: bool,
+        /// A new list of CORS origins; absent keeps the list (and older log entries apply).
+        #[serde(default)]
+        cors_origins: Option<Vec<String>>,
     },
     /// Removes a tenant and everything it holds (its data key too, so its sealed secrets are
     /// gone for good); its audit entries stay. `system` and `default` cannot be deleted.
@@ -316,6 +319,12 @@ pub enum Command {
         tenant: String,
         user_id: String,
         credential_id: String,
+    },
+    /// Sets a user's picture (already re-encoded).
+    SetAvatar(crate::model::AvatarRecord),
+    DeleteAvatar {
+        tenant: String,
+        user_id: String,
     },
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
@@ -469,6 +478,8 @@ impl Command {
                     short(&session.id_sha256)
                 ),
             ),
+            Command::SetAvatar(a) => (a.tenant.clone(), format!("user:{} avatar:{}", a.user_id, short(&a.sha256))),
+            Command::DeleteAvatar { tenant, user_id } => (tenant.clone(), format!("user:{user_id} avatar")),
             Command::DeletePasskey { tenant, user_id, credential_id } => {
                 (tenant.clone(), format!("user:{user_id} passkey:{}", short(credential_id)))
             }
@@ -550,6 +561,8 @@ impl Command {
             Command::AddPasskey { .. } => "passkey.add",
             Command::PasskeySignIn { .. } => "session.start",
             Command::DeletePasskey { .. } => "passkey.delete",
+            Command::SetAvatar(_) => "user.set_avatar",
+            Command::DeleteAvatar { .. } => "user.delete_avatar",
             Command::Idempotent { inner, .. } | Command::Guarded { inner, .. } => inner.action(),
             Command::Register(_) => "user.register",
             Command::StartSession(_) => "session.start",
@@ -718,6 +731,8 @@ pub enum Applied {
     EmailDelivered,
     EmailDeferred,
     PasskeyAdded,
+    AvatarSet,
+    AvatarDeleted,
     PasskeyDeleted,
     EmailPruned {
         tokens: u64,

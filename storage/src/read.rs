@@ -246,6 +246,12 @@ impl Reader {
         Ok(n)
     }
 
+    /// A user's picture, if they have one.
+    pub fn avatar(&self, tenant: &str, user_id: &str) -> Result<Option<crate::model::AvatarRecord>, StoreError> {
+        let t = self.txn.open_table(tables::AVATARS)?;
+        table::get(&t, &crate::model::avatar::avatar_key(tenant, user_id))
+    }
+
     /// Whether the WebAuthn challenge `id` of `tenant` was spent.
     pub fn challenge_spent(&self, tenant: &str, id: &str) -> Result<bool, StoreError> {
         let t = self.txn.open_table(tables::USED_CHALLENGES)?;

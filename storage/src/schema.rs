@@ -12,6 +12,7 @@
 //! - 7: the `email_tokens` and `outbox` tables (created empty).
 //! - 8: the `passkeys` and `used_challenges` tables and the derived `passkeys_by_user` index
 //!   (created empty).
+//! - 9: the `avatars` table (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -22,7 +23,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 8;
+pub const CURRENT_VERSION: u32 = 9;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +111,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         6 => Ok(7),
         // And the passkey tables.
         7 => Ok(8),
+        // And the avatars table.
+        8 => Ok(9),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

@@ -54,6 +54,8 @@ pub const PASSKEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("passkey
 pub const PASSKEYS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new("passkeys_by_user");
 /// WebAuthn challenges spent, `{tenant}/{challenge id}` → expiry: each works once (S46, S47).
 pub const USED_CHALLENGES: TableDefinition<&str, &[u8]> = TableDefinition::new("used_challenges");
+/// Users' pictures, keyed `{tenant}/{user}`.
+pub const AVATARS: TableDefinition<&str, &[u8]> = TableDefinition::new("avatars");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -78,7 +80,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 20] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 21] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -99,6 +101,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 20] = [
     OUTBOX,
     PASSKEYS,
     USED_CHALLENGES,
+    AVATARS,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
 pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 3] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER, PASSKEYS_BY_USER];

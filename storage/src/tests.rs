@@ -26,6 +26,7 @@ fn new_tenant(id: &str) -> NewTenant {
             self_registration: false,
             data_key_id: dk.clone(),
             created_at_ms: 1,
+            cors_origins: Vec::new(),
         },
         data_key: DataKeyRecord {
             v: 1,
@@ -720,6 +721,8 @@ fn registration(tenant: &str, user_id: &str, username: &str, session: &str, with
         revision: 1,
         totp: None,
         email_verified: false,
+        locale: None,
+        avatar_sha256: None,
     };
     let session = crate::model::SessionRecord {
         v: 1,

@@ -200,6 +200,65 @@ async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chr
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_listed_origin_calls_the_sign_in_api_with_credentials_and_an_unlisted_one_is_blocked_in_chromium() {
+    tokio::task::block_in_place(tools);
+    let (_tmp, dir) = temp_data_dir();
+    let port = crate::support::free_port();
+    let public_url = format!("https://localhost:{port}");
+    let node = TestNode::start_listening(&dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap();
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let (email, password) = ("ada@example.com", "plenty long enough passphrase");
+    let r = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&serde_json::json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let (listed, unlisted) = (format!("https://localhost:{}", port + 1), format!("https://localhost:{}", port + 2));
+    let body = serde_json::json!({"cors_origins": [listed]});
+    let r = call(&node, reqwest::Method::PATCH, "/admin/v1/tenants/default", Some(&admin), Some(&body)).await;
+    assert_eq!(r.status, reqwest::StatusCode::OK, "{}", r.body);
+    assert_eq!(r.body["cors_origins"], serde_json::json!([listed]));
+    let star = serde_json::json!({"cors_origins": ["*"]});
+    let r = call(&node, reqwest::Method::PATCH, "/admin/v1/tenants/default", Some(&admin), Some(&star)).await;
+    assert_eq!(r.status, reqwest::StatusCode::BAD_REQUEST, "never a wildcard: {}", r.body);
+
+    // A preflight: the listed origin gets its own origin back with credentials; another, nothing.
+    let preflight = |origin: String| {
+        node.client()
+            .request(reqwest::Method::OPTIONS, format!("{}/v1/auth/me", node.local_url))
+            .header("origin", origin)
+            .header("access-control-request-method", "PATCH")
+            .header("access-control-request-headers", "content-type")
+            .send()
+    };
+    let ok = preflight(listed.clone()).await.unwrap();
+    assert_eq!(ok.status(), reqwest::StatusCode::NO_CONTENT);
+    assert_eq!(ok.headers()["access-control-allow-origin"], listed.as_str());
+    assert_eq!(ok.headers()["access-control-allow-credentials"], "true");
+    let refused = preflight(unlisted.clone()).await.unwrap();
+    assert!(refused.headers().get("access-control-allow-origin").is_none());
+
+    let ca = ca_file(&node);
+    let out = tokio::task::block_in_place(|| {
+        run(
+            &repo().join("tests/clients/node/cors.mjs"),
+            &[
+                ("BASE_URL", &public_url),
+                ("CA_FILE", &ca),
+                ("EMAIL", email),
+                ("PASSWORD", password),
+                ("LISTED", &listed),
+                ("UNLISTED", &unlisted),
+            ],
+        )
+    });
+    assert_ran("cors.mjs", &out);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn a_typescript_client_generated_from_the_document_drives_the_admin_api() {
     tokio::task::block_in_place(tools);
     let (_tmp, dir) = temp_data_dir();

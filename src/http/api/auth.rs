@@ -365,6 +365,16 @@ pub(super) fn problem_of(e: AuthError) -> Problem {
         AuthError::Refused(r @ gatehouse_storage::Rejection::PasskeyExists) => {
             Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
         }
+        AuthError::ChangedMeanwhile => Problem::new(
+            StatusCode::CONFLICT,
+            "changed_meanwhile",
+            "the profile changed meanwhile; read it and try again",
+        ),
+        AuthError::TooLarge => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("a picture may be at most {} bytes", crate::idm::profile::MAX_AVATAR_BYTES),
+        ),
         AuthError::NotSignedIn => not_signed_in(),
         AuthError::Refused(r @ (Rejection::TotpAlreadyConfirmed | Rejection::TotpNotEnrolled)) => {
             Problem::new(StatusCode::CONFLICT, r.code(), r.to_string())
@@ -406,10 +416,18 @@ pub(super) fn presented(req: &poem::Request, tenant: &str) -> Option<String> {
     })
 }
 
-/// S52: a cookie-authenticated change must come from our own pages or from a non-browser.
-fn same_site(app: &AppState, req: &poem::Request) -> Result<(), Problem> {
+/// S52: a cookie-authenticated change must come from our own pages, a front end the tenant
+/// lists for CORS, or a non-browser.
+fn same_site(
+    app: &AppState,
+    tenant: &gatehouse_storage::model::TenantRecord,
+    req: &poem::Request,
+) -> Result<(), Problem> {
     let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let refused = |why: &str| Problem::new(StatusCode::FORBIDDEN, "cross_site_request", why.to_string());
+    if header("origin").is_some_and(|o| tenant.cors_origins.contains(&o.to_ascii_lowercase())) {
+        return Ok(());
+    }
     if header("sec-fetch-site").as_deref() == Some("cross-site") {
         return Err(refused("a cross-site request cannot change a session"));
     }
@@ -422,7 +440,7 @@ fn same_site(app: &AppState, req: &poem::Request) -> Result<(), Problem> {
 }
 
 /// `scheme://host[:port]` of the public URL.
-fn public_origin(public_url: &str) -> String {
+pub(crate) fn public_origin(public_url: &str) -> String {
     match public_url.parse::<poem::http::Uri>() {
         Ok(uri) => match (uri.scheme_str(), uri.authority()) {
             (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
@@ -455,7 +473,7 @@ pub(super) fn tenant_for_change(
     req: &poem::Request,
 ) -> Result<gatehouse_storage::model::TenantRecord, Problem> {
     let tenant = tenant_of(app, scope)?;
-    same_site(app, req)?;
+    same_site(app, &tenant, req)?;
     Ok(tenant)
 }
 

@@ -25,9 +25,9 @@ use redb::{Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
-    BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord, IdempotentResponse, LockoutRecord, MembershipRecord,
-    OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord,
-    UserRecord,
+    AvatarRecord, BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord, IdempotentResponse, LockoutRecord,
+    MembershipRecord, OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord, SessionRecord, SigningKeyRecord,
+    TenantRecord, UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -52,6 +52,7 @@ pub(crate) struct Tables<'t> {
     outbox: Rows<'t, OutboxRecord>,
     passkeys: Rows<'t, PasskeyRecord>,
     used_challenges: Expiring<'t>,
+    avatars: Rows<'t, AvatarRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -77,6 +78,7 @@ impl<'t> Tables<'t> {
             outbox: Rows::open(txn)?,
             passkeys: Rows::open(txn)?,
             used_challenges: Expiring::open(txn, tables::USED_CHALLENGES)?,
+            avatars: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -155,8 +157,8 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::RedeemJoinToken { id, secret_sha256, node_id } => {
             cluster::redeem_join_token(t, id, secret_sha256, *node_id, now_ms)
         }
-        Command::UpdateTenant { id, display_name, status, self_registration } => {
-            tenants::update(t, id, display_name, *status, *self_registration)
+        Command::UpdateTenant { id, display_name, status, self_registration, cors_origins } => {
+            tenants::update(t, id, display_name, *status, *self_registration, cors_origins.as_deref())
         }
         Command::DeleteTenant { id } => tenants::delete(t, id),
         Command::AddSigningKeys { tenant, keys } => tenants::add_signing_keys(t, tenant, keys),
@@ -237,6 +239,8 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::DeletePasskey { tenant, user_id, credential_id } => {
             passkeys::delete(t, tenant, user_id, credential_id)
         }
+        Command::SetAvatar(avatar) => users::set_avatar(t, avatar, now_ms),
+        Command::DeleteAvatar { tenant, user_id } => users::delete_avatar(t, tenant, user_id, now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

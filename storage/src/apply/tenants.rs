@@ -112,12 +112,16 @@ pub(super) fn update<'c>(
     display_name: &'c str,
     status: TenantStatus,
     self_registration: bool,
+    cors_origins: Option<&'c [String]>,
 ) -> Planned<'c> {
     let mut record = existing(t, id)?;
     writes(move |t| {
         record.display_name = display_name.to_string();
         record.status = status;
         record.self_registration = self_registration;
+        if let Some(origins) = cors_origins {
+            record.cors_origins = origins.to_vec();
+        }
         t.tenants.put(&record)?;
         Ok(Applied::TenantUpdated { id: id.to_string() })
     })
@@ -146,6 +150,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, id: &'c str) -> Planned<'c> {
         t.outbox.delete_under(&prefix, |_| true)?;
         t.passkeys.delete_under(&prefix, |_| true)?;
         t.used_challenges.clear_under(&prefix)?;
+        t.avatars.delete_under(&prefix, |_| true)?;
         t.revoked.clear_under(&prefix)?;
         t.used_assertions.clear_under(&prefix)?;
         Ok(Applied::TenantDeleted { id: id.to_string() })

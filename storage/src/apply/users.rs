@@ -63,13 +63,50 @@ pub(super) fn update<'c>(t: &Tables<'_>, user: &'c UserRecord, expected_revision
     }
     // A new address is not proven by the old one's proof.
     let email_verified = stored.email_verified && stored.email == user.email;
-    let record = UserRecord { password_hash: stored.password_hash, totp: stored.totp, email_verified, ..user.clone() };
+    // The picture changes only through `SetAvatar`.
+    let record = UserRecord {
+        password_hash: stored.password_hash,
+        totp: stored.totp,
+        avatar_sha256: stored.avatar_sha256,
+        email_verified,
+        ..user.clone()
+    };
     writes(move |t| {
         t.users.put(&record)?;
         if record.status != UserStatus::Active {
             super::sessions::end_all_of(t, &record.tenant, &record.id)?;
         }
         Ok(Applied::UserUpdated { id: record.id.clone(), revision: record.revision })
+    })
+}
+
+/// A user's new picture (replacing one they had).
+pub(super) fn set_avatar<'c>(t: &Tables<'_>, avatar: &'c crate::model::AvatarRecord, now_ms: i64) -> Planned<'c> {
+    let mut user = existing(t, &avatar.tenant, &avatar.user_id)?;
+    if user.status != UserStatus::Active {
+        return Err(Rejection::UserDisabled { user_id: user.id }.into());
+    }
+    writes(move |t| {
+        user.avatar_sha256 = Some(avatar.sha256.clone());
+        user.revision += 1;
+        user.updated_at_ms = user.updated_at_ms.max(now_ms);
+        t.avatars.put(avatar)?;
+        t.users.put(&user)?;
+        Ok(Applied::AvatarSet)
+    })
+}
+
+/// A user's picture removed (none is no error).
+pub(super) fn delete_avatar<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str, now_ms: i64) -> Planned<'c> {
+    let mut user = existing(t, tenant, user_id)?;
+    writes(move |t| {
+        if user.avatar_sha256.take().is_some() {
+            user.revision += 1;
+            user.updated_at_ms = user.updated_at_ms.max(now_ms);
+            t.users.put(&user)?;
+        }
+        t.avatars.delete(&crate::model::avatar::avatar_key(tenant, user_id))?;
+        Ok(Applied::AvatarDeleted)
     })
 }
 
@@ -114,6 +151,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str) -> P
         remove_bindings_of(t, tenant, &subject)?;
         super::sessions::end_all_of(t, tenant, user_id)?;
         super::passkeys::delete_all_of(t, tenant, user_id)?;
+        t.avatars.delete(&crate::model::avatar::avatar_key(tenant, user_id))?;
         t.memberships.delete_under(&tenant_prefix(tenant), |m| m.user_id == user_id)?;
         Ok(Applied::UserDeleted { id: user_id.to_string() })
     })

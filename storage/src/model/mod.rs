@@ -1,5 +1,6 @@
 //! Record types, one file per domain noun. Every record carries a version field `v`.
 
+pub mod avatar;
 pub mod binding;
 pub mod client;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod signing_key;
 pub mod tenant;
 pub mod user;
 
+pub use avatar::AvatarRecord;
 pub use binding::{BindingRecord, RoleRecord, ROLE_TEMPLATES};
 pub use client::{ClientKind, ClientRecord, ClientStatus};
 pub use cluster::{CaRecord, ClusterRecord, JoinTokenRecord};

@@ -22,6 +22,10 @@ pub struct TenantRecord {
     /// The data key that seals this tenant's secrets.
     pub data_key_id: String,
     pub created_at_ms: i64,
+    /// Origins of browser front ends that may call the tenant's sign-in API with credentials
+    /// (CORS), each `scheme://host[:port]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cors_origins: Vec<String>,
 }
 
 /// Ids that name routes or the appliance itself and can never be tenants created by users.

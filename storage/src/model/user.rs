@@ -36,6 +36,12 @@ pub struct UserRecord {
     /// link, or a password reset sent there). Changing the address clears it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub email_verified: bool,
+    /// The user's language tag (BCP 47), when they chose one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    /// The digest of the user's picture (`AvatarRecord`), when they have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar_sha256: Option<String>,
 }
 
 /// An authenticator app (TOTP, RFC 6238: SHA-1, 6 digits, 30 s steps).

@@ -29,8 +29,8 @@ export function trustedSpkiHash(base, caFile) {
   });
 }
 
-// Launches the browser trusting `base`'s certificate (checked against `caFile`).
-export async function launchTrusting(base, caFile) {
+// Launches the browser trusting `base`'s certificate (checked against `caFile`), with `extraArgs`.
+export async function launchTrusting(base, caFile, extraArgs = []) {
   const { chromium } = await import('playwright-core').catch((e) => {
     console.error(`cannot load playwright-core (${e.code}): run tests/clients/setup.sh first`);
     process.exit(2);
@@ -56,6 +56,7 @@ export async function launchTrusting(base, caFile) {
       '--no-first-run',
       '--metrics-recording-only',
       `--ignore-certificate-errors-spki-list=${spki}`,
+      ...extraArgs,
     ],
   });
 }

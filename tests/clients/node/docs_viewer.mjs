@@ -14,14 +14,7 @@
 // frame-ancestors 'none' and X-Content-Type-Options: nosniff. Prints `ok …` lines; exits 1 on
 // the first failure, 2 on a setup problem.
 
-import crypto from 'node:crypto';
-import fs from 'node:fs';
-import tls from 'node:tls';
-
-const { chromium } = await import('playwright-core').catch((e) => {
-  console.error(`cannot load playwright-core (${e.code}): run tests/clients/setup.sh first`);
-  process.exit(2);
-});
+import { launchTrusting } from './browser.mjs';
 
 const env = {};
 for (const name of ['BASE_URL', 'CA_FILE']) {
@@ -31,11 +24,6 @@ for (const name of ['BASE_URL', 'CA_FILE']) {
     process.exit(2);
   }
 }
-const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
-if (!fs.existsSync(CHROMIUM)) {
-  console.error(`no browser at ${CHROMIUM}: run tests/clients/setup.sh (it installs the Debian package chromium)`);
-  process.exit(2);
-}
 const base = new URL(env.BASE_URL);
 const origin = base.origin;
 const TIMEOUT_MS = 30_000;
@@ -44,52 +32,13 @@ function fail(what, detail) {
   throw new Error(`${what}: ${detail}`);
 }
 
-// The server certificate's SPKI hash (base64 SHA-256, the form Chromium's flag takes), taken only
-// after Node has verified the certificate against the test CA for this host.
-function trustedSpkiHash() {
-  const ca = fs.readFileSync(env.CA_FILE);
-  const port = Number(base.port || 443);
-  return new Promise((resolve, reject) => {
-    const host = base.hostname.replace(/^\[|\]$/g, '');
-    const servername = /^[\d.]+$|:/.test(host) ? undefined : host; // no SNI for an IP address
-    const sock = tls.connect({ host, port, ca, servername, ALPNProtocols: ['http/1.1'] }, () => {
-      const peer = sock.getPeerX509Certificate();
-      sock.end();
-      const err = tls.checkServerIdentity(host, peer.toLegacyObject());
-      if (err) return reject(err);
-      const spki = peer.publicKey.export({ type: 'spki', format: 'der' });
-      resolve(crypto.createHash('sha256').update(spki).digest('base64'));
-    });
-    sock.on('error', (e) => reject(new Error(`TLS to ${origin} with CA_FILE failed: ${e.code ?? e.message}`)));
-  });
-}
-
 const requests = [];
 const failed = [];
 const consoleLines = [];
 const violations = [];
 
 async function main() {
-  const spki = await trustedSpkiHash();
-  console.log(`ok server certificate verified against CA_FILE (spki sha256 ${spki})`);
-
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-dev-shm-usage',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-      '--disable-default-apps',
-      '--disable-extensions',
-      '--no-first-run',
-      '--metrics-recording-only',
-      `--ignore-certificate-errors-spki-list=${spki}`,
-    ],
-  });
+  const browser = await launchTrusting(base, env.CA_FILE);
   try {
     const context = await browser.newContext();
     const page = await context.newPage();

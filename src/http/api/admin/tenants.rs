@@ -36,6 +36,8 @@ pub struct Tenant {
     pub issuer: String,
     /// Whether end users may register themselves.
     pub self_registration: bool,
+    /// Browser front ends on other origins that may call the sign-in API with credentials.
+    pub cors_origins: Vec<String>,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
 }
@@ -62,6 +64,14 @@ pub struct UpdateTenant {
     /// disabled.
     pub disabled: Option<bool>,
     pub self_registration: Option<bool>,
+    /// Replaces the list of CORS origins: exact origins such as `https://app.example.com`
+    /// (`http://localhost:…` for development), never `*`; at most 32.
+    #[oai(validator(
+        max_items = 32,
+        max_length = 200,
+        pattern = r"^(https://[a-z0-9.-]+|http://localhost)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$"
+    ))]
+    pub cors_origins: Option<Vec<String>>,
 }
 
 impl poem_openapi::types::Example for CreateTenant {
@@ -78,6 +88,7 @@ pub(crate) fn view(app: &AppState, t: TenantRecord) -> Tenant {
             TenantStatus::Disabled => "disabled".into(),
         },
         self_registration: t.self_registration,
+        cors_origins: t.cors_origins,
         id: t.id,
         display_name: t.display_name,
         created_at_ms: t.created_at_ms,
@@ -190,6 +201,7 @@ impl TenantsApi {
             b.display_name.as_deref(),
             b.disabled,
             b.self_registration,
+            b.cors_origins.as_deref(),
         )
         .await
         {
