@@ -158,11 +158,12 @@ pub async fn challenge(
     let account = admitted(app, user)?;
     let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &account, e))?;
     let (session_id, digest) = crate::idm::auth::new_session_id();
+    // The first factor as the pending sign-in recorded it (a password, an email code or link).
     let method = match factor {
-        MfaFactor::TotpStep(_) => "password+totp",
-        MfaFactor::RecoveryCode(_) => "password+recovery_code",
+        MfaFactor::TotpStep(_) => format!("{}+totp", pending.method),
+        MfaFactor::RecoveryCode(_) => format!("{}+recovery_code", pending.method),
     };
-    let session = crate::idm::auth::session_for(&user.tenant, &user.id, method, digest, app.clock.now_ms());
+    let session = crate::idm::auth::session_for(&user.tenant, &user.id, &method, digest, app.clock.now_ms());
     let command = Command::CompleteMfa {
         tenant: user.tenant.clone(),
         user_id: user.id.clone(),

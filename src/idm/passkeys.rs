@@ -28,8 +28,7 @@ use crate::idm::auth::{self, AuthError, SignedIn};
 const CEREMONY_MS: i64 = 5 * 60 * 1000;
 /// The longest sealed ceremony a client may hand back.
 const MAX_CEREMONY_CHARS: usize = 16 * 1024;
-/// Passkeys one user may hold.
-pub const MAX_PER_USER: usize = 32;
+pub use gatehouse_storage::model::passkey::MAX_PER_USER;
 
 /// The relying party for `public_url`: `Ok(Err(why))` when passkeys stay off because the RP id
 /// was left to the public URL and that is an IP address; `Err` when the configuration given
@@ -204,6 +203,9 @@ pub async fn finish_registration(
         Ok(Applied::PasskeyAdded) => Ok(record),
         Ok(other) => Err(super::unexpected(other).into()),
         Err(ProposeError::Refused(Rejection::ChallengeUsed)) => Err(AuthError::BadCeremony),
+        Err(ProposeError::Refused(Rejection::PasskeyLimit { max })) => {
+            Err(AuthError::Invalid(vec![("passkeys".into(), format!("at most {max} per user"))]))
+        }
         Err(e) => Err(e.into()),
     }
 }

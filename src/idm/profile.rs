@@ -78,6 +78,11 @@ pub async fn update(app: &AppState, user: &UserRecord, change: ProfileChange<'_>
             let password = change.current_password.ok_or_else(|| {
                 invalid("current_password", "the current password is needed to change the email address")
             })?;
+            // Each change mails the new address: a user's changes share one hourly budget.
+            if !app.limits.admit_email_to(&format!("{}/user:{}", user.tenant, user.id)) {
+                let wait = crate::app::limits::RetryAfter(std::time::Duration::from_secs(600));
+                return Err(AuthError::RateLimited(wait));
+            }
             auth::reauthenticate(app, user, password).await?;
             // An account named by its address is renamed with it.
             if user.email.as_deref() == Some(user.username.as_str()) {
@@ -182,12 +187,18 @@ fn reencode(bytes: &[u8]) -> Result<(&'static str, Vec<u8>), AuthError> {
     Ok((content_type, out.into_inner()))
 }
 
-/// Sets the signed-in user's picture from uploaded `bytes`; its digest (which names its URL).
+/// One of the few upload slots, taken before an upload is read (503 when all are busy), so
+/// uploads in memory stay bounded.
+pub fn upload_slot() -> Result<tokio::sync::SemaphorePermit<'static>, AuthError> {
+    DECODING.try_acquire().map_err(|_| AuthError::Busy)
+}
+
+/// Sets the signed-in user's picture from uploaded `bytes` (read within an `upload_slot`); its
+/// digest (which names its URL).
 pub async fn set_avatar(app: &AppState, user: &UserRecord, bytes: Vec<u8>) -> Result<String, AuthError> {
     if bytes.len() > MAX_AVATAR_BYTES {
         return Err(AuthError::TooLarge);
     }
-    let _slot = DECODING.try_acquire().map_err(|_| AuthError::Busy)?;
     let (content_type, data) = tokio::task::spawn_blocking(move || reencode(&bytes)).await.map_err(unavailable)??;
     let sha256 = hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &data));
     use base64::Engine;

@@ -886,6 +886,8 @@ pub enum Rejection {
     PasskeyExists,
     #[error("there is no such passkey")]
     UnknownPasskey,
+    #[error("a user may hold at most {max} passkeys")]
+    PasskeyLimit { max: usize },
     /// A WebAuthn challenge spent before (a replay, or a second finish of one ceremony).
     #[error("the challenge was used already")]
     ChallengeUsed,
@@ -927,6 +929,7 @@ impl Rejection {
             Rejection::EmailTokenInvalid => "email_token_invalid",
             Rejection::PasskeyExists => "passkey_exists",
             Rejection::UnknownPasskey => "unknown_passkey",
+            Rejection::PasskeyLimit { .. } => "passkey_limit",
             Rejection::ChallengeUsed => "challenge_used",
             Rejection::PasskeyCounterChanged => "passkey_counter_changed",
             Rejection::UnknownSigningKey { .. } => "unknown_signing_key",

@@ -1821,3 +1821,84 @@ async fn a_follower_whose_fsync_fails_stops_and_catches_up_after_a_restart() {
     wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(30));
     assert_all_present(&members, &acked).await;
 }
+
+/// A request with a session cookie to `path` on the member's own address.
+async fn with_cookie(m: &Member, path: &str, cookie: Option<&str>, body: &Value) -> Answer {
+    let node = m.node();
+    let mut req = node.client().post(format!("{}{path}", node.local_url)).json(body);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    into_answer(req.send().await.unwrap()).await
+}
+
+fn cookie_of(a: &Answer) -> String {
+    a.headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_totp_step_and_an_email_code_are_each_accepted_once_across_three_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let members = formed(tmp.path(), Some("https://id.cluster.test")).await;
+    let (email, password) = ("ada@example.com", "plenty long enough passphrase");
+    let credentials = json!({"email": email, "password": password});
+    let r = with_cookie(&members[0], "/v1/auth/register", None, &credentials).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let cookie = cookie_of(&r);
+
+    // An authenticator, confirmed with this step's code; the next step's code is then the one
+    // that completes a sign-in, once.
+    let enrolled = with_cookie(&members[0], "/v1/auth/mfa/totp/enroll", Some(&cookie), &json!({})).await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+    let totp = totp_rs::TOTP::from_url(enrolled.body["otpauth_uri"].as_str().unwrap()).unwrap();
+    // The node checks codes against the wall clock, and so does this test.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let confirm = json!({"code": totp.generate(now)});
+    let confirmed = with_cookie(&members[0], "/v1/auth/mfa/totp/confirm", Some(&cookie), &confirm).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    let next_step_code = totp.generate(now + 30);
+
+    // Fifty sign-ins waiting for their code, spread over the three nodes.
+    let mut pending = Vec::new();
+    for i in 0..50 {
+        let m = &members[i % 3];
+        let r = with_cookie(m, "/v1/auth/login", None, &credentials).await;
+        assert_eq!((r.status, &r.body["mfa_required"]), (StatusCode::OK, &json!(true)), "{}", r.body);
+        pending.push((i % 3, cookie_of(&r)));
+    }
+    let code = json!({"code": next_step_code});
+    let answers = futures_util::future::join_all(
+        pending.iter().map(|(at, c)| with_cookie(&members[*at], "/v1/auth/mfa/totp/challenge", Some(c), &code)),
+    )
+    .await;
+    let accepted = answers.iter().filter(|a| a.status == StatusCode::OK).count();
+    assert_eq!(accepted, 1, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+
+    // An email code asked for once, tried fifty times at once over the three nodes.
+    let admin = tokio::task::block_in_place(|| platform_token(members[0].node()));
+    let asked = with_cookie(&members[1], "/v1/auth/email-otp/request", None, &json!({"email": email})).await;
+    assert_eq!(asked.status, StatusCode::ACCEPTED);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        let mailbox = on(&members[2], Method::GET, "/admin/v1/tenants/default/mailbox", Some(&admin), None).await;
+        let found = mailbox.body["items"].as_array().into_iter().flatten().find(|m| m["purpose"] == "sign_in_code");
+        if let Some(m) = found {
+            let body = m["body"].as_str().unwrap();
+            break body
+                .split_whitespace()
+                .find(|w| w.len() == 6 && w.bytes().all(|b| b.is_ascii_digit()))
+                .unwrap()
+                .to_string();
+        }
+        assert!(Instant::now() < deadline, "no sign-in code in the mailbox");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let attempt = json!({"email": email, "code": code});
+    let answers = futures_util::future::join_all(
+        (0..50).map(|i| with_cookie(&members[i % 3], "/v1/auth/email-otp/verify", None, &attempt)),
+    )
+    .await;
+    let accepted = answers.iter().filter(|a| a.status == StatusCode::OK).count();
+    assert_eq!(accepted, 1, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+}

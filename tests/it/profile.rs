@@ -86,6 +86,7 @@ impl Session<'_> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_user_changes_their_profile_and_a_5_mib_picture_is_stored_while_non_pictures_are_refused() {
+    let _heavy = crate::support::heavy();
     let (_tmp, dir) = temp_data_dir();
     let node = TestNode::start(&dir);
     let resp = node

@@ -115,6 +115,7 @@ async fn a_python_client_generated_from_the_document_drives_the_admin_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn schemathesis_finds_no_failure_in_the_admin_api() {
+    let _heavy = crate::support::heavy();
     tokio::task::block_in_place(tools);
     let (tmp, dir) = temp_data_dir();
     // schemathesis sends thousands of requests without a valid token from one source on
@@ -143,6 +144,7 @@ async fn schemathesis_finds_no_failure_in_the_admin_api() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_docs_viewer_renders_offline_in_headless_chromium() {
+    let _heavy = crate::support::heavy();
     tokio::task::block_in_place(tools);
     let (_tmp, dir) = temp_data_dir();
     let node = tokio::task::block_in_place(|| TestNode::start(&dir));
@@ -155,6 +157,7 @@ async fn the_docs_viewer_renders_offline_in_headless_chromium() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chromium() {
+    let _heavy = crate::support::heavy();
     tokio::task::block_in_place(tools);
     let (_tmp, dir) = temp_data_dir();
     // WebAuthn refuses IP addresses: the node's public URL names localhost.
@@ -201,6 +204,7 @@ async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chr
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_listed_origin_calls_the_sign_in_api_with_credentials_and_an_unlisted_one_is_blocked_in_chromium() {
+    let _heavy = crate::support::heavy();
     tokio::task::block_in_place(tools);
     let (_tmp, dir) = temp_data_dir();
     let port = crate::support::free_port();

@@ -500,6 +500,30 @@ pub(super) async fn user_for_change(
     }
 }
 
+/// How recent a sign-in must be to change the user's sign-in factors (S48): older sessions sign
+/// in again first.
+const RECENT_SIGN_IN_MS: i64 = 10 * 60 * 1000;
+
+/// The signed-in user behind a change of their sign-in factors (an authenticator, a passkey):
+/// the session must be a recent sign-in (S48), so a stolen older cookie cannot add one.
+pub(super) async fn user_for_factor_change(
+    app: &AppState,
+    scope: &IssuerScope,
+    req: &poem::Request,
+) -> Result<gatehouse_storage::model::UserRecord, Problem> {
+    let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
+    match auth::current(app, &tenant.id, &id).await {
+        Ok(Some((session, user))) if app.clock.now_ms() - session.created_at_ms <= RECENT_SIGN_IN_MS => Ok(user),
+        Ok(Some(_)) => Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "reauthentication_required",
+            "sign in again: sign-in factors change only within 10 minutes of a sign-in",
+        )),
+        Ok(None) => Err(not_signed_in()),
+        Err(e) => Err(problem_of(e)),
+    }
+}
+
 /// The signed-in user behind a read, or the problem to answer.
 pub(super) async fn user_signed_in(
     app: &AppState,
@@ -685,7 +709,7 @@ impl AuthApi {
         scope: Data<&IssuerScope>,
         req: &poem::Request,
     ) -> TotpStarted {
-        let user = match user_for_change(&app, &scope, req).await {
+        let user = match user_for_factor_change(&app, &scope, req).await {
             Ok(u) => u,
             Err(p) => return TotpStarted::problem(p),
         };

@@ -9,7 +9,7 @@ use poem_openapi::payload::{Html, Json};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::auth::{
-    auth_answer, bad_request, problem_of, signed_in, tenant_for_change, tenant_of, too_many, user_for_change,
+    auth_answer, bad_request, problem_of, signed_in, tenant_for_change, tenant_of, too_many, user_for_factor_change,
     user_signed_in, FromProblem, SessionView,
 };
 use crate::app::AppState;
@@ -165,7 +165,7 @@ impl PasskeysApi {
     /// Begin adding a passkey to the signed-in user (writes nothing).
     #[oai(path = "/v1/auth/passkeys/register/begin", method = "post", operation_id = "beginPasskeyRegistration")]
     async fn register_begin(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> Begun {
-        let user = match user_for_change(&app, &scope, req).await {
+        let user = match user_for_factor_change(&app, &scope, req).await {
             Ok(u) => u,
             Err(p) => return Begun::problem(p),
         };
@@ -185,7 +185,7 @@ impl PasskeysApi {
         req: &poem::Request,
         body: Json<Checked<RegistrationAnswer>>,
     ) -> PasskeyAdded {
-        let user = match user_for_change(&app, &scope, req).await {
+        let user = match user_for_factor_change(&app, &scope, req).await {
             Ok(u) => u,
             Err(p) => return PasskeyAdded::problem(p),
         };
@@ -260,7 +260,7 @@ impl PasskeysApi {
         #[oai(validator(max_length = 1400, pattern = r"^[A-Za-z0-9_-]+$"))]
         id: poem_openapi::param::Path<String>,
     ) -> PasskeyRemoved {
-        let user = match user_for_change(&app, &scope, req).await {
+        let user = match user_for_factor_change(&app, &scope, req).await {
             Ok(u) => u,
             Err(p) => return PasskeyRemoved::problem(p),
         };

@@ -198,8 +198,11 @@ impl ProfileApi {
             Err(p) => return AvatarChanged::problem(p),
         };
         let deadline = std::time::Duration::from_secs(app.config.http.body_read_timeout_secs);
-        let result = match read_limited(body.0, MAX_AVATAR_BYTES, deadline).await {
-            Ok(bytes) => profile::set_avatar(&app, &user, bytes).await,
+        let result = match profile::upload_slot() {
+            Ok(_slot) => match read_limited(body.0, MAX_AVATAR_BYTES, deadline).await {
+                Ok(bytes) => profile::set_avatar(&app, &user, bytes).await,
+                Err(e) => Err(e),
+            },
             Err(e) => Err(e),
         };
         match result {

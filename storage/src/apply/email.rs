@@ -30,6 +30,9 @@ pub(super) fn send<'c>(t: &Tables<'_>, token: &'c EmailTokenRecord, message: &'c
         return Err(inconsistent("an email token and a message need new ids").into());
     }
     writes(move |t| {
+        // One live token per user and purpose: a new code replaces the last (S43).
+        let tenant_rows = crate::table::tenant_prefix(&token.tenant);
+        t.email_tokens.delete_under(&tenant_rows, |k| k.user_id == token.user_id && k.purpose == token.purpose)?;
         t.email_tokens.put(token)?;
         t.outbox.put(message)?;
         Ok(Applied::EmailQueued { id: message.id.clone() })
@@ -85,6 +88,9 @@ pub(super) fn redeem<'c>(
             Redemption::SetPassword { password_hash } => {
                 user.password_hash = Some(password_hash.clone());
                 sessions::end_all_of(t, tenant, &user.id)?;
+                // Every other link or code the user was sent goes with the old password.
+                let tenant_rows = crate::table::tenant_prefix(tenant);
+                t.email_tokens.delete_under(&tenant_rows, |k| k.user_id == user.id)?;
             }
             Redemption::Verify => {}
         }

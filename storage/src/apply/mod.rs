@@ -222,7 +222,7 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::EmailDelivered { tenant, id } => email::delivered(tenant, id),
         Command::EmailDeferred { tenant, id, next_attempt_ms } => email::deferred(t, tenant, id, *next_attempt_ms),
         Command::PruneEmail => email::prune(now_ms),
-        Command::AddPasskey { passkey, challenge } => passkeys::add(t, passkey, challenge),
+        Command::AddPasskey { passkey, challenge } => passkeys::add(t, passkey, challenge, now_ms),
         Command::PasskeySignIn { tenant, credential_id, challenge, sign_count_was, sign_count, passkey, session } => {
             passkeys::sign_in(
                 t,

@@ -4,7 +4,7 @@
 
 use super::{sessions, tenants, users, writes, Planned, Tables};
 use crate::command::{Applied, Rejection, SpentChallenge};
-use crate::model::passkey::{passkey_key, user_passkeys_prefix};
+use crate::model::passkey::{passkey_key, user_passkeys_prefix, MAX_PER_USER};
 use crate::model::{PasskeyRecord, SessionRecord, UserStatus};
 use crate::table::Row;
 
@@ -12,21 +12,34 @@ fn challenge_key(tenant: &str, challenge: &SpentChallenge) -> String {
     format!("{tenant}/{}", challenge.id)
 }
 
-fn unspent(t: &Tables<'_>, tenant: &str, challenge: &SpentChallenge) -> Result<(), super::Stop> {
-    if challenge.id.len() < 32 || t.used_challenges.contains(&challenge_key(tenant, challenge))? {
+/// Not spent, and not expired at the proposal's time (a spent one is forgotten only after it
+/// expires, so an expired one is refused whether or not it is still remembered).
+fn unspent(t: &Tables<'_>, tenant: &str, challenge: &SpentChallenge, now_ms: i64) -> Result<(), super::Stop> {
+    if challenge.id.len() < 32
+        || challenge.expires_at_ms <= now_ms
+        || t.used_challenges.contains(&challenge_key(tenant, challenge))?
+    {
         return Err(Rejection::ChallengeUsed.into());
     }
     Ok(())
 }
 
-pub(super) fn add<'c>(t: &Tables<'_>, passkey: &'c PasskeyRecord, challenge: &'c SpentChallenge) -> Planned<'c> {
+pub(super) fn add<'c>(
+    t: &Tables<'_>,
+    passkey: &'c PasskeyRecord,
+    challenge: &'c SpentChallenge,
+    now_ms: i64,
+) -> Planned<'c> {
     sessions::no_sessions_in_system(&passkey.tenant)?;
     tenants::active(t, &passkey.tenant)?;
     let user = users::existing(t, &passkey.tenant, &passkey.user_id)?;
     if user.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: user.id }.into());
     }
-    unspent(t, &passkey.tenant, challenge)?;
+    unspent(t, &passkey.tenant, challenge, now_ms)?;
+    if t.passkeys.by_index(&user_passkeys_prefix(&passkey.tenant, &passkey.user_id))?.len() >= MAX_PER_USER {
+        return Err(Rejection::PasskeyLimit { max: MAX_PER_USER }.into());
+    }
     // Registered to nobody yet, this user included (S46).
     if t.passkeys.contains(&passkey.key())? {
         return Err(Rejection::PasskeyExists.into());
@@ -52,7 +65,7 @@ pub(super) fn sign_in<'c>(
 ) -> Planned<'c> {
     sessions::no_sessions_in_system(tenant)?;
     tenants::active(t, tenant)?;
-    unspent(t, tenant, challenge)?;
+    unspent(t, tenant, challenge, now_ms)?;
     let mut passkey = t.passkeys.get(&passkey_key(tenant, credential_id))?.ok_or(Rejection::UnknownPasskey)?;
     if passkey.user_id != session.user_id || session.tenant != tenant || session.pending_mfa {
         let what = "the session must be a full session of the passkey's user".to_string();

@@ -86,9 +86,13 @@ impl LockoutRecord {
         }
     }
 
-    /// Whether nothing of the record matters any more at `now_ms`.
+    /// Whether nothing of the record matters any more at `now_ms`: not held, and either quiet
+    /// for `forget_after_ms` or never held with its failures out of the window (so failures
+    /// against made-up emails go after the window, not after a day).
     pub fn forgotten_at(&self, now_ms: i64, policy: &LockoutPolicy) -> bool {
-        self.held_until_ms <= now_ms && now_ms - self.last_failure_ms >= policy.forget_after_ms
+        let quiet = now_ms - self.last_failure_ms >= policy.forget_after_ms;
+        let never_held = self.lockouts == 0 && self.failures_at(now_ms, policy) == 0;
+        self.held_until_ms <= now_ms && (quiet || never_held)
     }
 }
 

@@ -24,6 +24,9 @@ pub struct PasskeyRecord {
     pub last_used_ms: i64,
 }
 
+/// Passkeys one user may hold.
+pub const MAX_PER_USER: usize = 32;
+
 pub fn passkey_key(tenant: &str, credential_id: &str) -> String {
     format!("{tenant}/{credential_id}")
 }

@@ -25,3 +25,16 @@ fn getrandom_fill(buf: &mut [u8]) {
     use std::io::Read;
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom");
 }
+
+/// Held by the tests whose timing a busy machine can break (partitions in network namespaces)
+/// and by those that load it most (browsers, the fuzzer, image decoding), so the two kinds never
+/// run at once on a small CI machine. Tests that only assert liveness bounds are unaffected.
+/// Each test runs on a thread of its own, so holding this across the test's awaits blocks
+/// nothing but other heavy tests.
+pub fn heavy() -> Heavy {
+    static HEAVY: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    Heavy(HEAVY.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The heavy tests' turn, until dropped.
+pub struct Heavy(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);

@@ -24,6 +24,8 @@ impl Host {
 pub struct Lan {
     bridge: String,
     pub hosts: Vec<Host>,
+    /// No heavy test runs while a partition test measures timings.
+    _heavy: super::Heavy,
 }
 
 /// Which way a fault drops packets, as seen from the host it is set on.
@@ -59,7 +61,7 @@ impl Lan {
         let subnet = format!("10.{}.{}", 100 + std::process::id() % 100, (seq * 37 + std::process::id() / 100) % 250);
         let bridge = format!("ghb{tag}");
         ip(&["link", "add", &bridge, "type", "bridge"]);
-        let mut lan = Lan { bridge: bridge.clone(), hosts: Vec::new() };
+        let mut lan = Lan { bridge: bridge.clone(), hosts: Vec::new(), _heavy: super::heavy() };
         ip(&["addr", "add", &format!("{subnet}.254/24"), "dev", &bridge]);
         ip(&["link", "set", &bridge, "up"]);
         for i in 0..count {
