@@ -46,6 +46,7 @@ fn new_tenant(id: &str) -> NewTenant {
             data_key_id: dk.clone(),
             created_at_ms: 1,
             cors_origins: Vec::new(),
+            require_mfa: false,
         },
         data_key: DataKeyRecord {
             v: 1,

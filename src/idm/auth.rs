@@ -122,11 +122,34 @@ pub fn normalize_email(email: &str) -> Result<String, AuthError> {
 pub use crate::idm::users::normalize_password;
 
 /// Checks a new password by the one rule every path shares (`users::check_password`).
-pub fn check_new_password(password: &str, tenant: &str, email: &str) -> Result<(), AuthError> {
-    crate::idm::users::check_password(password, tenant, &[email]).map_err(|e| match e {
+pub fn check_new_password(password: &str, tenant: &TenantRecord, email: &str) -> Result<(), AuthError> {
+    crate::idm::users::check_password(password, &tenant.id, &[email], tenant.require_mfa).map_err(|e| match e {
         crate::idm::users::UserError::Invalid(errors) => AuthError::Invalid(errors),
         other => AuthError::Hashing(other.to_string()),
     })
+}
+
+/// What a sign-in without a passkey must still do (S44): with an authenticator, wait for its
+/// code; in a tenant that requires a second factor, without one, serve only adding one.
+pub(crate) fn second_step(tenant: &TenantRecord, user: &UserRecord, session: &mut SessionRecord) {
+    session.pending_mfa = user.totp.as_ref().is_some_and(|t| t.confirmed);
+    session.setup_only = !session.pending_mfa && tenant.require_mfa;
+}
+
+/// `apply` refused the session for its second step (its state differed from this node's read):
+/// the session takes the step `apply` asked for; whether to propose it again.
+pub(crate) fn retry_second_step(refusal: &Rejection, session: &mut SessionRecord) -> bool {
+    match refusal {
+        Rejection::MfaRequired => {
+            (session.pending_mfa, session.setup_only) = (true, false);
+            true
+        }
+        Rejection::MfaSetupRequired if !session.pending_mfa => {
+            session.setup_only = true;
+            true
+        }
+        _ => false,
+    }
 }
 
 /// A new session id (the cookie value) and the digest it is stored under.
@@ -155,6 +178,7 @@ pub(crate) fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: 
         idle_timeout_ms: SESSION_IDLE_MS,
         last_seen_ms: now_ms,
         pending_mfa: false,
+        setup_only: false,
     }
 }
 
@@ -182,7 +206,7 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
     app.limits.admit_registration(source).map_err(AuthError::RateLimited)?;
     let email = normalize_email(account.email)?;
     let password = normalize_password(account.password);
-    check_new_password(&password, &tenant.id, &email)?;
+    check_new_password(&password, tenant, &email)?;
     let display_name = crate::idm::trim_ascii(account.display_name.unwrap_or(&email)).to_string();
     if display_name.is_empty() || display_name.chars().count() > 200 || display_name.chars().any(char::is_control) {
         return Err(invalid("display_name", "must be 1 to 200 characters without control characters"));
@@ -239,7 +263,8 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
         }
     });
     let (session_id, digest) = new_session_id();
-    let session = session_for(&tenant.id, &user.id, "register", digest, now_ms);
+    let mut session = session_for(&tenant.id, &user.id, "register", digest, now_ms);
+    second_step(tenant, &user, &mut session);
     let registration = Registration { user: user.clone(), session: session.clone(), organization };
     match app.propose(&format!("user:{}", user.id), Command::Register(Box::new(registration))).await? {
         Applied::Registered { .. } => {
@@ -411,13 +436,13 @@ async fn password_login(
     upgrade_hash(app, &user, &password).await;
     let (session_id, digest) = new_session_id();
     let mut session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
-    // With an authenticator the session waits for its code (`mfa::challenge`).
-    session.pending_mfa = user.totp.as_ref().is_some_and(|t| t.confirmed);
+    second_step(tenant, &user, &mut session);
     let mut started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
-    if matches!(started, Err(ProposeError::Refused(Rejection::MfaRequired))) {
-        // An authenticator confirmed after this node's read: the session waits for it.
-        session.pending_mfa = true;
-        started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
+    if let Err(ProposeError::Refused(r)) = &started {
+        // Decided again by `apply` on the state it applies to; once more with its answer.
+        if retry_second_step(r, &mut session) {
+            started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
+        }
     }
     match started {
         Ok(Applied::SessionStarted { .. }) => {
@@ -444,8 +469,8 @@ pub async fn current(
     let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
     let reader = app.store.read().map_err(unavailable)?;
     let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
-    // A sign-in waiting for its second factor is not signed in yet.
-    if !session.live_at(now_ms) || session.pending_mfa {
+    // A sign-in waiting for its second factor, or one that may only add one, is not signed in.
+    if !session.live_at(now_ms) || session.pending_mfa || session.setup_only {
         return Ok(None);
     }
     let user = match reader.user(tenant, &session.user_id).map_err(unavailable)? {
@@ -462,6 +487,26 @@ pub async fn current(
         }
     }
     Ok(Some((session, user)))
+}
+
+/// The live session behind a presented id that may add a sign-in factor (a full one, or a
+/// setup-only one), and its user; never one still waiting for its code.
+pub fn for_factor_change(
+    app: &AppState,
+    tenant: &str,
+    session_id: &str,
+) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
+    let digest = session_digest(session_id);
+    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
+    let reader = app.store.read().map_err(unavailable)?;
+    let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
+    if !session.live_at(app.clock.now_ms()) || session.pending_mfa {
+        return Ok(None);
+    }
+    match reader.user(tenant, &session.user_id).map_err(unavailable)? {
+        Some(u) if u.status == UserStatus::Active => Ok(Some((session, u))),
+        _ => Ok(None),
+    }
 }
 
 /// The live sign-in behind a presented id that waits for its second factor, and its user.
@@ -572,7 +617,23 @@ mod tests {
 
     #[test]
     fn passwords_follow_800_63b_and_are_refused_when_guessable_in_context() {
-        let ok = |p: &str| check_new_password(&normalize_password(p), "acme", "ada@example.com").is_ok();
+        let tenant = |require_mfa: bool| TenantRecord {
+            v: 1,
+            id: "acme".into(),
+            display_name: "Acme".into(),
+            status: gatehouse_storage::model::TenantStatus::Active,
+            self_registration: true,
+            data_key_id: "dk".into(),
+            created_at_ms: 0,
+            cors_origins: Vec::new(),
+            require_mfa,
+        };
+        let password_only = tenant(false);
+        let ok = |p: &str| check_new_password(&normalize_password(p), &password_only, "ada@example.com").is_ok();
+        let with_mfa = tenant(true);
+        let ok_with_mfa = |p: &str| check_new_password(&normalize_password(p), &with_mfa, "ada@example.com").is_ok();
+        assert!(ok_with_mfa("k7#Qp2!zW") && !ok("k7#Qp2!zW"), "8 characters do where a second factor is required");
+        assert!(!ok_with_mfa("k7#Qp2!"), "7 do not");
         assert!(ok("correct horse battery staple"), "long words pass, spaces included");
         assert!(ok(&"λόγος-μελωδία-κλειδί ".repeat(3)), "any Unicode");
         assert!(!ok("short-Pass1!"), "under 15 characters");

@@ -216,7 +216,12 @@ fn token_of(
 
 /// Spends a sign-in token and starts a session (pending its second factor when the user has
 /// an authenticator: S44).
-async fn redeem_sign_in(app: &AppState, token: &EmailTokenRecord, method: &str) -> Result<SignedIn, AuthError> {
+async fn redeem_sign_in(
+    app: &AppState,
+    tenant: &TenantRecord,
+    token: &EmailTokenRecord,
+    method: &str,
+) -> Result<SignedIn, AuthError> {
     let user = app
         .store
         .read()
@@ -225,7 +230,7 @@ async fn redeem_sign_in(app: &AppState, token: &EmailTokenRecord, method: &str) 
         .ok_or(AuthError::BadCode)?;
     let (session_id, digest) = auth::new_session_id();
     let mut session = auth::session_for(&token.tenant, &user.id, method, digest, app.clock.now_ms());
-    session.pending_mfa = user.totp.as_ref().is_some_and(|t| t.confirmed);
+    auth::second_step(tenant, &user, &mut session);
     let redeem = |session: gatehouse_storage::model::SessionRecord| Command::RedeemEmailToken {
         tenant: token.tenant.clone(),
         token_sha256: token.token_sha256.clone(),
@@ -234,9 +239,10 @@ async fn redeem_sign_in(app: &AppState, token: &EmailTokenRecord, method: &str) 
     };
     let actor = format!("user:{}", user.id);
     let mut outcome = app.propose(&actor, redeem(session.clone())).await;
-    if matches!(outcome, Err(ProposeError::Refused(Rejection::MfaRequired))) {
-        session.pending_mfa = true;
-        outcome = app.propose(&actor, redeem(session.clone())).await;
+    if let Err(ProposeError::Refused(r)) = &outcome {
+        if auth::retry_second_step(r, &mut session) {
+            outcome = app.propose(&actor, redeem(session.clone())).await;
+        }
     }
     match outcome {
         Ok(Applied::EmailTokenRedeemed { .. }) => Ok(SignedIn { session_id, session, user }),
@@ -271,7 +277,7 @@ pub async fn sign_in_with_code(
         app.auth_failures.record(app.clock.now_ms(), &tenant.id, "email-otp", "", source(), "invalid_code");
         return Err(AuthError::BadCode);
     };
-    let signed_in = redeem_sign_in(app, &token, "email_code").await?;
+    let signed_in = redeem_sign_in(app, tenant, &token, "email_code").await?;
     auth::forget_failures(app, attempt, &tenant.id, &email).await;
     Ok(signed_in)
 }
@@ -290,7 +296,7 @@ fn link_token(app: &AppState, tenant: &str, token: &str, purpose: EmailPurpose) 
 /// Signs in with a link's token, once.
 pub async fn sign_in_with_link(app: &AppState, tenant: &TenantRecord, token: &str) -> Result<SignedIn, AuthError> {
     let token = link_token(app, &tenant.id, token, EmailPurpose::SignInLink)?;
-    redeem_sign_in(app, &token, "email_link").await.map_err(|e| match e {
+    redeem_sign_in(app, tenant, &token, "email_link").await.map_err(|e| match e {
         AuthError::BadCode => AuthError::BadLink,
         other => other,
     })
@@ -305,7 +311,7 @@ pub async fn reset_password(
 ) -> Result<(), AuthError> {
     let token = link_token(app, &tenant.id, token, EmailPurpose::PasswordReset)?;
     let password = auth::normalize_password(password);
-    auth::check_new_password(&password, &tenant.id, &token.email)?;
+    auth::check_new_password(&password, tenant, &token.email)?;
     let password_hash = auth::hash_new_password(app, &password).await?;
     let command = Command::RedeemEmailToken {
         tenant: tenant.id.clone(),

@@ -97,7 +97,7 @@ pub async fn enroll(app: &AppState, user: &UserRecord) -> Result<Enrolment, Auth
 
 /// Confirms the enrolled secret with a code it made; the recovery codes, shown once.
 pub async fn confirm(app: &AppState, user: &UserRecord, code: &str) -> Result<Vec<String>, AuthError> {
-    let account = admitted(app, user)?;
+    let budget = admitted(app, user)?;
     let Some(state) = user.totp.as_ref() else {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
     };
@@ -106,7 +106,7 @@ pub async fn confirm(app: &AppState, user: &UserRecord, code: &str) -> Result<Ve
     }
     let totp = totp_of(app, user)?;
     let Some(step) = step_of(&totp, code, app.clock.now_ms()) else {
-        note_failure(app, user, &account);
+        note_failure(app, user, &budget);
         return Err(AuthError::BadCode);
     };
     let codes: Vec<String> = (0..RECOVERY_CODES)
@@ -155,8 +155,8 @@ pub async fn challenge(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<SignedIn, AuthError> {
-    let account = admitted(app, user)?;
-    let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &account, e))?;
+    let budget = admitted(app, user)?;
+    let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &budget, e))?;
     let (session_id, digest) = crate::idm::auth::new_session_id();
     // The first factor as the pending sign-in recorded it (a password, an email code or link).
     let method = match factor {
@@ -183,28 +183,34 @@ pub async fn challenge(
             | gatehouse_storage::Rejection::TenantDisabled { .. }
             | gatehouse_storage::Rejection::TotpNotEnrolled,
         )) => Err(AuthError::NotSignedIn),
-        Err(e) => Err(counted(app, user, &account, refused_as_bad_code(e))),
+        Err(e) => Err(counted(app, user, &budget, refused_as_bad_code(e))),
     }
 }
 
-/// The user's budget of wrong codes (per account, beside the per-source one), if not spent.
-fn admitted(app: &AppState, user: &UserRecord) -> Result<String, AuthError> {
-    let account = format!("{}/mfa:{}", user.tenant, user.id);
-    app.limits.admit_client(&account).map_err(AuthError::RateLimited)?;
-    Ok(account)
+/// One check of a code against the account's lockout, which wrong passwords and wrong codes
+/// share (S40: counted in raft state); dropped unspent, it counts for nothing.
+struct Budget<'a>(std::sync::Mutex<Option<crate::app::lockout::Attempt<'a>>>);
+
+/// Admits one code check for the user's account, if its budget is not spent.
+fn admitted<'a>(app: &'a AppState, user: &UserRecord) -> Result<Budget<'a>, AuthError> {
+    let attempt = crate::idm::auth::admit_attempt(app, &user.tenant, &user.username)?;
+    Ok(Budget(std::sync::Mutex::new(Some(attempt))))
 }
 
 /// A wrong code, found here or by `apply`: counted against the budgets and audited, coalesced.
-fn counted(app: &AppState, user: &UserRecord, account: &str, e: AuthError) -> AuthError {
+fn counted(app: &AppState, user: &UserRecord, budget: &Budget<'_>, e: AuthError) -> AuthError {
     if matches!(e, AuthError::BadCode) {
-        note_failure(app, user, account);
+        note_failure(app, user, budget);
     }
     e
 }
 
-fn note_failure(app: &AppState, user: &UserRecord, account: &str) {
+fn note_failure(app: &AppState, user: &UserRecord, budget: &Budget<'_>) {
     let source = crate::app::request::current_request().and_then(|r| r.peer).map(|p| p.ip());
-    app.limits.failed(source, Some(account));
+    if let Some(attempt) = budget.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        attempt.failed(app.clock.now_ms());
+    }
+    app.limits.failed(source, None);
     app.auth_failures.record(app.clock.now_ms(), &user.tenant, "mfa", &user.username, source, "invalid_code");
 }
 
@@ -216,15 +222,15 @@ pub async fn disable(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<(), AuthError> {
-    let account = admitted(app, user)?;
+    let budget = admitted(app, user)?;
     if !user.totp.as_ref().is_some_and(|s| s.confirmed) {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
     }
-    let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &account, e))?;
+    let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &budget, e))?;
     let command = Command::DisableTotp { tenant: user.tenant.clone(), user_id: user.id.clone(), factor };
     match app.propose(&format!("user:{}", user.id), command).await {
         Ok(Applied::TotpDisabled) => Ok(()),
         Ok(other) => Err(super::unexpected(other).into()),
-        Err(e) => Err(counted(app, user, &account, refused_as_bad_code(e))),
+        Err(e) => Err(counted(app, user, &budget, refused_as_bad_code(e))),
     }
 }

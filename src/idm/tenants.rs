@@ -53,6 +53,7 @@ pub fn new_tenant(
             data_key_id,
             created_at_ms: now_ms,
             cors_origins: Vec::new(),
+            require_mfa: false,
         },
         data_key,
         signing_keys,
@@ -133,17 +134,25 @@ pub fn cors_origins_ok(list: &[String]) -> Result<Vec<String>, TenantError> {
     Ok(out)
 }
 
-/// Changes a tenant's display name, status or self-registration. The `system` tenant cannot
-/// be disabled: its issuer is how platform admins sign in.
+/// What to change about a tenant; `None` keeps a setting.
+#[derive(Debug, Default)]
+pub struct TenantChange<'a> {
+    pub display_name: Option<&'a str>,
+    pub disabled: Option<bool>,
+    pub self_registration: Option<bool>,
+    pub cors_origins: Option<&'a [String]>,
+    pub require_mfa: Option<bool>,
+}
+
+/// Changes a tenant's settings. The `system` tenant cannot be disabled: its issuer is how
+/// platform admins sign in.
 pub async fn update(
     app: &AppState,
     actor: &str,
     current: &TenantRecord,
-    display_name: Option<&str>,
-    disabled: Option<bool>,
-    self_registration: Option<bool>,
-    cors_origins: Option<&[String]>,
+    change: TenantChange<'_>,
 ) -> Result<TenantRecord, TenantError> {
+    let TenantChange { display_name, disabled, self_registration, cors_origins, require_mfa } = change;
     let display_name = display_name.unwrap_or(&current.display_name).to_string();
     display_name_ok(&display_name)?;
     let status = match disabled {
@@ -171,6 +180,7 @@ pub async fn update(
         status,
         self_registration,
         cors_origins: cors_origins.clone(),
+        require_mfa,
     };
     match app.propose(actor, command).await? {
         Applied::TenantUpdated { .. } => Ok(TenantRecord {
@@ -178,6 +188,7 @@ pub async fn update(
             status,
             self_registration,
             cors_origins: cors_origins.unwrap_or_else(|| current.cors_origins.clone()),
+            require_mfa: require_mfa.unwrap_or(current.require_mfa),
             ..current.clone()
         }),
         other => Err(super::unexpected(other).into()),

@@ -12,6 +12,8 @@ use crate::app::{AppState, NodeWriteError};
 /// Passwords are at most this long (the design's limit), and at least this short.
 pub const MAX_PASSWORD_CHARS: usize = 256;
 pub const MIN_PASSWORD_CHARS: usize = 15;
+/// The shortest password where the tenant requires a second factor (SP 800-63B-4).
+pub const MIN_PASSWORD_CHARS_WITH_MFA: usize = 8;
 
 /// One argon2 hash holds 19 MiB; at most this many run at once (one per core), so a flood of
 /// sign-ins or password changes cannot exhaust memory or starve the async workers.
@@ -94,17 +96,16 @@ fn validate(spec: &UserSpec) -> Result<(), UserError> {
 }
 
 /// The one rule for a new password, on every path (S38, S39): 15 to 256 code points after
-/// NFKC (the password is the only factor until MFA exists), no composition rules, and refused
-/// when zxcvbn scores it below 3 with the product, the tenant and the account's name (and
-/// email) as context.
-pub fn check_password(password: &str, tenant: &str, names: &[&str]) -> Result<(), UserError> {
+/// NFKC where the password may be the only factor (8 where the tenant requires a second one),
+/// no composition rules, and refused when zxcvbn scores it below 3 with the product, the
+/// tenant and the account's name (and email) as context.
+pub fn check_password(password: &str, tenant: &str, names: &[&str], with_mfa: bool) -> Result<(), UserError> {
     let password = normalize_password(password);
     let n = password.chars().count();
     let refuse = |m: String| Err(UserError::Invalid(vec![("password".into(), m)]));
-    if !(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&n) {
-        return refuse(format!(
-            "must be {MIN_PASSWORD_CHARS} to {MAX_PASSWORD_CHARS} characters (any characters, spaces too)"
-        ));
+    let min = if with_mfa { MIN_PASSWORD_CHARS_WITH_MFA } else { MIN_PASSWORD_CHARS };
+    if !(min..=MAX_PASSWORD_CHARS).contains(&n) {
+        return refuse(format!("must be {min} to {MAX_PASSWORD_CHARS} characters (any characters, spaces too)"));
     }
     let mut context = vec!["gatehouse", tenant];
     for name in names {
@@ -190,6 +191,11 @@ fn outcome<T>(applied: Applied, expected: impl FnOnce(&Applied) -> bool, value: 
     }
 }
 
+/// Whether `tenant` requires a second factor at every sign-in.
+fn requires_mfa(app: &AppState, tenant: &str) -> Result<bool, UserError> {
+    Ok(app.store.read().and_then(|r| r.tenant(tenant)).map_err(storage)?.is_some_and(|t| t.require_mfa))
+}
+
 pub async fn create(
     app: &AppState,
     tenant: &str,
@@ -200,7 +206,7 @@ pub async fn create(
     validate(&spec)?;
     if let Some(p) = password {
         let names: Vec<&str> = [Some(spec.username.as_str()), spec.email.as_deref()].into_iter().flatten().collect();
-        check_password(p, tenant, &names)?;
+        check_password(p, tenant, &names, requires_mfa(app, tenant)?)?;
     }
     if app.store.read().and_then(|r| r.user_by_username(tenant, &spec.username)).map_err(storage)?.is_some() {
         return Err(UserError::Refused(Rejection::UsernameTaken { tenant: tenant.into(), username: spec.username }));
@@ -267,7 +273,8 @@ pub async fn set_password(
     let user = app.store.read().and_then(|r| r.user(tenant, user_id)).map_err(storage)?;
     let names: Vec<String> =
         user.map(|u| [Some(u.username), u.email].into_iter().flatten().collect()).unwrap_or_default();
-    check_password(password, tenant, &names.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    check_password(password, tenant, &names, requires_mfa(app, tenant)?)?;
     let password_hash = hash_password(argon2_params(&app.config.passwords)?, password).await?;
     let command = Command::SetPassword { tenant: tenant.into(), user_id: user_id.into(), password_hash };
     let command = super::guarded(command, guard);

@@ -185,6 +185,9 @@ pub enum Command {
         /// A new list of CORS origins; absent keeps the list (and older log entries apply).
         #[serde(default)]
         cors_origins: Option<Vec<String>>,
+        /// Whether every sign-in needs a second factor; absent keeps it.
+        #[serde(default)]
+        require_mfa: Option<bool>,
     },
     /// Removes a tenant and everything it holds (its data key too, so its sealed secrets are
     /// gone for good); its audit entries stay. `system` and `default` cannot be deleted.
@@ -882,6 +885,9 @@ pub enum Rejection {
     /// A full session for a user whose sign-in needs a second factor.
     #[error("the user has an authenticator: the session must wait for a code")]
     MfaRequired,
+    /// A full session for a user without a second factor in a tenant that requires one.
+    #[error("the tenant requires a second factor the user has not added yet")]
+    MfaSetupRequired,
     #[error("this credential is registered already")]
     PasskeyExists,
     #[error("there is no such passkey")]
@@ -925,6 +931,7 @@ impl Rejection {
             Rejection::MfaFactorUsed => "mfa_factor_used",
             Rejection::SessionNotPending => "session_not_pending",
             Rejection::MfaRequired => "mfa_required",
+            Rejection::MfaSetupRequired => "mfa_setup_required",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::EmailTokenInvalid => "email_token_invalid",
             Rejection::PasskeyExists => "passkey_exists",

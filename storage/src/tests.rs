@@ -27,6 +27,7 @@ fn new_tenant(id: &str) -> NewTenant {
             data_key_id: dk.clone(),
             created_at_ms: 1,
             cors_origins: Vec::new(),
+            require_mfa: false,
         },
         data_key: DataKeyRecord {
             v: 1,
@@ -735,6 +736,7 @@ fn registration(tenant: &str, user_id: &str, username: &str, session: &str, with
         idle_timeout_ms: 600_000,
         last_seen_ms: 20,
         pending_mfa: false,
+        setup_only: false,
     };
     let organization = with_org.then(|| crate::OwnedOrganization {
         organization: crate::model::OrganizationRecord {
@@ -920,6 +922,7 @@ fn session_of(tenant: &str, user_id: &str, digit: &str, pending_mfa: bool) -> cr
         idle_timeout_ms: 600_000,
         last_seen_ms: 30,
         pending_mfa,
+        setup_only: false,
     }
 }
 

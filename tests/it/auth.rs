@@ -556,3 +556,54 @@ async fn passkeys_are_off_without_a_host_name_and_a_wrong_rp_id_stops_the_start(
     let refused = TestNode::start_with(&dir, &["--set", "webauthn.rp_id=example.com"], &[]).err();
     assert!(refused.as_deref().is_some_and(|e| e.contains("webauthn")), "{refused:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_that_requires_mfa_takes_shorter_passwords_and_has_a_factor_added_first() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "acme"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED);
+    let settings = json!({"self_registration": true, "require_mfa": true});
+    let u = call(&node, Method::PATCH, "/admin/v1/tenants/acme", Some(&admin), Some(&settings)).await;
+    assert_eq!((u.status, &u.body["require_mfa"]), (StatusCode::OK, &json!(true)), "{}", u.body);
+
+    // 8 characters where a second factor is required (not 7); 15 elsewhere.
+    let account = |password: &str| json!({"email": "ada@acme.example", "password": password});
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/register", None, Some(account("k7#Qp2!")), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let elsewhere = json!({"email": "ada@default.example", "password": "k7#Qp2!zW"});
+    let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(elsewhere), &[]).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "the default tenant asks for 15");
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/register", None, Some(account("k7#Qp2!zW")), &[]).await;
+    assert_eq!((r.status, &r.body["mfa_setup_required"]), (StatusCode::CREATED, &json!(true)), "{}", r.body);
+    let setup = jar(&r.cookie.unwrap());
+
+    // The setup-only session serves nothing but adding a factor.
+    for path in ["/t/acme/v1/auth/session", "/t/acme/v1/auth/me", "/t/acme/v1/auth/sessions"] {
+        let s = auth(&node, Method::GET, path, Some(&setup), None, &[]).await;
+        assert_eq!(s.status, StatusCode::UNAUTHORIZED, "{path}");
+    }
+    let enrolled = auth(&node, Method::POST, "/t/acme/v1/auth/mfa/totp/enroll", Some(&setup), None, &[]).await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+    let totp = totp_rs::TOTP::from_url(enrolled.body["otpauth_uri"].as_str().unwrap()).unwrap();
+    // The node checks codes against the wall clock, and so does this test.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let confirm = json!({"code": totp.generate(now)});
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/mfa/totp/confirm", Some(&setup), Some(confirm), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+
+    // Signing in again now asks for the code, which completes it.
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/login", None, Some(account("k7#Qp2!zW")), &[]).await;
+    assert_eq!((r.status, &r.body["mfa_required"]), (StatusCode::OK, &json!(true)), "{}", r.body);
+    let pending = jar(&r.cookie.unwrap());
+    let code = json!({"code": totp.generate(now + 30)});
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/mfa/totp/challenge", Some(&pending), Some(code), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let full = jar(&r.cookie.unwrap());
+    assert_eq!(
+        auth(&node, Method::GET, "/t/acme/v1/auth/session", Some(&full), None, &[]).await.status,
+        StatusCode::OK
+    );
+}

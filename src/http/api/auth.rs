@@ -65,6 +65,9 @@ pub struct SessionView {
     /// The password was right and the user has an authenticator: the session serves only
     /// `mfa/totp/challenge` (and logout) until a code completes the sign-in.
     pub mfa_required: bool,
+    /// The tenant requires a second factor and the user has none: the session serves only
+    /// adding one (`mfa/totp/enroll` and `confirm`, or a passkey); then the user signs in again.
+    pub mfa_setup_required: bool,
     pub created_at_ms: i64,
     /// The session ends by then at the latest.
     pub expires_at_ms: i64,
@@ -455,6 +458,7 @@ fn view(session: &gatehouse_storage::model::SessionRecord, user: &gatehouse_stor
         user: SessionUser { id: user.id.clone(), email: user.email.clone(), display_name: user.display_name.clone() },
         method: session.method.clone(),
         mfa_required: session.pending_mfa,
+        mfa_setup_required: session.setup_only,
         created_at_ms: session.created_at_ms,
         expires_at_ms: session.expires_at_ms,
     }
@@ -512,7 +516,7 @@ pub(super) async fn user_for_factor_change(
     req: &poem::Request,
 ) -> Result<gatehouse_storage::model::UserRecord, Problem> {
     let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
-    match auth::current(app, &tenant.id, &id).await {
+    match auth::for_factor_change(app, &tenant.id, &id) {
         Ok(Some((session, user))) if app.clock.now_ms() - session.created_at_ms <= RECENT_SIGN_IN_MS => Ok(user),
         Ok(Some(_)) => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
@@ -732,7 +736,7 @@ impl AuthApi {
         req: &poem::Request,
         body: Json<Checked<TotpCode>>,
     ) -> TotpConfirmed {
-        let user = match user_for_change(&app, &scope, req).await {
+        let user = match user_for_factor_change(&app, &scope, req).await {
             Ok(u) => u,
             Err(p) => return TotpConfirmed::problem(p),
         };

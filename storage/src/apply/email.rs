@@ -73,9 +73,7 @@ pub(super) fn redeem<'c>(
             return Err(inconsistent("the session must be the token user's").into());
         }
         // As for a password: a user with an authenticator still gives a code (S44).
-        if !s.pending_mfa && user.totp.as_ref().is_some_and(|m| m.confirmed) {
-            return Err(Rejection::MfaRequired.into());
-        }
+        sessions::second_factor_rule(&tenants::active(t, tenant)?, &user, s)?;
         sessions::check_new_session(t, s)?;
     }
     user.email_verified = true;

@@ -87,7 +87,7 @@ pub(super) fn complete<'c>(
     }
     let state = user.totp.as_ref().filter(|s| s.confirmed).ok_or(Rejection::TotpNotEnrolled)?;
     user.totp = Some(spend(state, factor)?);
-    if session.tenant != tenant || session.user_id != user_id || session.pending_mfa {
+    if session.tenant != tenant || session.user_id != user_id || session.pending_mfa || session.setup_only {
         let what = "the new session must be a full session of the same user".to_string();
         return Err(Rejection::Inconsistent { what }.into());
     }

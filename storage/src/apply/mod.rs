@@ -157,8 +157,8 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::RedeemJoinToken { id, secret_sha256, node_id } => {
             cluster::redeem_join_token(t, id, secret_sha256, *node_id, now_ms)
         }
-        Command::UpdateTenant { id, display_name, status, self_registration, cors_origins } => {
-            tenants::update(t, id, display_name, *status, *self_registration, cors_origins.as_deref())
+        Command::UpdateTenant { id, display_name, status, self_registration, cors_origins, require_mfa } => {
+            tenants::update(t, id, display_name, *status, *self_registration, cors_origins.as_deref(), *require_mfa)
         }
         Command::DeleteTenant { id } => tenants::delete(t, id),
         Command::AddSigningKeys { tenant, keys } => tenants::add_signing_keys(t, tenant, keys),

@@ -67,7 +67,7 @@ pub(super) fn sign_in<'c>(
     tenants::active(t, tenant)?;
     unspent(t, tenant, challenge, now_ms)?;
     let mut passkey = t.passkeys.get(&passkey_key(tenant, credential_id))?.ok_or(Rejection::UnknownPasskey)?;
-    if passkey.user_id != session.user_id || session.tenant != tenant || session.pending_mfa {
+    if passkey.user_id != session.user_id || session.tenant != tenant || session.pending_mfa || session.setup_only {
         let what = "the session must be a full session of the passkey's user".to_string();
         return Err(Rejection::Inconsistent { what }.into());
     }

@@ -3,7 +3,7 @@
 use super::{tenants, users, writes, Planned, Stop, Tables};
 use crate::command::{Applied, Registration, Rejection};
 use crate::model::session::{session_key, user_sessions_prefix};
-use crate::model::{SessionRecord, UserStatus};
+use crate::model::{SessionRecord, TenantRecord, UserRecord, UserStatus};
 use crate::table::Row;
 use crate::StoreError;
 
@@ -24,6 +24,23 @@ pub(super) fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(),
     Ok(())
 }
 
+/// What a new session of a sign-in without a passkey must be (S44). Decided here, on the
+/// applied state, not on the proposer's read: an authenticator confirmed meanwhile (or one a
+/// lagging node has not seen) still gets its code asked, and a tenant that began requiring a
+/// second factor gets it added first.
+pub(super) fn second_factor_rule(tenant: &TenantRecord, user: &UserRecord, s: &SessionRecord) -> Result<(), Stop> {
+    if s.pending_mfa || s.setup_only {
+        return Ok(());
+    }
+    if user.totp.as_ref().is_some_and(|m| m.confirmed) {
+        return Err(Rejection::MfaRequired.into());
+    }
+    if tenant.require_mfa {
+        return Err(Rejection::MfaSetupRequired.into());
+    }
+    Ok(())
+}
+
 /// A user signed in: refused for a disabled user or tenant.
 pub(super) fn start<'c>(t: &Tables<'_>, s: &'c SessionRecord) -> Planned<'c> {
     no_sessions_in_system(&s.tenant)?;
@@ -32,11 +49,7 @@ pub(super) fn start<'c>(t: &Tables<'_>, s: &'c SessionRecord) -> Planned<'c> {
     if user.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: s.user_id.clone() }.into());
     }
-    // Decided here, on the applied state, not on the proposer's read: an authenticator
-    // confirmed meanwhile (or one a lagging node has not seen) still gets its code asked.
-    if !s.pending_mfa && user.totp.as_ref().is_some_and(|m| m.confirmed) {
-        return Err(Rejection::MfaRequired.into());
-    }
+    second_factor_rule(&tenants::active(t, &s.tenant)?, &user, s)?;
     check_new_session(t, s)?;
     writes(move |t| {
         t.sessions.put(s)?;
@@ -129,6 +142,7 @@ pub(super) fn register<'c>(t: &Tables<'_>, r: &'c Registration) -> Planned<'c> {
             return Err(Rejection::BindingExists { id: o.binding.id.clone() }.into());
         }
     }
+    second_factor_rule(&tenant, &r.user, &r.session)?;
     check_new_session(t, &r.session)?;
     writes(move |t| {
         t.users.put(&r.user)?;

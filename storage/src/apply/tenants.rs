@@ -113,6 +113,7 @@ pub(super) fn update<'c>(
     status: TenantStatus,
     self_registration: bool,
     cors_origins: Option<&'c [String]>,
+    require_mfa: Option<bool>,
 ) -> Planned<'c> {
     let mut record = existing(t, id)?;
     writes(move |t| {
@@ -121,6 +122,9 @@ pub(super) fn update<'c>(
         record.self_registration = self_registration;
         if let Some(origins) = cors_origins {
             record.cors_origins = origins.to_vec();
+        }
+        if let Some(required) = require_mfa {
+            record.require_mfa = required;
         }
         t.tenants.put(&record)?;
         Ok(Applied::TenantUpdated { id: id.to_string() })

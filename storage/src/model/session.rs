@@ -26,6 +26,10 @@ pub struct SessionRecord {
     /// serves only the MFA challenge (and logout) until then.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub pending_mfa: bool,
+    /// The tenant requires a second factor and the user has none yet: the session serves only
+    /// adding one (an authenticator or a passkey), then the user signs in again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub setup_only: bool,
 }
 
 impl SessionRecord {

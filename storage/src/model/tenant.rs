@@ -26,6 +26,10 @@ pub struct TenantRecord {
     /// (CORS), each `scheme://host[:port]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cors_origins: Vec<String>,
+    /// Every sign-in needs a second factor (S44): a password or email sign-in of a user without
+    /// an authenticator gets a setup-only session, and passwords may be 8 characters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_mfa: bool,
 }
 
 /// Ids that name routes or the appliance itself and can never be tenants created by users.

@@ -6,7 +6,8 @@
 // WebAuthn refuses IP addresses, so BASE_URL must name localhost. Checks: a user signed in with
 // their password adds a passkey on the page (a resident credential appears in the
 // authenticator); after signing out, "Sign in with a passkey" signs them in without typing a
-// name; with user verification turned off in the authenticator, the sign-in fails and nobody
+// name (changed answers, each one field off, are refused first and spend nothing); with user
+// verification turned off in the authenticator, the sign-in fails and nobody
 // is signed in; a replayed sign-in answer is refused (its challenge is spent). Prints the
 // replayed body as `replay-body <base64>` (the caller replays it after a restart) and `ok …` lines; exits 1 on the first failure, 2 on a setup problem.
 
@@ -43,10 +44,40 @@ async function sessionStatus(page) {
   return page.evaluate(async (issuer) => (await fetch(`${issuer}/v1/auth/session`)).status, base.pathname.replace(/\/$/, ''));
 }
 
+// The authenticator's answer in a finish request's body, changed by `change(clientData, answer)`.
+function mutated(body, change) {
+  const b = JSON.parse(body);
+  const data = JSON.parse(Buffer.from(b.credential.response.clientDataJSON, 'base64url').toString());
+  change(data, b.credential.response);
+  b.credential.response.clientDataJSON = Buffer.from(JSON.stringify(data)).toString('base64url');
+  return JSON.stringify(b);
+}
+
+// Before letting a finish request through, sends the given wrong versions of it (S46, S47):
+// each must be refused with 400 `passkey_refused`, and none may spend the ceremony.
+async function refuseFirst(page, path, cases, seen) {
+  await page.route(`**${path}`, async (route) => {
+    const body = route.request().postData();
+    for (const [what, change] of cases) {
+      const r = await route.fetch({ postData: mutated(body, change) });
+      const problem = await r.json().catch(() => ({}));
+      seen.push([what, r.status(), problem.type]);
+    }
+    await route.continue();
+  });
+}
+
+function allRefused(seen, what) {
+  const wrong = seen.filter(([, status, type]) => status !== 400 || type !== 'urn:gatehouse:problem:passkey_refused');
+  if (seen.length === 0 || wrong.length) fail(what, JSON.stringify(seen));
+}
+
 async function main() {
   const browser = await launchTrusting(base, env.CA_FILE);
   try {
-    const context = await browser.newContext();
+    // route.fetch (the changed answers below) sends from Node, not from the browser; the
+    // certificate was checked against CA_FILE before the launch.
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
     const page = await context.newPage();
     const cdp = await context.newCDPSession(page);
     await cdp.send('WebAuthn.enable');
@@ -76,8 +107,19 @@ async function main() {
     if (login !== 200) fail('password sign-in', `status ${login}`);
     await page.reload();
     await page.locator('#add').waitFor({ state: 'visible', timeout: TIMEOUT_MS });
+    const registrationCases = [
+      ['another origin', (d) => { d.origin = 'https://evil.test'; }],
+      ['a get for a create', (d) => { d.type = 'webauthn.get'; }],
+      ['another challenge', (d) => { d.challenge = Buffer.from('not the challenge we issued').toString('base64url'); }],
+      ['a cross-origin call', (d) => { d.crossOrigin = true; d.topOrigin = 'https://evil.test'; }],
+    ];
+    const refusedRegistrations = [];
+    await refuseFirst(page, '/v1/auth/passkeys/register/finish', registrationCases, refusedRegistrations);
     await page.click('#add');
     await statusBecomes(page, (t) => t === 'Passkey added.', 'adding a passkey');
+    await page.unroute('**/v1/auth/passkeys/register/finish');
+    allRefused(refusedRegistrations, 'changed registrations');
+    console.log(`ok ${refusedRegistrations.length} changed registration answers were refused, and the genuine one then worked`);
     const { credentials } = await cdp.send('WebAuthn.getCredentials', { authenticatorId });
     if (credentials.length !== 1 || !credentials[0].isResidentCredential) {
       fail('the authenticator', `holds ${JSON.stringify(credentials)}`);
@@ -94,8 +136,23 @@ async function main() {
     page.on('request', (r) => {
       if (r.method() === 'POST' && r.url().endsWith('/v1/auth/passkeys/login/finish')) finished = r.postData();
     });
+    const signInCases = [
+      ['another origin', (d) => { d.origin = 'https://evil.test'; }],
+      ['a create for a get', (d) => { d.type = 'webauthn.create'; }],
+      ['a broken signature', (d, answer) => {
+        const sig = Buffer.from(answer.signature, 'base64url');
+        sig[sig.length - 1] ^= 1;
+        answer.signature = sig.toString('base64url');
+      }],
+      ['another user handle', (d, answer) => { answer.userHandle = Buffer.alloc(16, 7).toString('base64url'); }],
+    ];
+    const refusedSignIns = [];
+    await refuseFirst(page, '/v1/auth/passkeys/login/finish', signInCases, refusedSignIns);
     await page.click('#signin');
     await statusBecomes(page, (t) => t === `Signed in as ${env.EMAIL}.`, 'a usernameless sign-in');
+    await page.unroute('**/v1/auth/passkeys/login/finish');
+    allRefused(refusedSignIns, 'changed sign-ins');
+    console.log(`ok ${refusedSignIns.length} changed sign-in answers were refused, and the genuine one then worked`);
     if ((await sessionStatus(page)) !== 200) fail('passkey sign-in', 'no session afterwards');
     console.log('ok signed out, the passkey signed the user in without a name');
 

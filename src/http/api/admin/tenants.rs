@@ -38,6 +38,8 @@ pub struct Tenant {
     pub self_registration: bool,
     /// Browser front ends on other origins that may call the sign-in API with credentials.
     pub cors_origins: Vec<String>,
+    /// Every end-user sign-in needs a second factor.
+    pub require_mfa: bool,
     /// Milliseconds since the Unix epoch.
     pub created_at_ms: i64,
 }
@@ -72,6 +74,10 @@ pub struct UpdateTenant {
         pattern = r"^(https://[a-z0-9.-]+|http://localhost)(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?$"
     ))]
     pub cors_origins: Option<Vec<String>>,
+    /// Every end-user sign-in needs a second factor: a password or email sign-in of a user
+    /// without an authenticator gets a session that serves only adding one (then they sign in
+    /// again), and passwords may be 8 characters rather than 15.
+    pub require_mfa: Option<bool>,
 }
 
 impl poem_openapi::types::Example for CreateTenant {
@@ -89,6 +95,7 @@ pub(crate) fn view(app: &AppState, t: TenantRecord) -> Tenant {
         },
         self_registration: t.self_registration,
         cors_origins: t.cors_origins,
+        require_mfa: t.require_mfa,
         id: t.id,
         display_name: t.display_name,
         created_at_ms: t.created_at_ms,
@@ -194,17 +201,14 @@ impl TenantsApi {
                 return Updated::problem(p);
             }
         }
-        match tenants::update(
-            &app,
-            &caller.actor(),
-            &current,
-            b.display_name.as_deref(),
-            b.disabled,
-            b.self_registration,
-            b.cors_origins.as_deref(),
-        )
-        .await
-        {
+        let change = tenants::TenantChange {
+            display_name: b.display_name.as_deref(),
+            disabled: b.disabled,
+            self_registration: b.self_registration,
+            cors_origins: b.cors_origins.as_deref(),
+            require_mfa: b.require_mfa,
+        };
+        match tenants::update(&app, &caller.actor(), &current, change).await {
             Ok(t) => Updated::Ok(Json(view(&app, t)), None),
             Err(e) => Updated::problem(problem_of(e)),
         }
