@@ -3,8 +3,10 @@
 //!
 //! A wrong password costs no raft write of its own: failures are tallied here and written for
 //! every account at once, at most every `lockout_flush_ms` (at once when an account reaches
-//! its limit). Parallel attempts cannot beat the limit on a node: an attempt is admitted only
-//! while the stored count plus those in flight, tallied and being written stays under it.
+//! its limit). Parallel attempts cannot beat the limit: a node admits an attempt only while
+//! those it has in flight, tallied and being written stay under its share of what the stored
+//! count leaves, that remainder divided by the number of voters (rounded up). So a burst spread
+//! over a cluster is checked at most `voters - 1` times past the limit, and on one node never.
 //! Memory is bounded by `max_tracked_keys` accounts with attempts in flight or tallied; past
 //! that, new accounts get 503 until the next write empties the tally.
 
@@ -101,6 +103,7 @@ impl Lockout {
         tenant: &str,
         account_sha256: &str,
         now_ms: i64,
+        voters: usize,
     ) -> Result<Attempt<'_>, Refusal> {
         let key = (tenant.to_string(), account_sha256.to_string());
         if !self.enabled {
@@ -120,8 +123,13 @@ impl Lockout {
             return Err(Refusal::Busy);
         }
         let slot = slots.entry(key.clone()).or_default();
-        if stored + slot.pending() >= self.policy.limit {
-            let wait = if slot.in_flight > 0 {
+        let left = self.policy.limit.saturating_sub(stored);
+        let voters = u32::try_from(voters.max(1)).unwrap_or(u32::MAX);
+        let share = left.div_ceil(voters);
+        if slot.pending() >= share {
+            // The limit reached: the hold is coming. Only this node's share spent, or attempts
+            // still in flight: the next write (within a flush window) frees it.
+            let wait = if slot.in_flight > 0 || stored + slot.pending() < self.policy.limit {
                 IN_FLIGHT_RETRY
             } else {
                 let lockouts = record.as_ref().map_or(0, |r| r.lockouts);
@@ -278,27 +286,31 @@ mod tests {
         let store = Store::open(&dir.path().join("db.redb")).unwrap();
         let config = RateLimitConfig { lockout_after_failures: 3, ..RateLimitConfig::default() };
         let lockout = Lockout::new(&config);
-        let attempts: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_000).ok()).collect();
+        let attempts: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_000, 1).ok()).collect();
         assert_eq!(attempts.len(), 3, "three checks in flight at most");
         assert!(matches!(
-            lockout.admit(&store, "t", "a", 1_000),
+            lockout.admit(&store, "t", "a", 1_000, 1),
             Err(Refusal::Held(RetryAfter(w))) if w == IN_FLIGHT_RETRY
         ));
-        assert!(lockout.admit(&store, "t", "b", 1_000).is_ok(), "another account is not held");
+        assert!(lockout.admit(&store, "t", "b", 1_000, 1).is_ok(), "another account is not held");
         let mut attempts = attempts.into_iter();
         attempts.next().unwrap().failed(1_001);
         drop(attempts.next());
         assert!(!attempts.next().unwrap().succeeded(), "nothing stored to clear");
-        let again: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_002).ok()).collect();
+        let again: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_002, 1).ok()).collect();
         assert_eq!(again.len(), 3, "a success forgets what was tallied; a dropped attempt counts for nothing");
         for a in again {
             a.failed(1_003);
         }
         let taken = lockout.take();
         assert_eq!(taken.iter().map(|f| f.count).sum::<u32>(), 3);
-        assert!(lockout.admit(&store, "t", "a", 1_004).is_err(), "being written still counts");
+        assert!(lockout.admit(&store, "t", "a", 1_004, 1).is_err(), "being written still counts");
         lockout.landed(&taken, false);
-        assert!(lockout.admit(&store, "t", "a", 1_004).is_err(), "a failed write is tallied again");
+        assert!(lockout.admit(&store, "t", "a", 1_004, 1).is_err(), "a failed write is tallied again");
         assert_eq!(lockout.take().iter().map(|f| f.count).sum::<u32>(), 3);
+
+        // In a cluster of three, a node checks at most its share of what is left: ceil(3/3).
+        let shared: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "c", 1_005, 3).ok()).collect();
+        assert_eq!(shared.len(), 1);
     }
 }

@@ -371,7 +371,9 @@ pub(crate) fn admit_attempt<'a>(
     name: &str,
 ) -> Result<crate::app::lockout::Attempt<'a>, AuthError> {
     use crate::app::lockout::{account_digest, Refusal};
-    match app.lockout.admit(&app.store, tenant, &account_digest(name), app.clock.now_ms()) {
+    // Each node checks its share of the account's budget (see `app::lockout`).
+    let voters = app.raft.status().voters.len();
+    match app.lockout.admit(&app.store, tenant, &account_digest(name), app.clock.now_ms(), voters) {
         Ok(attempt) => Ok(attempt),
         Err(Refusal::Held(wait)) => Err(AuthError::RateLimited(wait)),
         Err(Refusal::Busy) => Err(AuthError::Busy),

@@ -606,4 +606,32 @@ async fn a_tenant_that_requires_mfa_takes_shorter_passwords_and_has_a_factor_add
         auth(&node, Method::GET, "/t/acme/v1/auth/session", Some(&full), None, &[]).await.status,
         StatusCode::OK
     );
+
+    // The spent step is raft state: after a restart the same code still does not work.
+    node.stop();
+    let node = TestNode::start(&dir);
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/login", None, Some(account("k7#Qp2!zW")), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let pending = jar(&r.cookie.unwrap());
+    let same = json!({"code": totp.generate(now + 30)});
+    let r = auth(&node, Method::POST, "/t/acme/v1/auth/mfa/totp/challenge", Some(&pending), Some(same), &[]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "a step is accepted once, also after a restart");
+
+    // Wrong codes spend the account's budget like wrong passwords: 429 with Retry-After.
+    let mut throttled = None;
+    for _ in 0..12 {
+        let resp = node
+            .client()
+            .post(format!("{}/t/acme/v1/auth/mfa/totp/challenge", node.url))
+            .header("cookie", &pending)
+            .json(&json!({"code": "000000"}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == StatusCode::TOO_MANY_REQUESTS {
+            throttled = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            break;
+        }
+    }
+    assert!(throttled.is_some(), "the MFA challenge answers 429 with Retry-After once the budget is spent");
 }
