@@ -3,10 +3,11 @@
 //!
 //! A wrong password costs no raft write of its own: failures are tallied here and written for
 //! every account at once, at most every `lockout_flush_ms` (at once when an account reaches
-//! its limit). Parallel attempts cannot beat the limit: a node admits an attempt only while
-//! those it has in flight, tallied and being written stay under its share of what the stored
-//! count leaves, that remainder divided by the number of voters (rounded up). So a burst spread
-//! over a cluster is checked at most `voters - 1` times past the limit, and on one node never.
+//! its limit). A node admits an attempt only while those it has in flight, tallied and being
+//! written stay under its share of what the stored count leaves, that remainder divided by the
+//! number of voters (rounded up), and writes its tally as soon as the share is spent. On one node
+//! parallel attempts never pass the limit; a burst spread over a cluster can pass it by at most
+//! `(voters - 1) × ceil(limit / voters)`, since a node's share counts only what is written.
 //! Memory is bounded by `max_tracked_keys` accounts with attempts in flight or tallied; past
 //! that, new accounts get 503 until the next write empties the tally.
 
@@ -107,7 +108,7 @@ impl Lockout {
     ) -> Result<Attempt<'_>, Refusal> {
         let key = (tenant.to_string(), account_sha256.to_string());
         if !self.enabled {
-            return Ok(Attempt { lockout: self, key, stored: 0, had_record: false, done: true });
+            return Ok(Attempt { lockout: self, key, stored: 0, share: u32::MAX, had_record: false, done: true });
         }
         // The read and the slot are taken under one lock, so a write that lands in between
         // cannot be missed by both.
@@ -141,7 +142,7 @@ impl Lockout {
             return Err(Refusal::Held(RetryAfter(wait)));
         }
         slot.in_flight += 1;
-        Ok(Attempt { lockout: self, key, stored, had_record: record.is_some(), done: false })
+        Ok(Attempt { lockout: self, key, stored, share, had_record: record.is_some(), done: false })
     }
 
     /// The failures tallied so far, now counted as being written.
@@ -203,6 +204,8 @@ pub struct Attempt<'a> {
     lockout: &'a Lockout,
     key: Account,
     stored: u32,
+    /// This node's share of the budget when the attempt was admitted.
+    share: u32,
     had_record: bool,
     done: bool,
 }
@@ -220,7 +223,9 @@ impl Attempt<'_> {
             slot.in_flight = slot.in_flight.saturating_sub(1);
             slot.tallied += 1;
             slot.last_ms = slot.last_ms.max(now_ms);
-            if self.stored + slot.tallied + slot.being_written >= lockout.policy.limit {
+            // The limit reached, or this node's share spent: written at once, so the hold (or
+            // the other nodes' view of the count) does not wait for the next window.
+            if self.stored + slot.tallied + slot.being_written >= lockout.policy.limit || slot.pending() >= self.share {
                 lockout.due.notify_one();
             }
         }

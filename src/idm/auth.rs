@@ -42,6 +42,10 @@ pub enum AuthError {
     /// An email link that names nothing, has expired or was used already.
     #[error("the link is not valid, has expired or was used already")]
     BadLink,
+    /// The tenant requires a second factor and the user's is a passkey: a password or an email
+    /// alone does not sign them in.
+    #[error("sign in with your passkey")]
+    PasskeyRequired,
     /// A passkey ceremony that is not ours, has expired, is of another kind or was finished.
     #[error("the passkey ceremony is not valid, has expired or was finished already")]
     BadCeremony,
@@ -448,9 +452,14 @@ async fn password_login(
     }
     match started {
         Ok(Applied::SessionStarted { .. }) => {
-            forget_failures(app, attempt, &tenant.id, &email).await;
+            // A sign-in still waiting for its code forgets nothing yet: the failures it shares
+            // with wrong codes go only once the code completes it (`mfa::challenge`).
+            if !session.pending_mfa {
+                forget_failures(app, attempt, &tenant.id, &email).await;
+            }
             Ok(SignedIn { session_id, session, user })
         }
+        Err(ProposeError::Refused(Rejection::PasskeyRequired)) => Err(AuthError::PasskeyRequired),
         // Disabled between the read and the apply: the same answer as a wrong password.
         Err(ProposeError::Refused(Rejection::UserDisabled { .. } | Rejection::UnknownUser { .. })) => {
             Err(AuthError::BadCredentials)

@@ -250,6 +250,7 @@ async fn redeem_sign_in(
         Err(ProposeError::Refused(Rejection::EmailTokenInvalid | Rejection::UserDisabled { .. })) => {
             Err(AuthError::BadCode)
         }
+        Err(ProposeError::Refused(Rejection::PasskeyRequired)) => Err(AuthError::PasskeyRequired),
         Err(e) => Err(e.into()),
     }
 }
@@ -278,7 +279,10 @@ pub async fn sign_in_with_code(
         return Err(AuthError::BadCode);
     };
     let signed_in = redeem_sign_in(app, tenant, &token, "email_code").await?;
-    auth::forget_failures(app, attempt, &tenant.id, &email).await;
+    // As for a password: a sign-in still waiting for its code forgets nothing yet.
+    if !signed_in.session.pending_mfa {
+        auth::forget_failures(app, attempt, &tenant.id, &email).await;
+    }
     Ok(signed_in)
 }
 

@@ -172,7 +172,14 @@ pub async fn challenge(
         session: session.clone(),
     };
     match app.propose(&format!("user:{}", user.id), command).await {
-        Ok(Applied::MfaCompleted { .. }) => Ok(SignedIn { session_id, session, user: user.clone() }),
+        Ok(Applied::MfaCompleted { .. }) => {
+            // The sign-in is complete: now its account's failures (passwords and codes) go.
+            let attempt = budget.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(attempt) = attempt {
+                crate::idm::auth::forget_failures(app, attempt, &user.tenant, &user.username).await;
+            }
+            Ok(SignedIn { session_id, session, user: user.clone() })
+        }
         Ok(other) => Err(super::unexpected(other).into()),
         // The sign-in ended, the user or tenant was disabled, or the authenticator removed,
         // since the read: there is no sign-in to complete.

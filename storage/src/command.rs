@@ -888,6 +888,10 @@ pub enum Rejection {
     /// A full session for a user without a second factor in a tenant that requires one.
     #[error("the tenant requires a second factor the user has not added yet")]
     MfaSetupRequired,
+    /// A password or email sign-in where the tenant requires a second factor and the user's is
+    /// a passkey: they sign in with it.
+    #[error("sign in with your passkey")]
+    PasskeyRequired,
     #[error("this credential is registered already")]
     PasskeyExists,
     #[error("there is no such passkey")]
@@ -932,6 +936,7 @@ impl Rejection {
             Rejection::SessionNotPending => "session_not_pending",
             Rejection::MfaRequired => "mfa_required",
             Rejection::MfaSetupRequired => "mfa_setup_required",
+            Rejection::PasskeyRequired => "passkey_required",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::EmailTokenInvalid => "email_token_invalid",
             Rejection::PasskeyExists => "passkey_exists",

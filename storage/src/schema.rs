@@ -13,6 +13,7 @@
 //! - 8: the `passkeys` and `used_challenges` tables and the derived `passkeys_by_user` index
 //!   (created empty).
 //! - 9: the `avatars` table (created empty).
+//! - 10: the derived `email_tokens_by_user` index (built from the tokens).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -23,7 +24,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 9;
+pub const CURRENT_VERSION: u32 = 10;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,10 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         7 => Ok(8),
         // And the avatars table.
         8 => Ok(9),
+        9 => {
+            crate::table::rebuild_derived(txn)?;
+            Ok(10)
+        }
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

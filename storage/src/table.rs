@@ -295,7 +295,8 @@ impl<'t> Expiring<'t> {
 pub fn rebuild_derived(txn: &WriteTransaction) -> Result<(), StoreError> {
     rebuild::<crate::model::BindingRecord>(txn)?;
     rebuild::<crate::model::SessionRecord>(txn)?;
-    rebuild::<crate::model::PasskeyRecord>(txn)
+    rebuild::<crate::model::PasskeyRecord>(txn)?;
+    rebuild::<crate::model::EmailTokenRecord>(txn)
 }
 
 fn rebuild<R: Row>(txn: &WriteTransaction) -> Result<(), StoreError> {

@@ -46,6 +46,8 @@ pub const SESSIONS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub const LOCKOUTS: TableDefinition<&str, &[u8]> = TableDefinition::new("lockouts");
 /// Single-use email tokens by digest, keyed `{tenant}/{digest}`.
 pub const EMAIL_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("email_tokens");
+/// Derived: `{tenant}/{user}/{digest}` → the email token's key.
+pub const EMAIL_TOKENS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new("email_tokens_by_user");
 /// Messages waiting to be sent (or, without SMTP, the dev mailbox), keyed `{tenant}/{id}`.
 pub const OUTBOX: TableDefinition<&str, &[u8]> = TableDefinition::new("outbox");
 /// End users' passkeys, keyed `{tenant}/{credential id}`.
@@ -104,6 +106,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 21] = [
     AVATARS,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
-pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 3] = [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER, PASSKEYS_BY_USER];
+pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 4] =
+    [BINDINGS_BY_SUBJECT, SESSIONS_BY_USER, PASSKEYS_BY_USER, EMAIL_TOKENS_BY_USER];
 /// The replicated integer-keyed tables, in snapshot order.
 pub const STATE_U64_TABLES: [TableDefinition<u64, &[u8]>; 1] = [AUDIT];

@@ -1206,3 +1206,61 @@ fn a_passkey_challenge_is_spent_once_and_the_counter_moves_only_from_the_value_c
     apply_all(&store, &[at(50, Command::DeleteUser { tenant: "shop".into(), user_id: "u1".into() })]);
     assert!(store.read().unwrap().passkeys_of("shop", "u1").unwrap().is_empty(), "a deleted user's passkeys go");
 }
+
+#[test]
+fn a_tenant_that_requires_a_second_factor_has_it_decided_in_apply() {
+    use crate::command::SpentChallenge;
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    shop.tenant.require_mfa = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    apply_all(&store, &[bootstrap(), shop]);
+    let at = |at_ms: i64, command: Command| Proposal { origin: None, at_ms, actor: "user:u1".into(), command };
+    let code = |out: &Outcome| match out {
+        Outcome::Refused(r) => r.code(),
+        Outcome::Applied(_) => "applied",
+    };
+    let setup_only = |command: Command| match command {
+        Command::Register(mut r) => {
+            r.session.setup_only = true;
+            Command::Register(r)
+        }
+        other => other,
+    };
+    let out = apply_all(
+        &store,
+        &[
+            at(20, registration("shop", "u1", "a@example.com", "a", false)),
+            at(21, setup_only(registration("shop", "u1", "a@example.com", "a", false))),
+        ],
+    );
+    assert_eq!(
+        [code(&out[0]), code(&out[1])],
+        ["mfa_setup_required", "applied"],
+        "a full session needs a factor first"
+    );
+    let start = |digit: &str, setup: bool| {
+        let mut s = session_of("shop", "u1", digit, false);
+        s.setup_only = setup;
+        Command::StartSession(s)
+    };
+    assert_eq!(code(&apply_all(&store, &[at(22, start("b", false))])[0]), "mfa_setup_required");
+
+    // With a passkey, a password alone neither signs in nor may add another factor.
+    let passkey = crate::model::PasskeyRecord {
+        v: 1,
+        tenant: "shop".into(),
+        credential_id: "cred-1".into(),
+        user_id: "u1".into(),
+        name: "key".into(),
+        passkey: "{}".into(),
+        sign_count: 0,
+        created_at_ms: 30,
+        last_used_ms: 30,
+    };
+    let challenge = SpentChallenge { id: "c".repeat(32), expires_at_ms: 10_000 };
+    apply_all(&store, &[at(30, Command::AddPasskey { passkey, challenge })]);
+    assert_eq!(code(&apply_all(&store, &[at(31, start("c", true))])[0]), "passkey_required");
+    assert_eq!(code(&apply_all(&store, &[at(32, start("d", false))])[0]), "passkey_required");
+}

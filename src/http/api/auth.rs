@@ -350,6 +350,11 @@ pub(super) fn problem_of(e: AuthError) -> Problem {
         AuthError::BadCode => {
             Problem::new(StatusCode::UNAUTHORIZED, "invalid_code", "the code is not right, or was used already")
         }
+        AuthError::PasskeyRequired => Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "passkey_required",
+            "this tenant requires a second factor, and yours is a passkey: sign in with it",
+        ),
         AuthError::BadLink => Problem::new(
             StatusCode::BAD_REQUEST,
             "invalid_link",
@@ -515,9 +520,32 @@ pub(super) async fn user_for_factor_change(
     scope: &IssuerScope,
     req: &poem::Request,
 ) -> Result<gatehouse_storage::model::UserRecord, Problem> {
+    user_for_factor(app, scope, req, true).await
+}
+
+/// As [`user_for_factor_change`], for removing a factor: never from a setup-only session (it
+/// may only add one).
+pub(super) async fn user_for_factor_removal(
+    app: &AppState,
+    scope: &IssuerScope,
+    req: &poem::Request,
+) -> Result<gatehouse_storage::model::UserRecord, Problem> {
+    user_for_factor(app, scope, req, false).await
+}
+
+async fn user_for_factor(
+    app: &AppState,
+    scope: &IssuerScope,
+    req: &poem::Request,
+    setup_may: bool,
+) -> Result<gatehouse_storage::model::UserRecord, Problem> {
     let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
+    let recent = |s: &gatehouse_storage::model::SessionRecord| {
+        app.clock.now_ms() - s.created_at_ms <= RECENT_SIGN_IN_MS && (setup_may || !s.setup_only)
+    };
     match auth::for_factor_change(app, &tenant.id, &id) {
-        Ok(Some((session, user))) if app.clock.now_ms() - session.created_at_ms <= RECENT_SIGN_IN_MS => Ok(user),
+        Ok(Some((session, _))) if session.setup_only && !setup_may => Err(not_signed_in()),
+        Ok(Some((session, user))) if recent(&session) => Ok(user),
         Ok(Some(_)) => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "reauthentication_required",

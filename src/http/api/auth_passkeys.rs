@@ -10,7 +10,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::auth::{
     auth_answer, bad_request, problem_of, signed_in, tenant_for_change, tenant_of, too_many, user_for_factor_change,
-    user_signed_in, FromProblem, SessionView,
+    user_for_factor_removal, user_signed_in, FromProblem, SessionView,
 };
 use crate::app::AppState;
 use crate::http::api::checked::Checked;
@@ -260,7 +260,7 @@ impl PasskeysApi {
         #[oai(validator(max_length = 1400, pattern = r"^[A-Za-z0-9_-]+$"))]
         id: poem_openapi::param::Path<String>,
     ) -> PasskeyRemoved {
-        let user = match user_for_factor_change(&app, &scope, req).await {
+        let user = match user_for_factor_removal(&app, &scope, req).await {
             Ok(u) => u,
             Err(p) => return PasskeyRemoved::problem(p),
         };

@@ -4,7 +4,7 @@
 
 use super::{sessions, tenants, users, writes, Planned, Tables};
 use crate::command::{Applied, Redemption, Rejection};
-use crate::model::email::{email_token_key, outbox_key};
+use crate::model::email::{email_token_key, outbox_key, user_tokens_prefix};
 use crate::model::{EmailPurpose, EmailTokenRecord, OutboxRecord, UserStatus};
 use crate::table::Row;
 
@@ -31,8 +31,11 @@ pub(super) fn send<'c>(t: &Tables<'_>, token: &'c EmailTokenRecord, message: &'c
     }
     writes(move |t| {
         // One live token per user and purpose: a new code replaces the last (S43).
-        let tenant_rows = crate::table::tenant_prefix(&token.tenant);
-        t.email_tokens.delete_under(&tenant_rows, |k| k.user_id == token.user_id && k.purpose == token.purpose)?;
+        for earlier in t.email_tokens.by_index(&user_tokens_prefix(&token.tenant, &token.user_id))? {
+            if earlier.user_id == token.user_id && earlier.purpose == token.purpose {
+                t.email_tokens.delete(&earlier.key())?;
+            }
+        }
         t.email_tokens.put(token)?;
         t.outbox.put(message)?;
         Ok(Applied::EmailQueued { id: message.id.clone() })
@@ -73,7 +76,7 @@ pub(super) fn redeem<'c>(
             return Err(inconsistent("the session must be the token user's").into());
         }
         // As for a password: a user with an authenticator still gives a code (S44).
-        sessions::second_factor_rule(&tenants::active(t, tenant)?, &user, s)?;
+        sessions::second_factor_rule(t, &tenants::active(t, tenant)?, &user, s)?;
         sessions::check_new_session(t, s)?;
     }
     user.email_verified = true;
@@ -87,8 +90,11 @@ pub(super) fn redeem<'c>(
                 user.password_hash = Some(password_hash.clone());
                 sessions::end_all_of(t, tenant, &user.id)?;
                 // Every other link or code the user was sent goes with the old password.
-                let tenant_rows = crate::table::tenant_prefix(tenant);
-                t.email_tokens.delete_under(&tenant_rows, |k| k.user_id == user.id)?;
+                for other in t.email_tokens.by_index(&user_tokens_prefix(tenant, &user.id))? {
+                    if other.user_id == user.id {
+                        t.email_tokens.delete(&other.key())?;
+                    }
+                }
             }
             Redemption::Verify => {}
         }

@@ -28,15 +28,29 @@ pub(super) fn check_new_session(t: &Tables<'_>, s: &SessionRecord) -> Result<(),
 /// applied state, not on the proposer's read: an authenticator confirmed meanwhile (or one a
 /// lagging node has not seen) still gets its code asked, and a tenant that began requiring a
 /// second factor gets it added first.
-pub(super) fn second_factor_rule(tenant: &TenantRecord, user: &UserRecord, s: &SessionRecord) -> Result<(), Stop> {
-    if s.pending_mfa || s.setup_only {
+pub(super) fn second_factor_rule(
+    t: &Tables<'_>,
+    tenant: &TenantRecord,
+    user: &UserRecord,
+    s: &SessionRecord,
+) -> Result<(), Stop> {
+    if s.pending_mfa {
         return Ok(());
     }
+    // A user with an authenticator gives its code, whatever the proposer thought.
     if user.totp.as_ref().is_some_and(|m| m.confirmed) {
         return Err(Rejection::MfaRequired.into());
     }
     if tenant.require_mfa {
-        return Err(Rejection::MfaSetupRequired.into());
+        // A passkey is this user's second factor: a password or an email alone may not add
+        // another one in its place.
+        let prefix = crate::model::passkey::user_passkeys_prefix(&tenant.id, &user.id);
+        if !t.passkeys.by_index(&prefix)?.is_empty() {
+            return Err(Rejection::PasskeyRequired.into());
+        }
+        if !s.setup_only {
+            return Err(Rejection::MfaSetupRequired.into());
+        }
     }
     Ok(())
 }
@@ -49,7 +63,7 @@ pub(super) fn start<'c>(t: &Tables<'_>, s: &'c SessionRecord) -> Planned<'c> {
     if user.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: s.user_id.clone() }.into());
     }
-    second_factor_rule(&tenants::active(t, &s.tenant)?, &user, s)?;
+    second_factor_rule(t, &tenants::active(t, &s.tenant)?, &user, s)?;
     check_new_session(t, s)?;
     writes(move |t| {
         t.sessions.put(s)?;
@@ -142,7 +156,7 @@ pub(super) fn register<'c>(t: &Tables<'_>, r: &'c Registration) -> Planned<'c> {
             return Err(Rejection::BindingExists { id: o.binding.id.clone() }.into());
         }
     }
-    second_factor_rule(&tenant, &r.user, &r.session)?;
+    second_factor_rule(t, &tenant, &r.user, &r.session)?;
     check_new_session(t, &r.session)?;
     writes(move |t| {
         t.users.put(&r.user)?;

@@ -51,11 +51,21 @@ pub fn email_token_key(tenant: &str, token_sha256: &str) -> String {
     format!("{tenant}/{token_sha256}")
 }
 
+/// The prefix of a user's entries in the email-tokens-by-user index.
+pub fn user_tokens_prefix(tenant: &str, user_id: &str) -> String {
+    format!("{tenant}/{user_id}/")
+}
+
 impl Row for EmailTokenRecord {
     const TABLE: StrTable = tables::EMAIL_TOKENS;
     const NAME: &'static str = "email_tokens";
+    const INDEX: Option<StrTable> = Some(tables::EMAIL_TOKENS_BY_USER);
     fn key(&self) -> String {
         email_token_key(&self.tenant, &self.token_sha256)
+    }
+    fn index_entries(&self) -> Vec<(String, Vec<u8>)> {
+        let entry = format!("{}{}", user_tokens_prefix(&self.tenant, &self.user_id), self.token_sha256);
+        vec![(entry, self.key().into_bytes())]
     }
 }
 
