@@ -431,6 +431,8 @@ fn leader_index(members: &[Member], leader: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_the_leader_or_every_node_loses_no_acknowledged_write() {
+    // It asserts liveness bounds: no heavy test runs beside it.
+    let _heavy = crate::support::heavy();
     let tmp = tempfile::tempdir().unwrap();
     let mut members = formed(tmp.path(), None).await;
     let targets: Vec<Target> = members.iter().map(|m| Arc::new(Mutex::new(Some(target_of(m))))).collect();
@@ -500,6 +502,8 @@ async fn killing_the_leader_or_every_node_loses_no_acknowledged_write() {
 /// a new term, and a read on it right after the restart sees the write it acknowledged last.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_restarted_at_once_campaigns_and_its_reads_see_its_last_write() {
+    // It asserts liveness bounds: no heavy test runs beside it.
+    let _heavy = crate::support::heavy();
     let tmp = tempfile::tempdir().unwrap();
     let mut members = formed(tmp.path(), Some("https://id.cluster.test")).await;
     let (leader, term) = wait_for_agreement(&members.iter().collect::<Vec<_>>(), 3, Duration::from_secs(10));
@@ -538,6 +542,8 @@ async fn ready_leader(m: &Member) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_leader_serves_no_stale_read_and_a_cut_off_node_refuses_writes() {
+    // It asserts liveness bounds: no heavy test runs beside it.
+    let _heavy = crate::support::heavy();
     let tmp = tempfile::tempdir().unwrap();
     let members = formed(tmp.path(), None).await;
     let tokens: Vec<String> = members.iter().map(|m| platform_token(m.node())).collect();

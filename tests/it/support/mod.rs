@@ -26,9 +26,9 @@ fn getrandom_fill(buf: &mut [u8]) {
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).expect("/dev/urandom");
 }
 
-/// Held by the tests whose timing a busy machine can break (partitions in network namespaces)
-/// and by those that load it most (browsers, the fuzzer, image decoding), so the two kinds never
-/// run at once on a small CI machine. Tests that only assert liveness bounds are unaffected.
+/// Held by the tests whose timing a busy machine can break (partitions in network namespaces,
+/// liveness bounds after a kill or a pause) and by those that load it most (browsers, the
+/// fuzzer, image decoding), so the two kinds never run at once on a small CI machine.
 /// Each test runs on a thread of its own, so holding this across the test's awaits blocks
 /// nothing but other heavy tests.
 pub fn heavy() -> Heavy {
