@@ -500,18 +500,18 @@ pub async fn current(
     Ok(Some((session, user)))
 }
 
-/// The live session behind a presented id that may add a sign-in factor (a full one, or a
-/// setup-only one), and its user; never one still waiting for its code.
-pub fn for_factor_change(
+/// The live session behind a presented id that `wanted` accepts, and its active user.
+fn live_session(
     app: &AppState,
     tenant: &str,
     session_id: &str,
+    wanted: impl Fn(&SessionRecord) -> bool,
 ) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
     let digest = session_digest(session_id);
     let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
     let reader = app.store.read().map_err(unavailable)?;
     let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
-    if !session.live_at(app.clock.now_ms()) || session.pending_mfa {
+    if !session.live_at(app.clock.now_ms()) || !wanted(&session) {
         return Ok(None);
     }
     match reader.user(tenant, &session.user_id).map_err(unavailable)? {
@@ -520,23 +520,23 @@ pub fn for_factor_change(
     }
 }
 
+/// The live session behind a presented id that may add a sign-in factor (a full one, or a
+/// setup-only one), and its user; never one still waiting for its code.
+pub fn for_factor_change(
+    app: &AppState,
+    tenant: &str,
+    session_id: &str,
+) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
+    live_session(app, tenant, session_id, |s| !s.pending_mfa)
+}
+
 /// The live sign-in behind a presented id that waits for its second factor, and its user.
 pub fn pending(
     app: &AppState,
     tenant: &str,
     session_id: &str,
 ) -> Result<Option<(SessionRecord, UserRecord)>, AuthError> {
-    let digest = session_digest(session_id);
-    let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
-    let reader = app.store.read().map_err(unavailable)?;
-    let Some(session) = reader.session(tenant, &digest).map_err(unavailable)? else { return Ok(None) };
-    if !session.live_at(app.clock.now_ms()) || !session.pending_mfa {
-        return Ok(None);
-    }
-    match reader.user(tenant, &session.user_id).map_err(unavailable)? {
-        Some(u) if u.status == UserStatus::Active => Ok(Some((session, u))),
-        _ => Ok(None),
-    }
+    live_session(app, tenant, session_id, |s| s.pending_mfa)
 }
 
 /// Sessions whose touch is being written: one at a time each, and a bounded set, so parallel

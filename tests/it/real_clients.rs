@@ -155,15 +155,20 @@ async fn the_docs_viewer_renders_offline_in_headless_chromium() {
     assert_ran("docs_viewer.mjs", &out);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chromium() {
-    let _heavy = crate::support::heavy();
-    tokio::task::block_in_place(tools);
-    let (_tmp, dir) = temp_data_dir();
-    // WebAuthn refuses IP addresses: the node's public URL names localhost.
+/// A node at `https://localhost:{port}` (WebAuthn refuses IP addresses, and the browser tests
+/// need a host name): the node, its port and its public URL.
+fn on_localhost(dir: &Path) -> (TestNode, u16, String) {
     let port = crate::support::free_port();
+    (start_on_localhost(dir, port), port, format!("https://localhost:{port}"))
+}
+
+fn start_on_localhost(dir: &Path, port: u16) -> TestNode {
     let public_url = format!("https://localhost:{port}");
-    let node = TestNode::start_listening(&dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap();
+    TestNode::start_listening(dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap()
+}
+
+/// Registers ada (self-registration) and gives her email and password.
+async fn register_ada(node: &TestNode) -> (&'static str, &'static str) {
     let (email, password) = ("ada@example.com", "plenty long enough passphrase");
     let r = node
         .client()
@@ -173,6 +178,16 @@ async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chr
         .await
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    (email, password)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chromium() {
+    let _heavy = crate::support::heavy();
+    tokio::task::block_in_place(tools);
+    let (_tmp, dir) = temp_data_dir();
+    let (node, port, public_url) = on_localhost(&dir);
+    let (email, password) = register_ada(&node).await;
     let ca = ca_file(&node);
     let out = tokio::task::block_in_place(|| {
         run(
@@ -188,7 +203,7 @@ async fn passkeys_are_added_on_the_hosted_page_and_sign_in_without_a_name_in_chr
     let body = stdout.lines().find_map(|l| l.strip_prefix("replay-body ")).expect("the script printed the answer");
     let body = base64::engine::general_purpose::STANDARD.decode(body.trim()).unwrap();
     node.stop();
-    let node = TestNode::start_listening(&dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap();
+    let node = start_on_localhost(&dir, port);
     let r = node
         .client()
         .post(format!("{}/v1/auth/passkeys/login/finish", node.local_url))
@@ -207,19 +222,9 @@ async fn a_listed_origin_calls_the_sign_in_api_with_credentials_and_an_unlisted_
     let _heavy = crate::support::heavy();
     tokio::task::block_in_place(tools);
     let (_tmp, dir) = temp_data_dir();
-    let port = crate::support::free_port();
-    let public_url = format!("https://localhost:{port}");
-    let node = TestNode::start_listening(&dir, &format!("127.0.0.1:{port}"), &["--public-url", &public_url]).unwrap();
+    let (node, port, public_url) = on_localhost(&dir);
     let admin = tokio::task::block_in_place(|| platform_token(&node));
-    let (email, password) = ("ada@example.com", "plenty long enough passphrase");
-    let r = node
-        .client()
-        .post(format!("{}/v1/auth/register", node.local_url))
-        .json(&serde_json::json!({"email": email, "password": password}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), reqwest::StatusCode::CREATED);
+    let (email, password) = register_ada(&node).await;
     let (listed, unlisted) = (format!("https://localhost:{}", port + 1), format!("https://localhost:{}", port + 2));
     let body = serde_json::json!({"cors_origins": [listed]});
     let r = call(&node, reqwest::Method::PATCH, "/admin/v1/tenants/default", Some(&admin), Some(&body)).await;
