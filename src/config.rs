@@ -31,6 +31,7 @@ pub struct Config {
     pub oauth: OAuthConfig,
     pub storage: StorageConfig,
     pub passwords: PasswordConfig,
+    pub sessions: SessionConfig,
     pub email: EmailConfig,
     pub webauthn: WebauthnConfig,
     pub log: LogConfig,
@@ -143,6 +144,25 @@ impl Default for RateLimitConfig {
             lockout_forget_after_secs: 24 * 3600,
             lockout_flush_ms: 500,
         }
+    }
+}
+
+/// End-user sign-in sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// A session ends this long after its sign-in, however much it is used.
+    pub absolute_timeout_secs: u64,
+    /// A session ends when unused this long.
+    pub idle_timeout_secs: u64,
+    /// Sign-in factors (an authenticator, a passkey) change only within this long of a
+    /// sign-in; older sessions sign in again first (S48).
+    pub recent_sign_in_secs: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { absolute_timeout_secs: 12 * 3600, idle_timeout_secs: 30 * 60, recent_sign_in_secs: 10 * 60 }
     }
 }
 
@@ -362,6 +382,7 @@ impl Default for Config {
             oauth: OAuthConfig::default(),
             storage: StorageConfig::default(),
             passwords: PasswordConfig::default(),
+            sessions: SessionConfig::default(),
             email: EmailConfig::default(),
             webauthn: WebauthnConfig::default(),
             log: LogConfig::default(),
@@ -517,6 +538,17 @@ impl Config {
                 "rate_limits.lockout_*: after_failures, window_secs and first_hold_secs at least 1; first_hold_secs \
                  at most max_hold_secs (at most a week) and forget_after_secs at least max_hold_secs; flush_ms \
                  10 to 60000"
+                    .into(),
+            ));
+        }
+        let s = &self.sessions;
+        if !(1..=30 * 86_400).contains(&s.absolute_timeout_secs)
+            || !(1..=s.absolute_timeout_secs).contains(&s.idle_timeout_secs)
+            || !(1..=s.absolute_timeout_secs).contains(&s.recent_sign_in_secs)
+        {
+            return Err(ConfigError::Invalid(
+                "sessions: absolute_timeout_secs 1 to 2592000 (30 days); idle_timeout_secs and recent_sign_in_secs \
+                 1 to absolute_timeout_secs"
                     .into(),
             ));
         }

@@ -17,12 +17,9 @@ use crate::app::{AppState, NodeWriteError, ProposeError};
 use crate::idm::users::{hash_password, verify_password};
 
 pub use crate::idm::users::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
-/// A session ends this long after sign-in whatever happens.
-pub const SESSION_ABSOLUTE_MS: i64 = 12 * 3600 * 1000;
-/// A session ends when unused this long.
-pub const SESSION_IDLE_MS: i64 = 30 * 60 * 1000;
-/// A session's use is written at most this often (a touch is a raft write).
-const TOUCH_EVERY_MS: i64 = SESSION_IDLE_MS / 8;
+/// A session's use is written at most this often, in parts of its idle timeout (a touch is a
+/// raft write).
+const TOUCHES_PER_IDLE_TIMEOUT: i64 = 8;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -170,7 +167,16 @@ pub fn session_digest(id: &str) -> String {
     hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, id.as_bytes()))
 }
 
-pub(crate) fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: String, now_ms: i64) -> SessionRecord {
+/// A new session record with the configured timeouts, starting now.
+pub(crate) fn session_for(
+    app: &AppState,
+    tenant: &str,
+    user_id: &str,
+    method: &str,
+    id_sha256: String,
+) -> SessionRecord {
+    let now_ms = app.clock.now_ms();
+    let secs_ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     SessionRecord {
         v: 1,
         tenant: tenant.to_string(),
@@ -178,8 +184,8 @@ pub(crate) fn session_for(tenant: &str, user_id: &str, method: &str, id_sha256: 
         user_id: user_id.to_string(),
         method: method.to_string(),
         created_at_ms: now_ms,
-        expires_at_ms: now_ms + SESSION_ABSOLUTE_MS,
-        idle_timeout_ms: SESSION_IDLE_MS,
+        expires_at_ms: now_ms.saturating_add(secs_ms(app.config.sessions.absolute_timeout_secs)),
+        idle_timeout_ms: secs_ms(app.config.sessions.idle_timeout_secs),
         last_seen_ms: now_ms,
         pending_mfa: false,
         setup_only: false,
@@ -267,7 +273,7 @@ async fn create_account(app: &AppState, tenant: &TenantRecord, account: NewAccou
         }
     });
     let (session_id, digest) = new_session_id();
-    let mut session = session_for(&tenant.id, &user.id, "register", digest, now_ms);
+    let mut session = session_for(app, &tenant.id, &user.id, "register", digest);
     second_step(tenant, &user, &mut session);
     let registration = Registration { user: user.clone(), session: session.clone(), organization };
     match app.propose(&format!("user:{}", user.id), Command::Register(Box::new(registration))).await? {
@@ -441,7 +447,7 @@ async fn password_login(
     };
     upgrade_hash(app, &user, &password).await;
     let (session_id, digest) = new_session_id();
-    let mut session = session_for(&tenant.id, &user.id, "password", digest, app.clock.now_ms());
+    let mut session = session_for(app, &tenant.id, &user.id, "password", digest);
     second_step(tenant, &user, &mut session);
     let mut started = app.propose(&format!("user:{}", user.id), Command::StartSession(session.clone())).await;
     if let Err(ProposeError::Refused(r)) = &started {
@@ -489,7 +495,7 @@ pub async fn current(
         _ => return Ok(None),
     };
     drop(reader);
-    if now_ms - session.last_seen_ms >= TOUCH_EVERY_MS {
+    if now_ms - session.last_seen_ms >= session.idle_timeout_ms / TOUCHES_PER_IDLE_TIMEOUT {
         if let Some(_touching) = Touching::begin(&digest) {
             let command = Command::TouchSession { tenant: tenant.to_string(), id_sha256: digest.clone() };
             if let Err(e) = app.propose(&format!("user:{}", user.id), command).await {

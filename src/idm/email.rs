@@ -229,7 +229,7 @@ async fn redeem_sign_in(
         .map_err(unavailable)?
         .ok_or(AuthError::BadCode)?;
     let (session_id, digest) = auth::new_session_id();
-    let mut session = auth::session_for(&token.tenant, &user.id, method, digest, app.clock.now_ms());
+    let mut session = auth::session_for(app, &token.tenant, &user.id, method, digest);
     auth::second_step(tenant, &user, &mut session);
     let redeem = |session: gatehouse_storage::model::SessionRecord| Command::RedeemEmailToken {
         tenant: token.tenant.clone(),

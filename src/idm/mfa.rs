@@ -163,7 +163,7 @@ pub async fn challenge(
         MfaFactor::TotpStep(_) => format!("{}+totp", pending.method),
         MfaFactor::RecoveryCode(_) => format!("{}+recovery_code", pending.method),
     };
-    let session = crate::idm::auth::session_for(&user.tenant, &user.id, &method, digest, app.clock.now_ms());
+    let session = crate::idm::auth::session_for(app, &user.tenant, &user.id, &method, digest);
     let command = Command::CompleteMfa {
         tenant: user.tenant.clone(),
         user_id: user.id.clone(),

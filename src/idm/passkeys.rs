@@ -269,7 +269,7 @@ async fn sign_in(
     let mut updated = passkey;
     updated.update_credential(&checked);
     let (session_id, digest) = auth::new_session_id();
-    let session = auth::session_for(&tenant.id, &user.id, "passkey", digest, app.clock.now_ms());
+    let session = auth::session_for(app, &tenant.id, &user.id, "passkey", digest);
     let command = Command::PasskeySignIn {
         tenant: tenant.id.clone(),
         credential_id,

@@ -635,3 +635,50 @@ async fn a_tenant_that_requires_mfa_takes_shorter_passwords_and_has_a_factor_add
     }
     assert!(throttled.is_some(), "the MFA challenge answers 429 with Retry-After once the budget is spent");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_end_when_unused_or_old_and_factors_change_only_soon_after_a_sign_in() {
+    use std::time::{Duration, Instant};
+    let (_tmp, dir) = temp_data_dir();
+    let timeouts =
+        ["sessions.absolute_timeout_secs=4", "sessions.idle_timeout_secs=2", "sessions.recent_sign_in_secs=1"];
+    let args: Vec<&str> = timeouts.iter().flat_map(|t| ["--set", t]).collect();
+    let node = TestNode::start_with(&dir, &args, &[]).unwrap();
+    let credentials = json!({"email": "ada@example.com", "password": "plenty long enough passphrase"});
+    let r = auth(&node, Method::POST, "/v1/auth/register", None, Some(credentials.clone()), &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let signed_in = Instant::now();
+    let used = jar(&r.cookie.unwrap());
+    let session = |cookie: String| {
+        let node = &node;
+        async move { auth(node, Method::GET, "/v1/auth/session", Some(&cookie), None, &[]).await.status }
+    };
+
+    // S48: an authenticator is added only within a second of the sign-in here.
+    let enroll = auth(&node, Method::POST, "/v1/auth/mfa/totp/enroll", Some(&used), Some(json!({})), &[]).await;
+    assert_eq!(enroll.status, StatusCode::OK, "{}", enroll.body);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let late = auth(&node, Method::POST, "/v1/auth/mfa/totp/enroll", Some(&used), Some(json!({})), &[]).await;
+    let reauthenticate = json!("urn:gatehouse:problem:reauthentication_required");
+    assert_eq!((late.status, &late.body["type"]), (StatusCode::UNAUTHORIZED, &reauthenticate), "{}", late.body);
+    assert_eq!(session(used.clone()).await, StatusCode::OK, "a late factor change leaves the session signed in");
+
+    // S50: a session used every half second outlives its idle timeout (2 s) but not its
+    // absolute one (4 s); one left unused ends after its idle timeout.
+    let r = auth(&node, Method::POST, "/v1/auth/login", None, Some(credentials), &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let unused = jar(&r.cookie.unwrap());
+    let unused_since = Instant::now();
+    while signed_in.elapsed() < Duration::from_millis(3000) {
+        assert_eq!(session(used.clone()).await, StatusCode::OK, "used, {:?} after sign-in", signed_in.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    while unused_since.elapsed() < Duration::from_millis(2500) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session(unused).await, StatusCode::UNAUTHORIZED, "unused for 2.5 s with a 2 s idle timeout");
+    while signed_in.elapsed() < Duration::from_millis(4500) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(session(used).await, StatusCode::UNAUTHORIZED, "4.5 s after sign-in with a 4 s absolute timeout");
+}

@@ -509,10 +509,6 @@ pub(super) async fn user_for_change(
     }
 }
 
-/// How recent a sign-in must be to change the user's sign-in factors (S48): older sessions sign
-/// in again first.
-const RECENT_SIGN_IN_MS: i64 = 10 * 60 * 1000;
-
 /// The signed-in user behind a change of their sign-in factors (an authenticator, a passkey):
 /// the session must be a recent sign-in (S48), so a stolen older cookie cannot add one.
 pub(super) async fn user_for_factor_change(
@@ -540,8 +536,10 @@ async fn user_for_factor(
     setup_may: bool,
 ) -> Result<gatehouse_storage::model::UserRecord, Problem> {
     let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
+    let within_secs = app.config.sessions.recent_sign_in_secs;
+    let within_ms = i64::try_from(within_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let recent = |s: &gatehouse_storage::model::SessionRecord| {
-        app.clock.now_ms() - s.created_at_ms <= RECENT_SIGN_IN_MS && (setup_may || !s.setup_only)
+        app.clock.now_ms() - s.created_at_ms <= within_ms && (setup_may || !s.setup_only)
     };
     match auth::for_factor_change(app, &tenant.id, &id) {
         Ok(Some((session, _))) if session.setup_only && !setup_may => Err(not_signed_in()),
@@ -549,7 +547,7 @@ async fn user_for_factor(
         Ok(Some(_)) => Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "reauthentication_required",
-            "sign in again: sign-in factors change only within 10 minutes of a sign-in",
+            format!("sign in again: sign-in factors change only within {within_secs} s of a sign-in"),
         )),
         Ok(None) => Err(not_signed_in()),
         Err(e) => Err(problem_of(e)),
