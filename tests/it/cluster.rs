@@ -1911,18 +1911,174 @@ async fn a_totp_step_and_an_email_code_are_each_accepted_once_across_three_nodes
     .await;
     let accepted = answers.iter().filter(|a| a.status == StatusCode::OK).count();
     assert_eq!(accepted, 1, "{:?}", answers.iter().map(|a| a.status).collect::<Vec<_>>());
+}
 
-    // Fifty wrong passwords at once over the three nodes: each node checks only its share of
-    // what is left of the account's budget (10 here), so at most 10 + 2 × 4 are checked (30
-    // without the shares).
-    let carol = json!({"email": "carol@example.com", "password": password});
-    assert_eq!(with_cookie(&members[0], "/v1/auth/register", None, &carol).await.status, StatusCode::CREATED);
-    let wrong = json!({"email": "carol@example.com", "password": "not the right passphrase"});
-    let answers =
-        futures_util::future::join_all((0..50).map(|i| with_cookie(&members[i % 3], "/v1/auth/login", None, &wrong)))
-            .await;
-    let checked = answers.iter().filter(|a| a.status == StatusCode::UNAUTHORIZED).count();
+/// A GET with a session cookie to `path` on the member's own address.
+async fn get_with_cookie(m: &Member, path: &str, cookie: &str) -> Answer {
+    let node = m.node();
+    into_answer(node.client().get(format!("{}{path}", node.local_url)).header("cookie", cookie).send().await.unwrap())
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_passkey_challenge_is_spent_once_across_three_nodes_and_a_logout_ends_the_session_everywhere() {
+    use crate::support::soft_passkey::SoftPasskey;
+    let public_url = "https://id.cluster.test";
+    let tmp = tempfile::tempdir().unwrap();
+    let members = formed(tmp.path(), Some(public_url)).await;
+    let credentials = json!({"email": "ada@example.com", "password": "plenty long enough passphrase"});
+    let r = with_cookie(&members[0], "/v1/auth/register", None, &credentials).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+    let cookie = cookie_of(&r);
+
+    // A registration begun on one node finishes on another: the ceremony is sealed under the
+    // tenant's key, which every node holds.
+    let mut passkey = SoftPasskey::new(public_url);
+    let begun = with_cookie(&members[0], "/v1/auth/passkeys/register/begin", Some(&cookie), &json!({})).await;
+    assert_eq!(begun.status, StatusCode::OK, "{}", begun.body);
+    let answer = json!({"ceremony": begun.body["ceremony"], "credential": passkey.register(&begun.body["options"])});
+    let added = with_cookie(&members[1], "/v1/auth/passkeys/register/finish", Some(&cookie), &answer).await;
+    assert!(added.status.is_success(), "{}: {}", added.status, added.body);
+    on_every_member(&members, "the new passkey", |i| {
+        let (m, cookie) = (&members[i], cookie.clone());
+        async move {
+            let listed = get_with_cookie(m, "/v1/auth/passkeys/credentials", &cookie).await;
+            listed.body["items"].as_array().is_some_and(|a| a.len() == 1)
+        }
+    })
+    .await;
+
+    // S47: one sign-in ceremony, its one assertion finished 30 times at once over the three
+    // nodes: one session.
+    let begun = with_cookie(&members[2], "/v1/auth/passkeys/login/begin", None, &json!({})).await;
+    assert_eq!(begun.status, StatusCode::OK, "{}", begun.body);
+    let answer = json!({"ceremony": begun.body["ceremony"], "credential": passkey.sign_in(&begun.body["options"])});
+    let answers = futures_util::future::join_all(
+        (0..30).map(|i| with_cookie(&members[i % 3], "/v1/auth/passkeys/login/finish", None, &answer)),
+    )
+    .await;
     let statuses: Vec<_> = answers.iter().map(|a| a.status).collect();
+    let winners: Vec<_> = answers.iter().filter(|a| a.status == StatusCode::OK).collect();
+    assert_eq!(winners.len(), 1, "{statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s.as_u16(), 200 | 400)), "{statuses:?}");
+    let signed_in = cookie_of(winners[0]);
+
+    // S50: the session is good on every node, and a logout on one ends it on every node.
+    on_every_member(&members, "the passkey session", |i| {
+        let (m, c) = (&members[i], signed_in.clone());
+        async move { get_with_cookie(m, "/v1/auth/session", &c).await.status == StatusCode::OK }
+    })
+    .await;
+    let out = with_cookie(&members[1], "/v1/auth/logout", Some(&signed_in), &json!({})).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT, "{}", out.body);
+    on_every_member(&members, "the logout", |i| {
+        let (m, c) = (&members[i], signed_in.clone());
+        async move { get_with_cookie(m, "/v1/auth/session", &c).await.status == StatusCode::UNAUTHORIZED }
+    })
+    .await;
+
+    // A fresh ceremony signs in again (the counter moved on), on another node.
+    let begun = with_cookie(&members[0], "/v1/auth/passkeys/login/begin", None, &json!({})).await;
+    let answer = json!({"ceremony": begun.body["ceremony"], "credential": passkey.sign_in(&begun.body["options"])});
+    let again = with_cookie(&members[0], "/v1/auth/passkeys/login/finish", None, &answer).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+}
+
+/// A JSON POST to `path` on the member's own address, from `source`.
+async fn post_from(m: &Member, source: std::net::IpAddr, path: &str, cookie: Option<&str>, body: &Value) -> Answer {
+    let node = m.node();
+    let mut req = node.client_from(source).post(format!("{}{path}", node.local_url)).json(body);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    into_answer(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_passwords_and_codes_from_many_sources_over_three_nodes_hold_the_account_on_every_node() {
+    use std::net::IpAddr;
+    let tmp = tempfile::tempdir().unwrap();
+    let members = formed(tmp.path(), Some("https://id.cluster.test")).await;
+    let password = "plenty long enough passphrase";
+    let (carol, dan) = ("carol@example.com", "dan@example.com");
+    let mut cookies = Vec::new();
+    for email in [carol, dan] {
+        let r =
+            with_cookie(&members[0], "/v1/auth/register", None, &json!({"email": email, "password": password})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+        cookies.push(cookie_of(&r));
+    }
+    // Thirty sources, each under its own budget of failures (30 a minute), so only the
+    // account's budget (10 failures) can hold anything.
+    let source = |n: usize| IpAddr::from([127, 0, 1, u8::try_from(n % 30 + 1).unwrap()]);
+    let bystander = IpAddr::from([127, 0, 2, 1]);
+
+    // S40: 300 wrong passwords at once over the three nodes. Each node checks only its share of
+    // what is left of the account's budget, so at most 10 + 2 × 4 are checked.
+    let wrong = json!({"email": carol, "password": "not the right passphrase"});
+    let answers = futures_util::future::join_all(
+        (0..300).map(|n| post_from(&members[n % 3], source(n), "/v1/auth/login", None, &wrong)),
+    )
+    .await;
+    let statuses: Vec<_> = answers.iter().map(|a| a.status.as_u16()).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
     assert!((1..=18).contains(&checked), "{checked} passwords checked: {statuses:?}");
-    assert!(answers.iter().all(|a| matches!(a.status.as_u16(), 401 | 429 | 503)), "{statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429 | 503)), "{statuses:?}");
+    // Then even the right password is held, on every node, while another account signs in
+    // from the same source.
+    let right = json!({"email": carol, "password": password});
+    on_every_member(&members, "carol's hold", |i| {
+        let (m, right) = (&members[i], right.clone());
+        async move { post_from(m, bystander, "/v1/auth/login", None, &right).await.status == StatusCode::TOO_MANY_REQUESTS }
+    })
+    .await;
+
+    // The same for codes: dan confirms an authenticator, then three sign-ins (one per node)
+    // wait for a code, and 50 wrong codes arrive at once.
+    let enrolled = with_cookie(&members[0], "/v1/auth/mfa/totp/enroll", Some(&cookies[1]), &json!({})).await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+    let totp = totp_rs::TOTP::from_url(enrolled.body["otpauth_uri"].as_str().unwrap()).unwrap();
+    // The node checks codes against the wall clock, and so does this test.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let confirm = json!({"code": totp.generate(now)});
+    let confirmed = with_cookie(&members[0], "/v1/auth/mfa/totp/confirm", Some(&cookies[1]), &confirm).await;
+    assert_eq!(confirmed.status, StatusCode::OK, "{}", confirmed.body);
+    let mut pending = Vec::new();
+    for m in &members {
+        let r = post_from(m, bystander, "/v1/auth/login", None, &json!({"email": dan, "password": password})).await;
+        assert_eq!((r.status, &r.body["mfa_required"]), (StatusCode::OK, &json!(true)), "{}", r.body);
+        pending.push(cookie_of(&r));
+    }
+    let good: Vec<String> = (0..4).map(|k| totp.generate(now + 30 * k)).collect();
+    let wrong_codes: Vec<String> =
+        (0..60).map(|n| format!("{:06}", 100_003 * n % 1_000_000)).filter(|c| !good.contains(c)).take(50).collect();
+    let answers = futures_util::future::join_all(wrong_codes.iter().enumerate().map(|(n, code)| {
+        let body = json!({"code": code});
+        let (m, cookie) = (&members[n % 3], pending[n % 3].clone());
+        async move { post_from(m, source(n), "/v1/auth/mfa/totp/challenge", Some(&cookie), &body).await }
+    }))
+    .await;
+    let statuses: Vec<_> = answers.iter().map(|a| a.status.as_u16()).collect();
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    assert!((1..=18).contains(&checked), "{checked} codes checked: {statuses:?}");
+    assert!(statuses.iter().all(|s| matches!(s, 401 | 429 | 503)), "{statuses:?}");
+    // Then even the right code is held on every node (once each node has seen the hold: a
+    // wrong code asks, since it costs nothing once the account is held).
+    let probe = json!({"code": wrong_codes[0]});
+    on_every_member(&members, "dan's hold", |i| {
+        let (m, cookie, probe) = (&members[i], pending[i].clone(), probe.clone());
+        async move {
+            let a = post_from(m, bystander, "/v1/auth/mfa/totp/challenge", Some(&cookie), &probe).await;
+            a.status == StatusCode::TOO_MANY_REQUESTS
+        }
+    })
+    .await;
+    for (i, m) in members.iter().enumerate() {
+        #[allow(clippy::disallowed_methods)]
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let body = json!({"code": totp.generate(now)});
+        let a = post_from(m, bystander, "/v1/auth/mfa/totp/challenge", Some(&pending[i]), &body).await;
+        assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "the right code on member {i}: {}", a.body);
+    }
 }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod netns;
 pub mod node;
 pub mod snapshot;
+pub mod soft_passkey;
 
 pub use node::{cli, TestNode};
 pub use snapshot::DirSnapshot;

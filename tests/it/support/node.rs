@@ -214,6 +214,19 @@ impl TestNode {
         client_for(&self.ca_pem)
     }
 
+    /// As [`TestNode::client`], its connections coming from `source` (any address of
+    /// 127.0.0.0/8 reaches a node on loopback), so a test can speak for many sources.
+    pub fn client_from(&self, source: std::net::IpAddr) -> reqwest::Client {
+        let cert = reqwest::Certificate::from_pem(&self.ca_pem).expect("CA PEM");
+        reqwest::Client::builder()
+            .tls_certs_only([cert])
+            .local_address(source)
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(Duration::from_secs(20))
+            .build()
+            .expect("client")
+    }
+
     pub fn cli(&self, args: &[&str]) -> Output {
         cli(&self.data_dir, args)
     }
