@@ -7,7 +7,9 @@ use poem_openapi::OpenApiService;
 
 use crate::app::AppState;
 use crate::http::api::admin::{BindingsApi, ClientsApi, KeysApi, OrganizationsApi, RolesApi, TenantsApi, UsersApi};
-use crate::http::api::{AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi, PasskeysApi, ProfileApi};
+use crate::http::api::{
+    AuthApi, ClusterApi, EmailAuthApi, OAuthApi, OidcApi, OpsApi, PagesApi, PasskeysApi, ProfileApi,
+};
 use crate::http::middleware;
 
 const DESCRIPTION: &str = "Identity and access management appliance: OpenID Connect, OAuth 2.0 and admin REST API.\n\n\
@@ -26,6 +28,7 @@ type Apis = (
     AuthApi,
     EmailAuthApi,
     PasskeysApi,
+    PagesApi,
     ProfileApi,
     TenantsApi,
     UsersApi,
@@ -46,6 +49,7 @@ fn service() -> OpenApiService<Apis, ()> {
             AuthApi,
             EmailAuthApi,
             PasskeysApi,
+            PagesApi,
             ProfileApi,
             TenantsApi,
             UsersApi,

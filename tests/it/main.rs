@@ -19,6 +19,7 @@ mod keys;
 mod oauth;
 mod openapi_doc;
 mod packaging;
+mod pages;
 mod profile;
 mod real_clients;
 mod refusals;

@@ -409,6 +409,11 @@ fn cookie_name(tenant: &str) -> String {
     format!("__Host-gh_session_{tenant}")
 }
 
+/// The `Set-Cookie` that clears the tenant's session cookie.
+pub(super) fn clear_cookie(tenant: &str) -> String {
+    set_cookie(tenant, "", 0)
+}
+
 fn set_cookie(tenant: &str, session_id: &str, max_age_secs: i64) -> String {
     format!("{}={session_id}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}", cookie_name(tenant))
 }
@@ -536,12 +541,23 @@ async fn user_for_factor(
     setup_may: bool,
 ) -> Result<gatehouse_storage::model::UserRecord, Problem> {
     let (tenant, id) = tenant_for_change(app, scope, req).and_then(|t| session_of(req, t))?;
+    factor_changer(app, &tenant.id, &id, setup_may)
+}
+
+/// The user of session `id` of `tenant` if it may change their sign-in factors now: a recent
+/// sign-in (S48), and never a setup-only session when `setup_may` is false.
+pub(super) fn factor_changer(
+    app: &AppState,
+    tenant: &str,
+    id: &str,
+    setup_may: bool,
+) -> Result<gatehouse_storage::model::UserRecord, Problem> {
     let within_secs = app.config.sessions.recent_sign_in_secs;
     let within_ms = i64::try_from(within_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let recent = |s: &gatehouse_storage::model::SessionRecord| {
         app.clock.now_ms() - s.created_at_ms <= within_ms && (setup_may || !s.setup_only)
     };
-    match auth::for_factor_change(app, &tenant.id, &id) {
+    match auth::for_factor_change(app, tenant, id) {
         Ok(Some((session, _))) if session.setup_only && !setup_may => Err(not_signed_in()),
         Ok(Some((session, user))) if recent(&session) => Ok(user),
         Ok(Some(_)) => Err(Problem::new(

@@ -1,15 +1,16 @@
 //! Passkeys under each issuer, `{issuer}/v1/auth/passkeys…`: register (signed in), sign in
-//! without a name, list and delete, and the hosted page. Thin adapters over `idm::passkeys`.
+//! without a name, list and delete. Thin adapters over `idm::passkeys`; the hosted page is
+//! `auth_pages`.
 
 use std::sync::Arc;
 
 use poem::http::StatusCode;
 use poem::web::Data;
-use poem_openapi::payload::{Html, Json};
+use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 
 use super::auth::{
-    auth_answer, bad_request, problem_of, signed_in, tenant_for_change, tenant_of, too_many, user_for_factor_change,
+    auth_answer, bad_request, problem_of, signed_in, tenant_for_change, too_many, user_for_factor_change,
     user_for_factor_removal, user_signed_in, FromProblem, SessionView,
 };
 use crate::app::AppState;
@@ -20,7 +21,7 @@ use crate::idm::auth::AuthError;
 use crate::idm::passkeys;
 
 #[derive(Tags)]
-enum PasskeyTag {
+pub(super) enum PasskeyTag {
     /// Passkeys (WebAuthn discoverable credentials) of end users.
     Passkeys,
 }
@@ -136,32 +137,8 @@ auth_answer! {
     403 Forbidden "A cross-site request.",
 }
 
-/// The hosted passkey page.
-#[derive(ApiResponse)]
-pub enum PasskeyPage {
-    /// The page.
-    #[oai(status = 200)]
-    Ok(Html<String>),
-    /// No such tenant.
-    #[oai(status = 404, content_type = "application/problem+json")]
-    NotFound(Json<Problem>),
-    /// This node cannot serve the request now.
-    #[oai(status = 503, content_type = "application/problem+json")]
-    Unavailable(Json<Problem>),
-}
-
 #[OpenApi(tag = "PasskeyTag::Passkeys")]
 impl PasskeysApi {
-    /// The hosted page: a signed-in user adds a passkey; a signed-out one signs in with one.
-    #[oai(path = "/v1/auth/passkeys", method = "get", operation_id = "passkeyPage")]
-    async fn page(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>) -> PasskeyPage {
-        match tenant_of(&app, &scope) {
-            Ok(_) => PasskeyPage::Ok(Html(crate::http::pages::passkeys())),
-            Err(p) if p.status == 404 => PasskeyPage::NotFound(Json(p)),
-            Err(p) => PasskeyPage::Unavailable(Json(p)),
-        }
-    }
-
     /// Begin adding a passkey to the signed-in user (writes nothing).
     #[oai(path = "/v1/auth/passkeys/register/begin", method = "post", operation_id = "beginPasskeyRegistration")]
     async fn register_begin(&self, app: Data<&Arc<AppState>>, scope: Data<&IssuerScope>, req: &poem::Request) -> Begun {

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod auth_email;
+pub mod auth_pages;
 pub mod auth_passkeys;
 pub mod auth_profile;
 pub mod checked;
@@ -14,6 +15,7 @@ pub mod text;
 
 pub use auth::AuthApi;
 pub use auth_email::EmailAuthApi;
+pub use auth_pages::PagesApi;
 pub use auth_passkeys::PasskeysApi;
 pub use auth_profile::ProfileApi;
 pub use cluster::ClusterApi;

@@ -34,59 +34,39 @@ function linkPage() {
   });
 }
 
-// Passkeys: a signed-in user adds one; a signed-out one signs in with one, naming nobody.
-async function passkeysPage() {
-  const show = (id, on) => { $(id).hidden = !on; };
-  async function refresh() {
-    const s = await call("session");
-    const signedIn = s.ok;
-    $("who").textContent = signedIn ? `Signed in as ${s.json.user.email || s.json.user.display_name}.` : "Not signed in.";
-    show("add", signedIn);
-    show("signout", signedIn);
-    show("signin", !signedIn);
-    const list = $("list");
-    list.replaceChildren();
-    if (signedIn) {
-      const l = await call("passkeys/credentials");
-      for (const p of (l.ok ? l.json.items : [])) {
-        const li = document.createElement("li");
-        li.textContent = p.name;
-        list.append(li);
-      }
-    }
-  }
-  $("add").addEventListener("click", async () => {
+// Passkeys: a signed-in user adds one; a signed-out one signs in with one, naming nobody. The
+// server renders who is signed in, the list and the forms (sign out, remove: they carry the
+// page's token); after a step the page is loaded again, saying what was done.
+function passkeysPage() {
+  const done = (what) => location.assign(`${location.pathname}?done=${what}`);
+  const add = $("add");
+  if (add) add.addEventListener("click", async () => {
     try {
       const begun = await call("passkeys/register/begin", {});
       if (!begun.ok) return say(failed(begun));
       const publicKey = PublicKeyCredential.parseCreationOptionsFromJSON(begun.json.options.publicKey);
       const credential = await navigator.credentials.create({ publicKey });
-      const done = await call("passkeys/register/finish", { ceremony: begun.json.ceremony, credential: credential.toJSON() });
-      say(done.ok ? "Passkey added." : failed(done));
+      const finished = await call("passkeys/register/finish", { ceremony: begun.json.ceremony, credential: credential.toJSON() });
+      if (!finished.ok) return say(failed(finished));
+      done("added");
     } catch (e) {
       say(`Failed: ${e.name}`);
     }
-    await refresh();
   });
-  $("signin").addEventListener("click", async () => {
+  const signIn = $("signin");
+  if (signIn) signIn.addEventListener("click", async () => {
     try {
       const begun = await call("passkeys/login/begin", {});
       if (!begun.ok) return say(failed(begun));
       const publicKey = PublicKeyCredential.parseRequestOptionsFromJSON(begun.json.options.publicKey);
       const credential = await navigator.credentials.get({ publicKey });
-      const done = await call("passkeys/login/finish", { ceremony: begun.json.ceremony, credential: credential.toJSON() });
-      say(done.ok ? `Signed in as ${done.json.user.email}.` : failed(done));
+      const finished = await call("passkeys/login/finish", { ceremony: begun.json.ceremony, credential: credential.toJSON() });
+      if (!finished.ok) return say(failed(finished));
+      done("signed-in");
     } catch (e) {
       say(`Failed: ${e.name}`);
     }
-    await refresh();
   });
-  $("signout").addEventListener("click", async () => {
-    await call("logout", {});
-    say("Signed out.");
-    await refresh();
-  });
-  await refresh();
 }
 
 if (document.body.dataset.page === "link") linkPage();

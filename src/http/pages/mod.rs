@@ -1,5 +1,6 @@
 //! The hosted pages: small, server-rendered, one shared script from this origin (the pages'
-//! CSP runs nothing inline), no framework. The email link pages and the passkey page live
+//! CSP runs nothing inline), no framework. Their forms post back to the page with a
+//! synchronizer token bound to the session. The email link pages and the passkey page live
 //! here; the OIDC sign-in pages will build on them.
 
 /// The pages' script, served at [`SCRIPT_PATH`].
@@ -38,13 +39,84 @@ pub fn link(title: &str, action: &str, with_password: bool) -> String {
     )
 }
 
-/// The passkey page: a signed-in user adds a passkey, a signed-out one signs in with one.
-pub fn passkeys() -> String {
-    page(
-        "passkeys",
-        "Passkeys",
-        "<p id=\"who\"></p>\n<button id=\"add\" type=\"button\" hidden>Add a passkey</button>\n\
-         <button id=\"signin\" type=\"button\" hidden>Sign in with a passkey</button>\n\
-         <button id=\"signout\" type=\"button\" hidden>Sign out</button>\n<ul id=\"list\"></ul>",
+/// The signed-in user as the passkey page shows them.
+pub struct SignedInView {
+    /// Their email address or name.
+    pub who: String,
+    /// The synchronizer token every form of the page carries ([`form_token`]).
+    pub form_token: String,
+    /// Their passkeys: credential id and name.
+    pub passkeys: Vec<(String, String)>,
+}
+
+/// A form that posts `action` (and `fields`) back to the page's own URL with the token.
+fn form(token: &str, action: &str, fields: &[(&str, &str)], button: &str, button_id: &str) -> String {
+    let hidden: String = fields
+        .iter()
+        .map(|(name, value)| format!("<input type=\"hidden\" name=\"{name}\" value=\"{}\">", escape(value)))
+        .collect();
+    let id = if button_id.is_empty() { String::new() } else { format!(" id=\"{button_id}\"") };
+    format!(
+        "<form method=\"post\"><input type=\"hidden\" name=\"form_token\" value=\"{}\">\
+         <input type=\"hidden\" name=\"action\" value=\"{action}\">{hidden}<button type=\"submit\"{id}>{}</button></form>",
+        escape(token),
+        escape(button)
     )
+}
+
+/// The passkey page: a signed-in user adds a passkey (script), removes one or signs out
+/// (forms); a signed-out one signs in with one (script). `notice` is the outcome of the last
+/// step, shown in the status line.
+pub fn passkeys(signed_in: Option<&SignedInView>, notice: &str) -> String {
+    let main = match signed_in {
+        Some(view) => {
+            let items: String = view
+                .passkeys
+                .iter()
+                .map(|(id, name)| {
+                    let remove = form(&view.form_token, "remove", &[("credential", id)], "Remove", "");
+                    format!("<li>{} {remove}</li>", escape(name))
+                })
+                .collect();
+            format!(
+                "<p id=\"who\">Signed in as {}.</p>\n<button id=\"add\" type=\"button\">Add a passkey</button>\n\
+                 <ul id=\"list\">{items}</ul>\n{}",
+                escape(&view.who),
+                form(&view.form_token, "sign_out", &[], "Sign out", "signout")
+            )
+        }
+        None => {
+            "<p id=\"who\">Not signed in.</p>\n<button id=\"signin\" type=\"button\">Sign in with a passkey</button>"
+                .to_string()
+        }
+    };
+    page("passkeys", "Passkeys", &main).replace(
+        "<p id=\"status\" role=\"status\" aria-live=\"polite\"></p>",
+        &format!("<p id=\"status\" role=\"status\" aria-live=\"polite\">{}</p>", escape(notice)),
+    )
+}
+
+/// An error page: what went wrong and a way back.
+pub fn error(title: &str, detail: &str) -> String {
+    page("error", title, &format!("<p>{}</p>\n<p><a href=\"\">Back</a></p>", escape(detail)))
+}
+
+/// The synchronizer token of a hosted page's forms for one session (S52): a keyed digest of
+/// the session, so a page of this session on any node makes it, and no other page can.
+pub fn form_token(cipher: &crate::crypto::SecretCipher, tenant: &str, session_id: &str) -> String {
+    let session = crate::idm::auth::session_digest(session_id);
+    let mut token = cipher.keyed_digest("hosted-form-token", format!("{tenant}\n{session}").as_bytes());
+    token.truncate(32);
+    token
+}
+
+/// Whether `presented` is the form token of this session (compared in constant time).
+pub fn form_token_matches(
+    cipher: &crate::crypto::SecretCipher,
+    tenant: &str,
+    session_id: &str,
+    presented: &str,
+) -> bool {
+    let expected = form_token(cipher, tenant, session_id);
+    aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), presented.as_bytes()).is_ok()
 }

@@ -37,7 +37,8 @@ async function statusBecomes(page, test, what) {
     if (test(text)) return text;
     await page.waitForTimeout(100);
   }
-  fail(what, `the page says ${JSON.stringify(text)}`);
+  const main = (await page.locator('main').textContent().catch(() => '')) ?? '';
+  fail(what, `the status line says ${JSON.stringify(text)}, at ${page.url()}: ${JSON.stringify(main)}`);
 }
 
 async function sessionStatus(page) {
