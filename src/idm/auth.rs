@@ -342,7 +342,9 @@ pub(crate) fn record_attempt<T>(
 ) {
     let result = match r {
         Ok(_) => "ok",
-        Err(AuthError::BadCredentials | AuthError::BadCode | AuthError::PasskeyRefused(_)) => "invalid_credentials",
+        Err(AuthError::BadCredentials | AuthError::BadCode | AuthError::BadLink | AuthError::PasskeyRefused(_)) => {
+            "invalid_credentials"
+        }
         Err(AuthError::RateLimited(_)) => "rate_limited",
         Err(AuthError::Busy) => "busy",
         Err(AuthError::Invalid(_)) => "invalid_input",

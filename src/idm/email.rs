@@ -263,6 +263,13 @@ pub async fn sign_in_with_code(
     email: &str,
     code: &str,
 ) -> Result<SignedIn, AuthError> {
+    let started = std::time::Instant::now();
+    let result = code_sign_in(app, tenant, email, code).await;
+    auth::record_attempt(app, &tenant.id, "email_code", started, &result);
+    result
+}
+
+async fn code_sign_in(app: &AppState, tenant: &TenantRecord, email: &str, code: &str) -> Result<SignedIn, AuthError> {
     let email = auth::normalize_email(email).map_err(|_| AuthError::BadCode)?;
     let attempt = auth::admit_attempt(app, &tenant.id, &email)?;
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
@@ -299,11 +306,16 @@ fn link_token(app: &AppState, tenant: &str, token: &str, purpose: EmailPurpose) 
 
 /// Signs in with a link's token, once.
 pub async fn sign_in_with_link(app: &AppState, tenant: &TenantRecord, token: &str) -> Result<SignedIn, AuthError> {
-    let token = link_token(app, &tenant.id, token, EmailPurpose::SignInLink)?;
-    redeem_sign_in(app, tenant, &token, "email_link").await.map_err(|e| match e {
-        AuthError::BadCode => AuthError::BadLink,
-        other => other,
-    })
+    let started = std::time::Instant::now();
+    let result = match link_token(app, &tenant.id, token, EmailPurpose::SignInLink) {
+        Ok(token) => redeem_sign_in(app, tenant, &token, "email_link").await.map_err(|e| match e {
+            AuthError::BadCode => AuthError::BadLink,
+            other => other,
+        }),
+        Err(e) => Err(e),
+    };
+    auth::record_attempt(app, &tenant.id, "email_link", started, &result);
+    result
 }
 
 /// Sets a new password with a reset link's token, once; every session of the user ends.

@@ -155,6 +155,20 @@ pub async fn challenge(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<SignedIn, AuthError> {
+    let started = std::time::Instant::now();
+    let result = complete(app, pending, user, code, recovery).await;
+    let method = if recovery.is_some() { "recovery_code" } else { "totp" };
+    crate::idm::auth::record_attempt(app, &user.tenant, method, started, &result);
+    result
+}
+
+async fn complete(
+    app: &AppState,
+    pending: &SessionRecord,
+    user: &UserRecord,
+    code: Option<&str>,
+    recovery: Option<&str>,
+) -> Result<SignedIn, AuthError> {
     let budget = admitted(app, user)?;
     let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &budget, e))?;
     let (session_id, digest) = crate::idm::auth::new_session_id();

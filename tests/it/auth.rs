@@ -634,6 +634,17 @@ async fn a_tenant_that_requires_mfa_takes_shorter_passwords_and_has_a_factor_add
         }
     }
     assert!(throttled.is_some(), "the MFA challenge answers 429 with Retry-After once the budget is spent");
+
+    // The second step is counted by method and result (this run of the node: a code refused
+    // as spent, wrong codes, then the throttled one), and the 429s by route.
+    let metrics = reqwest::get(format!("{}/metrics", node.management_url)).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"gatehouse_logins_total{tenant="acme",method="totp",result="invalid_credentials"}"#,
+        r#"gatehouse_logins_total{tenant="acme",method="totp",result="rate_limited"}"#,
+        r#"route="{issuer}/v1/auth/mfa/totp/challenge",method="POST",status="429""#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -272,6 +272,17 @@ async fn codes_links_and_resets_work_once_through_the_dev_mailbox_and_tell_no_on
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(inbox.all().await.len(), before, "no refused request wrote a message");
+
+    // Email sign-ins are counted by method and result.
+    let metrics = reqwest::get(format!("{}/metrics", node.management_url)).await.unwrap().text().await.unwrap();
+    for line in [
+        r#"gatehouse_logins_total{tenant="default",method="email_code",result="ok"} 1"#,
+        r#"gatehouse_logins_total{tenant="default",method="email_code",result="invalid_credentials"}"#,
+        r#"gatehouse_logins_total{tenant="default",method="email_link",result="ok"} 1"#,
+        r#"gatehouse_logins_total{tenant="default",method="email_link",result="invalid_credentials"}"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
