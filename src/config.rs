@@ -156,7 +156,8 @@ pub struct SessionConfig {
     /// A session ends when unused this long.
     pub idle_timeout_secs: u64,
     /// Sign-in factors (an authenticator, a passkey) change only within this long of a
-    /// sign-in; older sessions sign in again first (S48).
+    /// sign-in; older sessions sign in again first (S48). Checked by the node serving the
+    /// request, so keep it the same on every node (the timeouts are stamped on each session).
     pub recent_sign_in_secs: u64,
 }
 

@@ -15,6 +15,17 @@ pub enum IssuerScope {
     Tenant(String),
 }
 
+impl IssuerScope {
+    /// The path the issuer's routes sit under: empty for `default`, `/t/{tenant}` otherwise
+    /// (for links back to a route, whose request path has lost it).
+    pub fn path_prefix(&self) -> String {
+        match self {
+            IssuerScope::Default => String::new(),
+            IssuerScope::Tenant(id) => format!("/t/{id}"),
+        }
+    }
+}
+
 /// The paths below an issuer that the route table serves once for every tenant.
 pub const ISSUER_PREFIXES: [&str; 3] = [".well-known/", "oauth2/", "v1/auth/"];
 

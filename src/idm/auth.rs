@@ -18,8 +18,9 @@ use crate::idm::users::{hash_password, verify_password};
 
 pub use crate::idm::users::{MAX_PASSWORD_CHARS, MIN_PASSWORD_CHARS};
 /// A session's use is written at most this often, in parts of its idle timeout (a touch is a
-/// raft write).
+/// raft write), and never more than once a second, however short the timeout.
 const TOUCHES_PER_IDLE_TIMEOUT: i64 = 8;
+const MIN_TOUCH_INTERVAL_MS: i64 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -497,7 +498,8 @@ pub async fn current(
         _ => return Ok(None),
     };
     drop(reader);
-    if now_ms - session.last_seen_ms >= session.idle_timeout_ms / TOUCHES_PER_IDLE_TIMEOUT {
+    let touch_every_ms = (session.idle_timeout_ms / TOUCHES_PER_IDLE_TIMEOUT).max(MIN_TOUCH_INTERVAL_MS);
+    if now_ms - session.last_seen_ms >= touch_every_ms {
         if let Some(_touching) = Touching::begin(&digest) {
             let command = Command::TouchSession { tenant: tenant.to_string(), id_sha256: digest.clone() };
             if let Err(e) = app.propose(&format!("user:{}", user.id), command).await {

@@ -1962,6 +1962,24 @@ async fn a_passkey_challenge_is_spent_once_across_three_nodes_and_a_logout_ends_
     assert_eq!(winners.len(), 1, "{statuses:?}");
     assert!(statuses.iter().all(|s| matches!(s.as_u16(), 200 | 400)), "{statuses:?}");
     let signed_in = cookie_of(winners[0]);
+    // The counter alone would also stop a second use of that one answer; a new answer to the
+    // same challenge (its counter moved on, checked against the stored one) is stopped by the
+    // spent challenge, on every node.
+    let fresh = json!({"ceremony": begun.body["ceremony"], "credential": passkey.sign_in(&begun.body["options"])});
+    on_every_member(&members, "the passkey's new counter", |i| {
+        let (m, c) = (&members[i], signed_in.clone());
+        async move { get_with_cookie(m, "/v1/auth/session", &c).await.status == StatusCode::OK }
+    })
+    .await;
+    for m in &members {
+        let again = with_cookie(m, "/v1/auth/passkeys/login/finish", None, &fresh).await;
+        assert_eq!(
+            (again.status, &again.body["type"]),
+            (StatusCode::BAD_REQUEST, &json!("urn:gatehouse:problem:invalid_ceremony")),
+            "{}",
+            again.body
+        );
+    }
 
     // S50: the session is good on every node, and a logout on one ends it on every node.
     on_every_member(&members, "the passkey session", |i| {

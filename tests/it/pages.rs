@@ -2,9 +2,10 @@
 //! and its forms change something only with that session's synchronizer token (S52), answering
 //! 303 back to the page or an error page.
 
-use reqwest::{header, StatusCode};
+use reqwest::{header, Method, StatusCode};
 use serde_json::{json, Value};
 
+use crate::support::admin::{call, platform_token};
 use crate::support::soft_passkey::SoftPasskey;
 use crate::support::{free_port, node::temp_data_dir, TestNode};
 
@@ -194,4 +195,27 @@ async fn the_passkey_page_forms_change_something_only_with_this_sessions_token()
     assert_eq!(session_status(&node, &other).await, StatusCode::OK, "the other session is not this form's");
     let page = get_page(&node, "?done=signed-out", None).await;
     assert!(page.text.contains("Signed out.") && page.text.contains("Not signed in."), "{}", page.text);
+
+    // Another tenant's page sends its forms back to that tenant's page.
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let c = call(&node, Method::POST, "/admin/v1/tenants", Some(&admin), Some(&json!({"id": "acme"}))).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let u =
+        call(&node, Method::PATCH, "/admin/v1/tenants/acme", Some(&admin), Some(&json!({"self_registration": true})))
+            .await;
+    assert_eq!(u.status, StatusCode::OK, "{}", u.body);
+    let (status, body, cookie) = json_post(&node, "/t/acme/v1/auth/register", None, &credentials).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let theirs = cookie.unwrap();
+    let url = format!("{}/t/acme{PAGE}", node.local_url);
+    let page = page_of(node.client().get(&url).header(header::COOKIE, &theirs).send().await.unwrap()).await;
+    let token = form_token(&page);
+    let out = node
+        .client()
+        .post(&url)
+        .header(header::COOKIE, &theirs)
+        .form(&[("form_token", token.as_str()), ("action", "sign_out")]);
+    let out = page_of(out.send().await.unwrap()).await;
+    assert_eq!(out.status, StatusCode::SEE_OTHER, "{}", out.text);
+    assert_eq!(out.location.as_deref(), Some("/t/acme/v1/auth/passkeys?done=signed-out"));
 }

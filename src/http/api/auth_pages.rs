@@ -144,7 +144,16 @@ impl PagesApi {
         let mut signed_in = None;
         if let Some(id) = presented(req, &tenant.id) {
             if let Ok(Some((_, user))) = auth::current(&app, &tenant.id, &id).await {
-                let held = passkeys::list(&app, &user).unwrap_or_default();
+                let held = match passkeys::list(&app, &user) {
+                    Ok(held) => held,
+                    Err(e) => {
+                        tracing::warn!("the passkey page: {e}");
+                        return PasskeyPage::Unavailable(Html(pages::error(
+                            "Unavailable",
+                            "this node cannot serve the request now",
+                        )));
+                    }
+                };
                 signed_in = Some(pages::SignedInView {
                     who: user.email.clone().unwrap_or_else(|| user.display_name.clone()),
                     form_token: pages::form_token(&app.cipher, &tenant.id, &id),
@@ -182,7 +191,8 @@ impl PagesApi {
                 "this form is not from your current page: reload the page and try again",
             ));
         }
-        let back = |done: &str| format!("{}?done={done}", req.uri().path());
+        // The request path has lost the tenant's `/t/{tenant}` (issuer::scope); put it back.
+        let back = |done: &str| format!("{}{}?done={done}", scope.path_prefix(), req.uri().path());
         match (form.action.as_deref(), form.credential.as_deref()) {
             (Some("sign_out"), _) => match auth::logout(&app, &tenant.id, &id).await {
                 Ok(()) => PageFormAnswer::Done(back("signed-out"), Some(clear_cookie(&tenant.id))),
