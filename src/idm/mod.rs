@@ -1,6 +1,7 @@
 //! Use cases of identity management, one module per domain noun.
 
 pub mod auth;
+pub mod authorize;
 pub mod bindings;
 pub mod clients;
 pub mod cluster;

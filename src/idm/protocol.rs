@@ -25,6 +25,12 @@ pub enum OAuthErrorCode {
     /// Too many requests, or the node cannot serve now (429 or 503 by context).
     TemporarilyUnavailable,
     ServerError,
+    /// OpenID Connect Core §3.1.2.6: `prompt=none` and nobody signed in.
+    LoginRequired,
+    /// OpenID Connect Core §3.1.2.6: request objects (`request`) are not supported.
+    RequestNotSupported,
+    /// OpenID Connect Core §3.1.2.6: `request_uri` is not supported.
+    RequestUriNotSupported,
 }
 
 impl OAuthErrorCode {
@@ -42,6 +48,9 @@ impl OAuthErrorCode {
             OAuthErrorCode::InvalidToken => "invalid_token",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthErrorCode::ServerError => "server_error",
+            OAuthErrorCode::LoginRequired => "login_required",
+            OAuthErrorCode::RequestNotSupported => "request_not_supported",
+            OAuthErrorCode::RequestUriNotSupported => "request_uri_not_supported",
         }
     }
 }

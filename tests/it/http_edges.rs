@@ -108,7 +108,7 @@ async fn the_http_surface_answers_errors_in_its_formats() {
     assert_eq!(body["error"], "invalid_request", "a wrong content type is an OAuth error too");
     let resp = c.get(format!("{url}/oauth2/authorize?response_type=code&client_id=x")).send().await.unwrap();
     assert_eq!(resp.status(), 400);
-    assert!(resp.text().await.unwrap().contains("unsupported_response_type"));
+    assert!(resp.text().await.unwrap().contains("invalid_request"), "an unknown client gets an error page");
 
     // The default tenant under /t/default is a permanent redirect to the root.
     let resp = c.get(format!("{url}/t/default/.well-known/openid-configuration")).send().await.unwrap();

@@ -8,6 +8,7 @@ mod admin_api;
 mod architecture;
 mod audit_tamper;
 mod auth;
+mod authorize;
 mod backup;
 mod cluster;
 mod crash;

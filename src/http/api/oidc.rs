@@ -1,9 +1,11 @@
 //! OpenID Connect discovery, JWKS, and the OAuth 2.0 authorization and token endpoints, for
 //! every tenant: the `default` tenant at the root, every other under `/t/{tenant}`.
 //!
-//! The authorization endpoint exists so that discovery never lists a path that 404s; until the
-//! code flow is built it answers the RFC 6749 error for an unsupported response type. The
-//! token, introspection and revocation endpoints are in `oauth.rs`.
+//! The authorization endpoint checks every request (`idm::authorize`): a request it cannot
+//! trust gets an error page, a wrong one an error back at the client's redirect URI. Until
+//! the code flow is built, a request that passes every check gets an error page saying
+//! authorization codes are not issued yet. The token, introspection and revocation endpoints
+//! are in `oauth.rs`.
 
 use std::sync::Arc;
 
@@ -118,9 +120,14 @@ pub enum JwksResponse {
 
 #[derive(ApiResponse)]
 pub enum AuthorizeResponse {
-    /// An error page: the request cannot be redirected back to a verified client.
+    /// An error page: the request cannot be redirected back to a verified client (an unknown
+    /// client, a redirect URI not registered for it), or is not served yet.
     #[oai(status = 400)]
     ErrorPage(Html<String>),
+    /// An error sent back to the client's registered redirect URI: `error`,
+    /// `error_description`, `state` and `iss` in the query.
+    #[oai(status = 303)]
+    Redirect(#[oai(header = "Location")] String),
     /// The `default` tenant lives at the root.
     #[oai(status = 308)]
     Moved(#[oai(header = "Location")] String),
@@ -252,28 +259,49 @@ fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
     }
 }
 
-fn authorize(app: &AppState, resolved: Resolved, response_type: Option<String>, query: &str) -> AuthorizeResponse {
-    match resolved {
-        Resolved::DefaultAtRoot => AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{query}"))),
-        Resolved::NotFound(p) => AuthorizeResponse::NotFound(Json(p)),
-        Resolved::Unavailable(p) => AuthorizeResponse::Unavailable(Json(p)),
-        Resolved::Tenant { .. } => {
-            let (code, why) = match response_type {
-                None => (OAuthErrorCode::InvalidRequest, "the request has no response_type"),
-                Some(_) => {
-                    (OAuthErrorCode::UnsupportedResponseType, "this server does not yet issue authorization responses")
-                }
-            };
-            AuthorizeResponse::ErrorPage(Html(error_page(code, why)))
+async fn authorize(
+    app: &AppState,
+    resolved: Resolved,
+    req: &poem::Request,
+    params: &crate::idm::authorize::AuthorizeParams,
+) -> AuthorizeResponse {
+    use crate::idm::authorize::{self, Refusal};
+    let (tenant, issuer) = match resolved {
+        Resolved::DefaultAtRoot => {
+            return AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{}", query_suffix(req))))
         }
+        Resolved::NotFound(p) => return AuthorizeResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => return AuthorizeResponse::Unavailable(Json(p)),
+        Resolved::Tenant { tenant, issuer } => (tenant, issuer),
+    };
+    let checked = match authorize::check(app, &tenant.id, params) {
+        Ok(c) => c,
+        Err(Refusal::Page { error, description }) => {
+            return AuthorizeResponse::ErrorPage(Html(error_page(error, &description)))
+        }
+        Err(Refusal::Redirect(e)) => return AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer)),
+    };
+    let signed_in = match super::auth::presented(req, &tenant.id) {
+        Some(id) => matches!(crate::idm::auth::current(app, &tenant.id, &id).await, Ok(Some(_))),
+        None => false,
+    };
+    if checked.prompt.none && !signed_in {
+        let e = authorize::ErrorRedirect {
+            redirect_uri: checked.redirect_uri,
+            error: OAuthErrorCode::LoginRequired,
+            description: "nobody is signed in, and prompt=none asks not to show a sign-in".into(),
+            state: checked.state,
+        };
+        return AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer));
     }
+    AuthorizeResponse::ErrorPage(Html(error_page(
+        OAuthErrorCode::UnsupportedResponseType,
+        "the request is valid, but this server does not issue authorization codes yet",
+    )))
 }
 
 fn error_page(code: OAuthErrorCode, why: &str) -> String {
-    format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Sign-in error</title></head>\
-         <body><h1>This sign-in request cannot be completed</h1><p>{why}.</p><p>Error code: <code>{code}</code></p></body></html>"
-    )
+    crate::http::pages::error("This sign-in request cannot be completed", &format!("{why} (error code: {code})."))
 }
 
 fn query_suffix(req: &poem::Request) -> String {
@@ -332,7 +360,7 @@ impl OidcApi {
         jwks(&app, resolve_scope(&app, &scope))
     }
 
-    /// Authorization endpoint of the issuer.
+    /// Authorization endpoint of the issuer (RFC 6749 §4.1.1, OpenID Connect Core §3.1.2.1).
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/oauth2/authorize", method = "get", tag = "OidcTag::OAuth2", operation_id = "authorize")]
     async fn authorize(
@@ -340,13 +368,44 @@ impl OidcApi {
         app: Data<&Arc<AppState>>,
         scope: Data<&IssuerScope>,
         req: &poem::Request,
+        /// `code`, the one response type.
         response_type: Query<Option<String>>,
         client_id: Query<Option<String>>,
+        /// Exactly one of the client's registered redirect URIs.
         redirect_uri: Query<Option<String>>,
         #[oai(name = "scope")] requested_scope: Query<Option<String>>,
         state: Query<Option<String>>,
+        nonce: Query<Option<String>>,
+        /// BASE64URL(SHA-256(code_verifier)); required of every client.
+        code_challenge: Query<Option<String>>,
+        /// `S256`, the one method (`plain` is refused).
+        code_challenge_method: Query<Option<String>>,
+        /// `query`, the one response mode served so far.
+        response_mode: Query<Option<String>>,
+        /// `none`, `login`, `consent` (space-separated).
+        prompt: Query<Option<String>>,
+        /// Seconds since the last sign-in beyond which the user signs in again.
+        max_age: Query<Option<String>>,
+        /// Request objects are refused (`request_not_supported`).
+        request: Query<Option<String>>,
+        /// Refused (`request_uri_not_supported`).
+        request_uri: Query<Option<String>>,
     ) -> AuthorizeResponse {
-        let _ = (client_id, redirect_uri, requested_scope, state);
-        authorize(&app, resolve_scope(&app, &scope), response_type.0, &query_suffix(req))
+        let params = crate::idm::authorize::AuthorizeParams {
+            response_type: response_type.0,
+            client_id: client_id.0,
+            redirect_uri: redirect_uri.0,
+            scope: requested_scope.0,
+            state: state.0,
+            nonce: nonce.0,
+            code_challenge: code_challenge.0,
+            code_challenge_method: code_challenge_method.0,
+            response_mode: response_mode.0,
+            prompt: prompt.0,
+            max_age: max_age.0,
+            request: request.0,
+            request_uri: request_uri.0,
+        };
+        authorize(&app, resolve_scope(&app, &scope), req, &params).await
     }
 }
