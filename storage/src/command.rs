@@ -329,6 +329,26 @@ pub enum Command {
         tenant: String,
         user_id: String,
     },
+    /// Issues an authorization code for a live session of an active user, to an active client
+    /// that may use the code grant.
+    IssueAuthorizationCode(crate::model::AuthorizationCodeRecord),
+    /// Spends an authorization code for its own client and redirect URI, recording the tokens
+    /// it issues (S5, S6). A spent, expired or unknown code, or another client's, is refused.
+    RedeemAuthorizationCode {
+        tenant: String,
+        code_sha256: String,
+        client_id: String,
+        redirect_uri: String,
+        tokens: Vec<crate::model::CodeToken>,
+    },
+    /// A spent code presented again: the tokens its redemption issued go on the deny-list
+    /// (S5), and the code is forgotten.
+    RevokeCodeTokens {
+        tenant: String,
+        code_sha256: String,
+    },
+    /// Drops authorization codes that expired before the proposal's time.
+    PruneAuthorizationCodes,
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
     Probe,
@@ -469,6 +489,16 @@ impl Command {
                 (tenant.clone(), format!("message:{id}"))
             }
             Command::PruneEmail => ("system".into(), "email".into()),
+            Command::IssueAuthorizationCode(c) => {
+                (c.tenant.clone(), format!("code:{} client:{} user:{}", short(&c.code_sha256), c.client_id, c.user_id))
+            }
+            Command::RedeemAuthorizationCode { tenant, code_sha256, client_id, .. } => {
+                (tenant.clone(), format!("code:{} client:{client_id}", short(code_sha256)))
+            }
+            Command::RevokeCodeTokens { tenant, code_sha256 } => {
+                (tenant.clone(), format!("code:{}", short(code_sha256)))
+            }
+            Command::PruneAuthorizationCodes => ("system".into(), "authorization_codes".into()),
             Command::AddPasskey { passkey, .. } => {
                 (passkey.tenant.clone(), format!("user:{} passkey:{}", passkey.user_id, short(&passkey.credential_id)))
             }
@@ -561,6 +591,10 @@ impl Command {
             Command::EmailDelivered { .. } => "email.delivered",
             Command::EmailDeferred { .. } => "email.deferred",
             Command::PruneEmail => "email.prune",
+            Command::IssueAuthorizationCode(_) => "oauth.code.issue",
+            Command::RedeemAuthorizationCode { .. } => "oauth.code.redeem",
+            Command::RevokeCodeTokens { .. } => "oauth.code.revoke_tokens",
+            Command::PruneAuthorizationCodes => "oauth.code.prune",
             Command::AddPasskey { .. } => "passkey.add",
             Command::PasskeySignIn { .. } => "session.start",
             Command::DeletePasskey { .. } => "passkey.delete",
@@ -741,6 +775,18 @@ pub enum Applied {
         tokens: u64,
         messages: u64,
     },
+    AuthorizationCodeIssued,
+    /// The code was spent: for whom, and what it grants.
+    AuthorizationCodeRedeemed {
+        code: Box<crate::model::AuthorizationCodeRecord>,
+    },
+    /// The tokens of a spent code's redemption were revoked.
+    CodeTokensRevoked {
+        count: u64,
+    },
+    AuthorizationCodesPruned {
+        count: u64,
+    },
     LockoutsPruned {
         count: u64,
     },
@@ -907,6 +953,13 @@ pub enum Rejection {
     /// An email token that names nothing, has expired, was spent or is for something else.
     #[error("the link or code is not valid, has expired or was used already")]
     EmailTokenInvalid,
+    /// An authorization code that names nothing, has expired, or is another client's or
+    /// another redirect URI's.
+    #[error("the authorization code is not valid or has expired")]
+    AuthorizationCodeInvalid,
+    /// An authorization code spent before: its tokens are to be revoked (S5).
+    #[error("the authorization code was used already")]
+    AuthorizationCodeUsed,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -939,6 +992,8 @@ impl Rejection {
             Rejection::PasskeyRequired => "passkey_required",
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::EmailTokenInvalid => "email_token_invalid",
+            Rejection::AuthorizationCodeInvalid => "authorization_code_invalid",
+            Rejection::AuthorizationCodeUsed => "authorization_code_used",
             Rejection::PasskeyExists => "passkey_exists",
             Rejection::UnknownPasskey => "unknown_passkey",
             Rejection::PasskeyLimit { .. } => "passkey_limit",

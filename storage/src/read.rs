@@ -208,6 +208,28 @@ impl Reader {
         table::get(&t, &crate::model::email::email_token_key(tenant, token_sha256))
     }
 
+    /// The authorization code stored under `code_sha256`, spent or expired or not (the caller
+    /// checks; `apply` decides).
+    pub fn authorization_code(
+        &self,
+        tenant: &str,
+        code_sha256: &str,
+    ) -> Result<Option<crate::model::AuthorizationCodeRecord>, StoreError> {
+        let t = self.txn.open_table(tables::AUTHORIZATION_CODES)?;
+        table::get(&t, &crate::model::authorization_code::authorization_code_key(tenant, code_sha256))
+    }
+
+    /// How many authorization codes expired before `now_ms` (the pruning job's question).
+    pub fn expired_authorization_codes(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let t = self.txn.open_table(tables::AUTHORIZATION_CODES)?;
+        table::scan(&t, "", |_, c: crate::model::AuthorizationCodeRecord| {
+            n += u64::from(c.expires_at_ms <= now_ms);
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
     /// Up to `limit` messages of a tenant's outbox (its dev mailbox without SMTP), newest first.
     pub fn outbox(&self, tenant: &str, limit: usize) -> Result<Vec<crate::model::OutboxRecord>, StoreError> {
         let t = self.txn.open_table(tables::OUTBOX)?;

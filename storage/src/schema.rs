@@ -14,6 +14,7 @@
 //!   (created empty).
 //! - 9: the `avatars` table (created empty).
 //! - 10: the derived `email_tokens_by_user` index (built from the tokens).
+//! - 11: the `authorization_codes` table (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -24,7 +25,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 10;
+pub const CURRENT_VERSION: u32 = 11;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
             crate::table::rebuild_derived(txn)?;
             Ok(10)
         }
+        // The authorization codes table is created empty by `create_tables`.
+        10 => Ok(11),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

@@ -58,6 +58,8 @@ pub const PASSKEYS_BY_USER: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub const USED_CHALLENGES: TableDefinition<&str, &[u8]> = TableDefinition::new("used_challenges");
 /// Users' pictures, keyed `{tenant}/{user}`.
 pub const AVATARS: TableDefinition<&str, &[u8]> = TableDefinition::new("avatars");
+/// OAuth authorization codes by digest, keyed `{tenant}/{digest}`, kept spent until they expire.
+pub const AUTHORIZATION_CODES: TableDefinition<&str, &[u8]> = TableDefinition::new("authorization_codes");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -82,7 +84,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 21] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 22] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -104,6 +106,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 21] = [
     PASSKEYS,
     USED_CHALLENGES,
     AVATARS,
+    AUTHORIZATION_CODES,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
 pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 4] =

@@ -1264,3 +1264,132 @@ fn a_tenant_that_requires_a_second_factor_has_it_decided_in_apply() {
     assert_eq!(code(&apply_all(&store, &[at(31, start("c", true))])[0]), "passkey_required");
     assert_eq!(code(&apply_all(&store, &[at(32, start("d", false))])[0]), "passkey_required");
 }
+
+/// S5, S6: an authorization code is issued only in a live session to a client of the code
+/// grant, spent once for its own client and redirect URI; a second use revokes the first use's
+/// tokens; a disabled user's code grants nothing; expired codes are pruned.
+#[test]
+fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
+    use crate::model::{AuthorizationCodeRecord, CodeToken};
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    let mut web = client("shop", "web");
+    web.grant_types = vec!["authorization_code".into()];
+    web.redirect_uris = vec!["https://app.test/cb".into()];
+    let mut other = client("shop", "other");
+    other.grant_types = vec!["authorization_code".into()];
+    apply_all(&store, &[bootstrap(), shop, by(15, Command::CreateClient(web)), by(16, Command::CreateClient(other))]);
+    apply_all(&store, &[by(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    let code = |digit: &str, client_id: &str, session: &str, lifetime_ms: i64| AuthorizationCodeRecord {
+        v: 1,
+        tenant: "shop".into(),
+        code_sha256: digit.repeat(64),
+        client_id: client_id.into(),
+        redirect_uri: "https://app.test/cb".into(),
+        user_id: "u1".into(),
+        session_sha256: session.repeat(64),
+        scopes: vec!["openid".into()],
+        nonce: Some("n".into()),
+        code_challenge: "c".repeat(43),
+        auth_time_ms: 20,
+        amr: vec!["pwd".into()],
+        created_at_ms: 100,
+        expires_at_ms: 100 + lifetime_ms,
+        redeemed: None,
+    };
+    let outcome = |out: &Outcome| match out {
+        Outcome::Refused(r) => r.code().to_string(),
+        Outcome::Applied(a) => format!("{a:?}").split([' ', '{']).next().unwrap().to_string(),
+    };
+    let out = apply_all(
+        &store,
+        &[
+            by(100, Command::IssueAuthorizationCode(code("1", "web", "a", 60_000))),
+            by(100, Command::IssueAuthorizationCode(code("1", "web", "a", 60_000))),
+            by(100, Command::IssueAuthorizationCode(code("2", "web", "b", 60_000))),
+            by(100, Command::IssueAuthorizationCode(code("3", "web", "a", 11 * 60_000))),
+            by(100, Command::IssueAuthorizationCode(code("4", "svc", "a", 60_000))),
+            by(100, Command::IssueAuthorizationCode(code("5", "web", "a", 1_000))),
+        ],
+    );
+    let outcomes: Vec<String> = out.iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "AuthorizationCodeIssued",
+            "inconsistent_command",
+            "session_ended",
+            "inconsistent_command",
+            "unknown_client",
+            "AuthorizationCodeIssued"
+        ]
+    );
+
+    let redeem = |digit: &str, client_id: &str, redirect_uri: &str, jti: &str| Command::RedeemAuthorizationCode {
+        tenant: "shop".into(),
+        code_sha256: digit.repeat(64),
+        client_id: client_id.into(),
+        redirect_uri: redirect_uri.into(),
+        tokens: vec![CodeToken { jti: jti.into(), exp_ms: 900_000 }],
+    };
+    let out = apply_all(
+        &store,
+        &[
+            by(200, redeem("1", "other", "https://app.test/cb", "t0")),
+            by(201, redeem("1", "web", "https://app.test/cb/", "t0")),
+            by(202, redeem("1", "web", "https://app.test/cb", "t1")),
+            by(203, redeem("1", "web", "https://app.test/cb", "t2")),
+            by(2_000, redeem("5", "web", "https://app.test/cb", "t3")),
+            by(204, redeem("9", "web", "https://app.test/cb", "t4")),
+        ],
+    );
+    let outcomes: Vec<String> = out.iter().map(outcome).collect();
+    assert_eq!(
+        outcomes,
+        [
+            "authorization_code_invalid",
+            "authorization_code_invalid",
+            "AuthorizationCodeRedeemed",
+            "authorization_code_used",
+            "authorization_code_invalid",
+            "authorization_code_invalid"
+        ],
+        "another client's, another URI's, the one use, a second use, an expired code, an unknown one"
+    );
+    let Outcome::Applied(Applied::AuthorizationCodeRedeemed { code: spent }) = &out[2] else { unreachable!() };
+    assert_eq!(
+        (spent.user_id.as_str(), spent.nonce.as_deref()),
+        ("u1", Some("n")),
+        "the redemption hands back the grant"
+    );
+    assert!(!store.read().unwrap().is_revoked("shop", "t1").unwrap());
+
+    // The second use revokes what the first issued, and the code is forgotten.
+    let revoke = Command::RevokeCodeTokens { tenant: "shop".into(), code_sha256: "1".repeat(64) };
+    let out = apply_all(&store, &[by(300, revoke.clone()), by(301, revoke)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::CodeTokensRevoked { count: 1 })), "{:?}", out[0]);
+    assert!(matches!(out[1], Outcome::Applied(Applied::CodeTokensRevoked { count: 0 })), "{:?}", out[1]);
+    let reader = store.read().unwrap();
+    assert!(reader.is_revoked("shop", "t1").unwrap());
+    assert!(reader.authorization_code("shop", &"1".repeat(64)).unwrap().is_none());
+    drop(reader);
+
+    // A code of a user disabled since grants nothing; expired codes are pruned, and a deleted
+    // tenant's go with it.
+    let out = apply_all(&store, &[by(400, Command::IssueAuthorizationCode(code("6", "web", "a", 60_000)))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::AuthorizationCodeIssued)), "{:?}", out[0]);
+    let user = store.read().unwrap().user("shop", "u1").unwrap().unwrap();
+    let disabled = crate::model::UserRecord { status: crate::model::UserStatus::Disabled, revision: 2, ..user };
+    let out = apply_all(&store, &[by(401, Command::UpdateUser { user: disabled, expected_revision: 1 })]);
+    assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
+    let out = apply_all(&store, &[by(402, redeem("6", "web", "https://app.test/cb", "t5"))]);
+    assert!(matches!(out[0], Outcome::Refused(Rejection::UserDisabled { .. })), "{:?}", out[0]);
+    assert_eq!(store.read().unwrap().expired_authorization_codes(50_000).unwrap(), 1, "code 5 only");
+    let out = apply_all(&store, &[by(50_000, Command::PruneAuthorizationCodes)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::AuthorizationCodesPruned { count: 1 })), "{:?}", out[0]);
+    assert!(store.read().unwrap().authorization_code("shop", &"6".repeat(64)).unwrap().is_some());
+    apply_all(&store, &[by(50_001, Command::DeleteTenant { id: "shop".into() })]);
+    assert!(store.read().unwrap().authorization_code("shop", &"6".repeat(64)).unwrap().is_none());
+}

@@ -68,10 +68,14 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
         let now_ms = app.clock.now_ms();
         let policy = app.lockout.policy();
         let due = app.store.read().and_then(|r| {
-            let later = (r.forgotten_lockouts(now_ms, &policy)?, r.expired_email(now_ms)?);
+            let later = (
+                r.forgotten_lockouts(now_ms, &policy)?,
+                r.expired_email(now_ms)?,
+                r.expired_authorization_codes(now_ms)?,
+            );
             Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?, r.ended_sessions(now_ms)?, later))
         });
-        let (revocations, answers, sessions, (lockouts, email)) = match due {
+        let (revocations, answers, sessions, (lockouts, email, codes)) = match due {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!("pruning check: {e}");
@@ -84,6 +88,7 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
             (sessions, Command::PruneSessions),
             (lockouts, Command::PruneLockouts { policy }),
             (email, Command::PruneEmail),
+            (codes, Command::PruneAuthorizationCodes),
         ];
         for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
             let proposal = Proposal { origin: None, at_ms: now_ms, actor: "policy:pruning".into(), command };

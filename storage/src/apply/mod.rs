@@ -10,6 +10,7 @@
 mod access;
 mod clients;
 mod cluster;
+mod codes;
 mod email;
 mod idempotency;
 mod lockouts;
@@ -25,9 +26,9 @@ use redb::{Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
-    AvatarRecord, BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord, IdempotentResponse, LockoutRecord,
-    MembershipRecord, OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord, SessionRecord, SigningKeyRecord,
-    TenantRecord, UserRecord,
+    AuthorizationCodeRecord, AvatarRecord, BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord,
+    IdempotentResponse, LockoutRecord, MembershipRecord, OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord,
+    SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -53,6 +54,7 @@ pub(crate) struct Tables<'t> {
     passkeys: Rows<'t, PasskeyRecord>,
     used_challenges: Expiring<'t>,
     avatars: Rows<'t, AvatarRecord>,
+    authorization_codes: Rows<'t, AuthorizationCodeRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -79,6 +81,7 @@ impl<'t> Tables<'t> {
             passkeys: Rows::open(txn)?,
             used_challenges: Expiring::open(txn, tables::USED_CHALLENGES)?,
             avatars: Rows::open(txn)?,
+            authorization_codes: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -241,6 +244,12 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         }
         Command::SetAvatar(avatar) => users::set_avatar(t, avatar, now_ms),
         Command::DeleteAvatar { tenant, user_id } => users::delete_avatar(t, tenant, user_id, now_ms),
+        Command::IssueAuthorizationCode(code) => codes::issue(t, code, now_ms),
+        Command::RedeemAuthorizationCode { tenant, code_sha256, client_id, redirect_uri, tokens } => {
+            codes::redeem(t, tenant, code_sha256, client_id, redirect_uri, tokens, now_ms)
+        }
+        Command::RevokeCodeTokens { tenant, code_sha256 } => codes::revoke_tokens(t, tenant, code_sha256),
+        Command::PruneAuthorizationCodes => codes::prune(now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

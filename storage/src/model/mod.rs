@@ -1,5 +1,6 @@
 //! Record types, one file per domain noun. Every record carries a version field `v`.
 
+pub mod authorization_code;
 pub mod avatar;
 pub mod binding;
 pub mod client;
@@ -15,6 +16,7 @@ pub mod signing_key;
 pub mod tenant;
 pub mod user;
 
+pub use authorization_code::{AuthorizationCodeRecord, CodeRedemption, CodeToken};
 pub use avatar::AvatarRecord;
 pub use binding::{BindingRecord, RoleRecord, ROLE_TEMPLATES};
 pub use client::{ClientKind, ClientRecord, ClientStatus};
