@@ -333,7 +333,8 @@ pub enum Command {
     /// that may use the code grant.
     IssueAuthorizationCode(crate::model::AuthorizationCodeRecord),
     /// Spends an authorization code for its own client and redirect URI, recording the tokens
-    /// it issues (S5, S6). A spent, expired or unknown code, or another client's, is refused.
+    /// it issues (S5, S6). An expired or unknown code, or another client's, is refused; a spent
+    /// one revokes the tokens its first use issued (`AuthorizationCodeReused`).
     RedeemAuthorizationCode {
         tenant: String,
         code_sha256: String,
@@ -341,13 +342,8 @@ pub enum Command {
         redirect_uri: String,
         tokens: Vec<crate::model::CodeToken>,
     },
-    /// A spent code presented again: the tokens its redemption issued go on the deny-list
-    /// (S5), and the code is forgotten.
-    RevokeCodeTokens {
-        tenant: String,
-        code_sha256: String,
-    },
-    /// Drops authorization codes that expired before the proposal's time.
+    /// Drops authorization codes that expired before the proposal's time (spent ones once the
+    /// tokens they issued expired too).
     PruneAuthorizationCodes,
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
@@ -495,9 +491,6 @@ impl Command {
             Command::RedeemAuthorizationCode { tenant, code_sha256, client_id, .. } => {
                 (tenant.clone(), format!("code:{} client:{client_id}", short(code_sha256)))
             }
-            Command::RevokeCodeTokens { tenant, code_sha256 } => {
-                (tenant.clone(), format!("code:{}", short(code_sha256)))
-            }
             Command::PruneAuthorizationCodes => ("system".into(), "authorization_codes".into()),
             Command::AddPasskey { passkey, .. } => {
                 (passkey.tenant.clone(), format!("user:{} passkey:{}", passkey.user_id, short(&passkey.credential_id)))
@@ -593,7 +586,6 @@ impl Command {
             Command::PruneEmail => "email.prune",
             Command::IssueAuthorizationCode(_) => "oauth.code.issue",
             Command::RedeemAuthorizationCode { .. } => "oauth.code.redeem",
-            Command::RevokeCodeTokens { .. } => "oauth.code.revoke_tokens",
             Command::PruneAuthorizationCodes => "oauth.code.prune",
             Command::AddPasskey { .. } => "passkey.add",
             Command::PasskeySignIn { .. } => "session.start",
@@ -780,9 +772,9 @@ pub enum Applied {
     AuthorizationCodeRedeemed {
         code: Box<crate::model::AuthorizationCodeRecord>,
     },
-    /// The tokens of a spent code's redemption were revoked.
-    CodeTokensRevoked {
-        count: u64,
+    /// A spent code came back: the tokens its first use issued were revoked (S5).
+    AuthorizationCodeReused {
+        revoked: u64,
     },
     AuthorizationCodesPruned {
         count: u64,
@@ -957,9 +949,9 @@ pub enum Rejection {
     /// another redirect URI's.
     #[error("the authorization code is not valid or has expired")]
     AuthorizationCodeInvalid,
-    /// An authorization code spent before: its tokens are to be revoked (S5).
-    #[error("the authorization code was used already")]
-    AuthorizationCodeUsed,
+    /// The client may not use the authorization code grant.
+    #[error("the client may not use the authorization code grant")]
+    UnauthorizedGrant,
     #[error("the command is inconsistent: {what}")]
     Inconsistent { what: String },
 }
@@ -993,7 +985,7 @@ impl Rejection {
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::EmailTokenInvalid => "email_token_invalid",
             Rejection::AuthorizationCodeInvalid => "authorization_code_invalid",
-            Rejection::AuthorizationCodeUsed => "authorization_code_used",
+            Rejection::UnauthorizedGrant => "unauthorized_grant",
             Rejection::PasskeyExists => "passkey_exists",
             Rejection::UnknownPasskey => "unknown_passkey",
             Rejection::PasskeyLimit { .. } => "passkey_limit",

@@ -219,12 +219,12 @@ impl Reader {
         table::get(&t, &crate::model::authorization_code::authorization_code_key(tenant, code_sha256))
     }
 
-    /// How many authorization codes expired before `now_ms` (the pruning job's question).
+    /// How many authorization codes may be forgotten at `now_ms` (the pruning job's question).
     pub fn expired_authorization_codes(&self, now_ms: i64) -> Result<u64, StoreError> {
         let mut n = 0;
         let t = self.txn.open_table(tables::AUTHORIZATION_CODES)?;
         table::scan(&t, "", |_, c: crate::model::AuthorizationCodeRecord| {
-            n += u64::from(c.expires_at_ms <= now_ms);
+            n += u64::from(c.forget_at_ms() <= now_ms);
             Ok(true)
         })?;
         Ok(n)

@@ -1265,9 +1265,11 @@ fn a_tenant_that_requires_a_second_factor_has_it_decided_in_apply() {
     assert_eq!(code(&apply_all(&store, &[at(32, start("d", false))])[0]), "passkey_required");
 }
 
-/// S5, S6: an authorization code is issued only in a live session to a client of the code
-/// grant, spent once for its own client and redirect URI; a second use revokes the first use's
-/// tokens; a disabled user's code grants nothing; expired codes are pruned.
+/// S5, S6, S14: an authorization code is issued only in a live, complete session to a client
+/// of the code grant for one of its redirect URIs; it is spent once for its own client and
+/// redirect URI; a second use, however presented, revokes the first use's tokens in the same
+/// write; an ended session or a disabled user grants nothing; spent codes are kept until their
+/// tokens expire.
 #[test]
 fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
     use crate::model::{AuthorizationCodeRecord, CodeToken};
@@ -1275,13 +1277,28 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
     let mut shop = new_tenant("shop");
     shop.tenant.self_registration = true;
     let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
-    let mut web = client("shop", "web");
-    web.grant_types = vec!["authorization_code".into()];
-    web.redirect_uris = vec!["https://app.test/cb".into()];
-    let mut other = client("shop", "other");
-    other.grant_types = vec!["authorization_code".into()];
-    apply_all(&store, &[bootstrap(), shop, by(15, Command::CreateClient(web)), by(16, Command::CreateClient(other))]);
+    let code_client = |id: &str| {
+        let mut c = client("shop", id);
+        c.grant_types = vec!["authorization_code".into()];
+        c.redirect_uris = vec!["https://app.test/cb".into(), "http://127.0.0.1/cb".into()];
+        c
+    };
+    let mut disabled_client = code_client("off");
+    disabled_client.status = ClientStatus::Disabled;
+    apply_all(
+        &store,
+        &[
+            bootstrap(),
+            shop,
+            by(15, Command::CreateClient(code_client("web"))),
+            by(16, Command::CreateClient(code_client("other"))),
+            by(17, Command::CreateClient(client("shop", "svc"))),
+            by(18, Command::CreateClient(disabled_client)),
+        ],
+    );
     apply_all(&store, &[by(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    let out = apply_all(&store, &[by(25, Command::StartSession(session_of("shop", "u1", "p", true)))]);
+    assert!(matches!(out[0], Outcome::Applied(_)), "a sign-in waiting for its second factor: {:?}", out[0]);
     let code = |digit: &str, client_id: &str, session: &str, lifetime_ms: i64| AuthorizationCodeRecord {
         v: 1,
         tenant: "shop".into(),
@@ -1303,29 +1320,35 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
         Outcome::Refused(r) => r.code().to_string(),
         Outcome::Applied(a) => format!("{a:?}").split([' ', '{']).next().unwrap().to_string(),
     };
-    let out = apply_all(
-        &store,
-        &[
-            by(100, Command::IssueAuthorizationCode(code("1", "web", "a", 60_000))),
-            by(100, Command::IssueAuthorizationCode(code("1", "web", "a", 60_000))),
-            by(100, Command::IssueAuthorizationCode(code("2", "web", "b", 60_000))),
-            by(100, Command::IssueAuthorizationCode(code("3", "web", "a", 11 * 60_000))),
-            by(100, Command::IssueAuthorizationCode(code("4", "svc", "a", 60_000))),
-            by(100, Command::IssueAuthorizationCode(code("5", "web", "a", 1_000))),
-        ],
-    );
-    let outcomes: Vec<String> = out.iter().map(outcome).collect();
-    assert_eq!(
-        outcomes,
-        [
-            "AuthorizationCodeIssued",
-            "inconsistent_command",
-            "session_ended",
-            "inconsistent_command",
-            "unknown_client",
-            "AuthorizationCodeIssued"
-        ]
-    );
+    let loopback =
+        AuthorizationCodeRecord { redirect_uri: "http://127.0.0.1:5000/cb".into(), ..code("8", "web", "a", 60_000) };
+    let elsewhere =
+        AuthorizationCodeRecord { redirect_uri: "https://evil.test/cb".into(), ..code("9", "web", "a", 60_000) };
+    let cases = [
+        (code("1", "web", "a", 60_000), "AuthorizationCodeIssued"),
+        (code("1", "web", "a", 60_000), "inconsistent_command"),
+        (code("2", "web", "b", 60_000), "session_ended"),
+        (code("2", "web", "p", 60_000), "session_ended"),
+        (code("3", "web", "a", 11 * 60_000), "inconsistent_command"),
+        (code("3", "web", "a", 0), "inconsistent_command"),
+        (code("4", "nobody", "a", 60_000), "unknown_client"),
+        (code("4", "svc", "a", 60_000), "unauthorized_grant"),
+        (code("4", "off", "a", 60_000), "client_disabled"),
+        (elsewhere, "inconsistent_command"),
+        (loopback, "AuthorizationCodeIssued"),
+        (code("5", "web", "a", 1_000), "AuthorizationCodeIssued"),
+        (code("6", "web", "a", 60_000), "AuthorizationCodeIssued"),
+    ];
+    for (c, expected) in cases {
+        let what = format!(
+            "{} {} {}",
+            c.code_sha256.chars().next().unwrap(),
+            c.client_id,
+            c.session_sha256.chars().next().unwrap()
+        );
+        let out = apply_all(&store, &[by(100, Command::IssueAuthorizationCode(c))]);
+        assert_eq!(outcome(&out[0]), expected, "{what}");
+    }
 
     let redeem = |digit: &str, client_id: &str, redirect_uri: &str, jti: &str| Command::RedeemAuthorizationCode {
         tenant: "shop".into(),
@@ -1340,9 +1363,8 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
             by(200, redeem("1", "other", "https://app.test/cb", "t0")),
             by(201, redeem("1", "web", "https://app.test/cb/", "t0")),
             by(202, redeem("1", "web", "https://app.test/cb", "t1")),
-            by(203, redeem("1", "web", "https://app.test/cb", "t2")),
             by(2_000, redeem("5", "web", "https://app.test/cb", "t3")),
-            by(204, redeem("9", "web", "https://app.test/cb", "t4")),
+            by(204, redeem("0", "web", "https://app.test/cb", "t4")),
         ],
     );
     let outcomes: Vec<String> = out.iter().map(outcome).collect();
@@ -1352,11 +1374,10 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
             "authorization_code_invalid",
             "authorization_code_invalid",
             "AuthorizationCodeRedeemed",
-            "authorization_code_used",
             "authorization_code_invalid",
             "authorization_code_invalid"
         ],
-        "another client's, another URI's, the one use, a second use, an expired code, an unknown one"
+        "another client's, another URI's, the one use, an expired code, an unknown one"
     );
     let Outcome::Applied(Applied::AuthorizationCodeRedeemed { code: spent }) = &out[2] else { unreachable!() };
     assert_eq!(
@@ -1366,30 +1387,33 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
     );
     assert!(!store.read().unwrap().is_revoked("shop", "t1").unwrap());
 
-    // The second use revokes what the first issued, and the code is forgotten.
-    let revoke = Command::RevokeCodeTokens { tenant: "shop".into(), code_sha256: "1".repeat(64) };
-    let out = apply_all(&store, &[by(300, revoke.clone()), by(301, revoke)]);
-    assert!(matches!(out[0], Outcome::Applied(Applied::CodeTokensRevoked { count: 1 })), "{:?}", out[0]);
-    assert!(matches!(out[1], Outcome::Applied(Applied::CodeTokensRevoked { count: 0 })), "{:?}", out[1]);
+    // A second use, by any client, with any URI, even after the code's expiry, revokes what
+    // the first issued, in the same write; the tokens it would have issued are not recorded.
+    let out = apply_all(&store, &[by(90_000, redeem("1", "other", "https://evil.test/", "t9"))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::AuthorizationCodeReused { revoked: 1 })), "{:?}", out[0]);
     let reader = store.read().unwrap();
     assert!(reader.is_revoked("shop", "t1").unwrap());
-    assert!(reader.authorization_code("shop", &"1".repeat(64)).unwrap().is_none());
+    assert!(!reader.is_revoked("shop", "t9").unwrap());
+    let last = reader.audit_entries(reader.audit_head().unwrap().count, 1).unwrap();
+    assert_eq!(last[0].outcome, "replayed:tokens_revoked", "{last:?}");
     drop(reader);
 
-    // A code of a user disabled since grants nothing; expired codes are pruned, and a deleted
-    // tenant's go with it.
-    let out = apply_all(&store, &[by(400, Command::IssueAuthorizationCode(code("6", "web", "a", 60_000)))]);
-    assert!(matches!(out[0], Outcome::Applied(Applied::AuthorizationCodeIssued)), "{:?}", out[0]);
+    // Signing out ends what a code grants; so does disabling its user.
+    apply_all(&store, &[by(300, Command::EndSession { tenant: "shop".into(), id_sha256: "a".repeat(64) })]);
+    let out = apply_all(&store, &[by(301, redeem("6", "web", "https://app.test/cb", "t5"))]);
+    assert!(matches!(out[0], Outcome::Refused(Rejection::SessionEnded)), "{:?}", out[0]);
     let user = store.read().unwrap().user("shop", "u1").unwrap().unwrap();
     let disabled = crate::model::UserRecord { status: crate::model::UserStatus::Disabled, revision: 2, ..user };
     let out = apply_all(&store, &[by(401, Command::UpdateUser { user: disabled, expected_revision: 1 })]);
     assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
-    let out = apply_all(&store, &[by(402, redeem("6", "web", "https://app.test/cb", "t5"))]);
+    let out = apply_all(&store, &[by(402, redeem("8", "web", "http://127.0.0.1:5000/cb", "t6"))]);
     assert!(matches!(out[0], Outcome::Refused(Rejection::UserDisabled { .. })), "{:?}", out[0]);
-    assert_eq!(store.read().unwrap().expired_authorization_codes(50_000).unwrap(), 1, "code 5 only");
-    let out = apply_all(&store, &[by(50_000, Command::PruneAuthorizationCodes)]);
-    assert!(matches!(out[0], Outcome::Applied(Applied::AuthorizationCodesPruned { count: 1 })), "{:?}", out[0]);
-    assert!(store.read().unwrap().authorization_code("shop", &"6".repeat(64)).unwrap().is_some());
-    apply_all(&store, &[by(50_001, Command::DeleteTenant { id: "shop".into() })]);
-    assert!(store.read().unwrap().authorization_code("shop", &"6".repeat(64)).unwrap().is_none());
+
+    // Unspent codes go at their expiry; a spent one stays while its tokens may be valid.
+    assert_eq!(store.read().unwrap().expired_authorization_codes(100_000).unwrap(), 3, "codes 5, 6 and 8");
+    let out = apply_all(&store, &[by(100_000, Command::PruneAuthorizationCodes)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::AuthorizationCodesPruned { count: 3 })), "{:?}", out[0]);
+    assert!(store.read().unwrap().authorization_code("shop", &"1".repeat(64)).unwrap().is_some());
+    apply_all(&store, &[by(100_001, Command::DeleteTenant { id: "shop".into() })]);
+    assert!(store.read().unwrap().authorization_code("shop", &"1".repeat(64)).unwrap().is_none());
 }

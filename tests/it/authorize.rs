@@ -97,6 +97,7 @@ async fn authorization_requests_are_checked_before_anything_is_redirected() {
         "http://localhost:1/cb",
         "http://127.0.0.1:53121/cb/x",
         "//evil.test/cb",
+        // (No redirect_uri at all.)
         "",
     ];
     let mut pages = Vec::new();
@@ -105,6 +106,12 @@ async fn authorization_requests_are_checked_before_anything_is_redirected() {
     }
     pages.push(("an unknown client".into(), authorize(&node, &with(&good, &[("client_id", "c-unknown")])).await));
     pages.push(("no client".into(), authorize(&node, &with(&good, &[("client_id", "")])).await));
+    let mut twice = good.to_vec();
+    twice.push(("client_id", "c-other"));
+    pages.push(("client_id twice".into(), authorize(&node, &twice).await));
+    let long_state = "s".repeat(1025);
+    pages
+        .push(("a state over 1024 characters".into(), authorize(&node, &with(&good, &[("state", &long_state)])).await));
     for (what, a) in &pages {
         assert_eq!(a.status, StatusCode::BAD_REQUEST, "{what}: {}", a.body);
         assert!(a.location.is_none(), "{what}: no Location, got {:?}", a.location);
@@ -128,7 +135,11 @@ async fn authorization_requests_are_checked_before_anything_is_redirected() {
     assert_eq!((q["tenant"].as_str(), q["error"].as_str()), ("a", "login_required"), "{q:?}");
 
     // Wrong requests of a verified client go back with their error (S7, S9, S10, S31).
-    let cases: [(&str, Params, &str); 11] = [
+    let mut scope_twice = good.to_vec();
+    scope_twice.push(("scope", "openid"));
+    let cases: [(&str, Params, &str); 13] = [
+        ("a challenge without its method (plain)", with(&good, &[("code_challenge_method", "")]), "invalid_request"),
+        ("scope twice", scope_twice, "invalid_request"),
         ("no PKCE", with(&good, &[("code_challenge", ""), ("code_challenge_method", "")]), "invalid_request"),
         ("plain PKCE", with(&good, &[("code_challenge_method", "plain")]), "invalid_request"),
         ("a short challenge", with(&good, &[("code_challenge", "abc")]), "invalid_request"),
@@ -148,10 +159,17 @@ async fn authorization_requests_are_checked_before_anything_is_redirected() {
         assert!(!q.contains_key("code"), "{what}");
     }
     let fragment = with(&good, &[("response_mode", "fragment")]);
-    assert_eq!(error_query(&authorize(&node, &fragment).await, "https://app.test/cb")["error"], "invalid_request");
+    let q = error_query(&authorize(&node, &fragment).await, "https://app.test/cb");
+    let expected = ("invalid_request", "the-state-42", issuer.as_str());
+    assert_eq!((q["error"].as_str(), q["state"].as_str(), q["iss"].as_str()), expected);
     // A client without the code grant.
     let service =
         with(&good, &[("client_id", service_id.as_str()), ("redirect_uri", "https://svc.test/cb"), ("scope", "")]);
     let q = error_query(&authorize(&node, &service).await, "https://svc.test/cb");
-    assert_eq!(q["error"], "unauthorized_client", "{q:?}");
+    let expected = ("unauthorized_client", "the-state-42", issuer.as_str());
+    assert_eq!((q["error"].as_str(), q["state"].as_str(), q["iss"].as_str()), expected);
+    // Unknown parameters are ignored, repeated or not.
+    let mut unknown = none.clone();
+    unknown.extend([("ui_hint", "a"), ("ui_hint", "b")]);
+    assert_eq!(error_query(&authorize(&node, &unknown).await, "https://app.test/cb")["error"], "login_required");
 }

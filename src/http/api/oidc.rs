@@ -281,18 +281,27 @@ async fn authorize(
         }
         Err(Refusal::Redirect(e)) => return AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer)),
     };
+    let back = |error, description: &str| {
+        let e = authorize::ErrorRedirect {
+            redirect_uri: checked.redirect_uri.clone(),
+            error,
+            description: description.to_string(),
+            state: checked.state.clone(),
+        };
+        AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer))
+    };
     let signed_in = match super::auth::presented(req, &tenant.id) {
-        Some(id) => matches!(crate::idm::auth::current(app, &tenant.id, &id).await, Ok(Some(_))),
+        Some(id) => match crate::idm::auth::current(app, &tenant.id, &id).await {
+            Ok(found) => found.is_some(),
+            Err(e) => {
+                tracing::warn!("authorize: {e}");
+                return back(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now");
+            }
+        },
         None => false,
     };
     if checked.prompt.none && !signed_in {
-        let e = authorize::ErrorRedirect {
-            redirect_uri: checked.redirect_uri,
-            error: OAuthErrorCode::LoginRequired,
-            description: "nobody is signed in, and prompt=none asks not to show a sign-in".into(),
-            state: checked.state,
-        };
-        return AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer));
+        return back(OAuthErrorCode::LoginRequired, "nobody is signed in, and prompt=none asks not to show a sign-in");
     }
     AuthorizeResponse::ErrorPage(Html(error_page(
         OAuthErrorCode::UnsupportedResponseType,
@@ -302,6 +311,18 @@ async fn authorize(
 
 fn error_page(code: OAuthErrorCode, why: &str) -> String {
     crate::http::pages::error("This sign-in request cannot be completed", &format!("{why} (error code: {code})."))
+}
+
+/// The names given more than once in a query, each named once.
+fn repeated_parameters(query: &str) -> Vec<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut repeated = Vec::new();
+    for (name, _) in url::form_urlencoded::parse(query.as_bytes()) {
+        if !seen.insert(name.to_string()) && !repeated.contains(&name.to_string()) {
+            repeated.push(name.to_string());
+        }
+    }
+    repeated
 }
 
 fn query_suffix(req: &poem::Request) -> String {
@@ -405,6 +426,7 @@ impl OidcApi {
             max_age: max_age.0,
             request: request.0,
             request_uri: request_uri.0,
+            repeated: repeated_parameters(req.uri().query().unwrap_or("")),
         };
         authorize(&app, resolve_scope(&app, &scope), req, &params).await
     }

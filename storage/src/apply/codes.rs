@@ -1,8 +1,9 @@
 //! OAuth authorization codes. A code is issued only inside a live, complete session of an
-//! active user, to an active client that may use the code grant; it is spent once, here, for
-//! its own client and redirect URI (S5, S6), so no two nodes can both redeem it.
+//! active user, to an active client that may use the code grant, for one of its redirect URIs;
+//! it is spent once, here, for its own client and redirect URI (S5, S6), so no two nodes can
+//! both redeem it, and a second use revokes what the first issued in the same write.
 
-use super::{clients, sessions, tenants, users, writes, Planned, Tables};
+use super::{clients, sessions, tenants, users, writes, Planned, Stop, Tables};
 use crate::command::{Applied, Rejection};
 use crate::model::authorization_code::{authorization_code_key, MAX_CODE_LIFETIME_MS};
 use crate::model::session::session_key;
@@ -16,27 +17,17 @@ fn inconsistent(what: &str) -> Rejection {
 pub(super) fn issue<'c>(t: &Tables<'_>, code: &'c AuthorizationCodeRecord, now_ms: i64) -> Planned<'c> {
     sessions::no_sessions_in_system(&code.tenant)?;
     tenants::active(t, &code.tenant)?;
-    let client = clients::existing(t, &code.tenant, &code.client_id)?;
-    if client.status != ClientStatus::Active {
-        return Err(Rejection::ClientDisabled { client_id: code.client_id.clone() }.into());
-    }
-    if !client.grant_types.iter().any(|g| g == "authorization_code") {
-        return Err(inconsistent("the client may not use the authorization code grant").into());
+    let client = code_client(t, &code.tenant, &code.client_id)?;
+    if !client.accepts_redirect_uri(&code.redirect_uri) {
+        return Err(inconsistent("the redirect URI is not one of the client's").into());
     }
     let user = users::existing(t, &code.tenant, &code.user_id)?;
     if user.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: code.user_id.clone() }.into());
     }
-    let session = t.sessions.get(&session_key(&code.tenant, &code.session_sha256))?;
-    let signed_in =
-        session.filter(|s| s.user_id == code.user_id && s.live_at(now_ms) && !s.pending_mfa && !s.setup_only);
-    if signed_in.is_none() {
-        return Err(Rejection::SessionEnded.into());
-    }
-    if code.redeemed.is_some()
-        || code.expires_at_ms <= code.created_at_ms
-        || code.expires_at_ms - code.created_at_ms > MAX_CODE_LIFETIME_MS
-    {
+    signed_in(t, code, now_ms)?;
+    // The lifetime is measured from the proposal's time, not the proposer's claim.
+    if code.redeemed.is_some() || code.expires_at_ms <= now_ms || code.expires_at_ms > now_ms + MAX_CODE_LIFETIME_MS {
         return Err(inconsistent("a new code is unspent and lives at most 10 minutes").into());
     }
     if t.authorization_codes.contains(&code.key())? {
@@ -48,6 +39,31 @@ pub(super) fn issue<'c>(t: &Tables<'_>, code: &'c AuthorizationCodeRecord, now_m
     })
 }
 
+/// The client, active and allowed the code grant.
+fn code_client(t: &Tables<'_>, tenant: &str, client_id: &str) -> Result<crate::model::ClientRecord, Stop> {
+    let client = clients::existing(t, tenant, client_id)?;
+    if client.status != ClientStatus::Active {
+        return Err(Rejection::ClientDisabled { client_id: client_id.to_string() }.into());
+    }
+    if !client.grant_types.iter().any(|g| g == "authorization_code") {
+        return Err(Rejection::UnauthorizedGrant.into());
+    }
+    Ok(client)
+}
+
+/// The code's session is live, complete and its user's: signing out, a password reset or a
+/// disabled user ends what it grants (S14).
+fn signed_in(t: &Tables<'_>, code: &AuthorizationCodeRecord, now_ms: i64) -> Result<(), Stop> {
+    let session = t.sessions.get(&session_key(&code.tenant, &code.session_sha256))?;
+    match session {
+        Some(s) if s.user_id == code.user_id && s.live_at(now_ms) && !s.pending_mfa && !s.setup_only => Ok(()),
+        _ => Err(Rejection::SessionEnded.into()),
+    }
+}
+
+/// Spends a code. A code spent before, whoever presents it and however, is a replay: the
+/// tokens the first use issued go on the deny-list in this same write (S5), and the answer
+/// says so.
 pub(super) fn redeem<'c>(
     t: &Tables<'_>,
     tenant: &'c str,
@@ -59,22 +75,26 @@ pub(super) fn redeem<'c>(
 ) -> Planned<'c> {
     tenants::active(t, tenant)?;
     let key = authorization_code_key(tenant, code_sha256);
-    let code = t.authorization_codes.get(&key)?;
-    let mut code = code
-        .filter(|c| c.expires_at_ms > now_ms && c.client_id == client_id && c.redirect_uri == redirect_uri)
-        .ok_or(Rejection::AuthorizationCodeInvalid)?;
-    if code.redeemed.is_some() {
-        return Err(Rejection::AuthorizationCodeUsed.into());
+    let Some(mut code) = t.authorization_codes.get(&key)? else {
+        return Err(Rejection::AuthorizationCodeInvalid.into());
+    };
+    if let Some(first) = code.redeemed.clone() {
+        return writes(move |t| {
+            for token in &first.tokens {
+                t.revoked.insert(&format!("{tenant}/{}", token.jti), token.exp_ms)?;
+            }
+            Ok(Applied::AuthorizationCodeReused { revoked: first.tokens.len() as u64 })
+        });
     }
-    // A user disabled, or a session ended, since the code was issued: it grants nothing (S14).
+    if code.expires_at_ms <= now_ms || code.client_id != client_id || code.redirect_uri != redirect_uri {
+        return Err(Rejection::AuthorizationCodeInvalid.into());
+    }
     let user = users::existing(t, tenant, &code.user_id)?;
     if user.status != UserStatus::Active {
         return Err(Rejection::UserDisabled { user_id: code.user_id.clone() }.into());
     }
-    let client = clients::existing(t, tenant, client_id)?;
-    if client.status != ClientStatus::Active {
-        return Err(Rejection::ClientDisabled { client_id: client_id.to_string() }.into());
-    }
+    code_client(t, tenant, client_id)?;
+    signed_in(t, &code, now_ms)?;
     code.redeemed = Some(CodeRedemption { at_ms: now_ms, tokens: tokens.to_vec() });
     writes(move |t| {
         t.authorization_codes.put(&code)?;
@@ -82,23 +102,9 @@ pub(super) fn redeem<'c>(
     })
 }
 
-pub(super) fn revoke_tokens<'c>(t: &Tables<'_>, tenant: &'c str, code_sha256: &'c str) -> Planned<'c> {
-    let key = authorization_code_key(tenant, code_sha256);
-    let code = t.authorization_codes.get(&key)?;
-    writes(move |t| {
-        let Some(code) = code else { return Ok(Applied::CodeTokensRevoked { count: 0 }) };
-        let tokens = code.redeemed.map(|r| r.tokens).unwrap_or_default();
-        for token in &tokens {
-            t.revoked.insert(&format!("{tenant}/{}", token.jti), token.exp_ms)?;
-        }
-        t.authorization_codes.delete(&key)?;
-        Ok(Applied::CodeTokensRevoked { count: tokens.len() as u64 })
-    })
-}
-
 pub(super) fn prune<'c>(now_ms: i64) -> Planned<'c> {
     writes(move |t| {
-        let count = t.authorization_codes.delete_under("", |c| c.expires_at_ms <= now_ms)? as u64;
+        let count = t.authorization_codes.delete_under("", |c| c.forget_at_ms() <= now_ms)? as u64;
         Ok(Applied::AuthorizationCodesPruned { count })
     })
 }

@@ -132,6 +132,8 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
         Err(Stop::Store(e)) => return Err(e),
     };
     let outcome_text = match &outcome {
+        // A replayed authorization code is applied (it revokes tokens) but is no success.
+        Outcome::Applied(Applied::AuthorizationCodeReused { .. }) => "replayed:tokens_revoked".to_string(),
         Outcome::Applied(_) => "ok".to_string(),
         Outcome::Refused(r) => format!("refused:{}", r.code()),
     };
@@ -248,7 +250,6 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::RedeemAuthorizationCode { tenant, code_sha256, client_id, redirect_uri, tokens } => {
             codes::redeem(t, tenant, code_sha256, client_id, redirect_uri, tokens, now_ms)
         }
-        Command::RevokeCodeTokens { tenant, code_sha256 } => codes::revoke_tokens(t, tenant, code_sha256),
         Command::PruneAuthorizationCodes => codes::prune(now_ms),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();

@@ -1,6 +1,6 @@
 //! OAuth authorization codes (RFC 6749 §4.1.2), stored only as digests (S37). A code is
-//! spent once (S5) and kept, spent, until it expires, so a second use is recognised and the
-//! tokens the first use issued can be revoked; it is bound to its client and redirect URI (S6)
+//! spent once (S5) and kept, spent, until the tokens it issued expire, so a second use is
+//! recognised and revokes them; it is bound to its client and redirect URI (S6)
 //! and carries the PKCE challenge it must be redeemed with (S7).
 
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,15 @@ pub struct AuthorizationCodeRecord {
     pub expires_at_ms: i64,
     /// Set by the one redemption.
     pub redeemed: Option<CodeRedemption>,
+}
+
+impl AuthorizationCodeRecord {
+    /// When the record may go: at its expiry, or, once spent, when the last token it issued
+    /// expires (until then a second use must still be recognised, to revoke them).
+    pub fn forget_at_ms(&self) -> i64 {
+        let tokens = self.redeemed.iter().flat_map(|r| r.tokens.iter().map(|t| t.exp_ms));
+        tokens.fold(self.expires_at_ms, i64::max)
+    }
 }
 
 pub fn authorization_code_key(tenant: &str, code_sha256: &str) -> String {

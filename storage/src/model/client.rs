@@ -52,6 +52,55 @@ pub struct ClientRecord {
     pub revision: u64,
 }
 
+impl ClientRecord {
+    /// Whether `candidate` is one of the client's redirect URIs: the same string (S1), or, for
+    /// a registered loopback IP literal URI without a port, the same with any port (RFC 8252
+    /// §7.3, S2). `localhost` gets no such latitude.
+    pub fn accepts_redirect_uri(&self, candidate: &str) -> bool {
+        self.redirect_uris.iter().any(|r| r == candidate || same_but_loopback_port(r, candidate))
+    }
+}
+
+fn same_but_loopback_port(registered: &str, candidate: &str) -> bool {
+    ["http://127.0.0.1", "http://[::1]"].iter().any(|host| {
+        let (Some(reg_path), Some(rest)) = (registered.strip_prefix(host), candidate.strip_prefix(host)) else {
+            return false;
+        };
+        // The registered one names no port; the candidate names one (canonical digits), then
+        // the same path.
+        let Some(after_colon) = rest.strip_prefix(':') else { return false };
+        let digits = after_colon.bytes().take_while(u8::is_ascii_digit).count();
+        let port = &after_colon[..digits];
+        let port_ok = (1..=5).contains(&digits) && !port.starts_with('0') && port.parse::<u16>().is_ok();
+        (reg_path.is_empty() || reg_path.starts_with('/')) && port_ok && &after_colon[digits..] == reg_path
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_but_loopback_port;
+
+    #[test]
+    fn only_a_loopback_ip_literal_registered_without_a_port_takes_any_port() {
+        assert!(same_but_loopback_port("http://127.0.0.1/cb", "http://127.0.0.1:53121/cb"));
+        assert!(same_but_loopback_port("http://[::1]/cb", "http://[::1]:8080/cb"));
+        for (registered, candidate) in [
+            ("http://127.0.0.1/cb", "http://127.0.0.1.evil.test/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:53121/cb/x"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:0/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:08080/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:99999/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:/cb"),
+            ("http://127.0.0.1/cb", "http://127.0.0.1:80@evil.test/cb"),
+            ("http://127.0.0.1:8080/cb", "http://127.0.0.1:9090/cb"),
+            ("http://localhost/cb", "http://localhost:1/cb"),
+            ("https://app.test/cb", "https://app.test:443/cb"),
+        ] {
+            assert!(!same_but_loopback_port(registered, candidate), "{registered} took {candidate}");
+        }
+    }
+}
+
 impl Row for ClientRecord {
     const TABLE: StrTable = tables::CLIENTS;
     const NAME: &'static str = "clients";
