@@ -76,6 +76,19 @@ fn same_but_loopback_port(registered: &str, candidate: &str) -> bool {
     })
 }
 
+impl Row for ClientRecord {
+    const TABLE: StrTable = tables::CLIENTS;
+    const NAME: &'static str = "clients";
+    fn key(&self) -> String {
+        client_key(&self.tenant, &self.client_id)
+    }
+}
+
+/// The key of a client in the `clients` table.
+pub fn client_key(tenant: &str, client_id: &str) -> String {
+    format!("{tenant}/{client_id}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::same_but_loopback_port;
@@ -99,17 +112,4 @@ mod tests {
             assert!(!same_but_loopback_port(registered, candidate), "{registered} took {candidate}");
         }
     }
-}
-
-impl Row for ClientRecord {
-    const TABLE: StrTable = tables::CLIENTS;
-    const NAME: &'static str = "clients";
-    fn key(&self) -> String {
-        client_key(&self.tenant, &self.client_id)
-    }
-}
-
-/// The key of a client in the `clients` table.
-pub fn client_key(tenant: &str, client_id: &str) -> String {
-    format!("{tenant}/{client_id}")
 }
