@@ -400,7 +400,7 @@ pub(super) fn too_many(wait: crate::app::limits::RetryAfter, what: &str) -> (Pro
     (Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail), wait.secs().to_string())
 }
 
-fn not_signed_in() -> Problem {
+pub(super) fn not_signed_in() -> Problem {
     Problem::new(StatusCode::UNAUTHORIZED, "not_signed_in", "there is no session, or it has ended")
 }
 

@@ -10,7 +10,7 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::{Form, Html};
 use poem_openapi::{ApiResponse, Object, OpenApi};
 
-use super::auth::{clear_cookie, factor_changer, presented, public_origin, tenant_of};
+use super::auth::{clear_cookie, factor_changer, not_signed_in, presented, public_origin, tenant_of};
 use super::auth_passkeys::PasskeyTag;
 use crate::app::AppState;
 use crate::http::issuer::IssuerScope;
@@ -179,10 +179,7 @@ impl PagesApi {
             Ok(t) => t,
             Err(p) => return PageFormAnswer::problem(p),
         };
-        let not_signed_in = || {
-            PageFormAnswer::problem(Problem::new(StatusCode::UNAUTHORIZED, "not_signed_in", "you are not signed in"))
-        };
-        let Some(id) = presented(req, &tenant.id) else { return not_signed_in() };
+        let Some(id) = presented(req, &tenant.id) else { return PageFormAnswer::problem(not_signed_in()) };
         let token = form.form_token.as_deref().unwrap_or("");
         if !pages::form_token_matches(&app.cipher, &tenant.id, &id, token) {
             return PageFormAnswer::problem(Problem::new(

@@ -11,14 +11,15 @@ fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-fn page(kind: &str, title: &str, main: &str) -> String {
-    let title = escape(title);
+/// A page: `main` is markup; `notice` is text for the status line (a step's outcome).
+fn page(kind: &str, title: &str, main: &str, notice: &str) -> String {
+    let (title, notice) = (escape(title), escape(notice));
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>{title}</title>\
          <style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem}}\
          button,input{{font-size:1rem;padding:.5rem;margin:.25rem 0}}label{{display:block}}</style></head>\n\
-         <body data-page=\"{kind}\"><main><h1>{title}</h1>\n{main}\n<p id=\"status\" role=\"status\" aria-live=\"polite\"></p>\
+         <body data-page=\"{kind}\"><main><h1>{title}</h1>\n{main}\n<p id=\"status\" role=\"status\" aria-live=\"polite\">{notice}</p>\
          </main>\n<script src=\"{SCRIPT_PATH}\"></script></body></html>\n"
     )
 }
@@ -36,6 +37,7 @@ pub fn link(title: &str, action: &str, with_password: bool) -> String {
         "link",
         title,
         &format!("<form id=\"form\">{password}<button type=\"submit\">{}</button></form>", escape(action)),
+        "",
     )
 }
 
@@ -90,15 +92,12 @@ pub fn passkeys(signed_in: Option<&SignedInView>, notice: &str) -> String {
                 .to_string()
         }
     };
-    page("passkeys", "Passkeys", &main).replace(
-        "<p id=\"status\" role=\"status\" aria-live=\"polite\"></p>",
-        &format!("<p id=\"status\" role=\"status\" aria-live=\"polite\">{}</p>", escape(notice)),
-    )
+    page("passkeys", "Passkeys", &main, notice)
 }
 
 /// An error page: what went wrong and a way back.
 pub fn error(title: &str, detail: &str) -> String {
-    page("error", title, &format!("<p>{}</p>\n<p><a href=\"\">Back</a></p>", escape(detail)))
+    page("error", title, &format!("<p>{}</p>\n<p><a href=\"\">Back</a></p>", escape(detail)), "")
 }
 
 /// The synchronizer token of a hosted page's forms for one session (S52): a keyed digest of

@@ -217,14 +217,7 @@ impl TestNode {
     /// As [`TestNode::client`], its connections coming from `source` (any address of
     /// 127.0.0.0/8 reaches a node on loopback), so a test can speak for many sources.
     pub fn client_from(&self, source: std::net::IpAddr) -> reqwest::Client {
-        let cert = reqwest::Certificate::from_pem(&self.ca_pem).expect("CA PEM");
-        reqwest::Client::builder()
-            .tls_certs_only([cert])
-            .local_address(source)
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("client")
+        client_builder(&self.ca_pem).local_address(source).build().expect("client")
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
@@ -321,13 +314,16 @@ fn all_of(lines: &mpsc::Receiver<String>) -> String {
 }
 
 pub fn client_for(ca_pem: &[u8]) -> reqwest::Client {
+    client_builder(ca_pem).build().expect("client")
+}
+
+/// A client that trusts only `ca_pem`, follows no redirect and gives up after 20 s.
+fn client_builder(ca_pem: &[u8]) -> reqwest::ClientBuilder {
     let cert = reqwest::Certificate::from_pem(ca_pem).expect("CA PEM");
     reqwest::Client::builder()
         .tls_certs_only([cert])
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client")
 }
 
 /// A fresh temp dir and the (not yet existing) data dir inside it.
