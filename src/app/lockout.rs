@@ -8,6 +8,9 @@
 //! number of voters (rounded up), and writes its tally as soon as the share is spent. On one node
 //! parallel attempts never pass the limit; a burst spread over a cluster can pass it by at most
 //! `(voters - 1) × ceil(limit / voters)`, since a node's share counts only what is written.
+//! An attempt that finds the share spent while the count is still under the limit waits (up to
+//! `limit` of them per account, each a few flush windows at most) for the tally to land and is
+//! admitted again, so a burst always reaches the hold instead of ending on early refusals.
 //! Memory is bounded by `max_tracked_keys` accounts with attempts in flight or tallied; past
 //! that, new accounts get 503 until the next write empties the tally.
 
@@ -27,6 +30,8 @@ const ACCOUNTS_PER_COMMAND: usize = 1024;
 /// What to wait when only attempts still in flight fill the budget: they end within an
 /// argon2 verify.
 const IN_FLIGHT_RETRY: Duration = Duration::from_secs(1);
+/// How often a waiting attempt looks at the store again for other nodes' writes.
+const RECHECK: Duration = Duration::from_millis(100);
 
 /// An account: its tenant and the SHA-256 of its normalized name.
 type Account = (String, String);
@@ -36,6 +41,8 @@ struct Slot {
     in_flight: u32,
     tallied: u32,
     being_written: u32,
+    /// Attempts waiting for the share to free (see [`Lockout::admit_waiting`]).
+    waiting: u32,
     last_ms: i64,
 }
 
@@ -45,7 +52,7 @@ impl Slot {
     }
 
     fn idle(&self) -> bool {
-        self.pending() == 0
+        self.pending() == 0 && self.waiting == 0
     }
 }
 
@@ -54,6 +61,10 @@ impl Slot {
 pub enum Refusal {
     #[error("the account is held; retry after {} s", .0.secs())]
     Held(RetryAfter),
+    /// This node's share is spent (or checks are in flight) while the count is under the limit:
+    /// the next write frees it.
+    #[error("this node's share of the account's budget is in use")]
+    ShareInUse,
     #[error("too many accounts are being counted at once")]
     Busy,
     #[error(transparent)]
@@ -67,6 +78,8 @@ pub struct Lockout {
     max_accounts: usize,
     slots: Mutex<HashMap<Account, Slot>>,
     due: tokio::sync::Notify,
+    /// Signalled whenever an attempt ends or a tally lands, for attempts waiting on a share.
+    changed: tokio::sync::Notify,
 }
 
 /// The SHA-256 an account name is counted under.
@@ -90,6 +103,7 @@ impl Lockout {
             max_accounts: config.max_tracked_keys,
             slots: Mutex::new(HashMap::new()),
             due: tokio::sync::Notify::new(),
+            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -98,6 +112,37 @@ impl Lockout {
     }
 
     /// Admits one password check for `account_sha256` of `tenant`, or says how long to wait.
+    /// While only this node's share stands in the way, waits (a bounded time, a bounded number
+    /// of waiters per account) for it to free, so a burst is counted up to the limit.
+    pub async fn admit_waiting(
+        &self,
+        store: &Store,
+        tenant: &str,
+        account_sha256: &str,
+        clock: &(dyn Fn() -> i64 + Sync),
+        voters: &(dyn Fn() -> usize + Sync),
+    ) -> Result<Attempt<'_>, Refusal> {
+        let deadline = tokio::time::Instant::now() + 2 * (IN_FLIGHT_RETRY + self.flush_every);
+        let mut waiter = Waiter { lockout: self, key: None };
+        loop {
+            // Registered before the check, so a change between the two is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.admit(store, tenant, account_sha256, clock(), voters()) {
+                Err(Refusal::ShareInUse) if tokio::time::Instant::now() < deadline => {}
+                Err(Refusal::ShareInUse) => return Err(Refusal::Held(RetryAfter(IN_FLIGHT_RETRY))),
+                other => return other,
+            }
+            if waiter.key.is_none() && !waiter.join(tenant, account_sha256) {
+                return Err(Refusal::Held(RetryAfter(IN_FLIGHT_RETRY)));
+            }
+            // Other nodes' writes land without a local signal: look again now and then.
+            let _ = tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + RECHECK), changed).await;
+        }
+    }
+
+    /// Admits one password check at once, or says why not.
     pub fn admit(
         &self,
         store: &Store,
@@ -128,18 +173,19 @@ impl Lockout {
         let voters = u32::try_from(voters.max(1)).unwrap_or(u32::MAX);
         let share = left.div_ceil(voters);
         if slot.pending() >= share {
-            // The limit reached: the hold is coming. Only this node's share spent, or attempts
-            // still in flight: the next write (within a flush window) frees it.
-            let wait = if slot.in_flight > 0 || stored + slot.pending() < self.policy.limit {
-                IN_FLIGHT_RETRY
+            // Only this node's share spent, or attempts still in flight: the next write (within
+            // a flush window) frees it. Otherwise the limit is reached and the hold is coming.
+            let refusal = if slot.in_flight > 0 || stored + slot.pending() < self.policy.limit {
+                Refusal::ShareInUse
             } else {
                 let lockouts = record.as_ref().map_or(0, |r| r.lockouts);
-                Duration::from_millis(u64::try_from(self.policy.hold_ms(lockouts)).unwrap_or(0))
+                let hold = Duration::from_millis(u64::try_from(self.policy.hold_ms(lockouts)).unwrap_or(0));
+                Refusal::Held(RetryAfter(hold))
             };
             if slot.idle() {
                 slots.remove(&key);
             }
-            return Err(Refusal::Held(RetryAfter(wait)));
+            return Err(refusal);
         }
         slot.in_flight += 1;
         Ok(Attempt { lockout: self, key, stored, share, had_record: record.is_some(), done: false })
@@ -179,6 +225,7 @@ impl Lockout {
                 }
             }
         }
+        self.changed.notify_waiters();
     }
 
     /// Writes what has been tallied through raft.
@@ -229,6 +276,7 @@ impl Attempt<'_> {
                 lockout.due.notify_one();
             }
         }
+        lockout.changed.notify_waiters();
     }
 
     /// The password was right: whether the account has failures stored to clear.
@@ -245,6 +293,7 @@ impl Attempt<'_> {
                 slots.remove(&self.key);
             }
         }
+        self.lockout.changed.notify_waiters();
         self.had_record
     }
 }
@@ -259,6 +308,43 @@ impl Drop for Attempt<'_> {
             slot.in_flight = slot.in_flight.saturating_sub(1);
             if slot.idle() {
                 slots.remove(&self.key);
+            }
+        }
+        self.lockout.changed.notify_waiters();
+    }
+}
+
+/// An attempt waiting for this node's share to free: counted on its account's slot so the
+/// waiters stay bounded, and uncounted however the wait ends.
+struct Waiter<'a> {
+    lockout: &'a Lockout,
+    key: Option<Account>,
+}
+
+impl Waiter<'_> {
+    /// Joins the account's waiters: false when `limit` of them already wait (as many as can
+    /// still be counted). A slot emptied meanwhile is not joined; the next look admits.
+    fn join(&mut self, tenant: &str, account_sha256: &str) -> bool {
+        let key = (tenant.to_string(), account_sha256.to_string());
+        let mut slots = self.lockout.slots.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(slot) = slots.get_mut(&key) else { return true };
+        if slot.waiting >= self.lockout.policy.limit {
+            return false;
+        }
+        slot.waiting += 1;
+        self.key = Some(key);
+        true
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else { return };
+        let mut slots = self.lockout.slots.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(slot) = slots.get_mut(&key) {
+            slot.waiting = slot.waiting.saturating_sub(1);
+            if slot.idle() {
+                slots.remove(&key);
             }
         }
     }
@@ -293,10 +379,7 @@ mod tests {
         let lockout = Lockout::new(&config);
         let attempts: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "a", 1_000, 1).ok()).collect();
         assert_eq!(attempts.len(), 3, "three checks in flight at most");
-        assert!(matches!(
-            lockout.admit(&store, "t", "a", 1_000, 1),
-            Err(Refusal::Held(RetryAfter(w))) if w == IN_FLIGHT_RETRY
-        ));
+        assert!(matches!(lockout.admit(&store, "t", "a", 1_000, 1), Err(Refusal::ShareInUse)));
         assert!(lockout.admit(&store, "t", "b", 1_000, 1).is_ok(), "another account is not held");
         let mut attempts = attempts.into_iter();
         attempts.next().unwrap().failed(1_001);
@@ -317,5 +400,56 @@ mod tests {
         // In a cluster of three, a node checks at most its share of what is left: ceil(3/3).
         let shared: Vec<_> = (0..10).filter_map(|_| lockout.admit(&store, "t", "c", 1_005, 3).ok()).collect();
         assert_eq!(shared.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_attempt_refused_only_for_the_share_waits_and_is_counted_up_to_the_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let config = RateLimitConfig { lockout_after_failures: 2, ..RateLimitConfig::default() };
+        let lockout = Lockout::new(&config);
+        let (now, one) = (|| 1_000, || 1);
+        let first = lockout.admit(&store, "t", "a", 1_000, 1).unwrap();
+        let second = lockout.admit(&store, "t", "a", 1_000, 1).unwrap();
+        // Both checks in flight: a third waits rather than being refused ...
+        let third = lockout.admit_waiting(&store, "t", "a", &now, &one);
+        tokio::pin!(third);
+        assert!(tokio::time::timeout(Duration::from_millis(50), third.as_mut()).await.is_err(), "it waits");
+        // ... and is admitted when one of them ends without counting.
+        drop(first);
+        let third = tokio::time::timeout(Duration::from_secs(1), third).await.expect("admitted").unwrap();
+        // When the in-flight checks fail and reach the limit, a waiter gets the hold itself.
+        let fourth = lockout.admit_waiting(&store, "t", "a", &now, &one);
+        tokio::pin!(fourth);
+        assert!(tokio::time::timeout(Duration::from_millis(50), fourth.as_mut()).await.is_err());
+        second.failed(1_001);
+        third.failed(1_001);
+        let refused = tokio::time::timeout(Duration::from_secs(1), fourth).await.expect("answered");
+        let refused = refused.err();
+        assert!(matches!(refused, Some(Refusal::Held(RetryAfter(w))) if w == Duration::from_secs(60)), "{refused:?}");
+        assert_eq!(lockout.slots.lock().unwrap()[&("t".to_string(), "a".to_string())].waiting, 0);
+    }
+
+    #[tokio::test]
+    async fn waiters_per_account_are_bounded_by_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.redb")).unwrap();
+        let config = RateLimitConfig { lockout_after_failures: 2, ..RateLimitConfig::default() };
+        let lockout = Lockout::new(&config);
+        let (now, one) = (|| 1_000, || 1);
+        let _in_flight: Vec<_> = (0..2).map(|_| lockout.admit(&store, "t", "a", 1_000, 1).unwrap()).collect();
+        let waiters: Vec<_> = (0..2).map(|_| Box::pin(lockout.admit_waiting(&store, "t", "a", &now, &one))).collect();
+        let mut waiters = waiters;
+        for w in &mut waiters {
+            assert!(tokio::time::timeout(Duration::from_millis(20), w.as_mut()).await.is_err());
+        }
+        let third =
+            tokio::time::timeout(Duration::from_millis(500), lockout.admit_waiting(&store, "t", "a", &now, &one))
+                .await
+                .expect("refused at once");
+        let third = third.err();
+        assert!(matches!(third, Some(Refusal::Held(RetryAfter(w))) if w == IN_FLIGHT_RETRY), "{third:?}");
+        drop(waiters);
+        assert_eq!(lockout.slots.lock().unwrap()[&("t".to_string(), "a".to_string())].waiting, 0);
     }
 }

@@ -362,7 +362,7 @@ pub(crate) fn record_attempt<T>(
 /// The signed-in user gives their password again (S48, S50), within the account's lockout
 /// budget: `BadCredentials` when it is not right.
 pub(crate) async fn reauthenticate(app: &AppState, user: &UserRecord, password: &str) -> Result<(), AuthError> {
-    let attempt = admit_attempt(app, &user.tenant, &user.username)?;
+    let attempt = admit_attempt(app, &user.tenant, &user.username).await?;
     let password = normalize_password(password);
     let hash = user.password_hash.clone().unwrap_or_else(|| dummy_hash(&app.config.passwords));
     let long = password.chars().count() > MAX_PASSWORD_CHARS;
@@ -378,17 +378,21 @@ pub(crate) async fn reauthenticate(app: &AppState, user: &UserRecord, password: 
 }
 
 /// Admits one password check of account `name` (a normalized email) within its lockout budget.
-pub(crate) fn admit_attempt<'a>(
+pub(crate) async fn admit_attempt<'a>(
     app: &'a AppState,
     tenant: &str,
     name: &str,
 ) -> Result<crate::app::lockout::Attempt<'a>, AuthError> {
     use crate::app::lockout::{account_digest, Refusal};
     // Each node checks its share of the account's budget (see `app::lockout`).
-    let voters = app.raft.status().voters.len();
-    match app.lockout.admit(&app.store, tenant, &account_digest(name), app.clock.now_ms(), voters) {
+    let voters = || app.raft.status().voters.len();
+    let now = || app.clock.now_ms();
+    match app.lockout.admit_waiting(&app.store, tenant, &account_digest(name), &now, &voters).await {
         Ok(attempt) => Ok(attempt),
         Err(Refusal::Held(wait)) => Err(AuthError::RateLimited(wait)),
+        Err(Refusal::ShareInUse) => {
+            Err(AuthError::RateLimited(crate::app::limits::RetryAfter(std::time::Duration::from_secs(1))))
+        }
         Err(Refusal::Busy) => Err(AuthError::Busy),
         Err(Refusal::Store(e)) => Err(NodeWriteError::Unavailable(e.to_string()).into()),
     }
@@ -428,7 +432,7 @@ async fn password_login(
     let email = normalize_email(email).map_err(|_| AuthError::BadCredentials)?;
     // The account's failures are counted in raft (S40), a known and an unknown email alike,
     // so a 429 tells nobody which exists (S41); the source's budget is the node's own.
-    let attempt = admit_attempt(app, &tenant.id, &email)?;
+    let attempt = admit_attempt(app, &tenant.id, &email).await?;
     let password = normalize_password(password);
     let unavailable = |e: gatehouse_storage::StoreError| NodeWriteError::Unavailable(e.to_string());
     let user = app.store.read().and_then(|r| r.user_by_username(&tenant.id, &email)).map_err(unavailable)?;

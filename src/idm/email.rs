@@ -271,7 +271,7 @@ pub async fn sign_in_with_code(
 
 async fn code_sign_in(app: &AppState, tenant: &TenantRecord, email: &str, code: &str) -> Result<SignedIn, AuthError> {
     let email = auth::normalize_email(email).map_err(|_| AuthError::BadCode)?;
-    let attempt = auth::admit_attempt(app, &tenant.id, &email)?;
+    let attempt = auth::admit_attempt(app, &tenant.id, &email).await?;
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     let well_formed = code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit());
     let token = if well_formed {

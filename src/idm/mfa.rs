@@ -97,7 +97,7 @@ pub async fn enroll(app: &AppState, user: &UserRecord) -> Result<Enrolment, Auth
 
 /// Confirms the enrolled secret with a code it made; the recovery codes, shown once.
 pub async fn confirm(app: &AppState, user: &UserRecord, code: &str) -> Result<Vec<String>, AuthError> {
-    let budget = admitted(app, user)?;
+    let budget = admitted(app, user).await?;
     let Some(state) = user.totp.as_ref() else {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
     };
@@ -169,7 +169,7 @@ async fn complete(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<SignedIn, AuthError> {
-    let budget = admitted(app, user)?;
+    let budget = admitted(app, user).await?;
     let factor = factor(app, user, code, recovery).map_err(|e| counted(app, user, &budget, e))?;
     let (session_id, digest) = crate::idm::auth::new_session_id();
     // The first factor as the pending sign-in recorded it (a password, an email code or link).
@@ -213,8 +213,8 @@ async fn complete(
 struct Budget<'a>(std::sync::Mutex<Option<crate::app::lockout::Attempt<'a>>>);
 
 /// Admits one code check for the user's account, if its budget is not spent.
-fn admitted<'a>(app: &'a AppState, user: &UserRecord) -> Result<Budget<'a>, AuthError> {
-    let attempt = crate::idm::auth::admit_attempt(app, &user.tenant, &user.username)?;
+async fn admitted<'a>(app: &'a AppState, user: &UserRecord) -> Result<Budget<'a>, AuthError> {
+    let attempt = crate::idm::auth::admit_attempt(app, &user.tenant, &user.username).await?;
     Ok(Budget(std::sync::Mutex::new(Some(attempt))))
 }
 
@@ -243,7 +243,7 @@ pub async fn disable(
     code: Option<&str>,
     recovery: Option<&str>,
 ) -> Result<(), AuthError> {
-    let budget = admitted(app, user)?;
+    let budget = admitted(app, user).await?;
     if !user.totp.as_ref().is_some_and(|s| s.confirmed) {
         return Err(AuthError::Refused(gatehouse_storage::Rejection::TotpNotEnrolled));
     }
