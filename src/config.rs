@@ -241,6 +241,8 @@ pub struct OAuthConfig {
     pub access_token_lifetime_secs: u64,
     /// Lifetime of the platform admin tokens `gatehouse admin token` mints.
     pub admin_token_lifetime_secs: u64,
+    /// How long an authorization code may wait for its redemption (at most 600, S5).
+    pub authorization_code_lifetime_secs: u64,
 }
 
 impl Default for OAuthConfig {
@@ -249,6 +251,7 @@ impl Default for OAuthConfig {
             admin_audience: "gatehouse-admin".into(),
             access_token_lifetime_secs: 600,
             admin_token_lifetime_secs: 900,
+            authorization_code_lifetime_secs: 60,
         }
     }
 }
@@ -610,6 +613,9 @@ impl Config {
                     "{name} must be between 1 and keys.max_token_lifetime_secs ({max})"
                 )));
             }
+        }
+        if !(1..=600).contains(&self.oauth.authorization_code_lifetime_secs) {
+            return Err(ConfigError::Invalid("oauth.authorization_code_lifetime_secs must be 1 to 600".into()));
         }
         if self.oauth.admin_audience.trim().is_empty() || self.oauth.admin_audience.len() > 256 {
             return Err(ConfigError::Invalid("oauth.admin_audience must be 1 to 256 characters".into()));

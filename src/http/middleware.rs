@@ -167,7 +167,11 @@ fn secure_headers(resp: &mut Response, path: &str, hsts: bool) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if html {
-        headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
+        // A page whose form posts elsewhere (the form_post response mode) sets its own, as
+        // strict but for that form's target.
+        if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(HTML_CSP));
+        }
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     } else {
         // A JSON or text answer opened as a page runs nothing and is never framed.
@@ -215,6 +219,7 @@ pub fn route_label(path: &str) -> &'static str {
         ".well-known/jwks.json" => "{issuer}/.well-known/jwks.json",
         "oauth2/authorize" => "{issuer}/oauth2/authorize",
         "oauth2/token" => "{issuer}/oauth2/token",
+        "oauth2/userinfo" => "{issuer}/oauth2/userinfo",
         r if r.starts_with("admin/v1/") || r == "admin/v1" => "/admin/v1",
         "cluster/v1/join" => "/cluster/v1/join",
         // RFC 8414's form for a tenant's issuer: the path after the well-known name.
@@ -231,7 +236,7 @@ fn auth_route_label(rest: &str) -> &'static str {
     macro_rules! routes {
         ($($route:literal),* $(,)?) => { [$(($route, concat!("{issuer}/v1/auth/", $route))),*] };
     }
-    const EXACT: [(&str, &str); 25] = routes!(
+    const EXACT: [(&str, &str); 26] = routes!(
         "register",
         "login",
         "logout",
@@ -257,6 +262,7 @@ fn auth_route_label(rest: &str) -> &'static str {
         "passkeys/credentials",
         "me",
         "me/avatar",
+        "sign-in",
     );
     if let Some((_, label)) = EXACT.iter().find(|(route, _)| *route == rest) {
         return label;

@@ -3,9 +3,10 @@
 //! they are, a refusal is a page for the user and never a redirect (S3, S4); after, it goes
 //! back to the client with `state` and `iss` (S20).
 
-use gatehouse_storage::model::{ClientRecord, ClientStatus};
+use gatehouse_storage::model::{AuthorizationCodeRecord, ClientRecord, ClientStatus, SessionRecord};
+use gatehouse_storage::{Applied, Command, Rejection};
 
-use crate::app::AppState;
+use crate::app::{AppState, ProposeError};
 use crate::idm::protocol::OAuthErrorCode;
 
 /// The parameters of an authorization request, as given (each at most once).
@@ -26,6 +27,40 @@ pub struct AuthorizeParams {
     pub request_uri: Option<String>,
     /// The names of the parameters given more than once (RFC 6749 §3.1 forbids it).
     pub repeated: Vec<String>,
+}
+
+impl AuthorizeParams {
+    /// The parameters of a query string (or an urlencoded body): the known ones, each taken
+    /// the first time, with the names given more than once.
+    pub fn parse(query: &str) -> AuthorizeParams {
+        let mut p = AuthorizeParams::default();
+        for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let slot = match name.as_ref() {
+                "response_type" => &mut p.response_type,
+                "client_id" => &mut p.client_id,
+                "redirect_uri" => &mut p.redirect_uri,
+                "scope" => &mut p.scope,
+                "state" => &mut p.state,
+                "nonce" => &mut p.nonce,
+                "code_challenge" => &mut p.code_challenge,
+                "code_challenge_method" => &mut p.code_challenge_method,
+                "response_mode" => &mut p.response_mode,
+                "prompt" => &mut p.prompt,
+                "max_age" => &mut p.max_age,
+                "request" => &mut p.request,
+                "request_uri" => &mut p.request_uri,
+                _ => continue,
+            };
+            if slot.is_some() {
+                if !p.repeated.iter().any(|n| n == name.as_ref()) {
+                    p.repeated.push(name.to_string());
+                }
+                continue;
+            }
+            *slot = Some(value.into_owned());
+        }
+        p
+    }
 }
 
 /// The parameters read; others are ignored (OpenID Connect Core §3.1.2.1), repeated or not.
@@ -72,6 +107,17 @@ pub struct CheckedRequest {
     pub code_challenge: String,
     pub prompt: Prompt,
     pub max_age_secs: Option<u64>,
+    pub response_mode: ResponseMode,
+}
+
+/// How the authorization response reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ResponseMode {
+    /// A redirect with the response in the query (RFC 6749 §4.1.2).
+    #[default]
+    Query,
+    /// A page that posts the response to the redirect URI (OAuth 2.0 Form Post Response Mode).
+    FormPost,
 }
 
 /// Why a request is refused, and where the refusal goes.
@@ -83,18 +129,19 @@ pub enum Refusal {
     Redirect(ErrorRedirect),
 }
 
-/// An error authorization response (RFC 6749 §4.1.2.1) to a verified redirect URI, in the
-/// query (the one response mode served so far).
+/// An error authorization response (RFC 6749 §4.1.2.1) to a verified redirect URI.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrorRedirect {
     pub redirect_uri: String,
     pub error: OAuthErrorCode,
     pub description: String,
     pub state: Option<String>,
+    pub mode: ResponseMode,
 }
 
-/// The scopes every client may ask for beside its own: OpenID Connect's.
-pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+/// The scopes every client may ask for beside its own: OpenID Connect's, and `roles` (the
+/// user's roles in the tenant, at UserInfo).
+pub const OIDC_SCOPES: [&str; 5] = ["openid", "profile", "email", "offline_access", "roles"];
 
 /// A PKCE code challenge: BASE64URL(SHA-256(verifier)), 43 characters (RFC 7636 §4.2).
 fn is_s256_challenge(challenge: &str) -> bool {
@@ -130,20 +177,26 @@ pub fn check(app: &AppState, tenant: &str, p: &AuthorizeParams) -> Result<Checke
         return Err(page(OAuthErrorCode::InvalidRequest, "redirect_uri is not one registered for this client"));
     }
 
-    // From here on the client is verified: refusals go back to it.
+    // From here on the client is verified: refusals go back to it, in the mode asked for
+    // when it is one we serve.
+    let response_mode = match p.response_mode.as_deref() {
+        Some("form_post") => ResponseMode::FormPost,
+        _ => ResponseMode::Query,
+    };
     let refuse = |error, description: &str| {
         Refusal::Redirect(ErrorRedirect {
             redirect_uri: redirect_uri.clone(),
             error,
             description: description.to_string(),
             state: p.state.clone(),
+            mode: response_mode,
         })
     };
     if let Some(name) = p.repeated.iter().find(|n| KNOWN.contains(&n.as_str())) {
         return Err(refuse(OAuthErrorCode::InvalidRequest, &format!("{name} is given more than once")));
     }
-    if !matches!(p.response_mode.as_deref(), None | Some("query")) {
-        return Err(refuse(OAuthErrorCode::InvalidRequest, "the one response mode served is query"));
+    if !matches!(p.response_mode.as_deref(), None | Some("query") | Some("form_post")) {
+        return Err(refuse(OAuthErrorCode::InvalidRequest, "response_mode must be query or form_post"));
     }
     if p.request.is_some() {
         return Err(refuse(OAuthErrorCode::RequestNotSupported, "request objects are not supported"));
@@ -216,19 +269,95 @@ pub fn check(app: &AppState, tenant: &str, p: &AuthorizeParams) -> Result<Checke
         code_challenge,
         prompt,
         max_age_secs,
+        response_mode,
     })
 }
 
-/// The URL an error goes back to in query mode: `error`, `error_description`, `state` and
-/// `iss` added to the redirect URI's own query (RFC 6749 §4.1.2.1, RFC 9207).
-pub fn error_location(e: &ErrorRedirect, issuer: &str) -> String {
-    let mut query = url::form_urlencoded::Serializer::new(String::new());
-    query.append_pair("error", e.error.as_str());
-    query.append_pair("error_description", &e.description);
-    if let Some(state) = &e.state {
-        query.append_pair("state", state);
+/// Whether the user must sign in (again) before a code is issued: nobody is signed in,
+/// `prompt=login` asks for it, or the sign-in is older than `max_age` (Core §3.1.2.1).
+pub fn needs_sign_in(request: &CheckedRequest, session: Option<&SessionRecord>, now_ms: i64) -> bool {
+    let Some(session) = session else { return true };
+    let too_old = request.max_age_secs.is_some_and(|max| {
+        now_ms - session.created_at_ms > i64::try_from(max.saturating_mul(1000)).unwrap_or(i64::MAX)
+    });
+    request.prompt.login || too_old
+}
+
+/// Why no code was issued.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeRefusal {
+    /// The session ended, or its user or the client was disabled, since it was read.
+    #[error("the sign-in is no longer valid: {0}")]
+    SignInAgain(Rejection),
+    #[error("the code could not be recorded: {0}")]
+    Unavailable(String),
+}
+
+/// Issues an authorization code for `request` in the signed-in `session` (S5: it lives
+/// `oauth.authorization_code_lifetime_secs`, bound to the client, the redirect URI and the
+/// PKCE challenge). Only its digest is stored.
+pub async fn issue_code(
+    app: &AppState,
+    request: &CheckedRequest,
+    session: &SessionRecord,
+) -> Result<String, CodeRefusal> {
+    let mut bytes = [0u8; 32];
+    crate::clock::random_bytes(&mut bytes);
+    let code = crate::crypto::b64url(&bytes);
+    let now_ms = app.clock.now_ms();
+    let lifetime_ms = i64::try_from(app.config.oauth.authorization_code_lifetime_secs.saturating_mul(1000))
+        .unwrap_or(gatehouse_storage::model::MAX_CODE_LIFETIME_MS);
+    let record = AuthorizationCodeRecord {
+        v: 1,
+        tenant: request.client.tenant.clone(),
+        code_sha256: crate::idm::tokens::code_digest(&code),
+        client_id: request.client.client_id.clone(),
+        redirect_uri: request.redirect_uri.clone(),
+        user_id: session.user_id.clone(),
+        session_sha256: session.id_sha256.clone(),
+        scopes: request.scopes.clone(),
+        nonce: request.nonce.clone(),
+        code_challenge: request.code_challenge.clone(),
+        auth_time_ms: session.created_at_ms,
+        amr: crate::idm::tokens::id_token::amr_of(&session.method),
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms + lifetime_ms,
+        redeemed: None,
+    };
+    match app.propose(&format!("user:{}", session.user_id), Command::IssueAuthorizationCode(record)).await {
+        Ok(Applied::AuthorizationCodeIssued) => Ok(code),
+        Ok(other) => Err(CodeRefusal::Unavailable(format!("unexpected outcome {other:?}"))),
+        Err(ProposeError::Refused(r)) => Err(CodeRefusal::SignInAgain(r)),
+        Err(ProposeError::Write(e)) => Err(CodeRefusal::Unavailable(e.to_string())),
     }
-    query.append_pair("iss", issuer);
-    let separator = if e.redirect_uri.contains('?') { '&' } else { '?' };
-    format!("{}{separator}{}", e.redirect_uri, query.finish())
+}
+
+/// The parameters of a successful authorization response (RFC 6749 §4.1.2, RFC 9207).
+pub fn success_params(code: &str, state: Option<&str>, issuer: &str) -> Vec<(&'static str, String)> {
+    let mut params = vec![("code", code.to_string())];
+    if let Some(state) = state {
+        params.push(("state", state.to_string()));
+    }
+    params.push(("iss", issuer.to_string()));
+    params
+}
+
+/// The parameters of an error authorization response.
+pub fn error_params(e: &ErrorRedirect, issuer: &str) -> Vec<(&'static str, String)> {
+    let mut params = vec![("error", e.error.as_str().to_string()), ("error_description", e.description.clone())];
+    if let Some(state) = &e.state {
+        params.push(("state", state.clone()));
+    }
+    params.push(("iss", issuer.to_string()));
+    params
+}
+
+/// The redirect URI with `params` added to its own query (query response mode).
+pub fn query_location(redirect_uri: &str, params: &[(&str, String)]) -> String {
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in params {
+        query.append_pair(name, value);
+    }
+    let separator = if redirect_uri.contains('?') { '&' } else { '?' };
+    format!("{redirect_uri}{separator}{}", query.finish())
 }

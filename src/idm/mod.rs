@@ -14,6 +14,7 @@ pub mod protocol;
 pub mod roles;
 pub mod tenants;
 pub mod tokens;
+pub mod userinfo;
 pub mod users;
 
 /// Each use case's error keeps a refusal and a failed write as its own variants.

@@ -22,6 +22,8 @@ pub enum OAuthErrorCode {
     UnsupportedTokenType,
     /// RFC 6750: a bearer token is missing, expired, revoked or malformed (401).
     InvalidToken,
+    /// RFC 6750: the token lacks a scope the resource needs (403).
+    InsufficientScope,
     /// Too many requests, or the node cannot serve now (429 or 503 by context).
     TemporarilyUnavailable,
     ServerError,
@@ -46,6 +48,7 @@ impl OAuthErrorCode {
             OAuthErrorCode::InvalidTarget => "invalid_target",
             OAuthErrorCode::UnsupportedTokenType => "unsupported_token_type",
             OAuthErrorCode::InvalidToken => "invalid_token",
+            OAuthErrorCode::InsufficientScope => "insufficient_scope",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthErrorCode::ServerError => "server_error",
             OAuthErrorCode::LoginRequired => "login_required",

@@ -43,12 +43,17 @@ async fn discovery_is_complete_and_its_issuer_is_the_url_it_was_fetched_under() 
             assert_eq!(doc["issuer"], Value::String(issuer.clone()), "issuer must equal the URL prefix");
             let algs = strings(&doc["id_token_signing_alg_values_supported"]);
             assert!(algs.contains(&"RS256".into()) && algs.contains(&"ES256".into()), "algs: {algs:?}");
-            // Only what is served: client_credentials; the code flow, its response types, PKCE
-            // and the openid scope are listed once they work.
-            assert_eq!(strings(&doc["grant_types_supported"]), vec!["client_credentials".to_string()], "{url}");
-            assert!(doc["response_types_supported"].as_array().is_some_and(|a| a.is_empty()), "{url}");
-            assert!(!strings(&doc["grant_types_supported"]).contains(&"authorization_code".into()));
-            assert!(!strings(&doc["code_challenge_methods_supported"]).contains(&"plain".into()));
+            // Only what is served: the client_credentials and code grants, the code response
+            // type in the query and form_post modes, PKCE with S256 alone, iss in responses.
+            let grants = strings(&doc["grant_types_supported"]);
+            assert_eq!(grants, ["client_credentials", "authorization_code"], "{url}");
+            assert_eq!(strings(&doc["response_types_supported"]), ["code"], "{url}");
+            assert_eq!(strings(&doc["response_modes_supported"]), ["query", "form_post"], "{url}");
+            assert_eq!(strings(&doc["code_challenge_methods_supported"]), ["S256"], "{url}");
+            assert_eq!(doc["authorization_response_iss_parameter_supported"], true, "{url}");
+            assert_eq!(doc["request_parameter_supported"], false, "{url}");
+            assert!(strings(&doc["token_endpoint_auth_methods_supported"]).contains(&"none".into()), "{url}");
+            assert!(!strings(&doc["introspection_endpoint_auth_methods_supported"]).contains(&"none".into()));
             let listed: Vec<(String, String)> = doc
                 .as_object()
                 .unwrap()

@@ -11,6 +11,7 @@ mod auth;
 mod authorize;
 mod backup;
 mod cluster;
+mod code_flow;
 mod crash;
 mod discovery;
 mod email;

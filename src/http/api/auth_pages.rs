@@ -1,6 +1,8 @@
 //! The hosted pages under each issuer: `GET` renders one for the browser's session, `POST`
 //! takes its forms (a synchronizer token bound to the session, S52) and answers 303 back to
-//! the page, or an error page. Thin adapters over `idm`.
+//! the page, or an error page. The sign-in page of an authorization request (rendered by the
+//! authorization endpoint) posts here too: its form carries the request, and a sign-in ends
+//! with the code for it. Thin adapters over `idm`.
 
 use std::sync::Arc;
 
@@ -13,10 +15,12 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::auth::{clear_cookie, factor_changer, not_signed_in, presented, public_origin, tenant_of};
 use super::auth_passkeys::PasskeyTag;
 use crate::app::AppState;
+use crate::http::api::oidc::{code_response, deliver_error, Delivery};
 use crate::http::issuer::IssuerScope;
 use crate::http::pages;
 use crate::http::problem::Problem;
-use crate::idm::{auth, passkeys};
+use crate::idm::auth::AuthError;
+use crate::idm::{auth, mfa, passkeys};
 
 pub struct PagesApi;
 
@@ -216,4 +220,201 @@ impl PagesApi {
             )),
         }
     }
+
+    /// The sign-in page's form: signs in (password, then the authenticator app's code when the
+    /// account has one) and then answers the authorization request it carries, with a code.
+    #[oai(
+        path = "/v1/auth/sign-in",
+        method = "post",
+        operation_id = "signInPageForm",
+        tag = "crate::http::api::oidc::OidcTag::OAuth2"
+    )]
+    async fn sign_in_form(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        form: Form<SignInPageForm>,
+    ) -> SignInAnswer {
+        use crate::idm::authorize::{self, AuthorizeParams, Refusal};
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_origin_form(&app, req).map(|()| t)) {
+            Ok(t) => t,
+            Err(p) => return SignInAnswer::problem(p),
+        };
+        let too_long = |v: &Option<String>, max: usize| v.as_ref().is_some_and(|v| v.chars().count() > max);
+        if too_long(&form.request, MAX_REQUEST_CHARS)
+            || too_long(&form.email, 320)
+            || too_long(&form.password, 1024)
+            || too_long(&form.code, 64)
+        {
+            return SignInAnswer::problem(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a field is too long",
+            ));
+        }
+        let request = form.request.clone().unwrap_or_default();
+        let issuer = app.issuer_of(&tenant.id);
+        let checked = match authorize::check(&app, &tenant.id, &AuthorizeParams::parse(&request)) {
+            Ok(c) => c,
+            Err(Refusal::Page { error, description }) => {
+                return SignInAnswer::BadRequest(Html(pages::error(
+                    "This sign-in request cannot be completed",
+                    &format!("{description} (error code: {error})."),
+                )))
+            }
+            Err(Refusal::Redirect(e)) => return SignInAnswer::delivered(deliver_error(&e, &issuer), None),
+        };
+        let action = format!("{}/v1/auth/sign-in", scope.path_prefix());
+        let view = pages::SignInForm { client_name: &checked.client.name, action: &action, request: &request };
+        let signed_in = match form.step.as_deref() {
+            Some("password") => {
+                let email = form.email.as_deref().unwrap_or("");
+                match auth::login(&app, &tenant, email, form.password.as_deref().unwrap_or("")).await {
+                    Ok(s) => {
+                        // The browser's previous session, if any, ends here: it has a new one.
+                        if let Some(old) = presented(req, &tenant.id) {
+                            if let Err(e) = auth::logout(&app, &tenant.id, &old).await {
+                                tracing::debug!("the previous session was not ended: {e}");
+                            }
+                        }
+                        s
+                    }
+                    Err(AuthError::BadCredentials) => {
+                        let notice = "That email and password do not match an account.";
+                        return SignInAnswer::Unauthorized(Html(pages::sign_in(&view, email, notice)));
+                    }
+                    Err(AuthError::RateLimited(wait)) => {
+                        let notice = format!("Too many failed sign-ins: try again in {} s.", wait.secs());
+                        let page = Html(pages::sign_in(&view, email, &notice));
+                        return SignInAnswer::TooManyRequests(page, wait.secs().to_string());
+                    }
+                    Err(e) => return SignInAnswer::problem(super::auth::problem_of(e)),
+                }
+            }
+            Some("totp") => {
+                let pending = presented(req, &tenant.id).map(|id| auth::pending(&app, &tenant.id, &id));
+                let (pending, user) = match pending {
+                    Some(Ok(Some(p))) => p,
+                    Some(Err(e)) => return SignInAnswer::problem(super::auth::problem_of(e)),
+                    _ => {
+                        let notice = "The sign-in has ended: sign in again.";
+                        return SignInAnswer::Unauthorized(Html(pages::sign_in(&view, "", notice)));
+                    }
+                };
+                match mfa::challenge(&app, &pending, &user, form.code.as_deref(), None).await {
+                    Ok(s) => s,
+                    Err(AuthError::BadCode | AuthError::Invalid(_)) => {
+                        let notice = "That code is not right, or was used already.";
+                        return SignInAnswer::Unauthorized(Html(pages::second_step(&view, notice)));
+                    }
+                    Err(AuthError::RateLimited(wait)) => {
+                        let notice = format!("Too many wrong codes: try again in {} s.", wait.secs());
+                        let page = Html(pages::second_step(&view, &notice));
+                        return SignInAnswer::TooManyRequests(page, wait.secs().to_string());
+                    }
+                    Err(e) => return SignInAnswer::problem(super::auth::problem_of(e)),
+                }
+            }
+            _ => {
+                return SignInAnswer::problem(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "step must be password or totp",
+                ))
+            }
+        };
+        let (_, cookie) = super::auth::signed_in(&signed_in);
+        if signed_in.session.pending_mfa {
+            return SignInAnswer::Page(Html(pages::second_step(&view, "")), Some(cookie), None);
+        }
+        if signed_in.session.setup_only {
+            return SignInAnswer::Forbidden(Html(pages::error(
+                "Add a second factor first",
+                "This account must have a second factor before it signs in to applications: add an \
+                 authenticator app or a passkey, then sign in again.",
+            )));
+        }
+        match code_response(&app, &checked, &signed_in.session, &issuer).await {
+            Some(delivery) => SignInAnswer::delivered(delivery, Some(cookie)),
+            None => {
+                SignInAnswer::Unauthorized(Html(pages::sign_in(&view, "", "The sign-in has ended: sign in again.")))
+            }
+        }
+    }
 }
+
+/// The sign-in page's form (urlencoded: the field limits are checked by the handler).
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct SignInPageForm {
+    /// The authorization request's query, as the page carried it (at most 8192 characters).
+    pub request: Option<String>,
+    /// `password` (with `email` and `password`) or `totp` (with `code`, in the sign-in that
+    /// waits for it).
+    pub step: Option<String>,
+    pub email: Option<String>,
+    pub password: Option<String>,
+    pub code: Option<String>,
+}
+
+/// The answer to the sign-in page's form.
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_sign_in")]
+pub enum SignInAnswer {
+    /// Signed in: back to the client with a code (query response mode).
+    #[oai(status = 303)]
+    Redirect(#[oai(header = "Location")] String, #[oai(header = "Set-Cookie")] Option<String>),
+    /// The next step's page (a code from the authenticator app), or the page that posts the
+    /// response to the client (form_post response mode).
+    #[oai(status = 200)]
+    Page(
+        Html<String>,
+        #[oai(header = "Set-Cookie")] Option<String>,
+        #[oai(header = "Content-Security-Policy")] Option<String>,
+    ),
+    /// Not a form of this page, or a request that cannot go back to its client.
+    #[oai(status = 400)]
+    BadRequest(Html<String>),
+    /// The email, password or code is not right: the page again, saying so.
+    #[oai(status = 401)]
+    Unauthorized(Html<String>),
+    /// A cross-site form, or an account that must add a second factor first.
+    #[oai(status = 403)]
+    Forbidden(Html<String>),
+    /// No such tenant.
+    #[oai(status = 404)]
+    NotFound(Html<String>),
+    /// Too many failed sign-ins: the page again; retry after `Retry-After` seconds.
+    #[oai(status = 429)]
+    TooManyRequests(Html<String>, #[oai(header = "Retry-After")] String),
+    /// This node cannot serve the request now.
+    #[oai(status = 503)]
+    Unavailable(Html<String>),
+}
+
+fn bad_sign_in(err: poem::Error) -> SignInAnswer {
+    SignInAnswer::BadRequest(Html(pages::error("Not a sign-in form", &err.to_string())))
+}
+
+impl SignInAnswer {
+    fn problem(p: Problem) -> Self {
+        let page = Html(pages::error("That did not work", &p.detail));
+        match p.status {
+            400 => Self::BadRequest(page),
+            401 => Self::Unauthorized(page),
+            403 => Self::Forbidden(page),
+            404 => Self::NotFound(page),
+            _ => Self::Unavailable(page),
+        }
+    }
+
+    fn delivered(d: Delivery, cookie: Option<String>) -> Self {
+        match d {
+            Delivery::Redirect(location) => Self::Redirect(location, cookie),
+            Delivery::FormPost { html, csp } => Self::Page(Html(html), cookie, Some(csp)),
+        }
+    }
+}
+
+/// The longest authorization request a sign-in form carries back.
+const MAX_REQUEST_CHARS: usize = 8192;

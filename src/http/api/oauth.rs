@@ -1,4 +1,5 @@
-//! The OAuth 2.0 back-channel endpoints of every tenant: token (RFC 6749, `client_credentials`),
+//! The OAuth 2.0 back-channel endpoints of every tenant: token (RFC 6749: `client_credentials`
+//! and `authorization_code`),
 //! introspection (RFC 7662) and revocation (RFC 7009). Errors are RFC 6749 JSON with
 //! `Cache-Control: no-store` (S17); client authentication failures are 401 `invalid_client`,
 //! with a `WWW-Authenticate` challenge when HTTP Basic was used (S15).
@@ -23,7 +24,7 @@ pub struct OAuthApi;
 /// A token request (RFC 6749 section 4); which members apply depends on `grant_type`.
 #[derive(Debug, Object, serde::Deserialize)]
 pub struct TokenRequest {
-    /// `client_credentials` (the one grant this version serves).
+    /// `client_credentials` or `authorization_code`.
     #[oai(validator(min_length = 1, max_length = 256))]
     pub grant_type: String,
     #[oai(validator(max_length = 256))]
@@ -81,6 +82,9 @@ pub struct AccessTokenResponse {
     pub token_type: String,
     pub expires_in: u64,
     pub scope: String,
+    /// OpenID Connect: when the code was issued for the `openid` scope.
+    #[oai(skip_serializing_if_is_none)]
+    pub id_token: Option<String>,
 }
 
 /// RFC 7662 section 2.2. Only `active` is present for a token that is not active.
@@ -286,9 +290,9 @@ fn presented_client(req: &poem::Request, form: FormClient<'_>) -> Result<Present
         return Ok(PresentedClient { client_id: id, secret: Some(secret), basic: true, assertion: None });
     }
     match (form_id, form_secret) {
-        (Some(id), Some(secret)) => Ok(PresentedClient {
+        (Some(id), secret) => Ok(PresentedClient {
             client_id: id.to_string(),
-            secret: Some(secret.to_string()),
+            secret: secret.map(str::to_string),
             basic: false,
             assertion: None,
         }),
@@ -371,6 +375,38 @@ async fn token(
                     token_type: "Bearer".into(),
                     expires_in: t.expires_in,
                     scope: t.scope,
+                    id_token: None,
+                }),
+                Err(f) => OAuthResponse::failure(f),
+            }
+        }
+        tokens::GRANT_AUTHORIZATION_CODE => {
+            let result = async {
+                let form = form_client(
+                    &body.client_id,
+                    &body.client_secret,
+                    &body.client_assertion_type,
+                    &body.client_assertion,
+                );
+                let presented = presented_client(req, form)?;
+                let client = tokens::authenticate_client(app, &tenant, &presented, "token").await?;
+                tokens::redeem_code(
+                    app,
+                    &client,
+                    body.code.as_deref(),
+                    body.redirect_uri.as_deref(),
+                    body.code_verifier.as_deref(),
+                )
+                .await
+            }
+            .await;
+            match result {
+                Ok(t) => OAuthResponse::ok(AccessTokenResponse {
+                    access_token: t.access_token,
+                    token_type: "Bearer".into(),
+                    expires_in: t.expires_in,
+                    scope: t.scope,
+                    id_token: t.id_token,
                 }),
                 Err(f) => OAuthResponse::failure(f),
             }

@@ -2,10 +2,10 @@
 //! every tenant: the `default` tenant at the root, every other under `/t/{tenant}`.
 //!
 //! The authorization endpoint checks every request (`idm::authorize`): a request it cannot
-//! trust gets an error page, a wrong one an error back at the client's redirect URI. Until
-//! the code flow is built, a request that passes every check gets an error page saying
-//! authorization codes are not issued yet. The token, introspection and revocation endpoints
-//! are in `oauth.rs`.
+//! trust gets an error page, a wrong one an error back at the client's redirect URI. A valid
+//! one from a signed-in browser gets a code (query or form_post response mode); otherwise the
+//! sign-in page, whose form (`auth_pages`) signs in and then issues the code. The token,
+//! introspection and revocation endpoints are in `oauth.rs`.
 
 use std::sync::Arc;
 
@@ -31,6 +31,32 @@ pub(crate) enum OidcTag {
 pub struct OidcApi;
 
 const CLIENT_AUTH_METHODS: [&str; 3] = crate::idm::clients::CONFIDENTIAL_AUTH_METHODS;
+/// The claims of ID tokens and of UserInfo.
+const CLAIMS: [&str; 18] = [
+    "iss",
+    "sub",
+    "aud",
+    "azp",
+    "exp",
+    "iat",
+    "auth_time",
+    "nonce",
+    "amr",
+    "sid",
+    "at_hash",
+    "name",
+    "preferred_username",
+    "locale",
+    "updated_at",
+    "email",
+    "email_verified",
+    "roles",
+];
+
+/// The confidential methods and `none` (public clients).
+fn with_none(methods: &[&str]) -> Vec<String> {
+    methods.iter().chain(&["none"]).map(|s| s.to_string()).collect()
+}
 
 /// OpenID Connect Discovery 1.0 / RFC 8414 metadata.
 #[derive(Debug, Object)]
@@ -40,6 +66,7 @@ pub struct DiscoveryDocument {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    pub userinfo_endpoint: String,
     /// RFC 7662.
     pub introspection_endpoint: String,
     /// RFC 7009.
@@ -56,8 +83,12 @@ pub struct DiscoveryDocument {
     pub subject_types_supported: Vec<String>,
     pub id_token_signing_alg_values_supported: Vec<String>,
     pub code_challenge_methods_supported: Vec<String>,
+    /// The claims of ID tokens and UserInfo.
+    pub claims_supported: Vec<String>,
     pub request_parameter_supported: bool,
     pub request_uri_parameter_supported: bool,
+    /// RFC 9207: `iss` is in every authorization response.
+    pub authorization_response_iss_parameter_supported: bool,
 }
 
 /// A public JSON Web Key.
@@ -120,12 +151,16 @@ pub enum JwksResponse {
 
 #[derive(ApiResponse)]
 pub enum AuthorizeResponse {
+    /// The sign-in page; or, in the form_post response mode, the page that posts the response
+    /// to the client (its policy allows that form's target).
+    #[oai(status = 200)]
+    Page(Html<String>, #[oai(header = "Content-Security-Policy")] Option<String>),
     /// An error page: the request cannot be redirected back to a verified client (an unknown
-    /// client, a redirect URI not registered for it), or is not served yet.
+    /// client, a redirect URI not registered for it).
     #[oai(status = 400)]
     ErrorPage(Html<String>),
-    /// An error sent back to the client's registered redirect URI: `error`,
-    /// `error_description`, `state` and `iss` in the query.
+    /// The response at the client's registered redirect URI: `code`, `state` and `iss`, or
+    /// `error`, `error_description`, `state` and `iss`, in the query.
     #[oai(status = 303)]
     Redirect(#[oai(header = "Location")] String),
     /// The `default` tenant lives at the root.
@@ -137,6 +172,119 @@ pub enum AuthorizeResponse {
     /// Storage is not readable on this node.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<Problem>),
+}
+
+/// The UserInfo claims (OpenID Connect Core §5.1), by the token's scopes.
+#[derive(Debug, Object)]
+pub struct UserInfoClaims {
+    pub sub: String,
+    /// `profile`.
+    #[oai(skip_serializing_if_is_none)]
+    pub name: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub preferred_username: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub locale: Option<String>,
+    /// Seconds since the epoch.
+    #[oai(skip_serializing_if_is_none)]
+    pub updated_at: Option<i64>,
+    /// `email`.
+    #[oai(skip_serializing_if_is_none)]
+    pub email: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub email_verified: Option<bool>,
+    /// `roles`: the user's roles in the tenant.
+    #[oai(skip_serializing_if_is_none)]
+    pub roles: Option<Vec<String>>,
+}
+
+/// A UserInfo request by POST: the token in the body (RFC 6750 §2.2) or the header.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct UserInfoForm {
+    pub access_token: Option<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_userinfo_form")]
+pub enum UserInfoResponse {
+    /// The user's claims.
+    #[oai(status = 200)]
+    Ok(Json<UserInfoClaims>, #[oai(header = "Cache-Control")] String),
+    /// The token was given twice (header and body), or the body is not a form.
+    #[oai(status = 400)]
+    BadRequest(Json<crate::http::problem::OAuthError>, #[oai(header = "WWW-Authenticate")] String),
+    /// No token, or not a valid one of this issuer (RFC 6750 `invalid_token`).
+    #[oai(status = 401)]
+    Unauthorized(Json<crate::http::problem::OAuthError>, #[oai(header = "WWW-Authenticate")] String),
+    /// The token was not issued for the `openid` scope (`insufficient_scope`).
+    #[oai(status = 403)]
+    Forbidden(Json<crate::http::problem::OAuthError>, #[oai(header = "WWW-Authenticate")] String),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Storage is not readable on this node.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+impl UserInfoResponse {
+    fn refused(code: OAuthErrorCode, description: &str) -> Self {
+        let body = Json(crate::http::problem::OAuthError::new(code, description));
+        let challenge = format!("Bearer error=\"{code}\", error_description=\"{description}\"");
+        match code {
+            OAuthErrorCode::InvalidRequest => UserInfoResponse::BadRequest(body, challenge),
+            OAuthErrorCode::InsufficientScope => UserInfoResponse::Forbidden(body, challenge),
+            _ => UserInfoResponse::Unauthorized(body, challenge),
+        }
+    }
+}
+
+fn bad_userinfo_form(err: poem::Error) -> UserInfoResponse {
+    UserInfoResponse::refused(OAuthErrorCode::InvalidRequest, &format!("the body is not a form: {err}"))
+}
+
+fn userinfo(app: &AppState, resolved: Resolved, req: &poem::Request, in_body: Option<&str>) -> UserInfoResponse {
+    use crate::idm::userinfo::{self, UserInfoError};
+    let tenant = match resolved {
+        Resolved::DefaultAtRoot => return UserInfoResponse::Moved(root_location(app, "/oauth2/userinfo")),
+        Resolved::NotFound(p) => return UserInfoResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => return UserInfoResponse::Unavailable(Json(p)),
+        Resolved::Tenant { tenant, .. } => tenant,
+    };
+    let header = req.headers().get(poem::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let in_header = header.and_then(|h| h.split_once(' ')).filter(|(s, _)| s.eq_ignore_ascii_case("bearer"));
+    let token = match (in_header.map(|(_, t)| t.trim()), in_body) {
+        (Some(_), Some(_)) => {
+            return UserInfoResponse::refused(OAuthErrorCode::InvalidRequest, "give the token once, not twice")
+        }
+        (Some(t), None) | (None, Some(t)) if !t.is_empty() && t.len() <= 8192 => t,
+        _ => return UserInfoResponse::refused(OAuthErrorCode::InvalidToken, "a bearer access token is required"),
+    };
+    match userinfo::userinfo(app, &tenant.id, token) {
+        Ok(u) => UserInfoResponse::Ok(
+            Json(UserInfoClaims {
+                sub: u.sub,
+                name: u.name,
+                preferred_username: u.preferred_username,
+                locale: u.locale,
+                updated_at: u.updated_at,
+                email: u.email,
+                email_verified: u.email_verified,
+                roles: u.roles,
+            }),
+            "no-store".into(),
+        ),
+        Err(UserInfoError::InvalidToken(_)) => {
+            UserInfoResponse::refused(OAuthErrorCode::InvalidToken, "the access token is not valid")
+        }
+        Err(UserInfoError::InsufficientScope) => {
+            UserInfoResponse::refused(OAuthErrorCode::InsufficientScope, "the token was not issued for openid")
+        }
+        Err(UserInfoError::Unavailable) => UserInfoResponse::Unavailable(Json(unavailable())),
+    }
 }
 
 /// Where a tenant path leads.
@@ -199,24 +347,27 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
                 authorization_endpoint: format!("{issuer}/oauth2/authorize"),
                 token_endpoint: format!("{issuer}/oauth2/token"),
                 jwks_uri: format!("{issuer}/.well-known/jwks.json"),
+                userinfo_endpoint: format!("{issuer}/oauth2/userinfo"),
                 introspection_endpoint: format!("{issuer}/oauth2/introspect"),
                 revocation_endpoint: format!("{issuer}/oauth2/revoke"),
-                token_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
+                token_endpoint_auth_methods_supported: with_none(&CLIENT_AUTH_METHODS),
                 token_endpoint_auth_signing_alg_values_supported: strings(&["ES256", "RS256"]),
                 introspection_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
-                revocation_endpoint_auth_methods_supported: strings(&CLIENT_AUTH_METHODS),
+                // Public clients may revoke their own tokens (RFC 7009 §5).
+                revocation_endpoint_auth_methods_supported: with_none(&CLIENT_AUTH_METHODS),
                 issuer,
-                // Only what is served: the code flow (and with it `openid`, response types,
-                // response modes and PKCE) comes with the OpenID Connect work.
-                scopes_supported: Vec::new(),
-                response_types_supported: Vec::new(),
-                response_modes_supported: Vec::new(),
-                grant_types_supported: strings(&["client_credentials"]),
+                // Only what is served.
+                scopes_supported: strings(&["openid", "profile", "email", "roles"]),
+                response_types_supported: strings(&["code"]),
+                response_modes_supported: strings(&["query", "form_post"]),
+                grant_types_supported: strings(&["client_credentials", "authorization_code"]),
                 subject_types_supported: strings(&["public"]),
                 id_token_signing_alg_values_supported: strings(&["RS256", "ES256"]),
-                code_challenge_methods_supported: Vec::new(),
+                code_challenge_methods_supported: strings(&["S256"]),
+                claims_supported: strings(&CLAIMS),
                 request_parameter_supported: false,
                 request_uri_parameter_supported: false,
+                authorization_response_iss_parameter_supported: true,
             }))
         }
     }
@@ -262,6 +413,7 @@ fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
 async fn authorize(
     app: &AppState,
     resolved: Resolved,
+    scope: &IssuerScope,
     req: &poem::Request,
     params: &crate::idm::authorize::AuthorizeParams,
 ) -> AuthorizeResponse {
@@ -279,50 +431,152 @@ async fn authorize(
         Err(Refusal::Page { error, description }) => {
             return AuthorizeResponse::ErrorPage(Html(error_page(error, &description)))
         }
-        Err(Refusal::Redirect(e)) => return AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer)),
+        Err(Refusal::Redirect(e)) => return deliver_error(&e, &issuer).into(),
     };
-    let back = |error, description: &str| {
-        let e = authorize::ErrorRedirect {
-            redirect_uri: checked.redirect_uri.clone(),
-            error,
-            description: description.to_string(),
-            state: checked.state.clone(),
-        };
-        AuthorizeResponse::Redirect(authorize::error_location(&e, &issuer))
-    };
-    let signed_in = match super::auth::presented(req, &tenant.id) {
+    let back = |error, description: &str| deliver_error(&checked_error(&checked, error, description), &issuer).into();
+    let session = match super::auth::presented(req, &tenant.id) {
         Some(id) => match crate::idm::auth::current(app, &tenant.id, &id).await {
-            Ok(found) => found.is_some(),
+            Ok(found) => found.map(|(session, _)| session),
             Err(e) => {
                 tracing::warn!("authorize: {e}");
                 return back(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now");
             }
         },
-        None => false,
+        None => None,
     };
-    if checked.prompt.none && !signed_in {
-        return back(OAuthErrorCode::LoginRequired, "nobody is signed in, and prompt=none asks not to show a sign-in");
+    let signed_in = session.as_ref().filter(|s| !authorize::needs_sign_in(&checked, Some(s), app.clock.now_ms()));
+    let Some(session) = signed_in else {
+        if checked.prompt.none {
+            return back(
+                OAuthErrorCode::LoginRequired,
+                "the user must sign in, and prompt=none asks not to show a sign-in",
+            );
+        }
+        return AuthorizeResponse::Page(Html(sign_in_page(&checked, scope, req.uri().query().unwrap_or(""))), None);
+    };
+    match code_response(app, &checked, session, &issuer).await {
+        Some(delivery) => delivery.into(),
+        // The session ended since it was read: sign in again.
+        None => AuthorizeResponse::Page(Html(sign_in_page(&checked, scope, req.uri().query().unwrap_or(""))), None),
     }
-    AuthorizeResponse::ErrorPage(Html(error_page(
-        OAuthErrorCode::UnsupportedResponseType,
-        "the request is valid, but this server does not issue authorization codes yet",
-    )))
+}
+
+/// The sign-in page of a checked request, whose form carries the request back.
+pub(crate) fn sign_in_page(
+    checked: &crate::idm::authorize::CheckedRequest,
+    scope: &IssuerScope,
+    request: &str,
+) -> String {
+    let action = format!("{}/v1/auth/sign-in", scope.path_prefix());
+    let form = crate::http::pages::SignInForm { client_name: &checked.client.name, action: &action, request };
+    crate::http::pages::sign_in(&form, "", "")
+}
+
+/// An error of a checked request, back to its client.
+pub(crate) fn checked_error(
+    checked: &crate::idm::authorize::CheckedRequest,
+    error: OAuthErrorCode,
+    description: &str,
+) -> crate::idm::authorize::ErrorRedirect {
+    crate::idm::authorize::ErrorRedirect {
+        redirect_uri: checked.redirect_uri.clone(),
+        error,
+        description: description.to_string(),
+        state: checked.state.clone(),
+        mode: checked.response_mode,
+    }
+}
+
+/// Issues a code in `session` and says how it reaches the client; `None` when the session can
+/// no longer issue one (it ended, or its user was disabled, meanwhile).
+pub(crate) async fn code_response(
+    app: &AppState,
+    checked: &crate::idm::authorize::CheckedRequest,
+    session: &gatehouse_storage::model::SessionRecord,
+    issuer: &str,
+) -> Option<Delivery> {
+    use crate::idm::authorize::{self, CodeRefusal};
+    match authorize::issue_code(app, checked, session).await {
+        Ok(code) => {
+            let params = authorize::success_params(&code, checked.state.as_deref(), issuer);
+            Some(deliver(checked.response_mode, &checked.redirect_uri, &params))
+        }
+        Err(CodeRefusal::SignInAgain(r)) => {
+            tracing::debug!("authorize: no code in this session: {r}");
+            match r {
+                gatehouse_storage::Rejection::SessionEnded | gatehouse_storage::Rejection::UserDisabled { .. } => None,
+                _ => Some(deliver_error(
+                    &checked_error(checked, OAuthErrorCode::UnauthorizedClient, "this client may not get a code now"),
+                    issuer,
+                )),
+            }
+        }
+        Err(CodeRefusal::Unavailable(e)) => {
+            tracing::warn!("authorize: {e}");
+            Some(deliver_error(
+                &checked_error(
+                    checked,
+                    OAuthErrorCode::TemporarilyUnavailable,
+                    "this node cannot serve the request now",
+                ),
+                issuer,
+            ))
+        }
+    }
+}
+
+/// How an authorization response reaches the client.
+pub(crate) enum Delivery {
+    /// 303 to this location (query response mode).
+    Redirect(String),
+    /// A page that posts the response, with the policy that allows its target.
+    FormPost { html: String, csp: String },
+}
+
+impl From<Delivery> for AuthorizeResponse {
+    fn from(d: Delivery) -> Self {
+        match d {
+            Delivery::Redirect(location) => AuthorizeResponse::Redirect(location),
+            Delivery::FormPost { html, csp } => AuthorizeResponse::Page(Html(html), Some(csp)),
+        }
+    }
+}
+
+pub(crate) fn deliver(
+    mode: crate::idm::authorize::ResponseMode,
+    redirect_uri: &str,
+    params: &[(&str, String)],
+) -> Delivery {
+    use crate::idm::authorize::ResponseMode;
+    match mode {
+        ResponseMode::Query => Delivery::Redirect(crate::idm::authorize::query_location(redirect_uri, params)),
+        ResponseMode::FormPost => Delivery::FormPost {
+            html: crate::http::pages::form_post(redirect_uri, params),
+            csp: form_post_policy(redirect_uri),
+        },
+    }
+}
+
+pub(crate) fn deliver_error(e: &crate::idm::authorize::ErrorRedirect, issuer: &str) -> Delivery {
+    deliver(e.mode, &e.redirect_uri, &crate::idm::authorize::error_params(e, issuer))
+}
+
+/// The pages' policy with `form-action` opened to the redirect URI's origin (a web URI) or
+/// scheme (a native app's): registered URIs parse as URLs, so neither can carry a `;`.
+fn form_post_policy(redirect_uri: &str) -> String {
+    let target = match url::Url::parse(redirect_uri) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => u.origin().ascii_serialization(),
+        Ok(u) => format!("{}:", u.scheme()),
+        Err(_) => "'none'".to_string(),
+    };
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
+         base-uri 'none'; object-src 'none'; form-action {target}"
+    )
 }
 
 fn error_page(code: OAuthErrorCode, why: &str) -> String {
     crate::http::pages::error("This sign-in request cannot be completed", &format!("{why} (error code: {code})."))
-}
-
-/// The names given more than once in a query, each named once.
-fn repeated_parameters(query: &str) -> Vec<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut repeated = Vec::new();
-    for (name, _) in url::form_urlencoded::parse(query.as_bytes()) {
-        if !seen.insert(name.to_string()) && !repeated.contains(&name.to_string()) {
-            repeated.push(name.to_string());
-        }
-    }
-    repeated
 }
 
 fn query_suffix(req: &poem::Request) -> String {
@@ -381,6 +635,30 @@ impl OidcApi {
         jwks(&app, resolve_scope(&app, &scope))
     }
 
+    /// UserInfo endpoint of the issuer (OpenID Connect Core §5.3): the claims of the user a
+    /// bearer access token names.
+    #[oai(path = "/oauth2/userinfo", method = "get", tag = "OidcTag::OAuth2", operation_id = "userinfo")]
+    async fn userinfo(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+    ) -> UserInfoResponse {
+        userinfo(&app, resolve_scope(&app, &scope), req, None)
+    }
+
+    /// UserInfo by POST: the token in the `Authorization` header or the form's `access_token`.
+    #[oai(path = "/oauth2/userinfo", method = "post", tag = "OidcTag::OAuth2", operation_id = "userinfoPost")]
+    async fn userinfo_post(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        form: poem_openapi::payload::Form<UserInfoForm>,
+    ) -> UserInfoResponse {
+        userinfo(&app, resolve_scope(&app, &scope), req, form.access_token.as_deref())
+    }
+
     /// Authorization endpoint of the issuer (RFC 6749 §4.1.1, OpenID Connect Core §3.1.2.1).
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/oauth2/authorize", method = "get", tag = "OidcTag::OAuth2", operation_id = "authorize")]
@@ -401,7 +679,7 @@ impl OidcApi {
         code_challenge: Query<Option<String>>,
         /// `S256`, the one method (`plain` is refused).
         code_challenge_method: Query<Option<String>>,
-        /// `query`, the one response mode served so far.
+        /// `query` (the default) or `form_post`.
         response_mode: Query<Option<String>>,
         /// `none`, `login`, `consent` (space-separated).
         prompt: Query<Option<String>>,
@@ -412,22 +690,11 @@ impl OidcApi {
         /// Refused (`request_uri_not_supported`).
         request_uri: Query<Option<String>>,
     ) -> AuthorizeResponse {
-        let params = crate::idm::authorize::AuthorizeParams {
-            response_type: response_type.0,
-            client_id: client_id.0,
-            redirect_uri: redirect_uri.0,
-            scope: requested_scope.0,
-            state: state.0,
-            nonce: nonce.0,
-            code_challenge: code_challenge.0,
-            code_challenge_method: code_challenge_method.0,
-            response_mode: response_mode.0,
-            prompt: prompt.0,
-            max_age: max_age.0,
-            request: request.0,
-            request_uri: request_uri.0,
-            repeated: repeated_parameters(req.uri().query().unwrap_or("")),
-        };
-        authorize(&app, resolve_scope(&app, &scope), req, &params).await
+        // The parameters are declared above for the document; they are read from the query
+        // itself, which also tells which were given twice.
+        let _ = (response_type, client_id, redirect_uri, requested_scope, state, nonce);
+        let _ = (code_challenge, code_challenge_method, response_mode, prompt, max_age, request, request_uri);
+        let params = crate::idm::authorize::AuthorizeParams::parse(req.uri().query().unwrap_or(""));
+        authorize(&app, resolve_scope(&app, &scope), &scope, req, &params).await
     }
 }

@@ -69,5 +69,7 @@ function passkeysPage() {
   });
 }
 
+// The form-post response: sent to the client at once.
+if (document.body.dataset.page === "form-post") $("response").submit();
 if (document.body.dataset.page === "link") linkPage();
 if (document.body.dataset.page === "passkeys") passkeysPage();

@@ -1,7 +1,7 @@
 //! The hosted pages: small, server-rendered, one shared script from this origin (the pages'
 //! CSP runs nothing inline), no framework. Their forms post back to the page with a
-//! synchronizer token bound to the session. The email link pages and the passkey page live
-//! here; the OIDC sign-in pages will build on them.
+//! synchronizer token bound to the session. The email link pages, the passkey page and the
+//! sign-in pages of an authorization request live here.
 
 /// The pages' script, served at [`SCRIPT_PATH`].
 pub const SCRIPT: &str = include_str!("auth.js");
@@ -93,6 +93,60 @@ pub fn passkeys(signed_in: Option<&SignedInView>, notice: &str) -> String {
         }
     };
     page("passkeys", "Passkeys", &main, notice)
+}
+
+/// Where a sign-in page's form goes, and what it carries back: the authorization request.
+pub struct SignInForm<'a> {
+    /// The client's name, as the page names it.
+    pub client_name: &'a str,
+    /// The form's action: the issuer's `/v1/auth/sign-in`.
+    pub action: &'a str,
+    /// The authorization request's query, which the form posts back.
+    pub request: &'a str,
+}
+
+fn sign_in_form(form: &SignInForm<'_>, step: &str, fields: &str, button: &str) -> String {
+    format!(
+        "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
+         <input type=\"hidden\" name=\"step\" value=\"{step}\">{fields}<button type=\"submit\">{button}</button></form>",
+        escape(form.action),
+        escape(form.request),
+    )
+}
+
+/// The sign-in page of an authorization request: email and password.
+pub fn sign_in(form: &SignInForm<'_>, email: &str, notice: &str) -> String {
+    let fields = format!(
+        "<label>Email <input name=\"email\" type=\"email\" autocomplete=\"username\" maxlength=\"320\" \
+         required autofocus value=\"{}\"></label>\
+         <label>Password <input name=\"password\" type=\"password\" autocomplete=\"current-password\" \
+         maxlength=\"256\" required></label>",
+        escape(email)
+    );
+    let title = format!("Sign in to {}", form.client_name);
+    page("sign-in", &title, &sign_in_form(form, "password", &fields, "Sign in"), notice)
+}
+
+/// The second step of a sign-in: a code from the user's authenticator app, or a recovery code.
+pub fn second_step(form: &SignInForm<'_>, notice: &str) -> String {
+    let fields = "<label>Code from your authenticator app <input name=\"code\" inputmode=\"numeric\" \
+         autocomplete=\"one-time-code\" maxlength=\"64\" required autofocus></label>";
+    let title = format!("Sign in to {}", form.client_name);
+    page("second-step", &title, &sign_in_form(form, "totp", fields, "Continue"), notice)
+}
+
+/// The form-post response mode's page: it posts `params` to the client's `redirect_uri` (the
+/// script submits it; without script, the button does).
+pub fn form_post(redirect_uri: &str, params: &[(&str, String)]) -> String {
+    let hidden: String = params
+        .iter()
+        .map(|(name, value)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(name), escape(value)))
+        .collect();
+    let main = format!(
+        "<form id=\"response\" method=\"post\" action=\"{}\">{hidden}<button type=\"submit\">Continue</button></form>",
+        escape(redirect_uri)
+    );
+    page("form-post", "Signing you in", &main, "")
 }
 
 /// An error page: what went wrong and a way back.

@@ -1,6 +1,6 @@
 //! Client authentication at the token, introspection and revocation endpoints.
 
-use gatehouse_storage::model::{ClientRecord, ClientStatus};
+use gatehouse_storage::model::{ClientKind, ClientRecord, ClientStatus};
 use gatehouse_storage::Command;
 use jsonwebtoken::{DecodingKey, Validation};
 use serde::Deserialize;
@@ -95,7 +95,8 @@ async fn assertion_is_valid(
     }
 }
 
-/// Authenticates a confidential client of `tenant` (S15). Unknown clients and wrong secrets
+/// Authenticates a client of `tenant` (S15): a confidential one by its secret or key, a public
+/// one (`none`) by its id alone, and only at the token and revocation endpoints. Unknown clients and wrong secrets
 /// look the same. A failure costs no write of its own: it is counted against the source's and
 /// the client's failure budgets and audited coalesced (`auth_failures`); a source or client
 /// that spent its budget gets 429 before its credentials are looked at.
@@ -125,6 +126,12 @@ pub async fn authenticate_client(
             let _ = secret_matches(secret, None); // same work as a known client
             false
         }
+        (Some(c), None) => {
+            c.auth_method == "none"
+                && c.kind == ClientKind::Public
+                && c.status == ClientStatus::Active
+                && matches!(endpoint, "token" | "revoke")
+        }
         _ => false,
     };
     match (ok, client) {
@@ -144,7 +151,9 @@ pub async fn authenticate_client(
                 source,
                 OAuthErrorCode::InvalidClient.as_str(),
             );
-            Err(TokenFailure::InvalidClient { basic: presented.basic })
+            // No credentials at all: the challenge says which to send.
+            let bare = presented.secret.is_none() && presented.assertion.is_none();
+            Err(TokenFailure::InvalidClient { basic: presented.basic || bare })
         }
     }
 }

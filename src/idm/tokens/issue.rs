@@ -25,7 +25,10 @@ pub async fn client_credentials(
     resource: Option<&str>,
     audience: Option<&str>,
 ) -> Result<IssuedAccessToken, TokenFailure> {
-    if !client.grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS) {
+    // A public client holds no credentials: it can never act as itself.
+    if client.kind == gatehouse_storage::model::ClientKind::Public
+        || !client.grant_types.iter().any(|g| g == GRANT_CLIENT_CREDENTIALS)
+    {
         return Err(TokenFailure::request(
             OAuthErrorCode::UnauthorizedClient,
             "this client may not use client_credentials",
@@ -99,7 +102,7 @@ pub async fn mint_admin_token(app: &AppState, actor: &str) -> Result<(String, u6
 }
 
 #[allow(clippy::too_many_arguments)]
-fn new_claims(
+pub(super) fn new_claims(
     app: &AppState,
     tenant: &str,
     sub: &str,
@@ -127,6 +130,15 @@ fn new_claims(
     }
 }
 
+/// Signs an access token (ES256, the tenant's active key).
+pub(super) fn sign_access(app: &AppState, claims: &AccessClaims) -> Result<String, TokenFailure> {
+    let signer = app.signers.for_tenant(app, &claims.tenant)?;
+    signer.sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, claims, app.clock.now_ms()).map_err(|e| {
+        tracing::error!("signing an access token for tenant {}: {e}", claims.tenant);
+        TokenFailure::Unavailable
+    })
+}
+
 /// Signs the claims, then commits the issuance's audit entry through raft; the token is
 /// returned only once that entry is committed.
 async fn sign_and_record(
@@ -135,11 +147,7 @@ async fn sign_and_record(
     client_id: Option<String>,
     grant: &str,
 ) -> Result<String, TokenFailure> {
-    let signer = app.signers.for_tenant(app, &claims.tenant)?;
-    let token = signer.sign(SigningAlg::ES256, ACCESS_TOKEN_TYP, claims, app.clock.now_ms()).map_err(|e| {
-        tracing::error!("signing an access token for tenant {}: {e}", claims.tenant);
-        TokenFailure::Unavailable
-    })?;
+    let token = sign_access(app, claims)?;
     let issued = IssuedToken {
         tenant: claims.tenant.clone(),
         client_id,

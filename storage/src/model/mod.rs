@@ -16,7 +16,7 @@ pub mod signing_key;
 pub mod tenant;
 pub mod user;
 
-pub use authorization_code::{AuthorizationCodeRecord, CodeRedemption, CodeToken};
+pub use authorization_code::{AuthorizationCodeRecord, CodeRedemption, CodeToken, MAX_CODE_LIFETIME_MS};
 pub use avatar::AvatarRecord;
 pub use binding::{BindingRecord, RoleRecord, ROLE_TEMPLATES};
 pub use client::{ClientKind, ClientRecord, ClientStatus};

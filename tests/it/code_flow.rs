@@ -1,0 +1,465 @@
+//! The authorization code flow against the real server, end to end: the hosted sign-in page
+//! (password, then the authenticator app's code), a code in the query or posted by a page
+//! (form_post), its redemption with PKCE (S5–S9), ID tokens (S25, S26), `prompt=login` and
+//! `max_age` forcing a new sign-in, and every refusal at the token endpoint changing nothing
+//! but what it must.
+
+use base64::Engine;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::support::admin::{call, platform_token};
+use crate::support::{node::temp_data_dir, TestNode};
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mJ92K9a6qaTPsP5d5-Vg3xsWylnpPs";
+/// BASE64URL(SHA-256(VERIFIER)).
+const CHALLENGE: &str = "gznVzFkAdC9mShLVj8mE8j_PCzja6uTBOsQL-ZvtLt4";
+const PASSWORD: &str = "a long enough passphrase";
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    cookie: Option<String>,
+    csp: String,
+    body: String,
+}
+
+async fn page_of(resp: reqwest::Response) -> Page {
+    let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_string());
+    let (location, csp) = (header("location"), header("content-security-policy").unwrap_or_default());
+    let cookie = header("set-cookie").map(|c| c.split(';').next().unwrap().to_string());
+    Page { status: resp.status(), location, cookie, csp, body: resp.text().await.unwrap() }
+}
+
+async fn authorize(node: &TestNode, params: &[(&str, &str)], cookie: Option<&str>) -> Page {
+    let url = reqwest::Url::parse_with_params(&format!("{}/oauth2/authorize", node.local_url), params).unwrap();
+    let mut req = node.client().get(url);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    page_of(req.send().await.unwrap()).await
+}
+
+/// The value of a hidden field of a page's form.
+fn hidden(body: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = body.find(&marker).unwrap_or_else(|| panic!("no field {name} in {body}")) + marker.len();
+    let value = &body[start..start + body[start..].find('"').unwrap()];
+    value.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+}
+
+/// Posts the sign-in page's form as a browser on that page would.
+async fn sign_in_form(node: &TestNode, fields: &[(&str, &str)], cookie: Option<&str>) -> Page {
+    let mut req = node
+        .client()
+        .post(format!("{}/v1/auth/sign-in", node.local_url))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .form(fields);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    page_of(req.send().await.unwrap()).await
+}
+
+/// The authorization response's parameters from a 303 to `https://app.test/cb`.
+fn response_of(p: &Page) -> std::collections::BTreeMap<String, String> {
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let location = reqwest::Url::parse(p.location.as_deref().unwrap()).unwrap();
+    assert_eq!(
+        format!("{}://{}{}", location.scheme(), location.host_str().unwrap(), location.path()),
+        "https://app.test/cb"
+    );
+    location.query_pairs().into_owned().collect()
+}
+
+async fn token(node: &TestNode, basic: Option<(&str, &str)>, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut req = node.client().post(format!("{}/oauth2/token", node.local_url)).form(form);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.headers()["cache-control"], "no-store");
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+fn claims(jwt: &str) -> (Value, Value) {
+    let part = |i: usize| {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwt.split('.').nth(i).unwrap()).unwrap();
+        serde_json::from_slice::<Value>(&bytes).unwrap()
+    };
+    (part(0), part(1))
+}
+
+async fn introspect(node: &TestNode, client: (&str, &str), token: &str) -> Value {
+    let resp = node
+        .client()
+        .post(format!("{}/oauth2/introspect", node.local_url))
+        .basic_auth(client.0, Some(client.1))
+        .form(&[("token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+/// UserInfo with the token in the header and/or the form: status, body, `WWW-Authenticate`.
+async fn userinfo(
+    node: &TestNode,
+    method: Method,
+    header: Option<&str>,
+    form: Option<&str>,
+) -> (StatusCode, Value, String) {
+    let mut req = node.client().request(method, format!("{}/oauth2/userinfo", node.local_url));
+    if let Some(t) = header {
+        req = req.bearer_auth(t);
+    }
+    if let Some(t) = form {
+        req = req.form(&[("access_token", t)]);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let challenge = resp.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+    (status, resp.json().await.unwrap_or(Value::Null), challenge)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let app = json!({"name": "The App", "client_type": "public", "grant_types": ["authorization_code"],
+                     "audiences": ["https://api.test"], "scopes": ["read"], "redirect_uris": ["https://app.test/cb"]});
+    let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let app_id = c.body["client_id"].as_str().unwrap().to_string();
+    let web = json!({"name": "Web", "client_type": "confidential", "grant_types": ["authorization_code"],
+                     "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"], "scopes": ["read"],
+                     "id_token_signed_response_alg": "ES256"});
+    let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&web)).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let web =
+        (c.body["client_id"].as_str().unwrap().to_string(), c.body["client_secret"].as_str().unwrap().to_string());
+    let web = (web.0.as_str(), web.1.as_str());
+    let r = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let request = [
+        ("response_type", "code"),
+        ("client_id", app_id.as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("scope", "openid read"),
+        ("state", "st-1"),
+        ("nonce", "n-1"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+
+    // No session: the sign-in page, naming the client, with the request in its form.
+    let p = authorize(&node, &request, None).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("Sign in to The App") && p.body.contains("action=\"/v1/auth/sign-in\""), "{}", p.body);
+    assert!(p.csp.contains("frame-ancestors 'none'") && p.csp.contains("form-action 'self'"), "{}", p.csp);
+    let carried = hidden(&p.body, "request");
+    // A wrong password: the page again, saying so, and no session.
+    let wrong = [
+        ("request", carried.as_str()),
+        ("step", "password"),
+        ("email", "ada@example.com"),
+        ("password", "not it at all, no"),
+    ];
+    let p = sign_in_form(&node, &wrong, None).await;
+    assert_eq!((p.status, p.cookie.is_none()), (StatusCode::UNAUTHORIZED, true), "{}", p.body);
+    assert!(p.body.contains("do not match"), "{}", p.body);
+    // A form from another site changes nothing.
+    let right =
+        [("request", carried.as_str()), ("step", "password"), ("email", "ada@example.com"), ("password", PASSWORD)];
+    let cross = node
+        .client()
+        .post(format!("{}/v1/auth/sign-in", node.local_url))
+        .header("origin", "https://evil.test")
+        .form(&right)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    // The right one: a session, and back to the client with a code, the state and iss (S20).
+    let p = sign_in_form(&node, &right, None).await;
+    let q = response_of(&p);
+    let cookie = p.cookie.clone().expect("a session cookie");
+    assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("st-1", node.url.as_str()), "{q:?}");
+    let code = q["code"].clone();
+
+    // Refusals that spend nothing: a wrong redirect URI, no verifier, a wrong one (S6–S8).
+    let redeem = |code: &str, verifier: &str, redirect: &str| {
+        let mut f = vec![("grant_type", "authorization_code".to_string()), ("client_id", app_id.clone())];
+        f.extend([("code", code.to_string()), ("redirect_uri", redirect.to_string())]);
+        if !verifier.is_empty() {
+            f.push(("code_verifier", verifier.to_string()));
+        }
+        f
+    };
+    let form = |f: &Vec<(&'static str, String)>| f.iter().map(|(k, v)| (*k, v.clone())).collect::<Vec<_>>();
+    for (what, f) in [
+        ("another redirect URI", redeem(&code, VERIFIER, "https://app.test/other")),
+        ("no verifier", redeem(&code, "", "https://app.test/cb")),
+        ("a wrong verifier", redeem(&code, &"x".repeat(43), "https://app.test/cb")),
+        ("a made-up code", redeem("made-up", VERIFIER, "https://app.test/cb")),
+    ] {
+        let pairs = form(&f);
+        let refs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, body) = token(&node, None, &refs).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_grant")),
+            "{what}: {body}"
+        );
+    }
+    // Another client cannot redeem it either.
+    let (status, body) = token(
+        &node,
+        Some(web),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "https://app.test/cb"),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+
+    // The code, with its verifier and redirect URI, by its client.
+    let good = form(&redeem(&code, VERIFIER, "https://app.test/cb"));
+    let refs: Vec<(&str, &str)> = good.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, tokens) = token(&node, None, &refs).await;
+    assert_eq!(status, StatusCode::OK, "{tokens}");
+    assert_eq!((tokens["token_type"].as_str(), tokens["scope"].as_str()), (Some("Bearer"), Some("openid read")));
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    let (header, id) = claims(tokens["id_token"].as_str().unwrap());
+    // S25, S26: RS256 by default, with a kid from JWKS, and the sign-in's claims.
+    assert_eq!(header["alg"], "RS256");
+    let jwks: Value = node
+        .client()
+        .get(format!("{}/.well-known/jwks.json", node.local_url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == header["kid"] && k["alg"] == "RS256"),
+        "{header}"
+    );
+    assert_eq!(
+        (id["iss"].as_str(), id["aud"].as_str(), id["nonce"].as_str()),
+        (Some(node.url.as_str()), Some(app_id.as_str()), Some("n-1"))
+    );
+    assert_eq!(id["amr"], json!(["pwd"]));
+    for claim in ["sub", "exp", "iat", "auth_time", "sid", "at_hash"] {
+        assert!(!id[claim].is_null(), "{claim} in {id}");
+    }
+    let (_, at) = claims(&access);
+    assert_eq!((at["sub"].clone(), at["client_id"].as_str()), (id["sub"].clone(), Some(app_id.as_str())));
+    assert_eq!(introspect(&node, web, &access).await["active"], true);
+    // UserInfo (S29): the user's subject, and nothing the scopes did not ask for; by GET with
+    // the header, by POST with the form; never with the token twice, never without one.
+    let info = userinfo(&node, Method::GET, Some(&access), None).await;
+    assert_eq!((info.0, info.1.clone()), (StatusCode::OK, json!({"sub": id["sub"]})), "{}", info.1);
+    let info = userinfo(&node, Method::POST, None, Some(&access)).await;
+    assert_eq!((info.0, &info.1["sub"]), (StatusCode::OK, &id["sub"]));
+    assert_eq!(userinfo(&node, Method::POST, Some(&access), Some(&access)).await.0, StatusCode::BAD_REQUEST);
+    let none = userinfo(&node, Method::GET, None, None).await;
+    assert_eq!((none.0, none.2.starts_with("Bearer error=\"invalid_token\"")), (StatusCode::UNAUTHORIZED, true));
+
+    // The code again: refused, and the tokens its first use issued are revoked (S5).
+    let (status, body) = token(&node, None, &refs).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+    assert_eq!(introspect(&node, web, &access).await["active"], false, "the first use's access token");
+    assert_eq!(userinfo(&node, Method::GET, Some(&access), None).await.0, StatusCode::UNAUTHORIZED);
+
+    // Signed in, the next request gets a code at once. Redeemed ten times at once, on one
+    // node: exactly one succeeds (S5), and the others, replays, revoke what it got.
+    let q = response_of(&authorize(&node, &request, Some(&cookie)).await);
+    let raced = form(&redeem(&q["code"], VERIFIER, "https://app.test/cb"));
+    let refs: Vec<(&str, &str)> = raced.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let answers = futures_util::future::join_all((0..10).map(|_| token(&node, None, &refs))).await;
+    let won: Vec<&Value> = answers.iter().filter(|(s, _)| *s == StatusCode::OK).map(|(_, b)| b).collect();
+    assert_eq!(won.len(), 1, "{answers:?}");
+    assert!(answers.iter().all(|(s, b)| *s == StatusCode::OK || b["error"] == "invalid_grant"), "{answers:?}");
+    let winner = won[0]["access_token"].as_str().unwrap();
+    assert_eq!(introspect(&node, web, winner).await["active"], false, "revoked by the replays");
+
+    // In the form_post mode, the code comes on a page that posts it to the client, and may
+    // post nowhere else.
+    let form_post = [request.as_slice(), &[("response_mode", "form_post")]].concat();
+    let p = authorize(&node, &form_post, Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("action=\"https://app.test/cb\""), "{}", p.body);
+    assert!(p.csp.contains("form-action https://app.test") && !p.csp.contains("form-action 'self'"), "{}", p.csp);
+    assert_eq!((hidden(&p.body, "state"), hidden(&p.body, "iss")), ("st-1".to_string(), node.url.clone()));
+    let posted_code = hidden(&p.body, "code");
+    // The confidential client's code, redeemed with its secret: an ES256 ID token (S26).
+    let web_request: Vec<(&str, &str)> = request
+        .iter()
+        .map(|(k, v)| match *k {
+            "client_id" => (*k, web.0),
+            "scope" => (*k, "openid profile email roles"),
+            _ => (*k, *v),
+        })
+        .collect();
+    let q = response_of(&authorize(&node, &web_request, Some(&cookie)).await);
+    let (status, body) = token(
+        &node,
+        Some(web),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &q["code"]),
+            ("redirect_uri", "https://app.test/cb"),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(claims(body["id_token"].as_str().unwrap()).0["alg"], "ES256");
+    let info = userinfo(&node, Method::GET, body["access_token"].as_str(), None).await.1;
+    assert_eq!((info["email"].as_str(), &info["email_verified"]), (Some("ada@example.com"), &json!(false)), "{info}");
+    assert_eq!((info["preferred_username"].as_str(), &info["roles"]), (Some("ada@example.com"), &json!([])), "{info}");
+    // A public client's code is not the confidential one's to redeem, even with its verifier.
+    let (status, _) = token(
+        &node,
+        Some(web),
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &posted_code),
+            ("redirect_uri", "https://app.test/cb"),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // prompt=login and max_age=0 show the sign-in page even to a signed-in browser; signing in
+    // again gives a later auth_time.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    for extra in [("prompt", "login"), ("max_age", "0")] {
+        let forced = [request.as_slice(), &[extra]].concat();
+        let p = authorize(&node, &forced, Some(&cookie)).await;
+        assert_eq!(p.status, StatusCode::OK, "{extra:?}");
+        assert!(p.body.contains("Sign in to The App"), "{extra:?}: {}", p.body);
+    }
+    let forced = [request.as_slice(), &[("prompt", "login")]].concat();
+    let carried = hidden(&authorize(&node, &forced, Some(&cookie)).await.body, "request");
+    let again =
+        [("request", carried.as_str()), ("step", "password"), ("email", "ada@example.com"), ("password", PASSWORD)];
+    let p = sign_in_form(&node, &again, Some(&cookie)).await;
+    let q = response_of(&p);
+    let f = form(&redeem(&q["code"], VERIFIER, "https://app.test/cb"));
+    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = token(&node, None, &refs).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let later = claims(body["id_token"].as_str().unwrap()).1;
+    assert!(later["auth_time"].as_i64() > id["auth_time"].as_i64(), "{later} after {id}");
+    // The old session ended with the new sign-in: it gets the sign-in page now.
+    let p = authorize(&node, &request, Some(&cookie)).await;
+    assert_eq!(p.status, StatusCode::OK);
+    assert!(p.body.contains("Sign in to The App"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code_is_refused() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start_with(&dir, &[], &[("GATEHOUSE_OAUTH__AUTHORIZATION_CODE_LIFETIME_SECS", "1")]).unwrap();
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let app = json!({"name": "App", "client_type": "public", "grant_types": ["authorization_code"],
+                     "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
+    let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    let app_id = c.body["client_id"].as_str().unwrap().to_string();
+    let registered = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&json!({"email": "bob@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    let session = registered.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let post = |path: &str, body: Value| {
+        node.client().post(format!("{}{path}", node.local_url)).header("cookie", session.clone()).json(&body).send()
+    };
+    let enrolled: Value = post("/v1/auth/mfa/totp/enroll", json!({})).await.unwrap().json().await.unwrap();
+    let totp = totp_rs::TOTP::from_url(enrolled["otpauth_uri"].as_str().unwrap()).unwrap();
+    // The node checks codes against the wall clock, and so does this test.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let confirmed = post("/v1/auth/mfa/totp/confirm", json!({"code": totp.generate(now)})).await.unwrap();
+    assert_eq!(confirmed.status(), StatusCode::OK);
+
+    let request = [
+        ("response_type", "code"),
+        ("client_id", app_id.as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("scope", "openid"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    let carried = hidden(&authorize(&node, &request, None).await.body, "request");
+    let password =
+        [("request", carried.as_str()), ("step", "password"), ("email", "bob@example.com"), ("password", PASSWORD)];
+    // The password is right: the page asks for the code, in a sign-in that is not one yet.
+    let p = sign_in_form(&node, &password, None).await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("authenticator app") && p.location.is_none(), "{}", p.body);
+    let pending = p.cookie.expect("the pending sign-in's cookie");
+    assert_eq!(authorize(&node, &request, Some(&pending)).await.status, StatusCode::OK, "no code while pending");
+    let carried = hidden(&p.body, "request");
+    let wrong = [("request", carried.as_str()), ("step", "totp"), ("code", "000000")];
+    let p = sign_in_form(&node, &wrong, Some(&pending)).await;
+    assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
+    let good_code = totp.generate(now + 30);
+    let right = [("request", carried.as_str()), ("step", "totp"), ("code", good_code.as_str())];
+    let q = response_of(&sign_in_form(&node, &right, Some(&pending)).await);
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("client_id", app_id.as_str()),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, body) = token(&node, None, &redeem).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(claims(body["id_token"].as_str().unwrap()).1["amr"], json!(["pwd", "otp", "mfa"]));
+
+    // A code past its lifetime (1 s here) is refused.
+    let registered = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&json!({"email": "cy@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let carried = hidden(&authorize(&node, &request, None).await.body, "request");
+    let password =
+        [("request", carried.as_str()), ("step", "password"), ("email", "cy@example.com"), ("password", PASSWORD)];
+    let q = response_of(&sign_in_form(&node, &password, None).await);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("client_id", app_id.as_str()),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, body) = token(&node, None, &redeem).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+    assert!(body["error_description"].as_str().unwrap().contains("expired"), "{body}");
+}
