@@ -66,6 +66,18 @@ pub async fn limit_body<E: Endpoint>(
             return Ok(p.into_response());
         }
     }
+    // A UserInfo POST may carry its token in the header alone (RFC 6750 §2.1): without a body
+    // it is read as the empty form it amounts to.
+    if *req.method() == Method::POST
+        && bytes.is_empty()
+        && req.content_type().is_none()
+        && req.uri().path().ends_with("/oauth2/userinfo")
+    {
+        req.headers_mut().insert(
+            poem::http::header::CONTENT_TYPE,
+            poem::http::HeaderValue::from_static("application/x-www-form-urlencoded"),
+        );
+    }
     req.set_body(bytes);
     ep.call(req).await.map(IntoResponse::into_response)
 }
@@ -220,6 +232,7 @@ pub fn route_label(path: &str) -> &'static str {
         "oauth2/authorize" => "{issuer}/oauth2/authorize",
         "oauth2/token" => "{issuer}/oauth2/token",
         "oauth2/userinfo" => "{issuer}/oauth2/userinfo",
+        "oauth2/logout" => "{issuer}/oauth2/logout",
         r if r.starts_with("admin/v1/") || r == "admin/v1" => "/admin/v1",
         "cluster/v1/join" => "/cluster/v1/join",
         // RFC 8414's form for a tenant's issuer: the path after the well-known name.
@@ -236,7 +249,7 @@ fn auth_route_label(rest: &str) -> &'static str {
     macro_rules! routes {
         ($($route:literal),* $(,)?) => { [$(($route, concat!("{issuer}/v1/auth/", $route))),*] };
     }
-    const EXACT: [(&str, &str); 26] = routes!(
+    const EXACT: [(&str, &str); 27] = routes!(
         "register",
         "login",
         "logout",
@@ -263,6 +276,7 @@ fn auth_route_label(rest: &str) -> &'static str {
         "me",
         "me/avatar",
         "sign-in",
+        "consent",
     );
     if let Some((_, label)) = EXACT.iter().find(|(route, _)| *route == rest) {
         return label;

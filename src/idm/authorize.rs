@@ -283,6 +283,45 @@ pub fn needs_sign_in(request: &CheckedRequest, session: Option<&SessionRecord>, 
     request.prompt.login || too_old
 }
 
+/// Whether the user must be asked before `request`'s client gets a code: never for a
+/// first-party client; with `prompt=consent`, always; otherwise when they have not allowed it
+/// every scope asked for.
+pub fn needs_consent(
+    app: &AppState,
+    request: &CheckedRequest,
+    session: &SessionRecord,
+) -> Result<bool, gatehouse_storage::StoreError> {
+    if request.client.first_party {
+        return Ok(false);
+    }
+    if request.prompt.consent {
+        return Ok(true);
+    }
+    let given = app.store.read()?.consent(&request.client.tenant, &session.user_id, &request.client.client_id)?;
+    Ok(given.is_none_or(|c| !c.covers(&request.scopes)))
+}
+
+/// Remembers that the signed-in user allowed `request`'s client its scopes.
+pub async fn grant_consent(
+    app: &AppState,
+    request: &CheckedRequest,
+    session: &SessionRecord,
+) -> Result<(), CodeRefusal> {
+    let consent = gatehouse_storage::model::ConsentRecord {
+        v: 1,
+        tenant: request.client.tenant.clone(),
+        user_id: session.user_id.clone(),
+        client_id: request.client.client_id.clone(),
+        scopes: request.scopes.clone(),
+        granted_at_ms: app.clock.now_ms(),
+    };
+    match app.propose(&format!("user:{}", session.user_id), Command::GrantConsent(consent)).await {
+        Ok(_) => Ok(()),
+        Err(ProposeError::Refused(r)) => Err(CodeRefusal::SignInAgain(r)),
+        Err(ProposeError::Write(e)) => Err(CodeRefusal::Unavailable(e.to_string())),
+    }
+}
+
 /// Why no code was issued.
 #[derive(Debug, thiserror::Error)]
 pub enum CodeRefusal {

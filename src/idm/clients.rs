@@ -24,11 +24,15 @@ pub struct ClientSpec {
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to (exact match).
+    pub post_logout_redirect_uris: Vec<String>,
     pub access_token_lifetime_secs: Option<u32>,
     pub disabled: bool,
     /// For `private_key_jwt`: the client's public keys, a JWK Set as JSON.
     pub jwks: Option<String>,
     pub id_token_signed_response_alg: Option<String>,
+    /// The tenant's own application: no consent is asked for it.
+    pub first_party: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,14 @@ pub fn validate(spec: &ClientSpec) -> Result<(), ClientError> {
     }
     if spec.redirect_uris.len() > 16 {
         err("redirect_uris", "at most 16 redirect URIs".into());
+    }
+    if spec.post_logout_redirect_uris.len() > 16 {
+        err("post_logout_redirect_uris", "at most 16 URIs".into());
+    }
+    for u in &spec.post_logout_redirect_uris {
+        if let Err(why) = check_redirect_uri(u) {
+            err("post_logout_redirect_uris", format!("{u:?}: {why}"));
+        }
     }
     for u in &spec.redirect_uris {
         if let Err(why) = check_redirect_uri(u) {
@@ -184,8 +196,10 @@ pub async fn create(app: &AppState, tenant: &str, spec: ClientSpec, actor: &str)
         scopes: spec.scopes,
         audiences: spec.audiences,
         redirect_uris: spec.redirect_uris,
+        post_logout_redirect_uris: spec.post_logout_redirect_uris,
         jwks: spec.jwks,
         id_token_signed_response_alg: spec.id_token_signed_response_alg,
+        first_party: spec.first_party,
         status: if spec.disabled { ClientStatus::Disabled } else { ClientStatus::Active },
         created_at_ms: now_ms,
         updated_at_ms: now_ms,
@@ -219,8 +233,10 @@ pub async fn update(
         scopes: spec.scopes,
         audiences: spec.audiences,
         redirect_uris: spec.redirect_uris,
+        post_logout_redirect_uris: spec.post_logout_redirect_uris,
         jwks: spec.jwks,
         id_token_signed_response_alg: spec.id_token_signed_response_alg,
+        first_party: spec.first_party,
         status: if spec.disabled { ClientStatus::Disabled } else { ClientStatus::Active },
         updated_at_ms: now_ms,
         revision: expected_revision + 1,

@@ -7,6 +7,7 @@ pub mod clients;
 pub mod cluster;
 pub mod email;
 pub mod keys;
+pub mod logout;
 pub mod mfa;
 pub mod passkeys;
 pub mod profile;

@@ -29,6 +29,10 @@ pub enum OAuthErrorCode {
     ServerError,
     /// OpenID Connect Core §3.1.2.6: `prompt=none` and nobody signed in.
     LoginRequired,
+    /// OpenID Connect Core §3.1.2.6: `prompt=none` and the user has not allowed the client.
+    ConsentRequired,
+    /// RFC 6749 §4.1.2.1: the user did not allow the request.
+    AccessDenied,
     /// OpenID Connect Core §3.1.2.6: request objects (`request`) are not supported.
     RequestNotSupported,
     /// OpenID Connect Core §3.1.2.6: `request_uri` is not supported.
@@ -52,6 +56,8 @@ impl OAuthErrorCode {
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthErrorCode::ServerError => "server_error",
             OAuthErrorCode::LoginRequired => "login_required",
+            OAuthErrorCode::ConsentRequired => "consent_required",
+            OAuthErrorCode::AccessDenied => "access_denied",
             OAuthErrorCode::RequestNotSupported => "request_not_supported",
             OAuthErrorCode::RequestUriNotSupported => "request_uri_not_supported",
         }

@@ -345,6 +345,9 @@ pub enum Command {
     /// Drops authorization codes that expired before the proposal's time (spent ones once the
     /// tokens they issued expired too).
     PruneAuthorizationCodes,
+    /// Records that a user allowed a client these scopes (added to what they allowed before).
+    /// Only for an active user and an active client of the tenant.
+    GrantConsent(crate::model::ConsentRecord),
     /// Changes nothing and is not audited: an entry that goes through the whole write path
     /// (log, quorum, apply) for `cluster bench`, which measures that path.
     Probe,
@@ -492,6 +495,9 @@ impl Command {
                 (tenant.clone(), format!("code:{} client:{client_id}", short(code_sha256)))
             }
             Command::PruneAuthorizationCodes => ("system".into(), "authorization_codes".into()),
+            Command::GrantConsent(c) => {
+                (c.tenant.clone(), format!("user:{} client:{} scopes:{}", c.user_id, c.client_id, c.scopes.join(" ")))
+            }
             Command::AddPasskey { passkey, .. } => {
                 (passkey.tenant.clone(), format!("user:{} passkey:{}", passkey.user_id, short(&passkey.credential_id)))
             }
@@ -587,6 +593,7 @@ impl Command {
             Command::IssueAuthorizationCode(_) => "oauth.code.issue",
             Command::RedeemAuthorizationCode { .. } => "oauth.code.redeem",
             Command::PruneAuthorizationCodes => "oauth.code.prune",
+            Command::GrantConsent(_) => "oauth.consent.grant",
             Command::AddPasskey { .. } => "passkey.add",
             Command::PasskeySignIn { .. } => "session.start",
             Command::DeletePasskey { .. } => "passkey.delete",
@@ -768,6 +775,7 @@ pub enum Applied {
         messages: u64,
     },
     AuthorizationCodeIssued,
+    ConsentGranted,
     /// The code was spent: for whom, and what it grants.
     AuthorizationCodeRedeemed {
         code: Box<crate::model::AuthorizationCodeRecord>,

@@ -210,6 +210,17 @@ impl Reader {
 
     /// The authorization code stored under `code_sha256`, spent or expired or not (the caller
     /// checks; `apply` decides).
+    /// What `user_id` allowed `client_id`, if they were asked.
+    pub fn consent(
+        &self,
+        tenant: &str,
+        user_id: &str,
+        client_id: &str,
+    ) -> Result<Option<crate::model::ConsentRecord>, StoreError> {
+        let t = self.txn.open_table(tables::CONSENTS)?;
+        table::get(&t, &crate::model::consent::consent_key(tenant, user_id, client_id))
+    }
+
     pub fn authorization_code(
         &self,
         tenant: &str,

@@ -60,6 +60,8 @@ pub const USED_CHALLENGES: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub const AVATARS: TableDefinition<&str, &[u8]> = TableDefinition::new("avatars");
 /// OAuth authorization codes by digest, keyed `{tenant}/{digest}`, kept spent until they expire.
 pub const AUTHORIZATION_CODES: TableDefinition<&str, &[u8]> = TableDefinition::new("authorization_codes");
+/// Users' consents to clients, keyed `{tenant}/{user}/{client}`.
+pub const CONSENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("consents");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -84,7 +86,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 22] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 23] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -107,6 +109,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 22] = [
     USED_CHALLENGES,
     AVATARS,
     AUTHORIZATION_CODES,
+    CONSENTS,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
 pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 4] =

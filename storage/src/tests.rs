@@ -410,6 +410,8 @@ fn client(tenant: &str, id: &str) -> ClientRecord {
         redirect_uris: vec![],
         jwks: None,
         id_token_signed_response_alg: None,
+        first_party: false,
+        post_logout_redirect_uris: Vec::new(),
         access_token_lifetime_secs: 600,
         status: ClientStatus::Active,
         created_at_ms: 10,
@@ -1416,4 +1418,57 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
     assert!(store.read().unwrap().authorization_code("shop", &"1".repeat(64)).unwrap().is_some());
     apply_all(&store, &[by(100_001, Command::DeleteTenant { id: "shop".into() })]);
     assert!(store.read().unwrap().authorization_code("shop", &"1".repeat(64)).unwrap().is_none());
+}
+
+#[test]
+fn a_consent_adds_scopes_for_an_active_user_and_goes_with_its_user_or_client() {
+    use crate::model::ConsentRecord;
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    let mut disabled = client("shop", "off");
+    disabled.status = ClientStatus::Disabled;
+    apply_all(
+        &store,
+        &[
+            bootstrap(),
+            shop,
+            by(15, Command::CreateClient(client("shop", "web"))),
+            by(16, Command::CreateClient(client("shop", "app"))),
+            by(17, Command::CreateClient(disabled)),
+        ],
+    );
+    apply_all(&store, &[by(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    let consent = |client_id: &str, user_id: &str, scopes: &[&str]| ConsentRecord {
+        v: 1,
+        tenant: "shop".into(),
+        user_id: user_id.into(),
+        client_id: client_id.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        granted_at_ms: 30,
+    };
+    let out = apply_all(
+        &store,
+        &[
+            by(30, Command::GrantConsent(consent("web", "u1", &["openid", "email"]))),
+            by(31, Command::GrantConsent(consent("web", "u1", &["profile", "openid"]))),
+            by(32, Command::GrantConsent(consent("app", "u1", &["openid"]))),
+            by(33, Command::GrantConsent(consent("off", "u1", &["openid"]))),
+            by(34, Command::GrantConsent(consent("nobody", "u1", &["openid"]))),
+            by(35, Command::GrantConsent(consent("web", "u2", &["openid"]))),
+        ],
+    );
+    let refused: Vec<bool> = out.iter().map(|o| matches!(o, Outcome::Refused(_))).collect();
+    assert_eq!(refused, [false, false, false, true, true, true], "{out:?}");
+    let given = store.read().unwrap().consent("shop", "u1", "web").unwrap().unwrap();
+    assert_eq!(given.scopes, ["email", "openid", "profile"], "added to, sorted, once each");
+    assert!(given.covers(&["openid".into(), "email".into()]) && !given.covers(&["roles".into()]));
+
+    // A deleted client's consents go with it; a deleted user's too.
+    apply_all(&store, &[by(40, Command::DeleteClient { tenant: "shop".into(), client_id: "app".into() })]);
+    assert!(store.read().unwrap().consent("shop", "u1", "app").unwrap().is_none());
+    assert!(store.read().unwrap().consent("shop", "u1", "web").unwrap().is_some());
+    apply_all(&store, &[by(41, Command::DeleteUser { tenant: "shop".into(), user_id: "u1".into() })]);
+    assert!(store.read().unwrap().consent("shop", "u1", "web").unwrap().is_none());
 }

@@ -48,17 +48,38 @@ fn hidden(body: &str, name: &str) -> String {
     value.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 }
 
-/// Posts the sign-in page's form as a browser on that page would.
-async fn sign_in_form(node: &TestNode, fields: &[(&str, &str)], cookie: Option<&str>) -> Page {
-    let mut req = node
+/// A sign-in page as the browser holds it: the request its form carries, the form's token and
+/// the page's cookie that token is bound to.
+struct SignIn {
+    request: String,
+    token: String,
+    cookie: String,
+}
+
+impl SignIn {
+    fn of(p: &Page) -> SignIn {
+        assert_eq!(p.status, StatusCode::OK, "the sign-in page: {}", p.body);
+        let cookie = p.cookie.clone().expect("the sign-in page's cookie");
+        assert!(cookie.starts_with("__Host-gh_signin_"), "{cookie}");
+        SignIn { request: hidden(&p.body, "request"), token: hidden(&p.body, "form_token"), cookie }
+    }
+}
+
+/// Posts the sign-in page's form as a browser on that page would, with `session` too.
+async fn sign_in_form(node: &TestNode, page: &SignIn, fields: &[(&str, &str)], session: Option<&str>) -> Page {
+    let mut form = vec![("request", page.request.as_str()), ("form_token", page.token.as_str())];
+    form.extend_from_slice(fields);
+    let cookie = match session {
+        Some(s) => format!("{}; {s}", page.cookie),
+        None => page.cookie.clone(),
+    };
+    let req = node
         .client()
         .post(format!("{}/v1/auth/sign-in", node.local_url))
         .header("origin", "null")
         .header("sec-fetch-site", "same-origin")
-        .form(fields);
-    if let Some(c) = cookie {
-        req = req.header("cookie", c);
-    }
+        .header("cookie", cookie)
+        .form(&form);
     page_of(req.send().await.unwrap()).await
 }
 
@@ -130,12 +151,13 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     let (_tmp, dir) = temp_data_dir();
     let node = TestNode::start(&dir);
     let admin = tokio::task::block_in_place(|| platform_token(&node));
-    let app = json!({"name": "The App", "client_type": "public", "grant_types": ["authorization_code"],
+    // The tenant's own applications: their users are never asked for consent.
+    let app = json!({"name": "The App", "client_type": "public", "grant_types": ["authorization_code"], "first_party": true,
                      "audiences": ["https://api.test"], "scopes": ["read"], "redirect_uris": ["https://app.test/cb"]});
     let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
     assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
     let app_id = c.body["client_id"].as_str().unwrap().to_string();
-    let web = json!({"name": "Web", "client_type": "confidential", "grant_types": ["authorization_code"],
+    let web = json!({"name": "Web", "client_type": "confidential", "grant_types": ["authorization_code"], "first_party": true,
                      "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"], "scopes": ["read"],
                      "id_token_signed_response_alg": "ES256"});
     let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&web)).await;
@@ -167,20 +189,14 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("Sign in to The App") && p.body.contains("action=\"/v1/auth/sign-in\""), "{}", p.body);
     assert!(p.csp.contains("frame-ancestors 'none'") && p.csp.contains("form-action 'self'"), "{}", p.csp);
-    let carried = hidden(&p.body, "request");
+    let page = SignIn::of(&p);
     // A wrong password: the page again, saying so, and no session.
-    let wrong = [
-        ("request", carried.as_str()),
-        ("step", "password"),
-        ("email", "ada@example.com"),
-        ("password", "not it at all, no"),
-    ];
-    let p = sign_in_form(&node, &wrong, None).await;
+    let wrong = [("step", "password"), ("email", "ada@example.com"), ("password", "not it at all, no")];
+    let p = sign_in_form(&node, &page, &wrong, None).await;
     assert_eq!((p.status, p.cookie.is_none()), (StatusCode::UNAUTHORIZED, true), "{}", p.body);
     assert!(p.body.contains("do not match"), "{}", p.body);
     // A form from another site changes nothing.
-    let right =
-        [("request", carried.as_str()), ("step", "password"), ("email", "ada@example.com"), ("password", PASSWORD)];
+    let right = [("step", "password"), ("email", "ada@example.com"), ("password", PASSWORD)];
     let cross = node
         .client()
         .post(format!("{}/v1/auth/sign-in", node.local_url))
@@ -190,8 +206,18 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
         .await
         .unwrap();
     assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    // Nor does one that another site made to look like ours (S52, login CSRF): without the
+    // page's cookie, or with another page's token, it is refused before any password check.
+    let forged = SignIn {
+        cookie: "__Host-gh_signin_default=made-up".into(),
+        ..SignIn::of(&authorize(&node, &request, None).await)
+    };
+    assert_eq!(sign_in_form(&node, &forged, &right, None).await.status, StatusCode::FORBIDDEN);
+    let other_page = SignIn::of(&authorize(&node, &request, None).await);
+    let mixed = SignIn { token: other_page.token.clone(), ..SignIn::of(&authorize(&node, &request, None).await) };
+    assert_eq!(sign_in_form(&node, &mixed, &right, None).await.status, StatusCode::FORBIDDEN);
     // The right one: a session, and back to the client with a code, the state and iss (S20).
-    let p = sign_in_form(&node, &right, None).await;
+    let p = sign_in_form(&node, &page, &right, None).await;
     let q = response_of(&p);
     let cookie = p.cookie.clone().expect("a session cookie");
     assert_eq!((q["state"].as_str(), q["iss"].as_str()), ("st-1", node.url.as_str()), "{q:?}");
@@ -200,7 +226,10 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     // Refusals that spend nothing: a wrong redirect URI, no verifier, a wrong one (S6–S8).
     let redeem = |code: &str, verifier: &str, redirect: &str| {
         let mut f = vec![("grant_type", "authorization_code".to_string()), ("client_id", app_id.clone())];
-        f.extend([("code", code.to_string()), ("redirect_uri", redirect.to_string())]);
+        f.push(("code", code.to_string()));
+        if !redirect.is_empty() {
+            f.push(("redirect_uri", redirect.to_string()));
+        }
         if !verifier.is_empty() {
             f.push(("code_verifier", verifier.to_string()));
         }
@@ -210,6 +239,7 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     for (what, f) in [
         ("another redirect URI", redeem(&code, VERIFIER, "https://app.test/other")),
         ("no verifier", redeem(&code, "", "https://app.test/cb")),
+        ("no redirect URI", redeem(&code, VERIFIER, "")),
         ("a wrong verifier", redeem(&code, &"x".repeat(43), "https://app.test/cb")),
         ("a made-up code", redeem("made-up", VERIFIER, "https://app.test/cb")),
     ] {
@@ -278,7 +308,11 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     assert_eq!((info.0, &info.1["sub"]), (StatusCode::OK, &id["sub"]));
     assert_eq!(userinfo(&node, Method::POST, Some(&access), Some(&access)).await.0, StatusCode::BAD_REQUEST);
     let none = userinfo(&node, Method::GET, None, None).await;
-    assert_eq!((none.0, none.2.starts_with("Bearer error=\"invalid_token\"")), (StatusCode::UNAUTHORIZED, true));
+    assert_eq!((none.0, none.2.as_str()), (StatusCode::UNAUTHORIZED, "Bearer"), "no error without credentials");
+    let header_only = userinfo(&node, Method::POST, Some(&access), None).await;
+    assert_eq!((header_only.0, &header_only.1["sub"]), (StatusCode::OK, &id["sub"]), "a POST with the header alone");
+    let bad = userinfo(&node, Method::GET, Some("not.a.token"), None).await;
+    assert_eq!((bad.0, bad.2.starts_with("Bearer error=\"invalid_token\"")), (StatusCode::UNAUTHORIZED, true));
 
     // The code again: refused, and the tokens its first use issued are revoked (S5).
     let (status, body) = token(&node, None, &refs).await;
@@ -297,6 +331,17 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     assert!(answers.iter().all(|(s, b)| *s == StatusCode::OK || b["error"] == "invalid_grant"), "{answers:?}");
     let winner = won[0]["access_token"].as_str().unwrap();
     assert_eq!(introspect(&node, web, winner).await["active"], false, "revoked by the replays");
+    // The request may come by POST too (OpenID Connect Core §3.1.2.1).
+    let posted = node
+        .client()
+        .post(format!("{}/oauth2/authorize", node.local_url))
+        .header("cookie", &cookie)
+        .form(&request)
+        .send()
+        .await
+        .unwrap();
+    let q = response_of(&page_of(posted).await);
+    assert!(q.contains_key("code") && q["state"] == "st-1", "{q:?}");
 
     // In the form_post mode, the code comes on a page that posts it to the client, and may
     // post nowhere else.
@@ -357,10 +402,9 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
         assert!(p.body.contains("Sign in to The App"), "{extra:?}: {}", p.body);
     }
     let forced = [request.as_slice(), &[("prompt", "login")]].concat();
-    let carried = hidden(&authorize(&node, &forced, Some(&cookie)).await.body, "request");
-    let again =
-        [("request", carried.as_str()), ("step", "password"), ("email", "ada@example.com"), ("password", PASSWORD)];
-    let p = sign_in_form(&node, &again, Some(&cookie)).await;
+    let page = SignIn::of(&authorize(&node, &forced, Some(&cookie)).await);
+    let again = [("step", "password"), ("email", "ada@example.com"), ("password", PASSWORD)];
+    let p = sign_in_form(&node, &page, &again, Some(&cookie)).await;
     let q = response_of(&p);
     let f = form(&redeem(&q["code"], VERIFIER, "https://app.test/cb"));
     let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -379,7 +423,7 @@ async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code
     let (_tmp, dir) = temp_data_dir();
     let node = TestNode::start_with(&dir, &[], &[("GATEHOUSE_OAUTH__AUTHORIZATION_CODE_LIFETIME_SECS", "1")]).unwrap();
     let admin = tokio::task::block_in_place(|| platform_token(&node));
-    let app = json!({"name": "App", "client_type": "public", "grant_types": ["authorization_code"],
+    let app = json!({"name": "App", "client_type": "public", "grant_types": ["authorization_code"], "first_party": true,
                      "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
     let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
     assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
@@ -402,6 +446,8 @@ async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
     let confirmed = post("/v1/auth/mfa/totp/confirm", json!({"code": totp.generate(now)})).await.unwrap();
     assert_eq!(confirmed.status(), StatusCode::OK);
+    let recovery: Value = confirmed.json().await.unwrap();
+    let recovery = recovery["recovery_codes"][0].as_str().unwrap().to_string();
 
     let request = [
         ("response_type", "code"),
@@ -411,22 +457,20 @@ async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code
         ("code_challenge", CHALLENGE),
         ("code_challenge_method", "S256"),
     ];
-    let carried = hidden(&authorize(&node, &request, None).await.body, "request");
-    let password =
-        [("request", carried.as_str()), ("step", "password"), ("email", "bob@example.com"), ("password", PASSWORD)];
+    let page = SignIn::of(&authorize(&node, &request, None).await);
+    let password = [("step", "password"), ("email", "bob@example.com"), ("password", PASSWORD)];
     // The password is right: the page asks for the code, in a sign-in that is not one yet.
-    let p = sign_in_form(&node, &password, None).await;
+    let p = sign_in_form(&node, &page, &password, None).await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("authenticator app") && p.location.is_none(), "{}", p.body);
     let pending = p.cookie.expect("the pending sign-in's cookie");
     assert_eq!(authorize(&node, &request, Some(&pending)).await.status, StatusCode::OK, "no code while pending");
-    let carried = hidden(&p.body, "request");
-    let wrong = [("request", carried.as_str()), ("step", "totp"), ("code", "000000")];
-    let p = sign_in_form(&node, &wrong, Some(&pending)).await;
+    let wrong = [("step", "totp"), ("code", "000000")];
+    let p = sign_in_form(&node, &page, &wrong, Some(&pending)).await;
     assert_eq!(p.status, StatusCode::UNAUTHORIZED, "{}", p.body);
     let good_code = totp.generate(now + 30);
-    let right = [("request", carried.as_str()), ("step", "totp"), ("code", good_code.as_str())];
-    let q = response_of(&sign_in_form(&node, &right, Some(&pending)).await);
+    let right = [("step", "totp"), ("code", good_code.as_str())];
+    let q = response_of(&sign_in_form(&node, &page, &right, Some(&pending)).await);
     let redeem = [
         ("grant_type", "authorization_code"),
         ("client_id", app_id.as_str()),
@@ -437,6 +481,13 @@ async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code
     let (status, body) = token(&node, None, &redeem).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(claims(body["id_token"].as_str().unwrap()).1["amr"], json!(["pwd", "otp", "mfa"]));
+    // A recovery code instead of the app's code completes the sign-in as well, once.
+    let page = SignIn::of(&authorize(&node, &request, None).await);
+    let p = sign_in_form(&node, &page, &password, None).await;
+    let pending = p.cookie.expect("the pending sign-in's cookie");
+    let with_recovery = [("step", "totp"), ("recovery_code", recovery.as_str())];
+    let q = response_of(&sign_in_form(&node, &page, &with_recovery, Some(&pending)).await);
+    assert!(q.contains_key("code"), "{q:?}");
 
     // A code past its lifetime (1 s here) is refused.
     let registered = node
@@ -447,10 +498,9 @@ async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code
         .await
         .unwrap();
     assert_eq!(registered.status(), StatusCode::CREATED);
-    let carried = hidden(&authorize(&node, &request, None).await.body, "request");
-    let password =
-        [("request", carried.as_str()), ("step", "password"), ("email", "cy@example.com"), ("password", PASSWORD)];
-    let q = response_of(&sign_in_form(&node, &password, None).await);
+    let page = SignIn::of(&authorize(&node, &request, None).await);
+    let password = [("step", "password"), ("email", "cy@example.com"), ("password", PASSWORD)];
+    let q = response_of(&sign_in_form(&node, &page, &password, None).await);
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let redeem = [
         ("grant_type", "authorization_code"),
@@ -462,4 +512,232 @@ async fn a_user_with_an_authenticator_signs_in_with_its_code_and_an_expired_code
     let (status, body) = token(&node, None, &redeem).await;
     assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
     assert!(body["error_description"].as_str().unwrap().contains("expired"), "{body}");
+}
+
+/// Posts the consent page's form as a browser on that page would.
+async fn consent_form(node: &TestNode, fields: &[(&str, &str)], cookie: &str) -> Page {
+    let req = node
+        .client()
+        .post(format!("{}/v1/auth/consent", node.local_url))
+        .header("origin", "null")
+        .header("sec-fetch-site", "same-origin")
+        .header("cookie", cookie)
+        .form(fields);
+    page_of(req.send().await.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_third_party_client_is_allowed_once_by_the_user_and_denied_without_a_code() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let app = json!({"name": "Elsewhere", "client_type": "public", "grant_types": ["authorization_code"],
+                     "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
+    let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
+    assert_eq!((c.status, &c.body["first_party"]), (StatusCode::CREATED, &json!(false)), "{}", c.body);
+    let app_id = c.body["client_id"].as_str().unwrap().to_string();
+    let registered = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&json!({"email": "dee@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let request = [
+        ("response_type", "code"),
+        ("client_id", app_id.as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("scope", "openid email"),
+        ("state", "st-9"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    // Signing in on the page leads to the consent page, which names the client and the scopes.
+    let page = SignIn::of(&authorize(&node, &request, None).await);
+    let signing_in = [("step", "password"), ("email", "dee@example.com"), ("password", PASSWORD)];
+    let p = sign_in_form(&node, &page, &signing_in, None).await;
+    assert_eq!((p.status, p.location.is_none()), (StatusCode::OK, true), "{}", p.body);
+    assert!(p.body.contains("Allow Elsewhere?") && p.body.contains("See your email address"), "{}", p.body);
+    let cookie = p.cookie.clone().expect("the new session");
+    let (token, carried) = (hidden(&p.body, "form_token"), hidden(&p.body, "request"));
+
+    // A form without this session's token, or from another site, changes nothing.
+    let forged =
+        consent_form(&node, &[("request", &carried), ("form_token", "x"), ("decision", "allow")], &cookie).await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN, "{}", forged.body);
+    let cross = node
+        .client()
+        .post(format!("{}/v1/auth/consent", node.local_url))
+        .header("origin", "https://evil.test")
+        .header("cookie", &cookie)
+        .form(&[("form_token", token.as_str()), ("decision", "allow")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), StatusCode::FORBIDDEN);
+    // Denied: back to the client with access_denied, its state and iss, and no code; and the
+    // next request asks again.
+    let q = response_of(
+        &consent_form(&node, &[("request", &carried), ("form_token", &token), ("decision", "deny")], &cookie).await,
+    );
+    assert_eq!(
+        (q["error"].as_str(), q["state"].as_str(), q["iss"].as_str()),
+        ("access_denied", "st-9", node.url.as_str())
+    );
+    assert!(!q.contains_key("code"));
+    let p = authorize(&node, &request, Some(&cookie)).await;
+    assert!(p.body.contains("Allow Elsewhere?"), "asked again after a denial: {}", p.body);
+    // prompt=none cannot ask: consent_required.
+    let none = [request.as_slice(), &[("prompt", "none")]].concat();
+    assert_eq!(response_of(&authorize(&node, &none, Some(&cookie)).await)["error"], "consent_required");
+
+    // Allowed: a code, and the next request for the same scopes is not asked again.
+    let q = response_of(
+        &consent_form(&node, &[("request", &carried), ("form_token", &token), ("decision", "allow")], &cookie).await,
+    );
+    assert!(q.contains_key("code") && q["state"] == "st-9", "{q:?}");
+    let q = response_of(&authorize(&node, &request, Some(&cookie)).await);
+    assert!(q.contains_key("code"), "remembered: {q:?}");
+    let q = response_of(&authorize(&node, &none, Some(&cookie)).await);
+    assert!(q.contains_key("code"), "remembered, so prompt=none gets a code: {q:?}");
+    // prompt=consent asks again; a scope not allowed yet is asked for.
+    let again = [request.as_slice(), &[("prompt", "consent")]].concat();
+    assert!(authorize(&node, &again, Some(&cookie)).await.body.contains("Allow Elsewhere?"));
+    let wider: Vec<(&str, &str)> =
+        request.iter().map(|(k, v)| if *k == "scope" { (*k, "openid email profile") } else { (*k, *v) }).collect();
+    let p = authorize(&node, &wider, Some(&cookie)).await;
+    assert!(p.body.contains("See your name"), "{}", p.body);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_with_the_id_token_ends_the_session_and_goes_back_only_to_a_registered_uri() {
+    let (_tmp, dir) = temp_data_dir();
+    // A reference, so the helpers below can each capture it.
+    let node = &TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(node));
+    let app = json!({"name": "App", "client_type": "public", "grant_types": ["authorization_code"], "first_party": true,
+                     "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"],
+                     "post_logout_redirect_uris": ["https://app.test/bye"]});
+    let c = call(node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
+    assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+    assert_eq!(c.body["post_logout_redirect_uris"], json!(["https://app.test/bye"]));
+    let app_id = c.body["client_id"].as_str().unwrap().to_string();
+    let registered = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&json!({"email": "eve@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let request = [
+        ("response_type", "code"),
+        ("client_id", app_id.as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("scope", "openid"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    // Signs in on the page: the session cookie and the ID token.
+    let sign_in = || async {
+        let page = SignIn::of(&authorize(node, &request, None).await);
+        let fields = [("step", "password"), ("email", "eve@example.com"), ("password", PASSWORD)];
+        let p = sign_in_form(node, &page, &fields, None).await;
+        let cookie = p.cookie.clone().unwrap();
+        let q = response_of(&p);
+        let redeem = [
+            ("grant_type", "authorization_code"),
+            ("client_id", app_id.as_str()),
+            ("code", q["code"].as_str()),
+            ("redirect_uri", "https://app.test/cb"),
+            ("code_verifier", VERIFIER),
+        ];
+        let (status, body) = token(node, None, &redeem).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        (cookie, body["id_token"].as_str().unwrap().to_string())
+    };
+    let logout = |params: Vec<(&'static str, String)>, cookie: String| async move {
+        let url = reqwest::Url::parse_with_params(&format!("{}/oauth2/logout", node.local_url), &params).unwrap();
+        page_of(node.client().get(url).header("cookie", cookie).send().await.unwrap()).await
+    };
+    let signed_in = |cookie: String| async move {
+        let r = node.client().get(format!("{}/v1/auth/session", node.local_url)).header("cookie", cookie);
+        r.send().await.unwrap().status() == StatusCode::OK
+    };
+    let (cookie, id_token) = sign_in().await;
+
+    // Never back to a URI the client did not register, nor with a hint that is not ours: a
+    // page, no redirect, and the session stays.
+    let mut forged = id_token.clone();
+    forged.replace_range(forged.len() - 4.., "AAAA");
+    for (what, params) in [
+        (
+            "an unregistered URI",
+            vec![("id_token_hint", id_token.clone()), ("post_logout_redirect_uri", "https://evil.test/".into())],
+        ),
+        ("a URI without its client", vec![("post_logout_redirect_uri", "https://app.test/bye".to_string())]),
+        ("a forged hint", vec![("id_token_hint", forged), ("post_logout_redirect_uri", "https://app.test/bye".into())]),
+        ("another client", vec![("id_token_hint", id_token.clone()), ("client_id", "c-other".into())]),
+    ] {
+        let p = logout(params, cookie.clone()).await;
+        assert_eq!((p.status, p.location.is_none()), (StatusCode::BAD_REQUEST, true), "{what}: {}", p.body);
+        assert!(signed_in(cookie.clone()).await, "{what}: the session stays");
+    }
+    // The hint names the signed-in user: signed out at once, and back with the state.
+    let p = logout(
+        vec![
+            ("id_token_hint", id_token.clone()),
+            ("post_logout_redirect_uri", "https://app.test/bye".into()),
+            ("state", "s-7".into()),
+        ],
+        cookie.clone(),
+    )
+    .await;
+    assert_eq!(
+        (p.status, p.location.as_deref()),
+        (StatusCode::SEE_OTHER, Some("https://app.test/bye?state=s-7")),
+        "{}",
+        p.body
+    );
+    assert!(p.cookie.as_deref().is_some_and(|c| c.ends_with('=')), "the cookie is cleared: {:?}", p.cookie);
+    assert!(!signed_in(cookie.clone()).await, "the session ended on the server");
+
+    // Without a hint, the user confirms on a page of ours; a form without its token does not
+    // sign them out.
+    let (cookie, _) = sign_in().await;
+    let p = logout(
+        vec![("client_id", app_id.clone()), ("post_logout_redirect_uri", "https://app.test/bye".into())],
+        cookie.clone(),
+    )
+    .await;
+    assert_eq!(p.status, StatusCode::OK, "{}", p.body);
+    assert!(p.body.contains("Sign out?") && signed_in(cookie.clone()).await, "{}", p.body);
+    let form_token = hidden(&p.body, "form_token");
+    let confirm = |token: String| {
+        let cookie = cookie.clone();
+        let fields = vec![
+            ("client_id", app_id.clone()),
+            ("post_logout_redirect_uri", "https://app.test/bye".to_string()),
+            ("form_token", token),
+            ("confirm", "yes".to_string()),
+        ];
+        async move {
+            page_of(
+                node.client()
+                    .post(format!("{}/oauth2/logout", node.local_url))
+                    .header("cookie", cookie)
+                    .form(&fields)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    assert_eq!(confirm("not-it".into()).await.status, StatusCode::FORBIDDEN);
+    assert!(signed_in(cookie.clone()).await);
+    let p = confirm(form_token).await;
+    assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("https://app.test/bye")));
+    assert!(!signed_in(cookie.clone()).await);
 }

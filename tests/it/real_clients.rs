@@ -423,3 +423,64 @@ async fn totp_codes_from_pyotp_complete_a_sign_in_once_each() {
     let (status, _, view) = login().await;
     assert_eq!((status, view["mfa_required"].as_bool()), (StatusCode::OK, Some(false)), "{view}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openid_client_signs_users_in_through_chromium_on_the_hosted_pages() {
+    let _heavy = crate::support::heavy();
+    let tools = tokio::task::block_in_place(tools_dir);
+    let (_tmp, dir) = temp_data_dir();
+    let (node, _port, public_url) = on_localhost(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let app = serde_json::json!({"name": "Relying Party", "client_type": "public", "grant_types": ["authorization_code"], "first_party": true,
+                                 "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
+    let c = call(&node, reqwest::Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
+    assert_eq!(c.status, reqwest::StatusCode::CREATED, "{}", c.body);
+    let client_id = c.body["client_id"].as_str().unwrap().to_string();
+    let (email, password) = register_ada(&node).await;
+
+    // A second user with an authenticator app, confirmed with the previous step's code so the
+    // browser's code (the current step, from pyotp) is still unspent.
+    let totp_email = "bob@example.com";
+    let registered = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&serde_json::json!({"email": totp_email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let cookie = registered.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_string();
+    let post = |path: &str, body: serde_json::Value| {
+        node.client().post(format!("{}{path}", node.local_url)).header("cookie", cookie.clone()).json(&body).send()
+    };
+    let enrolled: serde_json::Value =
+        post("/v1/auth/mfa/totp/enroll", serde_json::json!({})).await.unwrap().json().await.unwrap();
+    let uri = enrolled["otpauth_uri"].as_str().unwrap();
+    let totp = totp_rs::TOTP::from_url(uri).unwrap();
+    // The node checks codes against the wall clock, and so does this test.
+    #[allow(clippy::disallowed_methods)]
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let confirmed = post("/v1/auth/mfa/totp/confirm", serde_json::json!({"code": totp.generate(now - 30)})).await;
+    assert_eq!(confirmed.unwrap().status(), reqwest::StatusCode::OK);
+    let secret = totp.get_secret_base32();
+
+    let ca = ca_file(&node);
+    let python = tools.join("venv/bin/python").display().to_string();
+    let out = tokio::task::block_in_place(|| {
+        run(
+            &repo().join("tests/clients/node/oidc_code_flow.mjs"),
+            &[
+                ("ISSUER", &public_url),
+                ("CA_FILE", &ca),
+                ("NODE_EXTRA_CA_CERTS", &ca),
+                ("CLIENT_ID", &client_id),
+                ("REDIRECT_URI", "https://app.test/cb"),
+                ("EMAIL", email),
+                ("PASSWORD", password),
+                ("TOTP_EMAIL", totp_email),
+                ("TOTP_SECRET", &secret),
+                ("PYTHON", &python),
+            ],
+        )
+    });
+    assert_ran("oidc_code_flow.mjs", &out);
+}

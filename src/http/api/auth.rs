@@ -420,7 +420,30 @@ fn set_cookie(tenant: &str, session_id: &str, max_age_secs: i64) -> String {
 
 /// The presented session id of `tenant`, if any.
 pub(super) fn presented(req: &poem::Request, tenant: &str) -> Option<String> {
-    let name = cookie_name(tenant);
+    cookie_value(req, &cookie_name(tenant))
+}
+
+/// The sign-in page's cookie (see `pages::sign_in_token`): one per tenant, for a quarter hour.
+fn sign_in_cookie_name(tenant: &str) -> String {
+    format!("__Host-gh_signin_{tenant}")
+}
+
+/// The presented sign-in page cookie of `tenant`, if any.
+pub(super) fn presented_sign_in(req: &poem::Request, tenant: &str) -> Option<String> {
+    cookie_value(req, &sign_in_cookie_name(tenant)).filter(|v| v.len() <= 64)
+}
+
+/// A new sign-in page cookie value, and its `Set-Cookie`.
+pub(super) fn new_sign_in_cookie(tenant: &str) -> (String, String) {
+    let mut bytes = [0u8; 16];
+    crate::clock::random_bytes(&mut bytes);
+    let value = crate::crypto::b64url(&bytes);
+    let header =
+        format!("{}={value}; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=900", sign_in_cookie_name(tenant));
+    (value, header)
+}
+
+fn cookie_value(req: &poem::Request, name: &str) -> Option<String> {
     req.headers().get_all(poem::http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|header| {
         header.split(';').find_map(|pair| {
             let (k, v) = pair.trim().split_once('=')?;

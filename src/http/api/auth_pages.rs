@@ -15,11 +15,14 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use super::auth::{clear_cookie, factor_changer, not_signed_in, presented, public_origin, tenant_of};
 use super::auth_passkeys::PasskeyTag;
 use crate::app::AppState;
-use crate::http::api::oidc::{code_response, deliver_error, Delivery};
+use crate::http::api::oidc::{
+    answer_signed_in, checked_error, code_response, deliver_error, sign_in_policy, Delivery, SignedInAnswer,
+};
 use crate::http::issuer::IssuerScope;
 use crate::http::pages;
 use crate::http::problem::Problem;
 use crate::idm::auth::AuthError;
+use crate::idm::protocol::OAuthErrorCode;
 use crate::idm::{auth, mfa, passkeys};
 
 pub struct PagesApi;
@@ -246,11 +249,23 @@ impl PagesApi {
             || too_long(&form.email, 320)
             || too_long(&form.password, 1024)
             || too_long(&form.code, 64)
+            || too_long(&form.recovery_code, 64)
+            || too_long(&form.form_token, 64)
         {
             return SignInAnswer::problem(Problem::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "a field is too long",
+            ));
+        }
+        // Login CSRF (S52): the form must carry the token of the page's own cookie.
+        let token = form.form_token.clone().unwrap_or_default();
+        let page_cookie = super::auth::presented_sign_in(req, &tenant.id);
+        if !page_cookie.is_some_and(|c| pages::sign_in_token_matches(&app.cipher, &tenant.id, &c, &token)) {
+            return SignInAnswer::problem(Problem::new(
+                StatusCode::FORBIDDEN,
+                "stale_form",
+                "this form is not from your sign-in page: go back to the application and sign in again",
             ));
         }
         let request = form.request.clone().unwrap_or_default();
@@ -266,7 +281,13 @@ impl PagesApi {
             Err(Refusal::Redirect(e)) => return SignInAnswer::delivered(deliver_error(&e, &issuer), None),
         };
         let action = format!("{}/v1/auth/sign-in", scope.path_prefix());
-        let view = pages::SignInForm { client_name: &checked.client.name, action: &action, request: &request };
+        let view = pages::SignInForm {
+            client_name: &checked.client.name,
+            action: &action,
+            request: &request,
+            form_token: &token,
+        };
+        let policy = sign_in_policy(&checked.redirect_uri);
         let signed_in = match form.step.as_deref() {
             Some("password") => {
                 let email = form.email.as_deref().unwrap_or("");
@@ -282,12 +303,15 @@ impl PagesApi {
                     }
                     Err(AuthError::BadCredentials) => {
                         let notice = "That email and password do not match an account.";
-                        return SignInAnswer::Unauthorized(Html(pages::sign_in(&view, email, notice)));
+                        return SignInAnswer::Unauthorized(
+                            Html(pages::sign_in(&view, email, notice)),
+                            Some(policy.clone()),
+                        );
                     }
                     Err(AuthError::RateLimited(wait)) => {
                         let notice = format!("Too many failed sign-ins: try again in {} s.", wait.secs());
                         let page = Html(pages::sign_in(&view, email, &notice));
-                        return SignInAnswer::TooManyRequests(page, wait.secs().to_string());
+                        return SignInAnswer::TooManyRequests(page, wait.secs().to_string(), Some(policy.clone()));
                     }
                     Err(e) => return SignInAnswer::problem(super::auth::problem_of(e)),
                 }
@@ -299,19 +323,29 @@ impl PagesApi {
                     Some(Err(e)) => return SignInAnswer::problem(super::auth::problem_of(e)),
                     _ => {
                         let notice = "The sign-in has ended: sign in again.";
-                        return SignInAnswer::Unauthorized(Html(pages::sign_in(&view, "", notice)));
+                        return SignInAnswer::Unauthorized(
+                            Html(pages::sign_in(&view, "", notice)),
+                            Some(policy.clone()),
+                        );
                     }
                 };
-                match mfa::challenge(&app, &pending, &user, form.code.as_deref(), None).await {
+                let (code, recovery) = match form.recovery_code.as_deref().filter(|r| !r.trim().is_empty()) {
+                    Some(recovery) => (None, Some(recovery)),
+                    None => (form.code.as_deref(), None),
+                };
+                match mfa::challenge(&app, &pending, &user, code, recovery).await {
                     Ok(s) => s,
                     Err(AuthError::BadCode | AuthError::Invalid(_)) => {
                         let notice = "That code is not right, or was used already.";
-                        return SignInAnswer::Unauthorized(Html(pages::second_step(&view, notice)));
+                        return SignInAnswer::Unauthorized(
+                            Html(pages::second_step(&view, notice)),
+                            Some(policy.clone()),
+                        );
                     }
                     Err(AuthError::RateLimited(wait)) => {
                         let notice = format!("Too many wrong codes: try again in {} s.", wait.secs());
                         let page = Html(pages::second_step(&view, &notice));
-                        return SignInAnswer::TooManyRequests(page, wait.secs().to_string());
+                        return SignInAnswer::TooManyRequests(page, wait.secs().to_string(), Some(policy.clone()));
                     }
                     Err(e) => return SignInAnswer::problem(super::auth::problem_of(e)),
                 }
@@ -326,7 +360,7 @@ impl PagesApi {
         };
         let (_, cookie) = super::auth::signed_in(&signed_in);
         if signed_in.session.pending_mfa {
-            return SignInAnswer::Page(Html(pages::second_step(&view, "")), Some(cookie), None);
+            return SignInAnswer::Page(Html(pages::second_step(&view, "")), Some(cookie), Some(policy));
         }
         if signed_in.session.setup_only {
             return SignInAnswer::Forbidden(Html(pages::error(
@@ -335,11 +369,97 @@ impl PagesApi {
                  authenticator app or a passkey, then sign in again.",
             )));
         }
-        match code_response(&app, &checked, &signed_in.session, &issuer).await {
-            Some(delivery) => SignInAnswer::delivered(delivery, Some(cookie)),
-            None => {
-                SignInAnswer::Unauthorized(Html(pages::sign_in(&view, "", "The sign-in has ended: sign in again.")))
+        let next =
+            answer_signed_in(&app, &checked, &signed_in.session, &signed_in.session_id, &scope, &request, &issuer)
+                .await;
+        match next {
+            SignedInAnswer::Deliver(delivery) => SignInAnswer::delivered(delivery, Some(cookie)),
+            SignedInAnswer::Consent(page) => SignInAnswer::Page(Html(page), Some(cookie), Some(policy)),
+            SignedInAnswer::SignInAgain => SignInAnswer::Unauthorized(
+                Html(pages::sign_in(&view, "", "The sign-in has ended: sign in again.")),
+                Some(policy.clone()),
+            ),
+        }
+    }
+
+    /// The consent page's form: the signed-in user allows the client what it asked for (then
+    /// it gets its code, and is not asked again for those scopes) or denies it
+    /// (`access_denied`). It carries the request and this session's synchronizer token.
+    #[oai(
+        path = "/v1/auth/consent",
+        method = "post",
+        operation_id = "consentPageForm",
+        tag = "crate::http::api::oidc::OidcTag::OAuth2"
+    )]
+    async fn consent_form(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        form: Form<ConsentPageForm>,
+    ) -> SignInAnswer {
+        use crate::idm::authorize::{self, AuthorizeParams, CodeRefusal, Refusal};
+        let tenant = match tenant_of(&app, &scope).and_then(|t| same_origin_form(&app, req).map(|()| t)) {
+            Ok(t) => t,
+            Err(p) => return SignInAnswer::problem(p),
+        };
+        let request = form.request.clone().unwrap_or_default();
+        if request.chars().count() > MAX_REQUEST_CHARS || form.form_token.as_ref().is_some_and(|t| t.len() > 64) {
+            return SignInAnswer::problem(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "a field is too long",
+            ));
+        }
+        let Some(id) = presented(req, &tenant.id) else { return SignInAnswer::problem(not_signed_in()) };
+        let session = match auth::current(&app, &tenant.id, &id).await {
+            Ok(Some((session, _))) => session,
+            Ok(None) => return SignInAnswer::problem(not_signed_in()),
+            Err(e) => return SignInAnswer::problem(super::auth::problem_of(e)),
+        };
+        if !pages::form_token_matches(&app.cipher, &tenant.id, &id, form.form_token.as_deref().unwrap_or("")) {
+            return SignInAnswer::problem(Problem::new(
+                StatusCode::FORBIDDEN,
+                "stale_form",
+                "this form is not from your current page: start the sign-in again",
+            ));
+        }
+        let issuer = app.issuer_of(&tenant.id);
+        let checked = match authorize::check(&app, &tenant.id, &AuthorizeParams::parse(&request)) {
+            Ok(c) => c,
+            Err(Refusal::Page { error, description }) => {
+                return SignInAnswer::BadRequest(Html(pages::error(
+                    "This sign-in request cannot be completed",
+                    &format!("{description} (error code: {error})."),
+                )))
             }
+            Err(Refusal::Redirect(e)) => return SignInAnswer::delivered(deliver_error(&e, &issuer), None),
+        };
+        let back = |error, why: &str| {
+            SignInAnswer::delivered(deliver_error(&checked_error(&checked, error, why), &issuer), None)
+        };
+        match form.decision.as_deref() {
+            Some("deny") => return back(OAuthErrorCode::AccessDenied, "the user did not allow the request"),
+            Some("allow") => {}
+            _ => {
+                return SignInAnswer::problem(Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "decision must be allow or deny",
+                ))
+            }
+        }
+        match authorize::grant_consent(&app, &checked, &session).await {
+            Ok(()) => {}
+            Err(CodeRefusal::SignInAgain(_)) => return SignInAnswer::problem(not_signed_in()),
+            Err(CodeRefusal::Unavailable(e)) => {
+                tracing::warn!("consent: {e}");
+                return back(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now");
+            }
+        }
+        match code_response(&app, &checked, &session, &issuer).await {
+            Some(delivery) => SignInAnswer::delivered(delivery, None),
+            None => SignInAnswer::problem(not_signed_in()),
         }
     }
 }
@@ -349,12 +469,26 @@ impl PagesApi {
 pub struct SignInPageForm {
     /// The authorization request's query, as the page carried it (at most 8192 characters).
     pub request: Option<String>,
-    /// `password` (with `email` and `password`) or `totp` (with `code`, in the sign-in that
-    /// waits for it).
+    /// The page's synchronizer token, bound to the page's cookie.
+    pub form_token: Option<String>,
+    /// `password` (with `email` and `password`) or `totp` (with `code` or `recovery_code`,
+    /// in the sign-in that waits for it).
     pub step: Option<String>,
     pub email: Option<String>,
     pub password: Option<String>,
     pub code: Option<String>,
+    pub recovery_code: Option<String>,
+}
+
+/// The consent page's form.
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct ConsentPageForm {
+    /// The authorization request's query, as the page carried it (at most 8192 characters).
+    pub request: Option<String>,
+    /// The page's synchronizer token.
+    pub form_token: Option<String>,
+    /// `allow` or `deny`.
+    pub decision: Option<String>,
 }
 
 /// The answer to the sign-in page's form.
@@ -364,8 +498,8 @@ pub enum SignInAnswer {
     /// Signed in: back to the client with a code (query response mode).
     #[oai(status = 303)]
     Redirect(#[oai(header = "Location")] String, #[oai(header = "Set-Cookie")] Option<String>),
-    /// The next step's page (a code from the authenticator app), or the page that posts the
-    /// response to the client (form_post response mode).
+    /// The next step's page (a code from the authenticator app, or the consent page), or the
+    /// page that posts the response to the client (form_post response mode).
     #[oai(status = 200)]
     Page(
         Html<String>,
@@ -375,10 +509,12 @@ pub enum SignInAnswer {
     /// Not a form of this page, or a request that cannot go back to its client.
     #[oai(status = 400)]
     BadRequest(Html<String>),
-    /// The email, password or code is not right: the page again, saying so.
+    /// The email, password or code is not right: the page again, saying so. Or (consent) not
+    /// signed in.
     #[oai(status = 401)]
-    Unauthorized(Html<String>),
-    /// A cross-site form, or an account that must add a second factor first.
+    Unauthorized(Html<String>, #[oai(header = "Content-Security-Policy")] Option<String>),
+    /// A cross-site form, a consent form without this session's token, or an account that
+    /// must add a second factor first.
     #[oai(status = 403)]
     Forbidden(Html<String>),
     /// No such tenant.
@@ -386,7 +522,11 @@ pub enum SignInAnswer {
     NotFound(Html<String>),
     /// Too many failed sign-ins: the page again; retry after `Retry-After` seconds.
     #[oai(status = 429)]
-    TooManyRequests(Html<String>, #[oai(header = "Retry-After")] String),
+    TooManyRequests(
+        Html<String>,
+        #[oai(header = "Retry-After")] String,
+        #[oai(header = "Content-Security-Policy")] Option<String>,
+    ),
     /// This node cannot serve the request now.
     #[oai(status = 503)]
     Unavailable(Html<String>),
@@ -401,7 +541,7 @@ impl SignInAnswer {
         let page = Html(pages::error("That did not work", &p.detail));
         match p.status {
             400 => Self::BadRequest(page),
-            401 => Self::Unauthorized(page),
+            401 => Self::Unauthorized(page, None),
             403 => Self::Forbidden(page),
             404 => Self::NotFound(page),
             _ => Self::Unavailable(page),

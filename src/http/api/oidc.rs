@@ -67,6 +67,8 @@ pub struct DiscoveryDocument {
     pub token_endpoint: String,
     pub jwks_uri: String,
     pub userinfo_endpoint: String,
+    /// RP-Initiated Logout 1.0.
+    pub end_session_endpoint: String,
     /// RFC 7662.
     pub introspection_endpoint: String,
     /// RFC 7009.
@@ -149,12 +151,71 @@ pub enum JwksResponse {
     Unavailable(Json<Problem>),
 }
 
+/// An authorization request by POST: the parameters of the GET form (each at most once).
+#[derive(Debug, Object, serde::Deserialize)]
+pub struct AuthorizeForm {
+    pub response_type: Option<String>,
+    pub client_id: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub scope: Option<String>,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: Option<String>,
+    pub code_challenge_method: Option<String>,
+    pub response_mode: Option<String>,
+    pub prompt: Option<String>,
+    pub max_age: Option<String>,
+    pub request: Option<String>,
+    pub request_uri: Option<String>,
+}
+
+impl AuthorizeForm {
+    /// The parameters given, urlencoded as a query would carry them.
+    fn urlencoded(&self) -> String {
+        let mut out = url::form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("response_type", &self.response_type),
+            ("client_id", &self.client_id),
+            ("redirect_uri", &self.redirect_uri),
+            ("scope", &self.scope),
+            ("state", &self.state),
+            ("nonce", &self.nonce),
+            ("code_challenge", &self.code_challenge),
+            ("code_challenge_method", &self.code_challenge_method),
+            ("response_mode", &self.response_mode),
+            ("prompt", &self.prompt),
+            ("max_age", &self.max_age),
+            ("request", &self.request),
+            ("request_uri", &self.request_uri),
+        ] {
+            if let Some(v) = value {
+                out.append_pair(name, v);
+            }
+        }
+        out.finish()
+    }
+}
+
+fn bad_authorize_form(err: poem::Error) -> AuthorizeResponse {
+    AuthorizeResponse::ErrorPage(Html(error_page(
+        OAuthErrorCode::InvalidRequest,
+        &format!("the form is not valid: {err}"),
+    )))
+}
+
 #[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_authorize_form")]
 pub enum AuthorizeResponse {
-    /// The sign-in page; or, in the form_post response mode, the page that posts the response
-    /// to the client (its policy allows that form's target).
+    /// The sign-in page, the consent page; or, in the form_post response mode, the page that
+    /// posts the response to the client (its policy allows that form's target).
     #[oai(status = 200)]
-    Page(Html<String>, #[oai(header = "Content-Security-Policy")] Option<String>),
+    Page(
+        Html<String>,
+        #[oai(header = "Content-Security-Policy")] Option<String>,
+        /// The sign-in page's cookie, which its form's token is bound to.
+        #[oai(header = "Set-Cookie")]
+        Option<String>,
+    ),
     /// An error page: the request cannot be redirected back to a verified client (an unknown
     /// client, a redirect URI not registered for it).
     #[oai(status = 400)]
@@ -231,7 +292,8 @@ pub enum UserInfoResponse {
 }
 
 impl UserInfoResponse {
-    fn refused(code: OAuthErrorCode, description: &str) -> Self {
+    /// `description` is our own text (never the caller's), so it is quoted as is.
+    fn refused(code: OAuthErrorCode, description: &'static str) -> Self {
         let body = Json(crate::http::problem::OAuthError::new(code, description));
         let challenge = format!("Bearer error=\"{code}\", error_description=\"{description}\"");
         match code {
@@ -243,7 +305,8 @@ impl UserInfoResponse {
 }
 
 fn bad_userinfo_form(err: poem::Error) -> UserInfoResponse {
-    UserInfoResponse::refused(OAuthErrorCode::InvalidRequest, &format!("the body is not a form: {err}"))
+    tracing::debug!("userinfo: {err}");
+    UserInfoResponse::refused(OAuthErrorCode::InvalidRequest, "the body is not an urlencoded form")
 }
 
 fn userinfo(app: &AppState, resolved: Resolved, req: &poem::Request, in_body: Option<&str>) -> UserInfoResponse {
@@ -261,7 +324,13 @@ fn userinfo(app: &AppState, resolved: Resolved, req: &poem::Request, in_body: Op
             return UserInfoResponse::refused(OAuthErrorCode::InvalidRequest, "give the token once, not twice")
         }
         (Some(t), None) | (None, Some(t)) if !t.is_empty() && t.len() <= 8192 => t,
-        _ => return UserInfoResponse::refused(OAuthErrorCode::InvalidToken, "a bearer access token is required"),
+        (None, None) => {
+            // No credentials at all: the challenge names the scheme only (RFC 6750 §3.1).
+            let body =
+                crate::http::problem::OAuthError::new(OAuthErrorCode::InvalidToken, "a bearer token is required");
+            return UserInfoResponse::Unauthorized(Json(body), "Bearer".into());
+        }
+        _ => return UserInfoResponse::refused(OAuthErrorCode::InvalidToken, "the access token is not valid"),
     };
     match userinfo::userinfo(app, &tenant.id, token) {
         Ok(u) => UserInfoResponse::Ok(
@@ -284,6 +353,151 @@ fn userinfo(app: &AppState, resolved: Resolved, req: &poem::Request, in_body: Op
             UserInfoResponse::refused(OAuthErrorCode::InsufficientScope, "the token was not issued for openid")
         }
         Err(UserInfoError::Unavailable) => UserInfoResponse::Unavailable(Json(unavailable())),
+    }
+}
+
+/// An RP-initiated logout request (its parameters; by GET in the query, by POST in the form).
+#[derive(Debug, Default, Object, serde::Deserialize)]
+pub struct EndSessionForm {
+    pub id_token_hint: Option<String>,
+    pub client_id: Option<String>,
+    pub post_logout_redirect_uri: Option<String>,
+    pub state: Option<String>,
+    /// The confirmation page's synchronizer token, and its `confirm=yes`.
+    pub form_token: Option<String>,
+    pub confirm: Option<String>,
+}
+
+#[derive(ApiResponse)]
+#[oai(bad_request_handler = "bad_end_session")]
+pub enum EndSessionResponse {
+    /// Signed out and sent back to the client's registered `post_logout_redirect_uri` (with
+    /// `state`).
+    #[oai(status = 303)]
+    Redirect(#[oai(header = "Location")] String, #[oai(header = "Set-Cookie")] Option<String>),
+    /// Signed out (nowhere to go back to), or the confirmation page of a request that did not
+    /// prove who asked.
+    #[oai(status = 200)]
+    Page(Html<String>, #[oai(header = "Set-Cookie")] Option<String>),
+    /// An ID token hint that is not ours, a client that does not match it, or a
+    /// `post_logout_redirect_uri` the client did not register: never redirected.
+    #[oai(status = 400)]
+    ErrorPage(Html<String>),
+    /// A confirmation without this session's token.
+    #[oai(status = 403)]
+    Forbidden(Html<String>),
+    /// The `default` tenant lives at the root.
+    #[oai(status = 308)]
+    Moved(#[oai(header = "Location")] String),
+    /// No such tenant.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<Problem>),
+    /// Storage is not readable on this node.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<Problem>),
+}
+
+fn bad_end_session(err: poem::Error) -> EndSessionResponse {
+    EndSessionResponse::ErrorPage(Html(crate::http::pages::error(
+        "This sign-out cannot be completed",
+        &err.to_string(),
+    )))
+}
+
+/// RP-initiated logout: a hint naming the signed-in user (or a confirmed form) ends the
+/// session; the browser goes back only to a URI the client registered.
+async fn end_session(
+    app: &AppState,
+    resolved: Resolved,
+    scope: &IssuerScope,
+    req: &poem::Request,
+    form: &EndSessionForm,
+    posted: bool,
+) -> EndSessionResponse {
+    use crate::idm::logout::{self, LogoutRefusal};
+    let tenant = match resolved {
+        Resolved::DefaultAtRoot => return EndSessionResponse::Moved(root_location(app, "/oauth2/logout")),
+        Resolved::NotFound(p) => return EndSessionResponse::NotFound(Json(p)),
+        Resolved::Unavailable(p) => return EndSessionResponse::Unavailable(Json(p)),
+        Resolved::Tenant { tenant, .. } => tenant,
+    };
+    let too_long = [&form.id_token_hint, &form.client_id, &form.post_logout_redirect_uri, &form.form_token]
+        .iter()
+        .any(|v| v.as_ref().is_some_and(|v| v.len() > 8192));
+    let checked = if too_long {
+        Err(LogoutRefusal::TooLong)
+    } else {
+        logout::check(
+            app,
+            &tenant.id,
+            form.id_token_hint.as_deref(),
+            form.client_id.as_deref(),
+            form.post_logout_redirect_uri.as_deref(),
+            form.state.as_deref(),
+        )
+    };
+    let checked = match checked {
+        Ok(c) => c,
+        Err(LogoutRefusal::Unavailable) => return EndSessionResponse::Unavailable(Json(unavailable())),
+        Err(e) => {
+            return EndSessionResponse::ErrorPage(Html(crate::http::pages::error(
+                "This sign-out cannot be completed",
+                &e.to_string(),
+            )))
+        }
+    };
+    let done = |cookie: Option<String>| match &checked.back_to {
+        Some(uri) => EndSessionResponse::Redirect(uri.clone(), cookie),
+        None => EndSessionResponse::Page(Html(crate::http::pages::signed_out()), cookie),
+    };
+    let Some(id) = super::auth::presented(req, &tenant.id) else { return done(None) };
+    let (session, user) = match crate::idm::auth::current(app, &tenant.id, &id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return done(Some(super::auth::clear_cookie(&tenant.id))),
+        Err(e) => {
+            tracing::warn!("end_session: {e}");
+            return EndSessionResponse::Unavailable(Json(unavailable()));
+        }
+    };
+    let hinted = checked.hint.as_ref().is_some_and(|h| h.sub == session.user_id);
+    let confirmed = posted
+        && form.confirm.as_deref() == Some("yes")
+        && crate::http::pages::form_token_matches(
+            &app.cipher,
+            &tenant.id,
+            &id,
+            form.form_token.as_deref().unwrap_or(""),
+        );
+    if !hinted && !confirmed {
+        if posted && form.confirm.is_some() {
+            return EndSessionResponse::Forbidden(Html(crate::http::pages::error(
+                "This sign-out cannot be completed",
+                "this form is not from your current page: start again",
+            )));
+        }
+        // Nothing proves the signed-in user asked: they confirm on a page of ours.
+        let mut fields = Vec::new();
+        for (name, value) in [
+            ("id_token_hint", &form.id_token_hint),
+            ("client_id", &form.client_id),
+            ("post_logout_redirect_uri", &form.post_logout_redirect_uri),
+            ("state", &form.state),
+        ] {
+            if let Some(v) = value {
+                fields.push((name, v.as_str()));
+            }
+        }
+        let action = format!("{}/oauth2/logout", scope.path_prefix());
+        let token = crate::http::pages::form_token(&app.cipher, &tenant.id, &id);
+        let who = user.email.clone().unwrap_or_else(|| user.display_name.clone());
+        return EndSessionResponse::Page(Html(crate::http::pages::sign_out(&action, &token, &fields, &who)), None);
+    }
+    match crate::idm::auth::logout(app, &tenant.id, &id).await {
+        Ok(()) => done(Some(super::auth::clear_cookie(&tenant.id))),
+        Err(e) => {
+            tracing::warn!("end_session: {e}");
+            EndSessionResponse::Unavailable(Json(unavailable()))
+        }
     }
 }
 
@@ -348,6 +562,7 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
                 token_endpoint: format!("{issuer}/oauth2/token"),
                 jwks_uri: format!("{issuer}/.well-known/jwks.json"),
                 userinfo_endpoint: format!("{issuer}/oauth2/userinfo"),
+                end_session_endpoint: format!("{issuer}/oauth2/logout"),
                 introspection_endpoint: format!("{issuer}/oauth2/introspect"),
                 revocation_endpoint: format!("{issuer}/oauth2/revoke"),
                 token_endpoint_auth_methods_supported: with_none(&CLIENT_AUTH_METHODS),
@@ -410,17 +625,21 @@ fn jwks(app: &AppState, resolved: Resolved) -> JwksResponse {
     }
 }
 
+/// An authorization request, from the query (GET) or the form (POST): `query` is its
+/// parameters urlencoded, which the sign-in page carries.
 async fn authorize(
     app: &AppState,
     resolved: Resolved,
     scope: &IssuerScope,
     req: &poem::Request,
-    params: &crate::idm::authorize::AuthorizeParams,
+    query: &str,
 ) -> AuthorizeResponse {
     use crate::idm::authorize::{self, Refusal};
+    let params = &authorize::AuthorizeParams::parse(query);
     let (tenant, issuer) = match resolved {
         Resolved::DefaultAtRoot => {
-            return AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{}", query_suffix(req))))
+            let suffix = if req.method() == poem::http::Method::GET { query_suffix(req) } else { String::new() };
+            return AuthorizeResponse::Moved(root_location(app, &format!("/oauth2/authorize{suffix}")));
         }
         Resolved::NotFound(p) => return AuthorizeResponse::NotFound(Json(p)),
         Resolved::Unavailable(p) => return AuthorizeResponse::Unavailable(Json(p)),
@@ -434,9 +653,10 @@ async fn authorize(
         Err(Refusal::Redirect(e)) => return deliver_error(&e, &issuer).into(),
     };
     let back = |error, description: &str| deliver_error(&checked_error(&checked, error, description), &issuer).into();
-    let session = match super::auth::presented(req, &tenant.id) {
-        Some(id) => match crate::idm::auth::current(app, &tenant.id, &id).await {
-            Ok(found) => found.map(|(session, _)| session),
+    let presented = super::auth::presented(req, &tenant.id);
+    let session = match &presented {
+        Some(id) => match crate::idm::auth::current(app, &tenant.id, id).await {
+            Ok(found) => found.map(|(session, _)| (session, id.clone())),
             Err(e) => {
                 tracing::warn!("authorize: {e}");
                 return back(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now");
@@ -444,32 +664,108 @@ async fn authorize(
         },
         None => None,
     };
-    let signed_in = session.as_ref().filter(|s| !authorize::needs_sign_in(&checked, Some(s), app.clock.now_ms()));
-    let Some(session) = signed_in else {
+    let signed_in = session.filter(|(s, _)| !authorize::needs_sign_in(&checked, Some(s), app.clock.now_ms()));
+    let Some((session, session_id)) = signed_in else {
         if checked.prompt.none {
             return back(
                 OAuthErrorCode::LoginRequired,
                 "the user must sign in, and prompt=none asks not to show a sign-in",
             );
         }
-        return AuthorizeResponse::Page(Html(sign_in_page(&checked, scope, req.uri().query().unwrap_or(""))), None);
+        let (page, cookie) = sign_in_page(app, &checked, scope, query, req);
+        return AuthorizeResponse::Page(Html(page), Some(sign_in_policy(&checked.redirect_uri)), cookie);
     };
-    match code_response(app, &checked, session, &issuer).await {
-        Some(delivery) => delivery.into(),
+    match answer_signed_in(app, &checked, &session, &session_id, scope, query, &issuer).await {
+        SignedInAnswer::Deliver(delivery) => delivery.into(),
+        SignedInAnswer::Consent(page) => {
+            AuthorizeResponse::Page(Html(page), Some(sign_in_policy(&checked.redirect_uri)), None)
+        }
         // The session ended since it was read: sign in again.
-        None => AuthorizeResponse::Page(Html(sign_in_page(&checked, scope, req.uri().query().unwrap_or(""))), None),
+        SignedInAnswer::SignInAgain => {
+            let (page, cookie) = sign_in_page(app, &checked, scope, query, req);
+            AuthorizeResponse::Page(Html(page), Some(sign_in_policy(&checked.redirect_uri)), cookie)
+        }
     }
 }
 
-/// The sign-in page of a checked request, whose form carries the request back.
-pub(crate) fn sign_in_page(
+/// What a signed-in browser gets for a checked request.
+pub(crate) enum SignedInAnswer {
+    /// The authorization response.
+    Deliver(Delivery),
+    /// The consent page: the user is asked first.
+    Consent(String),
+    /// The session can no longer issue a code (it ended meanwhile).
+    SignInAgain,
+}
+
+/// Asks for consent when the client needs it (`consent_required` under `prompt=none`), and
+/// otherwise issues the code.
+pub(crate) async fn answer_signed_in(
+    app: &AppState,
+    checked: &crate::idm::authorize::CheckedRequest,
+    session: &gatehouse_storage::model::SessionRecord,
+    session_id: &str,
+    scope: &IssuerScope,
+    request: &str,
+    issuer: &str,
+) -> SignedInAnswer {
+    let back = |error, description: &str| {
+        SignedInAnswer::Deliver(deliver_error(&checked_error(checked, error, description), issuer))
+    };
+    match crate::idm::authorize::needs_consent(app, checked, session) {
+        Err(e) => {
+            tracing::warn!("authorize: {e}");
+            back(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now")
+        }
+        Ok(true) if checked.prompt.none => back(
+            OAuthErrorCode::ConsentRequired,
+            "the user has not allowed this client, and prompt=none asks not to ask",
+        ),
+        Ok(true) => {
+            let action = format!("{}/v1/auth/consent", scope.path_prefix());
+            let token = crate::http::pages::form_token(&app.cipher, &checked.client.tenant, session_id);
+            let form = crate::http::pages::SignInForm {
+                client_name: &checked.client.name,
+                action: &action,
+                request,
+                form_token: &token,
+            };
+            SignedInAnswer::Consent(crate::http::pages::consent(&form, &checked.scopes))
+        }
+        Ok(false) => match code_response(app, checked, session, issuer).await {
+            Some(delivery) => SignedInAnswer::Deliver(delivery),
+            None => SignedInAnswer::SignInAgain,
+        },
+    }
+}
+
+/// The sign-in page of a checked request, whose form carries the request back, and the
+/// `Set-Cookie` of the page's cookie when the browser has none yet (its form token is bound to
+/// it).
+fn sign_in_page(
+    app: &AppState,
     checked: &crate::idm::authorize::CheckedRequest,
     scope: &IssuerScope,
     request: &str,
-) -> String {
+    req: &poem::Request,
+) -> (String, Option<String>) {
+    let tenant = &checked.client.tenant;
+    let (cookie, set_cookie) = match super::auth::presented_sign_in(req, tenant) {
+        Some(value) => (value, None),
+        None => {
+            let (value, header) = super::auth::new_sign_in_cookie(tenant);
+            (value, Some(header))
+        }
+    };
+    let token = crate::http::pages::sign_in_token(&app.cipher, tenant, &cookie);
     let action = format!("{}/v1/auth/sign-in", scope.path_prefix());
-    let form = crate::http::pages::SignInForm { client_name: &checked.client.name, action: &action, request };
-    crate::http::pages::sign_in(&form, "", "")
+    let form = crate::http::pages::SignInForm {
+        client_name: &checked.client.name,
+        action: &action,
+        request,
+        form_token: &token,
+    };
+    (crate::http::pages::sign_in(&form, "", ""), set_cookie)
 }
 
 /// An error of a checked request, back to its client.
@@ -537,7 +833,7 @@ impl From<Delivery> for AuthorizeResponse {
     fn from(d: Delivery) -> Self {
         match d {
             Delivery::Redirect(location) => AuthorizeResponse::Redirect(location),
-            Delivery::FormPost { html, csp } => AuthorizeResponse::Page(Html(html), Some(csp)),
+            Delivery::FormPost { html, csp } => AuthorizeResponse::Page(Html(html), Some(csp), None),
         }
     }
 }
@@ -561,14 +857,27 @@ pub(crate) fn deliver_error(e: &crate::idm::authorize::ErrorRedirect, issuer: &s
     deliver(e.mode, &e.redirect_uri, &crate::idm::authorize::error_params(e, issuer))
 }
 
-/// The pages' policy with `form-action` opened to the redirect URI's origin (a web URI) or
-/// scheme (a native app's): registered URIs parse as URLs, so neither can carry a `;`.
-fn form_post_policy(redirect_uri: &str) -> String {
-    let target = match url::Url::parse(redirect_uri) {
+/// Where a form may lead for `redirect_uri`: its origin (a web URI) or scheme (a native
+/// app's). Registered URIs parse as URLs, so neither can carry a `;`.
+fn form_target(redirect_uri: &str) -> String {
+    match url::Url::parse(redirect_uri) {
         Ok(u) if matches!(u.scheme(), "http" | "https") => u.origin().ascii_serialization(),
         Ok(u) => format!("{}:", u.scheme()),
         Err(_) => "'none'".to_string(),
-    };
+    }
+}
+
+/// The policy of the sign-in and consent pages: the pages' own, with `form-action` opened to
+/// the client's redirect URI too, since their forms end in a redirect there (browsers check
+/// `form-action` on the redirects after a submission as well).
+pub(crate) fn sign_in_policy(redirect_uri: &str) -> String {
+    let policy = crate::http::middleware::HTML_CSP.replace("form-action 'self'", "");
+    format!("{policy}form-action 'self' {}", form_target(redirect_uri))
+}
+
+/// The form_post page's policy: its one form posts to the redirect URI's origin alone.
+fn form_post_policy(redirect_uri: &str) -> String {
+    let target = form_target(redirect_uri);
     format!(
         "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; \
          base-uri 'none'; object-src 'none'; form-action {target}"
@@ -694,7 +1003,57 @@ impl OidcApi {
         // itself, which also tells which were given twice.
         let _ = (response_type, client_id, redirect_uri, requested_scope, state, nonce);
         let _ = (code_challenge, code_challenge_method, response_mode, prompt, max_age, request, request_uri);
-        let params = crate::idm::authorize::AuthorizeParams::parse(req.uri().query().unwrap_or(""));
-        authorize(&app, resolve_scope(&app, &scope), &scope, req, &params).await
+        authorize(&app, resolve_scope(&app, &scope), &scope, req, req.uri().query().unwrap_or("")).await
+    }
+
+    /// RP-initiated logout (end_session_endpoint): ends the browser's session when the
+    /// `id_token_hint` names its user, and otherwise asks the user to confirm; then back to a
+    /// registered `post_logout_redirect_uri` (with `state`), or a signed-out page.
+    #[allow(clippy::too_many_arguments)]
+    #[oai(path = "/oauth2/logout", method = "get", tag = "OidcTag::OAuth2", operation_id = "rpLogout")]
+    async fn end_session(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        id_token_hint: Query<Option<String>>,
+        client_id: Query<Option<String>>,
+        post_logout_redirect_uri: Query<Option<String>>,
+        state: Query<Option<String>>,
+    ) -> EndSessionResponse {
+        let form = EndSessionForm {
+            id_token_hint: id_token_hint.0,
+            client_id: client_id.0,
+            post_logout_redirect_uri: post_logout_redirect_uri.0,
+            state: state.0,
+            ..EndSessionForm::default()
+        };
+        end_session(&app, resolve_scope(&app, &scope), &scope, req, &form, false).await
+    }
+
+    /// RP-initiated logout by POST, and the confirmation page's form (`confirm=yes` with its
+    /// synchronizer token).
+    #[oai(path = "/oauth2/logout", method = "post", tag = "OidcTag::OAuth2", operation_id = "rpLogoutPost")]
+    async fn end_session_post(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        form: poem_openapi::payload::Form<EndSessionForm>,
+    ) -> EndSessionResponse {
+        end_session(&app, resolve_scope(&app, &scope), &scope, req, &form, true).await
+    }
+
+    /// The authorization endpoint by POST (OpenID Connect Core §3.1.2.1): the same parameters
+    /// as an urlencoded form.
+    #[oai(path = "/oauth2/authorize", method = "post", tag = "OidcTag::OAuth2", operation_id = "authorizePost")]
+    async fn authorize_post(
+        &self,
+        app: Data<&Arc<AppState>>,
+        scope: Data<&IssuerScope>,
+        req: &poem::Request,
+        form: poem_openapi::payload::Form<AuthorizeForm>,
+    ) -> AuthorizeResponse {
+        authorize(&app, resolve_scope(&app, &scope), &scope, req, &form.urlencoded()).await
     }
 }

@@ -103,14 +103,18 @@ pub struct SignInForm<'a> {
     pub action: &'a str,
     /// The authorization request's query, which the form posts back.
     pub request: &'a str,
+    /// The form's synchronizer token ([`sign_in_token`]; [`form_token`] on the consent page).
+    pub form_token: &'a str,
 }
 
 fn sign_in_form(form: &SignInForm<'_>, step: &str, fields: &str, button: &str) -> String {
     format!(
         "<form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
+         <input type=\"hidden\" name=\"form_token\" value=\"{}\">\
          <input type=\"hidden\" name=\"step\" value=\"{step}\">{fields}<button type=\"submit\">{button}</button></form>",
         escape(form.action),
         escape(form.request),
+        escape(form.form_token),
     )
 }
 
@@ -130,9 +134,40 @@ pub fn sign_in(form: &SignInForm<'_>, email: &str, notice: &str) -> String {
 /// The second step of a sign-in: a code from the user's authenticator app, or a recovery code.
 pub fn second_step(form: &SignInForm<'_>, notice: &str) -> String {
     let fields = "<label>Code from your authenticator app <input name=\"code\" inputmode=\"numeric\" \
-         autocomplete=\"one-time-code\" maxlength=\"64\" required autofocus></label>";
+         autocomplete=\"one-time-code\" maxlength=\"64\" autofocus></label>\
+         <label>Or one of your recovery codes <input name=\"recovery_code\" autocomplete=\"off\" maxlength=\"64\"></label>";
     let title = format!("Sign in to {}", form.client_name);
     page("second-step", &title, &sign_in_form(form, "totp", fields, "Continue"), notice)
+}
+
+/// What a scope lets a client see, as the consent page says it.
+fn scope_text(scope: &str) -> String {
+    match scope {
+        "openid" => "Know who you are (your account's identifier)".into(),
+        "profile" => "See your name, username and language".into(),
+        "email" => "See your email address".into(),
+        "roles" => "See your roles here".into(),
+        "offline_access" => "Keep access while you are away".into(),
+        other => format!("Use “{other}” on your behalf"),
+    }
+}
+
+/// The consent page: what `form.client_name` asks for, and two buttons. Its form carries the
+/// request and this session's synchronizer token.
+pub fn consent(form: &SignInForm<'_>, scopes: &[String]) -> String {
+    let items: String = scopes.iter().map(|s| format!("<li>{}</li>", escape(&scope_text(s)))).collect();
+    let main = format!(
+        "<p>{} would like to:</p><ul>{items}</ul>\
+         <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"request\" value=\"{}\">\
+         <input type=\"hidden\" name=\"form_token\" value=\"{}\">\
+         <button type=\"submit\" name=\"decision\" value=\"allow\">Allow</button> \
+         <button type=\"submit\" name=\"decision\" value=\"deny\">Deny</button></form>",
+        escape(form.client_name),
+        escape(form.action),
+        escape(form.request),
+        escape(form.form_token),
+    );
+    page("consent", &format!("Allow {}?", form.client_name), &main, "")
 }
 
 /// The form-post response mode's page: it posts `params` to the client's `redirect_uri` (the
@@ -149,6 +184,29 @@ pub fn form_post(redirect_uri: &str, params: &[(&str, String)]) -> String {
     page("form-post", "Signing you in", &main, "")
 }
 
+/// The sign-out confirmation of a logout request that did not prove who asked: a form (the
+/// session's synchronizer token, and the request's own fields) that posts to `action`.
+pub fn sign_out(action: &str, form_token: &str, fields: &[(&str, &str)], who: &str) -> String {
+    let hidden: String = fields
+        .iter()
+        .map(|(name, value)| format!("<input type=\"hidden\" name=\"{}\" value=\"{}\">", escape(name), escape(value)))
+        .collect();
+    let main = format!(
+        "<p>You are signed in as {}.</p><form method=\"post\" action=\"{}\">\
+         <input type=\"hidden\" name=\"form_token\" value=\"{}\">{hidden}\
+         <button type=\"submit\" name=\"confirm\" value=\"yes\">Sign out</button></form>",
+        escape(who),
+        escape(action),
+        escape(form_token)
+    );
+    page("sign-out", "Sign out?", &main, "")
+}
+
+/// The page after a logout with nowhere to go back to.
+pub fn signed_out() -> String {
+    page("signed-out", "Signed out", "<p>You are signed out.</p>", "")
+}
+
 /// An error page: what went wrong and a way back.
 pub fn error(title: &str, detail: &str) -> String {
     page("error", title, &format!("<p>{}</p>\n<p><a href=\"\">Back</a></p>", escape(detail)), "")
@@ -161,6 +219,26 @@ pub fn form_token(cipher: &crate::crypto::SecretCipher, tenant: &str, session_id
     let mut token = cipher.keyed_digest("hosted-form-token", format!("{tenant}\n{session}").as_bytes());
     token.truncate(32);
     token
+}
+
+/// The synchronizer token of the sign-in page's forms, before anyone is signed in (S52): a
+/// keyed digest of the page's own cookie, so a form only posts with the cookie the page set,
+/// which another site can neither read nor set (`__Host-`). Nothing is stored.
+pub fn sign_in_token(cipher: &crate::crypto::SecretCipher, tenant: &str, cookie: &str) -> String {
+    let mut token = cipher.keyed_digest("sign-in-form-token", format!("{tenant}\n{cookie}").as_bytes());
+    token.truncate(32);
+    token
+}
+
+/// Whether `presented` is the sign-in form token for `cookie` (compared in constant time).
+pub fn sign_in_token_matches(
+    cipher: &crate::crypto::SecretCipher,
+    tenant: &str,
+    cookie: &str,
+    presented: &str,
+) -> bool {
+    let expected = sign_in_token(cipher, tenant, cookie);
+    aws_lc_rs::constant_time::verify_slices_are_equal(expected.as_bytes(), presented.as_bytes()).is_ok()
 }
 
 /// Whether `presented` is the form token of this session (compared in constant time).

@@ -54,8 +54,9 @@ pub async fn redeem(
         ));
     }
     let code = code.ok_or_else(|| TokenFailure::request(OAuthErrorCode::InvalidRequest, "code is missing"))?;
-    let redirect_uri =
-        redirect_uri.ok_or_else(|| TokenFailure::request(OAuthErrorCode::InvalidRequest, "redirect_uri is missing"))?;
+    // Every authorization request names its redirect URI, so leaving it out here never
+    // matches (S6: invalid_grant).
+    let redirect_uri = redirect_uri.ok_or_else(|| invalid_grant("redirect_uri is missing"))?;
     let digest = code_digest(code);
     let record = app
         .store

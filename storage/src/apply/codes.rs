@@ -1,13 +1,14 @@
 //! OAuth authorization codes. A code is issued only inside a live, complete session of an
 //! active user, to an active client that may use the code grant, for one of its redirect URIs;
 //! it is spent once, here, for its own client and redirect URI (S5, S6), so no two nodes can
-//! both redeem it, and a second use revokes what the first issued in the same write.
+//! both redeem it, and a second use revokes what the first issued in the same write. Consents
+//! (what a user allowed a client) live here too.
 
 use super::{clients, sessions, tenants, users, writes, Planned, Stop, Tables};
 use crate::command::{Applied, Rejection};
 use crate::model::authorization_code::{authorization_code_key, MAX_CODE_LIFETIME_MS};
 use crate::model::session::session_key;
-use crate::model::{AuthorizationCodeRecord, ClientStatus, CodeRedemption, CodeToken, UserStatus};
+use crate::model::{AuthorizationCodeRecord, ClientStatus, CodeRedemption, CodeToken, ConsentRecord, UserStatus};
 use crate::table::Row;
 
 fn inconsistent(what: &str) -> Rejection {
@@ -106,5 +107,27 @@ pub(super) fn prune<'c>(now_ms: i64) -> Planned<'c> {
     writes(move |t| {
         let count = t.authorization_codes.delete_under("", |c| c.forget_at_ms() <= now_ms)? as u64;
         Ok(Applied::AuthorizationCodesPruned { count })
+    })
+}
+
+/// Adds `consent`'s scopes to what the user allowed the client before.
+pub(super) fn grant_consent<'c>(t: &Tables<'_>, consent: &'c ConsentRecord) -> Planned<'c> {
+    tenants::active(t, &consent.tenant)?;
+    let user = users::existing(t, &consent.tenant, &consent.user_id)?;
+    if user.status != UserStatus::Active {
+        return Err(Rejection::UserDisabled { user_id: consent.user_id.clone() }.into());
+    }
+    let client = clients::existing(t, &consent.tenant, &consent.client_id)?;
+    if client.status != ClientStatus::Active {
+        return Err(Rejection::ClientDisabled { client_id: consent.client_id.clone() }.into());
+    }
+    let mut merged = t.consents.get(&consent.key())?.map(|c| c.scopes).unwrap_or_default();
+    merged.extend(consent.scopes.iter().cloned());
+    merged.sort();
+    merged.dedup();
+    let record = ConsentRecord { scopes: merged, ..consent.clone() };
+    writes(move |t| {
+        t.consents.put(&record)?;
+        Ok(Applied::ConsentGranted)
     })
 }

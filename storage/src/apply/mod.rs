@@ -26,7 +26,7 @@ use redb::{Table, WriteTransaction};
 use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
-    AuthorizationCodeRecord, AvatarRecord, BindingRecord, ClientRecord, DataKeyRecord, EmailTokenRecord,
+    AuthorizationCodeRecord, AvatarRecord, BindingRecord, ClientRecord, ConsentRecord, DataKeyRecord, EmailTokenRecord,
     IdempotentResponse, LockoutRecord, MembershipRecord, OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord,
     SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
@@ -55,6 +55,7 @@ pub(crate) struct Tables<'t> {
     used_challenges: Expiring<'t>,
     avatars: Rows<'t, AvatarRecord>,
     authorization_codes: Rows<'t, AuthorizationCodeRecord>,
+    consents: Rows<'t, ConsentRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -82,6 +83,7 @@ impl<'t> Tables<'t> {
             used_challenges: Expiring::open(txn, tables::USED_CHALLENGES)?,
             avatars: Rows::open(txn)?,
             authorization_codes: Rows::open(txn)?,
+            consents: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -251,6 +253,7 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
             codes::redeem(t, tenant, code_sha256, client_id, redirect_uri, tokens, now_ms)
         }
         Command::PruneAuthorizationCodes => codes::prune(now_ms),
+        Command::GrantConsent(consent) => codes::grant_consent(t, consent),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {
             let what = "a batch is applied on its own, never inside another command".to_string();
             Err(Rejection::Inconsistent { what }.into())

@@ -153,6 +153,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str) -> P
         super::passkeys::delete_all_of(t, tenant, user_id)?;
         t.avatars.delete(&crate::model::avatar::avatar_key(tenant, user_id))?;
         t.memberships.delete_under(&tenant_prefix(tenant), |m| m.user_id == user_id)?;
+        t.consents.delete_under(&format!("{tenant}/{user_id}/"), |_| true)?;
         Ok(Applied::UserDeleted { id: user_id.to_string() })
     })
 }

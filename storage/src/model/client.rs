@@ -38,12 +38,18 @@ pub struct ClientRecord {
     /// Audiences (RFC 8707 resources or names) its tokens may carry; the first is the default.
     pub audiences: Vec<String>,
     pub redirect_uris: Vec<String>,
+    /// Where RP-initiated logout may send the browser back to (exact match).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
     /// Public keys for `private_key_jwt` (RFC 7523), a JWK Set as JSON; absent otherwise.
     #[serde(default)]
     pub jwks: Option<String>,
     /// `RS256` (default) or `ES256`, for the ID tokens this client gets.
     #[serde(default)]
     pub id_token_signed_response_alg: Option<String>,
+    /// The tenant's own application: its users are not asked for consent.
+    #[serde(default)]
+    pub first_party: bool,
     pub access_token_lifetime_secs: u32,
     pub status: ClientStatus,
     pub created_at_ms: i64,

@@ -156,12 +156,15 @@ pub struct Client {
     pub scopes: Vec<String>,
     pub audiences: Vec<String>,
     pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
     pub access_token_lifetime_secs: u32,
     pub disabled: bool,
     #[oai(skip_serializing_if_is_none)]
     pub jwks: Option<ClientKeys>,
     #[oai(skip_serializing_if_is_none)]
     pub id_token_signed_response_alg: Option<IdTokenAlg>,
+    /// The tenant's own application: its users are not asked for consent.
+    pub first_party: bool,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// Shown once, in the answer that created the client; never again.
@@ -203,6 +206,17 @@ pub struct ClientInput {
         )
     )]
     pub redirect_uris: Vec<Text>,
+    /// Where RP-initiated logout may send the browser back to (`post_logout_redirect_uri`, exact
+    /// match); the same forms as `redirect_uris`.
+    #[oai(
+        default,
+        validator(
+            max_items = 16,
+            max_length = 2048,
+            pattern = r"^(https://[^\x00-\x20\x7f-\x9f#/?@]+|http://(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?|[a-z][a-z0-9]*(\.[a-z0-9]+)+:)(/[^\x00-\x20\x7f-\x9f#]*)?$"
+        )
+    )]
+    pub post_logout_redirect_uris: Vec<Text>,
     /// Defaults to `oauth.access_token_lifetime_secs`; tokens never outlive
     /// `keys.max_token_lifetime_secs`, whatever this says.
     #[oai(validator(minimum(value = "1"), maximum(value = "86400")))]
@@ -213,6 +227,10 @@ pub struct ClientInput {
     /// has one.
     pub jwks: Option<ClientKeys>,
     pub id_token_signed_response_alg: Option<IdTokenAlg>,
+    /// The tenant's own application: its users are not asked for consent at sign-in (a
+    /// third-party one, the default, asks once per user for the scopes it wants).
+    #[oai(default)]
+    pub first_party: bool,
 }
 
 impl poem_openapi::types::Example for ClientInput {
@@ -225,10 +243,12 @@ impl poem_openapi::types::Example for ClientInput {
             scopes: vec!["invoices:read".into()],
             audiences: vec!["https://billing.example.com".into()],
             redirect_uris: vec![],
+            post_logout_redirect_uris: vec![],
             access_token_lifetime_secs: Some(600),
             disabled: false,
             jwks: None,
             id_token_signed_response_alg: None,
+            first_party: false,
         }
     }
 }
@@ -252,6 +272,7 @@ fn spec(input: &ClientInput) -> ClientSpec {
         scopes: strings(&input.scopes),
         audiences: strings(&input.audiences),
         redirect_uris: strings(&input.redirect_uris),
+        post_logout_redirect_uris: strings(&input.post_logout_redirect_uris),
         access_token_lifetime_secs: input.access_token_lifetime_secs,
         disabled: input.disabled,
         jwks: input.jwks.as_ref().map(ClientKeys::to_jwks),
@@ -259,6 +280,7 @@ fn spec(input: &ClientInput) -> ClientSpec {
             IdTokenAlg::RS256 => "RS256".to_string(),
             IdTokenAlg::ES256 => "ES256".to_string(),
         }),
+        first_party: input.first_party,
     }
 }
 
@@ -276,6 +298,7 @@ pub(crate) fn view(c: ClientRecord, secret: Option<String>) -> Client {
         scopes: c.scopes,
         audiences: c.audiences,
         redirect_uris: c.redirect_uris,
+        post_logout_redirect_uris: c.post_logout_redirect_uris,
         access_token_lifetime_secs: c.access_token_lifetime_secs,
         jwks: c.jwks.as_deref().and_then(ClientKeys::from_jwks),
         id_token_signed_response_alg: match c.id_token_signed_response_alg.as_deref() {
@@ -283,6 +306,7 @@ pub(crate) fn view(c: ClientRecord, secret: Option<String>) -> Client {
             Some(_) => Some(IdTokenAlg::RS256),
             None => None,
         },
+        first_party: c.first_party,
         created_at_ms: c.created_at_ms,
         updated_at_ms: c.updated_at_ms,
         client_secret: secret,
