@@ -243,6 +243,10 @@ pub struct OAuthConfig {
     pub admin_token_lifetime_secs: u64,
     /// How long an authorization code may wait for its redemption (at most 600, S5).
     pub authorization_code_lifetime_secs: u64,
+    /// A refresh token family unused this long ends.
+    pub refresh_token_idle_secs: u64,
+    /// A refresh token family ends this long after its grant, used or not.
+    pub refresh_token_lifetime_secs: u64,
 }
 
 impl Default for OAuthConfig {
@@ -252,6 +256,8 @@ impl Default for OAuthConfig {
             access_token_lifetime_secs: 600,
             admin_token_lifetime_secs: 900,
             authorization_code_lifetime_secs: 60,
+            refresh_token_idle_secs: 14 * 24 * 3600,
+            refresh_token_lifetime_secs: 30 * 24 * 3600,
         }
     }
 }
@@ -613,6 +619,13 @@ impl Config {
                     "{name} must be between 1 and keys.max_token_lifetime_secs ({max})"
                 )));
             }
+        }
+        let (idle, lifetime) = (self.oauth.refresh_token_idle_secs, self.oauth.refresh_token_lifetime_secs);
+        if idle == 0 || lifetime < idle || lifetime > 366 * 24 * 3600 {
+            return Err(ConfigError::Invalid(
+                "oauth.refresh_token_idle_secs must be at least 1 and at most oauth.refresh_token_lifetime_secs, which is at most 366 days"
+                    .into(),
+            ));
         }
         if !(1..=600).contains(&self.oauth.authorization_code_lifetime_secs) {
             return Err(ConfigError::Invalid("oauth.authorization_code_lifetime_secs must be 1 to 600".into()));

@@ -341,10 +341,33 @@ pub enum Command {
         client_id: String,
         redirect_uri: String,
         tokens: Vec<crate::model::CodeToken>,
+        /// The refresh token family the grant starts (`offline_access`), written with it.
+        #[serde(default)]
+        refresh: Option<crate::model::RefreshFamilyRecord>,
     },
     /// Drops authorization codes that expired before the proposal's time (spent ones once the
     /// tokens they issued expired too).
     PruneAuthorizationCodes,
+    /// Rotates a refresh token family: `presented_sha256` must be its current token, which
+    /// `next_sha256` replaces, for its own client, while it is live and its user active. Any
+    /// other token of the family is a replay: the family is revoked, with the access token it
+    /// issued last, in the same write (`RefreshTokenReused`, S12).
+    RotateRefreshToken {
+        tenant: String,
+        family_id: String,
+        client_id: String,
+        presented_sha256: String,
+        next_sha256: String,
+        access: crate::model::CodeToken,
+    },
+    /// Revokes a family (RFC 7009 for a refresh token, by its own client).
+    RevokeRefreshFamily {
+        tenant: String,
+        family_id: String,
+        client_id: String,
+    },
+    /// Drops the families that can no longer be good, nor any access token they issued.
+    PruneRefreshFamilies,
     /// Records that a user allowed a client these scopes (added to what they allowed before).
     /// Only for an active user and an active client of the tenant.
     GrantConsent(crate::model::ConsentRecord),
@@ -495,6 +518,11 @@ impl Command {
                 (tenant.clone(), format!("code:{} client:{client_id}", short(code_sha256)))
             }
             Command::PruneAuthorizationCodes => ("system".into(), "authorization_codes".into()),
+            Command::RotateRefreshToken { tenant, family_id, client_id, .. }
+            | Command::RevokeRefreshFamily { tenant, family_id, client_id } => {
+                (tenant.clone(), format!("refresh_family:{} client:{client_id}", short(family_id)))
+            }
+            Command::PruneRefreshFamilies => ("system".into(), "refresh_families".into()),
             Command::GrantConsent(c) => {
                 (c.tenant.clone(), format!("user:{} client:{} scopes:{}", c.user_id, c.client_id, c.scopes.join(" ")))
             }
@@ -594,6 +622,9 @@ impl Command {
             Command::RedeemAuthorizationCode { .. } => "oauth.code.redeem",
             Command::PruneAuthorizationCodes => "oauth.code.prune",
             Command::GrantConsent(_) => "oauth.consent.grant",
+            Command::RotateRefreshToken { .. } => "oauth.refresh.rotate",
+            Command::RevokeRefreshFamily { .. } => "oauth.refresh.revoke",
+            Command::PruneRefreshFamilies => "oauth.refresh.prune",
             Command::AddPasskey { .. } => "passkey.add",
             Command::PasskeySignIn { .. } => "session.start",
             Command::DeletePasskey { .. } => "passkey.delete",
@@ -784,6 +815,15 @@ pub enum Applied {
     AuthorizationCodeReused {
         revoked: u64,
     },
+    RefreshTokenRotated {
+        family: Box<crate::model::RefreshFamilyRecord>,
+    },
+    /// A replayed refresh token: its family is revoked (applied, but no success).
+    RefreshTokenReused,
+    RefreshFamilyRevoked,
+    RefreshFamiliesPruned {
+        count: u64,
+    },
     AuthorizationCodesPruned {
         count: u64,
     },
@@ -957,6 +997,10 @@ pub enum Rejection {
     /// another redirect URI's.
     #[error("the authorization code is not valid or has expired")]
     AuthorizationCodeInvalid,
+    /// A refresh token family that names nothing, has ended or was revoked, or is another
+    /// client's.
+    #[error("the refresh token is not valid or has expired")]
+    RefreshTokenInvalid,
     /// The client may not use the authorization code grant.
     #[error("the client may not use the authorization code grant")]
     UnauthorizedGrant,
@@ -993,6 +1037,7 @@ impl Rejection {
             Rejection::Inconsistent { .. } => "inconsistent_command",
             Rejection::EmailTokenInvalid => "email_token_invalid",
             Rejection::AuthorizationCodeInvalid => "authorization_code_invalid",
+            Rejection::RefreshTokenInvalid => "refresh_token_invalid",
             Rejection::UnauthorizedGrant => "unauthorized_grant",
             Rejection::PasskeyExists => "passkey_exists",
             Rejection::UnknownPasskey => "unknown_passkey",

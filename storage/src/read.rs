@@ -230,6 +230,26 @@ impl Reader {
         table::get(&t, &crate::model::authorization_code::authorization_code_key(tenant, code_sha256))
     }
 
+    pub fn refresh_family(
+        &self,
+        tenant: &str,
+        family_id: &str,
+    ) -> Result<Option<crate::model::RefreshFamilyRecord>, StoreError> {
+        let t = self.txn.open_table(tables::REFRESH_FAMILIES)?;
+        table::get(&t, &crate::model::refresh_token::refresh_family_key(tenant, family_id))
+    }
+
+    /// How many refresh families may be forgotten at `now_ms` (the pruning job's question).
+    pub fn expired_refresh_families(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let mut n = 0;
+        let t = self.txn.open_table(tables::REFRESH_FAMILIES)?;
+        table::scan(&t, "", |_, f: crate::model::RefreshFamilyRecord| {
+            n += u64::from(f.forget_at_ms() <= now_ms);
+            Ok(true)
+        })?;
+        Ok(n)
+    }
+
     /// How many authorization codes may be forgotten at `now_ms` (the pruning job's question).
     pub fn expired_authorization_codes(&self, now_ms: i64) -> Result<u64, StoreError> {
         let mut n = 0;

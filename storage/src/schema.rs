@@ -16,6 +16,7 @@
 //! - 10: the derived `email_tokens_by_user` index (built from the tokens).
 //! - 11: the `authorization_codes` table (created empty).
 //! - 12: the `consents` table (created empty).
+//! - 13: the `refresh_families` table (created empty).
 //!
 //! Migrations run in one write transaction at open, before anything else reads the state.
 //! They are local format changes that every node makes identically, so they are not raft
@@ -26,7 +27,7 @@ use redb::{ReadableTable, WriteTransaction};
 use crate::audit::{AuditEntry, AuditHead, GENESIS_HASH};
 use crate::{codec, tables, StoreError};
 
-pub const CURRENT_VERSION: u32 = 12;
+pub const CURRENT_VERSION: u32 = 13;
 
 /// What opening found and did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +125,8 @@ fn migrate_from(txn: &WriteTransaction, version: u32) -> Result<u32, StoreError>
         10 => Ok(11),
         // The consents table is created empty by `create_tables`.
         11 => Ok(12),
+        // The refresh families table is created empty by `create_tables`.
+        12 => Ok(13),
         other => Err(StoreError::SchemaUnknown { found: other }),
     }
 }

@@ -62,6 +62,8 @@ pub const AVATARS: TableDefinition<&str, &[u8]> = TableDefinition::new("avatars"
 pub const AUTHORIZATION_CODES: TableDefinition<&str, &[u8]> = TableDefinition::new("authorization_codes");
 /// Users' consents to clients, keyed `{tenant}/{user}/{client}`.
 pub const CONSENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("consents");
+/// Refresh token families, keyed `{tenant}/{family}`.
+pub const REFRESH_FAMILIES: TableDefinition<&str, &[u8]> = TableDefinition::new("refresh_families");
 /// Kept beside its rows by every write and rebuilt after a snapshot is installed.
 pub const BINDINGS_BY_SUBJECT: TableDefinition<&str, &[u8]> = TableDefinition::new("bindings_by_subject");
 /// The audit chain by sequence number, starting at 1.
@@ -86,7 +88,7 @@ pub mod meta_keys {
 }
 
 /// The replicated string-keyed tables, in snapshot order.
-pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 23] = [
+pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 24] = [
     META,
     TENANTS,
     SIGNING_KEYS,
@@ -110,6 +112,7 @@ pub const STATE_STR_TABLES: [TableDefinition<&str, &[u8]>; 23] = [
     AVATARS,
     AUTHORIZATION_CODES,
     CONSENTS,
+    REFRESH_FAMILIES,
 ];
 /// Indexes derived from replicated rows: not carried in snapshots, rebuilt after one.
 pub const DERIVED_TABLES: [TableDefinition<&str, &[u8]>; 4] =

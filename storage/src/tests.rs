@@ -1358,6 +1358,7 @@ fn an_authorization_code_is_spent_once_for_its_client_and_redirect_uri() {
         client_id: client_id.into(),
         redirect_uri: redirect_uri.into(),
         tokens: vec![CodeToken { jti: jti.into(), exp_ms: 900_000 }],
+        refresh: None,
     };
     let out = apply_all(
         &store,
@@ -1471,4 +1472,119 @@ fn a_consent_adds_scopes_for_an_active_user_and_goes_with_its_user_or_client() {
     assert!(store.read().unwrap().consent("shop", "u1", "web").unwrap().is_some());
     apply_all(&store, &[by(41, Command::DeleteUser { tenant: "shop".into(), user_id: "u1".into() })]);
     assert!(store.read().unwrap().consent("shop", "u1", "web").unwrap().is_none());
+}
+
+#[test]
+fn a_refresh_family_rotates_once_per_token_and_a_replay_revokes_it_whole() {
+    use crate::model::{AuthorizationCodeRecord, CodeToken, RefreshFamilyRecord};
+    let (_d, store) = fresh();
+    let mut shop = new_tenant("shop");
+    shop.tenant.self_registration = true;
+    let shop = Proposal { origin: None, at_ms: 10, actor: "cli:uid:0".into(), command: Command::CreateTenant(shop) };
+    let mut web = client("shop", "web");
+    web.grant_types = vec!["authorization_code".into(), "refresh_token".into()];
+    web.redirect_uris = vec!["https://app.test/cb".into()];
+    apply_all(&store, &[bootstrap(), shop, by(15, Command::CreateClient(web))]);
+    apply_all(&store, &[by(20, registration("shop", "u1", "a@example.com", "a", false))]);
+    let family = |id: &str| RefreshFamilyRecord {
+        v: 1,
+        tenant: "shop".into(),
+        family_id: id.into(),
+        client_id: "web".into(),
+        user_id: "u1".into(),
+        scopes: vec!["openid".into(), "offline_access".into()],
+        current_sha256: "0".repeat(64),
+        generation: 0,
+        auth_time_ms: 20,
+        amr: vec!["pwd".into()],
+        created_at_ms: 100,
+        last_used_ms: 100,
+        idle_ms: 10_000,
+        expires_at_ms: 50_000,
+        last_access: Some(CodeToken { jti: format!("{id}-a0"), exp_ms: 900_000 }),
+        revoked: false,
+    };
+    let code = |digit: &str| AuthorizationCodeRecord {
+        v: 1,
+        tenant: "shop".into(),
+        code_sha256: digit.repeat(64),
+        client_id: "web".into(),
+        redirect_uri: "https://app.test/cb".into(),
+        user_id: "u1".into(),
+        session_sha256: "a".repeat(64),
+        scopes: vec!["openid".into(), "offline_access".into()],
+        nonce: None,
+        code_challenge: "c".repeat(43),
+        auth_time_ms: 20,
+        amr: vec!["pwd".into()],
+        created_at_ms: 100,
+        expires_at_ms: 60_000,
+        redeemed: None,
+    };
+    let redeem = |digit: &str, f: Option<RefreshFamilyRecord>| Command::RedeemAuthorizationCode {
+        tenant: "shop".into(),
+        code_sha256: digit.repeat(64),
+        client_id: "web".into(),
+        redirect_uri: "https://app.test/cb".into(),
+        tokens: vec![CodeToken { jti: format!("{digit}-t"), exp_ms: 900_000 }],
+        refresh: f,
+    };
+    let rotate = |id: &str, client_id: &str, presented: &str, next: &str, jti: &str| Command::RotateRefreshToken {
+        tenant: "shop".into(),
+        family_id: id.into(),
+        client_id: client_id.into(),
+        presented_sha256: presented.repeat(64),
+        next_sha256: next.repeat(64),
+        access: CodeToken { jti: jti.into(), exp_ms: 900_000 },
+    };
+    let out = apply_all(
+        &store,
+        &[
+            by(100, Command::IssueAuthorizationCode(code("1"))),
+            by(100, Command::IssueAuthorizationCode(code("2"))),
+            by(110, redeem("1", Some(family("f1")))),
+            by(111, redeem("2", Some(family("f1")))),
+        ],
+    );
+    assert!(matches!(out[2], Outcome::Applied(Applied::AuthorizationCodeRedeemed { .. })), "{:?}", out[2]);
+    assert!(matches!(out[3], Outcome::Refused(_)), "a family id is used once: {:?}", out[3]);
+    assert!(store.read().unwrap().refresh_family("shop", "f1").unwrap().is_some(), "written with the redemption");
+
+    let out = apply_all(
+        &store,
+        &[
+            by(200, rotate("f1", "other", "0", "1", "a1")),
+            by(201, rotate("f1", "web", "0", "1", "a1")),
+            by(202, rotate("f1", "web", "1", "2", "a2")),
+        ],
+    );
+    assert!(matches!(out[0], Outcome::Refused(Rejection::RefreshTokenInvalid)), "another client's: {:?}", out[0]);
+    assert!(matches!(out[1], Outcome::Applied(Applied::RefreshTokenRotated { .. })), "{:?}", out[1]);
+    assert!(matches!(out[2], Outcome::Applied(Applied::RefreshTokenRotated { .. })), "{:?}", out[2]);
+    let f1 = store.read().unwrap().refresh_family("shop", "f1").unwrap().unwrap();
+    assert_eq!((f1.generation, f1.current_sha256.as_str(), f1.last_used_ms), (2, "2".repeat(64).as_str(), 202));
+
+    // The first token again: the family is revoked with its last access token, in that write.
+    let out = apply_all(&store, &[by(300, rotate("f1", "web", "0", "3", "a3"))]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::RefreshTokenReused)), "{:?}", out[0]);
+    let reader = store.read().unwrap();
+    assert!(reader.refresh_family("shop", "f1").unwrap().unwrap().revoked);
+    assert!(reader.is_revoked("shop", "a2").unwrap() && !reader.is_revoked("shop", "a3").unwrap());
+    let last = reader.audit_entries(reader.audit_head().unwrap().count, 1).unwrap();
+    assert_eq!(last[0].outcome, "replayed:family_revoked");
+    drop(reader);
+    let out = apply_all(&store, &[by(301, rotate("f1", "web", "2", "4", "a4"))]);
+    assert!(matches!(out[0], Outcome::Refused(Rejection::RefreshTokenInvalid)), "the current one went too");
+
+    // A replayed code revokes the family its first use started; idle families end.
+    let out = apply_all(&store, &[by(400, Command::IssueAuthorizationCode(code("3")))]);
+    assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
+    apply_all(&store, &[by(401, redeem("3", Some(family("f3"))))]);
+    apply_all(&store, &[by(402, redeem("3", None))]);
+    assert!(store.read().unwrap().refresh_family("shop", "f3").unwrap().unwrap().revoked);
+    let out = apply_all(&store, &[by(60_000, rotate("f3", "web", "0", "1", "a5"))]);
+    assert!(matches!(out[0], Outcome::Refused(Rejection::RefreshTokenInvalid)), "{:?}", out[0]);
+    assert_eq!(store.read().unwrap().expired_refresh_families(1_000_000).unwrap(), 2);
+    let out = apply_all(&store, &[by(1_000_000, Command::PruneRefreshFamilies)]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::RefreshFamiliesPruned { count: 2 })), "{:?}", out[0]);
 }

@@ -741,3 +741,140 @@ async fn a_logout_with_the_id_token_ends_the_session_and_goes_back_only_to_a_reg
     assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("https://app.test/bye")));
     assert!(!signed_in(cookie.clone()).await);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refresh_tokens_rotate_and_a_replayed_one_revokes_its_whole_family() {
+    let (_tmp, dir) = temp_data_dir();
+    let node = TestNode::start(&dir);
+    let admin = tokio::task::block_in_place(|| platform_token(&node));
+    let mut ids = Vec::new();
+    for name in ["App", "Other"] {
+        let app = json!({"name": name, "client_type": "public", "grant_types": ["authorization_code", "refresh_token"],
+                         "first_party": true, "audiences": ["https://api.test"], "scopes": ["read", "write"],
+                         "redirect_uris": ["https://app.test/cb"]});
+        let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
+        assert_eq!(c.status, StatusCode::CREATED, "{}", c.body);
+        ids.push(c.body["client_id"].as_str().unwrap().to_string());
+    }
+    let web = json!({"name": "Web", "client_type": "confidential", "grant_types": ["authorization_code"],
+                     "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
+    let c = call(&node, Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&web)).await;
+    let web =
+        (c.body["client_id"].as_str().unwrap().to_string(), c.body["client_secret"].as_str().unwrap().to_string());
+    let web = (web.0.as_str(), web.1.as_str());
+    // 'static, for the helper closure below (a test's few bytes).
+    let (app_id, other_id): (&'static str, &'static str) = (ids[0].clone().leak(), ids[1].clone().leak());
+    let registered = node
+        .client()
+        .post(format!("{}/v1/auth/register", node.local_url))
+        .json(&json!({"email": "fay@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), StatusCode::CREATED);
+    let mut cookie = None;
+    let first = grant(&node, app_id, "openid offline_access read write", &mut cookie).await;
+    let refresh_0 = first["refresh_token"].as_str().expect("a refresh token for offline_access").to_string();
+    let no_offline = grant(&node, app_id, "openid read", &mut cookie).await;
+    assert!(no_offline["refresh_token"].is_null(), "none without offline_access: {no_offline}");
+    let refresh = |client: &'static str, token: String, scope: Option<&'static str>| {
+        let node = &node;
+        async move {
+            let mut form =
+                vec![("grant_type", "refresh_token"), ("client_id", client), ("refresh_token", token.as_str())];
+            if let Some(s) = scope {
+                form.push(("scope", s));
+            }
+            token_call(node, &form).await
+        }
+    };
+
+    // Rotation: a new refresh token each time, an access token, no ID token (Core §12.2); the
+    // scopes may narrow (S11) but never widen.
+    let (status, r1) = refresh(app_id, refresh_0.clone(), Some("read")).await;
+    assert_eq!(status, StatusCode::OK, "{r1}");
+    assert_eq!((r1["scope"].as_str(), r1["id_token"].is_null()), (Some("read"), true), "{r1}");
+    let refresh_1 = r1["refresh_token"].as_str().unwrap().to_string();
+    assert_ne!(refresh_1, refresh_0);
+    let (status, wider) = refresh(app_id, refresh_1.clone(), Some("read admin")).await;
+    assert_eq!((status, wider["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_scope")), "{wider}");
+    // Bound to its client (S13), and a forged or cut one is refused before any lookup.
+    let (status, body) = refresh(other_id, refresh_1.clone(), None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+    let mut forged = refresh_1.clone();
+    forged.replace_range(forged.len() - 3.., "AAA");
+    for bad in [forged, refresh_1[..refresh_1.len() - 10].to_string(), "rt1.e30.AAAA".into()] {
+        let (status, body) = refresh(app_id, bad, None).await;
+        assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+    }
+    let (status, r2) = refresh(app_id, refresh_1.clone(), None).await;
+    assert_eq!((status, r2["scope"].as_str()), (StatusCode::OK, Some("openid offline_access read write")), "{r2}");
+    let refresh_2 = r2["refresh_token"].as_str().unwrap().to_string();
+    let access_2 = r2["access_token"].as_str().unwrap().to_string();
+    assert_eq!(introspect(&node, web, &access_2).await["active"], true);
+
+    // S12: an old token again: refused, and the whole family is revoked with it, the current
+    // token and the last access token included.
+    let (status, body) = refresh(app_id, refresh_0.clone(), None).await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_grant")), "{body}");
+    let (status, _) = refresh(app_id, refresh_2.clone(), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "the current token went with its family");
+    assert_eq!(introspect(&node, web, &access_2).await["active"], false, "the family's last access token");
+
+    // Two refreshes with the same token at once: one rotates, the other is a replay.
+    let fresh = grant(&node, app_id, "openid offline_access", &mut cookie).await;
+    let token = fresh["refresh_token"].as_str().unwrap().to_string();
+    let answers = futures_util::future::join_all((0..5).map(|_| refresh(app_id, token.clone(), None))).await;
+    assert_eq!(answers.iter().filter(|(s, _)| *s == StatusCode::OK).count(), 1, "{answers:?}");
+
+    // Revocation (RFC 7009) by its client ends the family.
+    let fresh = grant(&node, app_id, "openid offline_access", &mut cookie).await;
+    let token = fresh["refresh_token"].as_str().unwrap().to_string();
+    let revoked = node
+        .client()
+        .post(format!("{}/oauth2/revoke", node.local_url))
+        .form(&[("client_id", app_id), ("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), StatusCode::OK);
+    assert_eq!(refresh(app_id, token, None).await.0, StatusCode::BAD_REQUEST);
+}
+
+async fn token_call(node: &TestNode, form: &[(&str, &str)]) -> (StatusCode, Value) {
+    token(node, None, form).await
+}
+
+/// A grant for `scope` through the sign-in page (the first time; then with the session in
+/// `cookie`), redeemed by the public client `app_id`: the token response.
+async fn grant(node: &TestNode, app_id: &str, scope: &str, cookie: &mut Option<String>) -> Value {
+    let request = [
+        ("response_type", "code"),
+        ("client_id", app_id),
+        ("redirect_uri", "https://app.test/cb"),
+        ("scope", scope),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    let p = match cookie.as_deref() {
+        Some(c) => authorize(node, &request, Some(c)).await,
+        None => {
+            let page = SignIn::of(&authorize(node, &request, None).await);
+            let fields = [("step", "password"), ("email", "fay@example.com"), ("password", PASSWORD)];
+            let p = sign_in_form(node, &page, &fields, None).await;
+            *cookie = p.cookie.clone();
+            p
+        }
+    };
+    let q = response_of(&p);
+    let redeem = [
+        ("grant_type", "authorization_code"),
+        ("client_id", app_id),
+        ("code", q["code"].as_str()),
+        ("redirect_uri", "https://app.test/cb"),
+        ("code_verifier", VERIFIER),
+    ];
+    let (status, body) = token(node, None, &redeem).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    body
+}

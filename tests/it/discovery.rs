@@ -46,7 +46,7 @@ async fn discovery_is_complete_and_its_issuer_is_the_url_it_was_fetched_under() 
             // Only what is served: the client_credentials and code grants, the code response
             // type in the query and form_post modes, PKCE with S256 alone, iss in responses.
             let grants = strings(&doc["grant_types_supported"]);
-            assert_eq!(grants, ["client_credentials", "authorization_code"], "{url}");
+            assert_eq!(grants, ["client_credentials", "authorization_code", "refresh_token"], "{url}");
             assert_eq!(strings(&doc["response_types_supported"]), ["code"], "{url}");
             assert_eq!(strings(&doc["response_modes_supported"]), ["query", "form_post"], "{url}");
             assert_eq!(strings(&doc["code_challenge_methods_supported"]), ["S256"], "{url}");

@@ -431,7 +431,7 @@ async fn openid_client_signs_users_in_through_chromium_on_the_hosted_pages() {
     let (_tmp, dir) = temp_data_dir();
     let (node, _port, public_url) = on_localhost(&dir);
     let admin = tokio::task::block_in_place(|| platform_token(&node));
-    let app = serde_json::json!({"name": "Relying Party", "client_type": "public", "grant_types": ["authorization_code"], "first_party": true,
+    let app = serde_json::json!({"name": "Relying Party", "client_type": "public", "grant_types": ["authorization_code", "refresh_token"], "first_party": true,
                                  "audiences": ["https://api.test"], "redirect_uris": ["https://app.test/cb"]});
     let c = call(&node, reqwest::Method::POST, "/admin/v1/tenants/default/clients", Some(&admin), Some(&app)).await;
     assert_eq!(c.status, reqwest::StatusCode::CREATED, "{}", c.body);

@@ -24,7 +24,7 @@ pub struct OAuthApi;
 /// A token request (RFC 6749 section 4); which members apply depends on `grant_type`.
 #[derive(Debug, Object, serde::Deserialize)]
 pub struct TokenRequest {
-    /// `client_credentials` or `authorization_code`.
+    /// `client_credentials`, `authorization_code` or `refresh_token`.
     #[oai(validator(min_length = 1, max_length = 256))]
     pub grant_type: String,
     #[oai(validator(max_length = 256))]
@@ -85,6 +85,9 @@ pub struct AccessTokenResponse {
     /// OpenID Connect: when the code was issued for the `openid` scope.
     #[oai(skip_serializing_if_is_none)]
     pub id_token: Option<String>,
+    /// For `offline_access` (clients of the refresh grant): good once, replaced on each use.
+    #[oai(skip_serializing_if_is_none)]
+    pub refresh_token: Option<String>,
 }
 
 /// RFC 7662 section 2.2. Only `active` is present for a token that is not active.
@@ -376,6 +379,7 @@ async fn token(
                     expires_in: t.expires_in,
                     scope: t.scope,
                     id_token: None,
+                    refresh_token: None,
                 }),
                 Err(f) => OAuthResponse::failure(f),
             }
@@ -407,6 +411,32 @@ async fn token(
                     expires_in: t.expires_in,
                     scope: t.scope,
                     id_token: t.id_token,
+                    refresh_token: t.refresh_token,
+                }),
+                Err(f) => OAuthResponse::failure(f),
+            }
+        }
+        tokens::GRANT_REFRESH_TOKEN => {
+            let result = async {
+                let form = form_client(
+                    &body.client_id,
+                    &body.client_secret,
+                    &body.client_assertion_type,
+                    &body.client_assertion,
+                );
+                let presented = presented_client(req, form)?;
+                let client = tokens::authenticate_client(app, &tenant, &presented, "token").await?;
+                tokens::refresh(app, &client, body.refresh_token.as_deref(), body.scope.as_deref()).await
+            }
+            .await;
+            match result {
+                Ok(t) => OAuthResponse::ok(AccessTokenResponse {
+                    access_token: t.access_token,
+                    token_type: "Bearer".into(),
+                    expires_in: t.expires_in,
+                    scope: t.scope,
+                    id_token: None,
+                    refresh_token: Some(t.refresh_token),
                 }),
                 Err(f) => OAuthResponse::failure(f),
             }
@@ -503,6 +533,9 @@ async fn revoke(
         )?;
         let client = tokens::authenticate_client(app, &tenant, &presented, "revoke").await?;
         let token = body.token.as_str();
+        if tokens::is_refresh_token(token) {
+            return tokens::revoke_refresh(app, &client, token).await;
+        }
         tokens::revoke(app, &client, token).await
     }
     .await;

@@ -572,10 +572,10 @@ fn discovery(app: &AppState, resolved: Resolved, suffix: &str) -> DiscoveryRespo
                 revocation_endpoint_auth_methods_supported: with_none(&CLIENT_AUTH_METHODS),
                 issuer,
                 // Only what is served.
-                scopes_supported: strings(&["openid", "profile", "email", "roles"]),
+                scopes_supported: strings(&["openid", "profile", "email", "roles", "offline_access"]),
                 response_types_supported: strings(&["code"]),
                 response_modes_supported: strings(&["query", "form_post"]),
-                grant_types_supported: strings(&["client_credentials", "authorization_code"]),
+                grant_types_supported: strings(&["client_credentials", "authorization_code", "refresh_token"]),
                 subject_types_supported: strings(&["public"]),
                 id_token_signing_alg_values_supported: strings(&["RS256", "ES256"]),
                 code_challenge_methods_supported: strings(&["S256"]),

@@ -23,6 +23,8 @@ pub struct CodeGrant {
     pub scope: String,
     /// When `openid` was asked for.
     pub id_token: Option<String>,
+    /// When `offline_access` was asked for by a client of the refresh grant.
+    pub refresh_token: Option<String>,
 }
 
 /// The digest a code is stored under.
@@ -66,7 +68,7 @@ pub async fn redeem(
         .ok_or_else(|| invalid_grant("the code is not valid"))?;
     if record.redeemed.is_some() {
         // A replay, by whoever: what the first use issued is revoked (S5).
-        spend(app, client, &record, redirect_uri, Vec::new()).await?;
+        spend(app, client, &record, redirect_uri, Vec::new(), None).await?;
         return Err(invalid_grant("the code is not valid"));
     }
     if record.client_id != client.client_id || record.redirect_uri != redirect_uri {
@@ -104,10 +106,20 @@ pub async fn redeem(
     } else {
         None
     };
+    let offline = record.scopes.iter().any(|s| s == "offline_access")
+        && client.grant_types.iter().any(|g| g == super::GRANT_REFRESH_TOKEN);
+    let (family, refresh_token) = if offline {
+        let (mut family, token) =
+            super::refresh::new_family(app, client, &record.user_id, &record.scopes, record.auth_time_ms, &record.amr);
+        family.last_access = Some(CodeToken { jti: claims.jti.clone(), exp_ms: claims.exp.saturating_mul(1000) });
+        (Some(family), Some(token))
+    } else {
+        (None, None)
+    };
     let tokens = vec![CodeToken { jti: claims.jti.clone(), exp_ms: claims.exp.saturating_mul(1000) }];
-    spend(app, client, &record, redirect_uri, tokens).await?;
+    spend(app, client, &record, redirect_uri, tokens, family).await?;
     app.metrics.count_token_issued(&client.tenant, GRANT_AUTHORIZATION_CODE);
-    Ok(CodeGrant { access_token, expires_in: lifetime, scope: claims.scope, id_token })
+    Ok(CodeGrant { access_token, expires_in: lifetime, scope: claims.scope, id_token, refresh_token })
 }
 
 /// The write that spends the code (and records `tokens`, its audit); a refusal is the grant's.
@@ -117,6 +129,7 @@ async fn spend(
     record: &AuthorizationCodeRecord,
     redirect_uri: &str,
     tokens: Vec<CodeToken>,
+    refresh: Option<gatehouse_storage::model::RefreshFamilyRecord>,
 ) -> Result<(), TokenFailure> {
     let command = Command::RedeemAuthorizationCode {
         tenant: client.tenant.clone(),
@@ -124,6 +137,7 @@ async fn spend(
         client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.to_string(),
         tokens,
+        refresh,
     };
     match app.propose(&format!("client:{}", client.client_id), command).await {
         Ok(Applied::AuthorizationCodeRedeemed { .. }) => Ok(()),

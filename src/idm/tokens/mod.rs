@@ -8,12 +8,14 @@
 //!
 //! By concern: `client_auth` (who is calling), `issue` (claims, signing and the audited
 //! issuance), `code` (the authorization code grant), `id_token` (OpenID Connect ID tokens),
+//! `refresh` (refresh token families: Ed25519-signed tokens, rotation, replay revocation),
 //! `verify` (checking a presented token), `revoke` (the deny-list and its pruning).
 
 mod client_auth;
 mod code;
 pub mod id_token;
 mod issue;
+mod refresh;
 mod revoke;
 mod verify;
 
@@ -26,6 +28,7 @@ pub use crate::idm::protocol::OAuthErrorCode;
 pub use client_auth::{authenticate_client, PresentedClient, JWT_BEARER_ASSERTION};
 pub use code::{code_digest, redeem as redeem_code, CodeGrant, GRANT_AUTHORIZATION_CODE};
 pub use issue::{client_credentials, mint_admin_token, IssuedAccessToken};
+pub use refresh::{is_refresh_token, refresh, revoke as revoke_refresh, Refreshed, GRANT_REFRESH_TOKEN};
 pub use revoke::{revocation_pruning_job, revoke, revoke_admin_token};
 pub use verify::{tenant_of_issuer, unverified_issuer, verify_access_token, InvalidToken};
 

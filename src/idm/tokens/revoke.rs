@@ -72,10 +72,11 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
                 r.forgotten_lockouts(now_ms, &policy)?,
                 r.expired_email(now_ms)?,
                 r.expired_authorization_codes(now_ms)?,
+                r.expired_refresh_families(now_ms)?,
             );
             Ok((r.expired_revocations(now_ms)?, r.expired_idempotency(now_ms)?, r.ended_sessions(now_ms)?, later))
         });
-        let (revocations, answers, sessions, (lockouts, email, codes)) = match due {
+        let (revocations, answers, sessions, (lockouts, email, codes, families)) = match due {
             Ok(counts) => counts,
             Err(e) => {
                 tracing::warn!("pruning check: {e}");
@@ -89,6 +90,7 @@ pub async fn revocation_pruning_job(app: Arc<AppState>, mut stop: tokio::sync::w
             (lockouts, Command::PruneLockouts { policy }),
             (email, Command::PruneEmail),
             (codes, Command::PruneAuthorizationCodes),
+            (families, Command::PruneRefreshFamilies),
         ];
         for (_, command) in commands.into_iter().filter(|(n, _)| *n > 0) {
             let proposal = Proposal { origin: None, at_ms: now_ms, actor: "policy:pruning".into(), command };

@@ -55,6 +55,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, client_id: &'c str) ->
         t.clients.delete(&client_key(tenant, client_id))?;
         remove_bindings_of(t, tenant, &subject)?;
         t.consents.delete_under(&format!("{tenant}/"), |c| c.client_id == client_id)?;
+        t.refresh_families.delete_under(&format!("{tenant}/"), |f| f.client_id == client_id)?;
         Ok(Applied::ClientDeleted { client_id: client_id.to_string() })
     })
 }

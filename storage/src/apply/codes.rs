@@ -65,6 +65,7 @@ fn signed_in(t: &Tables<'_>, code: &AuthorizationCodeRecord, now_ms: i64) -> Res
 /// Spends a code. A code spent before, whoever presents it and however, is a replay: the
 /// tokens the first use issued go on the deny-list in this same write (S5), and the answer
 /// says so.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn redeem<'c>(
     t: &Tables<'_>,
     tenant: &'c str,
@@ -72,6 +73,7 @@ pub(super) fn redeem<'c>(
     client_id: &'c str,
     redirect_uri: &'c str,
     tokens: &'c [CodeToken],
+    refresh: Option<&'c crate::model::RefreshFamilyRecord>,
     now_ms: i64,
 ) -> Planned<'c> {
     tenants::active(t, tenant)?;
@@ -80,9 +82,16 @@ pub(super) fn redeem<'c>(
         return Err(Rejection::AuthorizationCodeInvalid.into());
     };
     if let Some(first) = code.redeemed.clone() {
+        let family = match &first.refresh_family {
+            Some(id) => t.refresh_families.get(&crate::model::refresh_token::refresh_family_key(tenant, id))?,
+            None => None,
+        };
         return writes(move |t| {
             for token in &first.tokens {
                 t.revoked.insert(&format!("{tenant}/{}", token.jti), token.exp_ms)?;
+            }
+            if let Some(mut family) = family {
+                super::refresh::revoke_in(t, &mut family)?;
             }
             Ok(Applied::AuthorizationCodeReused { revoked: first.tokens.len() as u64 })
         });
@@ -96,8 +105,21 @@ pub(super) fn redeem<'c>(
     }
     code_client(t, tenant, client_id)?;
     signed_in(t, &code, now_ms)?;
-    code.redeemed = Some(CodeRedemption { at_ms: now_ms, tokens: tokens.to_vec() });
+    if let Some(f) = refresh {
+        let fits = f.tenant == tenant && f.client_id == client_id && f.user_id == code.user_id && f.generation == 0;
+        if !fits || !f.live_at(now_ms) || t.refresh_families.contains(&f.key())? {
+            return Err(inconsistent("a new refresh family of this grant, live and unused").into());
+        }
+    }
+    code.redeemed = Some(CodeRedemption {
+        at_ms: now_ms,
+        tokens: tokens.to_vec(),
+        refresh_family: refresh.map(|f| f.family_id.clone()),
+    });
     writes(move |t| {
+        if let Some(f) = refresh {
+            t.refresh_families.put(f)?;
+        }
         t.authorization_codes.put(&code)?;
         Ok(Applied::AuthorizationCodeRedeemed { code: Box::new(code) })
     })

@@ -16,6 +16,7 @@ mod idempotency;
 mod lockouts;
 mod mfa;
 mod passkeys;
+mod refresh;
 mod sessions;
 mod tenants;
 mod tokens;
@@ -27,8 +28,8 @@ use crate::audit::{self, AuditDraft};
 use crate::command::{Applied, Command, Outcome, Proposal, Rejection};
 use crate::model::{
     AuthorizationCodeRecord, AvatarRecord, BindingRecord, ClientRecord, ConsentRecord, DataKeyRecord, EmailTokenRecord,
-    IdempotentResponse, LockoutRecord, MembershipRecord, OrganizationRecord, OutboxRecord, PasskeyRecord, RoleRecord,
-    SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
+    IdempotentResponse, LockoutRecord, MembershipRecord, OrganizationRecord, OutboxRecord, PasskeyRecord,
+    RefreshFamilyRecord, RoleRecord, SessionRecord, SigningKeyRecord, TenantRecord, UserRecord,
 };
 use crate::table::{Expiring, Rows};
 use crate::{tables, StoreError};
@@ -56,6 +57,7 @@ pub(crate) struct Tables<'t> {
     avatars: Rows<'t, AvatarRecord>,
     authorization_codes: Rows<'t, AuthorizationCodeRecord>,
     consents: Rows<'t, ConsentRecord>,
+    refresh_families: Rows<'t, RefreshFamilyRecord>,
     revoked: Expiring<'t>,
     used_assertions: Expiring<'t>,
 }
@@ -84,6 +86,7 @@ impl<'t> Tables<'t> {
             avatars: Rows::open(txn)?,
             authorization_codes: Rows::open(txn)?,
             consents: Rows::open(txn)?,
+            refresh_families: Rows::open(txn)?,
             revoked: Expiring::open(txn, tables::REVOKED_TOKENS)?,
             used_assertions: Expiring::open(txn, tables::USED_ASSERTIONS)?,
         })
@@ -136,6 +139,7 @@ pub fn apply(txn: &WriteTransaction, proposal: &Proposal) -> Result<Outcome, Sto
     let outcome_text = match &outcome {
         // A replayed authorization code is applied (it revokes tokens) but is no success.
         Outcome::Applied(Applied::AuthorizationCodeReused { .. }) => "replayed:tokens_revoked".to_string(),
+        Outcome::Applied(Applied::RefreshTokenReused) => "replayed:family_revoked".to_string(),
         Outcome::Applied(_) => "ok".to_string(),
         Outcome::Refused(r) => format!("refused:{}", r.code()),
     };
@@ -249,9 +253,16 @@ fn plan<'c>(t: &Tables<'_>, command: &'c Command, now_ms: i64) -> Planned<'c> {
         Command::SetAvatar(avatar) => users::set_avatar(t, avatar, now_ms),
         Command::DeleteAvatar { tenant, user_id } => users::delete_avatar(t, tenant, user_id, now_ms),
         Command::IssueAuthorizationCode(code) => codes::issue(t, code, now_ms),
-        Command::RedeemAuthorizationCode { tenant, code_sha256, client_id, redirect_uri, tokens } => {
-            codes::redeem(t, tenant, code_sha256, client_id, redirect_uri, tokens, now_ms)
+        Command::RedeemAuthorizationCode { tenant, code_sha256, client_id, redirect_uri, tokens, refresh } => {
+            codes::redeem(t, tenant, code_sha256, client_id, redirect_uri, tokens, refresh.as_ref(), now_ms)
         }
+        Command::RotateRefreshToken { tenant, family_id, client_id, presented_sha256, next_sha256, access } => {
+            refresh::rotate(t, tenant, family_id, client_id, presented_sha256, next_sha256, access, now_ms)
+        }
+        Command::RevokeRefreshFamily { tenant, family_id, client_id } => {
+            refresh::revoke(t, tenant, family_id, client_id)
+        }
+        Command::PruneRefreshFamilies => refresh::prune(now_ms),
         Command::PruneAuthorizationCodes => codes::prune(now_ms),
         Command::GrantConsent(consent) => codes::grant_consent(t, consent),
         Command::IssueTokens(_) | Command::RecordAuthFailures(_) | Command::Probe => {

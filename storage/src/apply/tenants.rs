@@ -157,6 +157,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, id: &'c str) -> Planned<'c> {
         t.avatars.delete_under(&prefix, |_| true)?;
         t.authorization_codes.delete_under(&prefix, |_| true)?;
         t.consents.delete_under(&prefix, |_| true)?;
+        t.refresh_families.delete_under(&prefix, |_| true)?;
         t.revoked.clear_under(&prefix)?;
         t.used_assertions.clear_under(&prefix)?;
         Ok(Applied::TenantDeleted { id: id.to_string() })

@@ -154,6 +154,7 @@ pub(super) fn delete<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str) -> P
         t.avatars.delete(&crate::model::avatar::avatar_key(tenant, user_id))?;
         t.memberships.delete_under(&tenant_prefix(tenant), |m| m.user_id == user_id)?;
         t.consents.delete_under(&format!("{tenant}/{user_id}/"), |_| true)?;
+        t.refresh_families.delete_under(&tenant_prefix(tenant), |f| f.user_id == user_id)?;
         Ok(Applied::UserDeleted { id: user_id.to_string() })
     })
 }

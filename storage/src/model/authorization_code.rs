@@ -22,6 +22,9 @@ pub struct CodeToken {
 pub struct CodeRedemption {
     pub at_ms: i64,
     pub tokens: Vec<CodeToken>,
+    /// The refresh token family the redemption started, revoked with the tokens on a replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_family: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,7 +8,8 @@
 // For a password user and for a user with an authenticator app (its codes from Python pyotp):
 // discovery, authorization code + PKCE S256 with state and nonce (openid-client checks `iss`
 // in the callback, RFC 9207), the code redeemed by openid-client, the ID and access tokens
-// verified by jose against JWKS, UserInfo, and revocation (UserInfo then refuses the token).
+// verified by jose against JWKS, UserInfo, a refresh (rotated; the old token then refused), and
+// revocation (UserInfo then refuses the token).
 // Prints `ok …` lines; exits 1 on the first failure, 2 on a setup problem.
 
 import { execFileSync } from 'node:child_process';
@@ -57,7 +58,7 @@ try {
     const nonce = oidc.randomNonce();
     const url = oidc.buildAuthorizationUrl(config, {
       redirect_uri: env.REDIRECT_URI,
-      scope: 'openid profile email',
+      scope: 'openid profile email offline_access',
       code_challenge: await oidc.calculatePKCECodeChallenge(verifier),
       code_challenge_method: 'S256',
       state,
@@ -102,6 +103,17 @@ try {
     check(at.sub === id.sub, `${who}: jose verified the access token`);
     const info = await oidc.fetchUserInfo(config, tokens.access_token, id.sub);
     check(info.email === user.email, `${who}: UserInfo`, JSON.stringify(info));
+
+    // Refresh: a new access token and a rotated refresh token; the old one is then refused.
+    check(typeof tokens.refresh_token === 'string', `${who}: a refresh token for offline_access`);
+    const refreshed = await oidc.refreshTokenGrant(config, tokens.refresh_token);
+    check(refreshed.refresh_token && refreshed.refresh_token !== tokens.refresh_token, `${who}: openid-client refreshed, rotated`);
+    await jose.jwtVerify(refreshed.access_token, jwks, { issuer: env.ISSUER, typ: 'at+jwt' });
+    const replayed = await oidc.refreshTokenGrant(config, tokens.refresh_token).then(
+      () => false,
+      (e) => e.error === 'invalid_grant',
+    );
+    check(replayed, `${who}: the replaced refresh token is refused (invalid_grant)`);
 
     await oidc.tokenRevocation(config, tokens.access_token);
     const refused = await oidc.fetchUserInfo(config, tokens.access_token, id.sub).then(
