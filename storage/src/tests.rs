@@ -1584,7 +1584,19 @@ fn a_refresh_family_rotates_once_per_token_and_a_replay_revokes_it_whole() {
     assert!(store.read().unwrap().refresh_family("shop", "f3").unwrap().unwrap().revoked);
     let out = apply_all(&store, &[by(60_000, rotate("f3", "web", "0", "1", "a5"))]);
     assert!(matches!(out[0], Outcome::Refused(Rejection::RefreshTokenInvalid)), "{:?}", out[0]);
-    assert_eq!(store.read().unwrap().expired_refresh_families(1_000_000).unwrap(), 2);
+    // A new password revokes every family of the user, with their last access tokens (S14).
+    apply_all(&store, &[by(500, Command::IssueAuthorizationCode(code("4")))]);
+    apply_all(&store, &[by(501, redeem("4", Some(family("f4"))))]);
+    assert!(!store.read().unwrap().refresh_family("shop", "f4").unwrap().unwrap().revoked);
+    let set =
+        Command::SetPassword { tenant: "shop".into(), user_id: "u1".into(), password_hash: "$argon2id$new".into() };
+    let out = apply_all(&store, &[by(502, set)]);
+    assert!(matches!(out[0], Outcome::Applied(_)), "{:?}", out[0]);
+    let reader = store.read().unwrap();
+    assert!(reader.refresh_family("shop", "f4").unwrap().unwrap().revoked);
+    assert!(reader.is_revoked("shop", "f4-a0").unwrap());
+    drop(reader);
+    assert_eq!(store.read().unwrap().expired_refresh_families(1_000_000).unwrap(), 3);
     let out = apply_all(&store, &[by(1_000_000, Command::PruneRefreshFamilies)]);
-    assert!(matches!(out[0], Outcome::Applied(Applied::RefreshFamiliesPruned { count: 2 })), "{:?}", out[0]);
+    assert!(matches!(out[0], Outcome::Applied(Applied::RefreshFamiliesPruned { count: 3 })), "{:?}", out[0]);
 }

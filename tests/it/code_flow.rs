@@ -713,6 +713,9 @@ async fn a_logout_with_the_id_token_ends_the_session_and_goes_back_only_to_a_reg
     .await;
     assert_eq!(p.status, StatusCode::OK, "{}", p.body);
     assert!(p.body.contains("Sign out?") && signed_in(cookie.clone()).await, "{}", p.body);
+    // Its form leads back to the client, so its policy allows that (browsers check form-action
+    // on the redirect after a submission).
+    assert!(p.csp.contains("form-action 'self' https://app.test"), "{}", p.csp);
     let form_token = hidden(&p.body, "form_token");
     let confirm = |token: String| {
         let cookie = cookie.clone();
@@ -740,6 +743,23 @@ async fn a_logout_with_the_id_token_ends_the_session_and_goes_back_only_to_a_reg
     let p = confirm(form_token).await;
     assert_eq!((p.status, p.location.as_deref()), (StatusCode::SEE_OTHER, Some("https://app.test/bye")));
     assert!(!signed_in(cookie.clone()).await);
+
+    // A logout posted from the client's site comes without the session cookie (SameSite=Lax):
+    // it is sent on as a GET, which the browser makes with the cookie.
+    let posted = node
+        .client()
+        .post(format!("{}/oauth2/logout", node.local_url))
+        .form(&[("id_token_hint", id_token.as_str()), ("state", "s-8")])
+        .send()
+        .await
+        .unwrap();
+    let p = page_of(posted).await;
+    assert_eq!(p.status, StatusCode::SEE_OTHER, "{}", p.body);
+    let location = p.location.unwrap();
+    assert!(
+        location.starts_with(&format!("{}/oauth2/logout?id_token_hint=", node.url)) && location.ends_with("&state=s-8"),
+        "{location}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -376,9 +376,13 @@ pub enum EndSessionResponse {
     #[oai(status = 303)]
     Redirect(#[oai(header = "Location")] String, #[oai(header = "Set-Cookie")] Option<String>),
     /// Signed out (nowhere to go back to), or the confirmation page of a request that did not
-    /// prove who asked.
+    /// prove who asked (its policy lets its form lead back to the client).
     #[oai(status = 200)]
-    Page(Html<String>, #[oai(header = "Set-Cookie")] Option<String>),
+    Page(
+        Html<String>,
+        #[oai(header = "Set-Cookie")] Option<String>,
+        #[oai(header = "Content-Security-Policy")] Option<String>,
+    ),
     /// An ID token hint that is not ours, a client that does not match it, or a
     /// `post_logout_redirect_uri` the client did not register: never redirected.
     #[oai(status = 400)]
@@ -448,9 +452,28 @@ async fn end_session(
     };
     let done = |cookie: Option<String>| match &checked.back_to {
         Some(uri) => EndSessionResponse::Redirect(uri.clone(), cookie),
-        None => EndSessionResponse::Page(Html(crate::http::pages::signed_out()), cookie),
+        None => EndSessionResponse::Page(Html(crate::http::pages::signed_out()), cookie, None),
     };
-    let Some(id) = super::auth::presented(req, &tenant.id) else { return done(None) };
+    let Some(id) = super::auth::presented(req, &tenant.id) else {
+        // A logout posted from the client's site arrives without the session cookie
+        // (SameSite=Lax): the same request as a top-level GET carries it.
+        if posted && form.confirm.is_none() {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            for (name, value) in [
+                ("id_token_hint", &form.id_token_hint),
+                ("client_id", &form.client_id),
+                ("post_logout_redirect_uri", &form.post_logout_redirect_uri),
+                ("state", &form.state),
+            ] {
+                if let Some(v) = value {
+                    query.append_pair(name, v);
+                }
+            }
+            let location = format!("{}/oauth2/logout?{}", app.issuer_of(&tenant.id), query.finish());
+            return EndSessionResponse::Redirect(location, None);
+        }
+        return done(None);
+    };
     let (session, user) = match crate::idm::auth::current(app, &tenant.id, &id).await {
         Ok(Some(found)) => found,
         Ok(None) => return done(Some(super::auth::clear_cookie(&tenant.id))),
@@ -490,7 +513,9 @@ async fn end_session(
         let action = format!("{}/oauth2/logout", scope.path_prefix());
         let token = crate::http::pages::form_token(&app.cipher, &tenant.id, &id);
         let who = user.email.clone().unwrap_or_else(|| user.display_name.clone());
-        return EndSessionResponse::Page(Html(crate::http::pages::sign_out(&action, &token, &fields, &who)), None);
+        let page = crate::http::pages::sign_out(&action, &token, &fields, &who);
+        let policy = checked.back_to.as_deref().map(sign_in_policy);
+        return EndSessionResponse::Page(Html(page), None, policy);
     }
     match crate::idm::auth::logout(app, &tenant.id, &id).await {
         Ok(()) => done(Some(super::auth::clear_cookie(&tenant.id))),

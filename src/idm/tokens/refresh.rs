@@ -148,12 +148,28 @@ pub async fn refresh(
     if family.client_id != client.client_id || !family.live_at(app.clock.now_ms()) {
         return Err(invalid_grant());
     }
+    // A disabled user's families are revoked; this read spares the write of a refusal.
+    let active = app
+        .store
+        .read()
+        .and_then(|r| r.user(&client.tenant, &family.user_id))
+        .map_err(TokenFailure::storage)?
+        .is_some_and(|u| u.status == gatehouse_storage::model::UserStatus::Active);
+    if !active {
+        return Err(invalid_grant());
+    }
+    // The grant's scopes that the client may still ask for (an admin may have taken some away).
+    let allowed: Vec<&String> = family
+        .scopes
+        .iter()
+        .filter(|s| crate::idm::authorize::OIDC_SCOPES.contains(&s.as_str()) || client.scopes.contains(s))
+        .collect();
     let scopes: Vec<String> = match requested_scope.map(str::trim).filter(|s| !s.is_empty()) {
-        None => family.scopes.clone(),
+        None => allowed.iter().map(|s| s.to_string()).collect(),
         Some(s) => {
             let mut asked: Vec<String> = Vec::new();
             for x in s.split(' ').filter(|x| !x.is_empty()) {
-                if !family.scopes.iter().any(|f| f == x) {
+                if !allowed.iter().any(|f| *f == x) {
                     return Err(TokenFailure::request(
                         OAuthErrorCode::InvalidScope,
                         "a refresh may only ask for scopes the grant has",

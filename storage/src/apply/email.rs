@@ -89,6 +89,7 @@ pub(super) fn redeem<'c>(
             Redemption::SetPassword { password_hash } => {
                 user.password_hash = Some(password_hash.clone());
                 sessions::end_all_of(t, tenant, &user.id)?;
+                super::refresh::revoke_all_of(t, tenant, &user.id)?;
                 // Every other link or code the user was sent goes with the old password.
                 for other in t.email_tokens.by_index(&user_tokens_prefix(tenant, &user.id))? {
                     if other.user_id == user.id {

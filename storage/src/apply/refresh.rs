@@ -70,6 +70,16 @@ pub(super) fn revoke_in(t: &mut Tables<'_>, family: &mut RefreshFamilyRecord) ->
     Ok(())
 }
 
+/// Every live family of a user revoked: their password changed (a taken-back account) or
+/// they were disabled (S14). Re-enabling them brings none back.
+pub(super) fn revoke_all_of(t: &mut Tables<'_>, tenant: &str, user_id: &str) -> Result<(), crate::StoreError> {
+    let prefix = crate::table::tenant_prefix(tenant);
+    for mut family in t.refresh_families.under(&prefix, |f| f.user_id == user_id && !f.revoked)? {
+        revoke_in(t, &mut family)?;
+    }
+    Ok(())
+}
+
 pub(super) fn prune<'c>(now_ms: i64) -> Planned<'c> {
     writes(move |t| {
         let count = t.refresh_families.delete_under("", |f| f.forget_at_ms() <= now_ms)? as u64;

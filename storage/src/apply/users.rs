@@ -75,6 +75,7 @@ pub(super) fn update<'c>(t: &Tables<'_>, user: &'c UserRecord, expected_revision
         t.users.put(&record)?;
         if record.status != UserStatus::Active {
             super::sessions::end_all_of(t, &record.tenant, &record.id)?;
+            super::refresh::revoke_all_of(t, &record.tenant, &record.id)?;
         }
         Ok(Applied::UserUpdated { id: record.id.clone(), revision: record.revision })
     })
@@ -115,8 +116,10 @@ pub(super) fn set_password<'c>(t: &Tables<'_>, tenant: &'c str, user_id: &'c str
     writes(move |t| {
         record.password_hash = Some(hash.to_string());
         t.users.put(&record)?;
-        // A new password is how a compromised account is taken back: its sessions end.
+        // A new password is how a compromised account is taken back: its sessions and its
+        // refresh tokens end.
         super::sessions::end_all_of(t, tenant, user_id)?;
+        super::refresh::revoke_all_of(t, tenant, user_id)?;
         Ok(Applied::PasswordSet { user_id: user_id.to_string() })
     })
 }

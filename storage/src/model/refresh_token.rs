@@ -32,8 +32,8 @@ pub struct RefreshFamilyRecord {
     pub expires_at_ms: i64,
     /// The access token the last rotation issued: revoked with the family.
     pub last_access: Option<CodeToken>,
-    /// Revoked (a replay, a revocation, or its user disabled): kept until it would have expired,
-    /// so a replay is still recognised.
+    /// Revoked (a replay, a revocation, its user disabled or given a new password): kept until
+    /// it would have expired, so a replay is still recognised.
     pub revoked: bool,
 }
 
