@@ -25,6 +25,10 @@ pub struct AuthorizeParams {
     pub max_age: Option<String>,
     pub request: Option<String>,
     pub request_uri: Option<String>,
+    /// A hint at who signs in (an email address), to fill in the sign-in page.
+    pub login_hint: Option<String>,
+    /// An ID token of ours naming who the client expects to be signed in.
+    pub id_token_hint: Option<String>,
     /// The names of the parameters given more than once (RFC 6749 §3.1 forbids it).
     pub repeated: Vec<String>,
 }
@@ -49,6 +53,8 @@ impl AuthorizeParams {
                 "max_age" => &mut p.max_age,
                 "request" => &mut p.request,
                 "request_uri" => &mut p.request_uri,
+                "login_hint" => &mut p.login_hint,
+                "id_token_hint" => &mut p.id_token_hint,
                 _ => continue,
             };
             if slot.is_some() {
@@ -64,7 +70,7 @@ impl AuthorizeParams {
 }
 
 /// The parameters read; others are ignored (OpenID Connect Core §3.1.2.1), repeated or not.
-const KNOWN: [&str; 13] = [
+const KNOWN: [&str; 15] = [
     "response_type",
     "client_id",
     "redirect_uri",
@@ -78,6 +84,8 @@ const KNOWN: [&str; 13] = [
     "max_age",
     "request",
     "request_uri",
+    "login_hint",
+    "id_token_hint",
 ];
 
 /// The longest `state`, `nonce` and `scope` taken (each is echoed or stored).
@@ -108,6 +116,10 @@ pub struct CheckedRequest {
     pub prompt: Prompt,
     pub max_age_secs: Option<u64>,
     pub response_mode: ResponseMode,
+    /// `login_hint`, when it could be an email address (it only fills in the sign-in page).
+    pub login_hint: Option<String>,
+    /// The user an `id_token_hint` names (its `sub`): a session of anyone else does not count.
+    pub hinted_subject: Option<String>,
 }
 
 /// How the authorization response reaches the client.
@@ -253,6 +265,20 @@ pub fn check(app: &AppState, tenant: &str, p: &AuthorizeParams) -> Result<Checke
     if prompt.none && (prompt.login || prompt.consent) {
         return Err(refuse(OAuthErrorCode::InvalidRequest, "prompt=none goes with no other value"));
     }
+    // OpenID Connect Core §3.1.2.1: the hint names who the client expects; expired is fine.
+    let hinted_subject = match p.id_token_hint.as_deref().filter(|h| !h.is_empty()) {
+        None => None,
+        Some(h) if h.len() > 8192 => return Err(refuse(OAuthErrorCode::InvalidRequest, "id_token_hint is too long")),
+        Some(h) => match crate::idm::tokens::id_token::read_hint(app, tenant, h) {
+            Ok(hint) => Some(hint.sub),
+            Err(crate::idm::tokens::id_token::HintError::Unavailable) => {
+                return Err(refuse(OAuthErrorCode::TemporarilyUnavailable, "this node cannot serve the request now"))
+            }
+            Err(_) => {
+                return Err(refuse(OAuthErrorCode::InvalidRequest, "id_token_hint is not an ID token of this issuer"))
+            }
+        },
+    };
     let max_age_secs = match p.max_age.as_deref() {
         None => None,
         Some(m) => Some(
@@ -270,13 +296,19 @@ pub fn check(app: &AppState, tenant: &str, p: &AuthorizeParams) -> Result<Checke
         prompt,
         max_age_secs,
         response_mode,
+        login_hint: p.login_hint.clone().filter(|h| h.chars().count() <= 320 && !h.chars().any(char::is_control)),
+        hinted_subject,
     })
 }
 
-/// Whether the user must sign in (again) before a code is issued: nobody is signed in,
-/// `prompt=login` asks for it, or the sign-in is older than `max_age` (Core §3.1.2.1).
+/// Whether the user must sign in (again) before a code is issued: nobody is signed in, or
+/// someone other than the `id_token_hint` names, `prompt=login` asks for it, or the sign-in is
+/// older than `max_age` (Core §3.1.2.1).
 pub fn needs_sign_in(request: &CheckedRequest, session: Option<&SessionRecord>, now_ms: i64) -> bool {
     let Some(session) = session else { return true };
+    if request.hinted_subject.as_ref().is_some_and(|sub| *sub != session.user_id) {
+        return true;
+    }
     let too_old = request.max_age_secs.is_some_and(|max| {
         now_ms - session.created_at_ms > i64::try_from(max.saturating_mul(1000)).unwrap_or(i64::MAX)
     });

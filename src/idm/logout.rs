@@ -2,24 +2,9 @@
 //! and where it may send the browser back. The session itself ends through `auth::logout`.
 
 use gatehouse_storage::model::{ClientRecord, ClientStatus};
-use jsonwebtoken::Validation;
-use serde::Deserialize;
 
 use crate::app::AppState;
-use crate::idm::tokens::id_token::ID_TOKEN_TYP;
-
-/// What an `id_token_hint` of ours says (its expiry does not matter: it only names things).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdTokenHint {
-    pub sub: String,
-    pub client_id: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct HintClaims {
-    sub: String,
-    aud: String,
-}
+use crate::idm::tokens::id_token::{read_hint, HintError, IdTokenHint};
 
 /// A logout request, checked: the client it names (by the hint or `client_id`), the user the
 /// hint names, and the verified URI to go back to.
@@ -50,23 +35,6 @@ pub enum LogoutRefusal {
     Unavailable,
 }
 
-/// Reads an ID token of `tenant`: signed by one of its keys (algorithm pinned to the key),
-/// `typ` JWT, our issuer.
-pub fn read_hint(app: &AppState, tenant: &str, token: &str) -> Result<IdTokenHint, LogoutRefusal> {
-    let header = jsonwebtoken::decode_header(token).map_err(|_| LogoutRefusal::BadHint)?;
-    if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
-        return Err(LogoutRefusal::BadHint);
-    }
-    let signer = app.signers.for_tenant(app, tenant).map_err(|_| LogoutRefusal::Unavailable)?;
-    let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
-    validation.set_issuer(&[app.issuer_of(tenant)]);
-    validation.validate_aud = false;
-    validation.validate_exp = false;
-    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
-    let claims: HintClaims = signer.verify(token, &validation).map_err(|_| LogoutRefusal::BadHint)?;
-    Ok(IdTokenHint { sub: claims.sub, client_id: claims.aud })
-}
-
 /// Checks a logout request of `tenant` (its parameters as given).
 pub fn check(
     app: &AppState,
@@ -79,7 +47,15 @@ pub fn check(
     if state.is_some_and(|s| s.chars().count() > 1024) {
         return Err(LogoutRefusal::StateTooLong);
     }
-    let hint = id_token_hint.filter(|h| !h.is_empty()).map(|h| read_hint(app, tenant, h)).transpose()?;
+    let hint = id_token_hint
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            read_hint(app, tenant, h).map_err(|e| match e {
+                HintError::Invalid => LogoutRefusal::BadHint,
+                HintError::Unavailable => LogoutRefusal::Unavailable,
+            })
+        })
+        .transpose()?;
     let named = match (&hint, client_id.filter(|c| !c.is_empty())) {
         (Some(h), Some(c)) if h.client_id != c => return Err(LogoutRefusal::ClientMismatch),
         (Some(h), _) => Some(h.client_id.clone()),

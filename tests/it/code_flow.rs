@@ -190,6 +190,10 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     assert!(p.body.contains("Sign in to The App") && p.body.contains("action=\"/v1/auth/sign-in\""), "{}", p.body);
     assert!(p.csp.contains("frame-ancestors 'none'") && p.csp.contains("form-action 'self'"), "{}", p.csp);
     let page = SignIn::of(&p);
+    // login_hint fills in the email (escaped like everything the page shows).
+    let hinted = [request.as_slice(), &[("login_hint", "ada@example.com\"><b>")]].concat();
+    let body = authorize(&node, &hinted, None).await.body;
+    assert!(body.contains("value=\"ada@example.com&quot;&gt;&lt;b&gt;\"") && !body.contains("<b>"), "{body}");
     // A wrong password: the page again, saying so, and no session.
     let wrong = [("step", "password"), ("email", "ada@example.com"), ("password", "not it at all, no")];
     let p = sign_in_form(&node, &page, &wrong, None).await;
@@ -331,6 +335,20 @@ async fn a_user_signs_in_on_the_hosted_page_and_the_client_redeems_its_code_once
     assert!(answers.iter().all(|(s, b)| *s == StatusCode::OK || b["error"] == "invalid_grant"), "{answers:?}");
     let winner = won[0]["access_token"].as_str().unwrap();
     assert_eq!(introspect(&node, web, winner).await["active"], false, "revoked by the replays");
+    // prompt=none with an id_token_hint naming the signed-in user: a code at once, for the same
+    // sub; a hint that is not ours goes back as invalid_request.
+    let id_token = tokens["id_token"].as_str().unwrap();
+    let hinted = [request.as_slice(), &[("prompt", "none"), ("id_token_hint", id_token)]].concat();
+    let q = response_of(&authorize(&node, &hinted, Some(&cookie)).await);
+    let f = form(&redeem(&q["code"], VERIFIER, "https://app.test/cb"));
+    let refs: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let (status, body) = token(&node, None, &refs).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(claims(body["id_token"].as_str().unwrap()).1["sub"], id["sub"], "the same user");
+    let mut bad = id_token.to_string();
+    bad.replace_range(bad.len() - 4.., "AAAA");
+    let forged = [request.as_slice(), &[("id_token_hint", bad.as_str())]].concat();
+    assert_eq!(response_of(&authorize(&node, &forged, Some(&cookie)).await)["error"], "invalid_request");
     // The request may come by POST too (OpenID Connect Core §3.1.2.1).
     let posted = node
         .client()

@@ -167,6 +167,8 @@ pub struct AuthorizeForm {
     pub max_age: Option<String>,
     pub request: Option<String>,
     pub request_uri: Option<String>,
+    pub login_hint: Option<String>,
+    pub id_token_hint: Option<String>,
 }
 
 impl AuthorizeForm {
@@ -187,6 +189,8 @@ impl AuthorizeForm {
             ("max_age", &self.max_age),
             ("request", &self.request),
             ("request_uri", &self.request_uri),
+            ("login_hint", &self.login_hint),
+            ("id_token_hint", &self.id_token_hint),
         ] {
             if let Some(v) = value {
                 out.append_pair(name, v);
@@ -790,7 +794,8 @@ fn sign_in_page(
         request,
         form_token: &token,
     };
-    (crate::http::pages::sign_in(&form, "", ""), set_cookie)
+    let email = checked.login_hint.as_deref().unwrap_or("");
+    (crate::http::pages::sign_in(&form, email, ""), set_cookie)
 }
 
 /// An error of a checked request, back to its client.
@@ -1023,11 +1028,17 @@ impl OidcApi {
         request: Query<Option<String>>,
         /// Refused (`request_uri_not_supported`).
         request_uri: Query<Option<String>>,
+        /// An email address to fill in on the sign-in page.
+        login_hint: Query<Option<String>>,
+        /// An ID token of this issuer (expired or not) naming who should be signed in.
+        id_token_hint: Query<Option<String>>,
     ) -> AuthorizeResponse {
         // The parameters are declared above for the document; they are read from the query
         // itself, which also tells which were given twice.
         let _ = (response_type, client_id, redirect_uri, requested_scope, state, nonce);
-        let _ = (code_challenge, code_challenge_method, response_mode, prompt, max_age, request, request_uri);
+        let _ =
+            (code_challenge, code_challenge_method, response_mode, prompt, max_age, request, request_uri, login_hint);
+        let _ = id_token_hint;
         authorize(&app, resolve_scope(&app, &scope), &scope, req, req.uri().query().unwrap_or("")).await
     }
 

@@ -2,7 +2,8 @@
 //! the tenant's active key and its `kid`.
 
 use gatehouse_storage::model::{ClientRecord, SigningAlg};
-use serde::Serialize;
+use jsonwebtoken::Validation;
+use serde::{Deserialize, Serialize};
 
 use crate::app::AppState;
 
@@ -112,6 +113,44 @@ pub fn sign(
         tracing::error!("signing an ID token for tenant {}: {e}", client.tenant);
         TokenFailure::Unavailable
     })
+}
+
+/// What an `id_token_hint` of ours says (its expiry does not matter: it only names things).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdTokenHint {
+    pub sub: String,
+    pub client_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct HintClaims {
+    sub: String,
+    aud: String,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HintError {
+    #[error("not an ID token this issuer signed")]
+    Invalid,
+    #[error("this node cannot read its keys now")]
+    Unavailable,
+}
+
+/// Reads an ID token of `tenant` given back as a hint (at authorize and at logout): signed by
+/// one of its keys (the algorithm pinned to the key), `typ` JWT, our issuer; expired or not.
+pub fn read_hint(app: &AppState, tenant: &str, token: &str) -> Result<IdTokenHint, HintError> {
+    let header = jsonwebtoken::decode_header(token).map_err(|_| HintError::Invalid)?;
+    if header.typ.as_deref() != Some(ID_TOKEN_TYP) {
+        return Err(HintError::Invalid);
+    }
+    let signer = app.signers.for_tenant(app, tenant).map_err(|_| HintError::Unavailable)?;
+    let mut validation = Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_issuer(&[app.issuer_of(tenant)]);
+    validation.validate_aud = false;
+    validation.validate_exp = false;
+    validation.set_required_spec_claims(&["iss", "sub", "aud"]);
+    let claims: HintClaims = signer.verify(token, &validation).map_err(|_| HintError::Invalid)?;
+    Ok(IdTokenHint { sub: claims.sub, client_id: claims.aud })
 }
 
 #[cfg(test)]
