@@ -66,9 +66,12 @@ pub async fn redeem(
         .and_then(|r| r.authorization_code(&client.tenant, &digest))
         .map_err(TokenFailure::storage)?
         .ok_or_else(|| invalid_grant("the code is not valid"))?;
-    if record.redeemed.is_some() {
-        // A replay, by whoever: what the first use issued is revoked (S5).
-        spend(app, client, &record, redirect_uri, Vec::new(), None).await?;
+    if let Some(first) = &record.redeemed {
+        // A replay, by whoever: what the first use issued is revoked (S5), in one write. Once
+        // it is, a replay writes nothing more: a leaked spent code cannot fill the log.
+        if !revoked_already(app, &client.tenant, first)? {
+            spend(app, client, &record, redirect_uri, Vec::new(), None).await?;
+        }
         return Err(invalid_grant("the code is not valid"));
     }
     if record.client_id != client.client_id || record.redirect_uri != redirect_uri {
@@ -120,6 +123,25 @@ pub async fn redeem(
     spend(app, client, &record, redirect_uri, tokens, family).await?;
     app.metrics.count_token_issued(&client.tenant, GRANT_AUTHORIZATION_CODE);
     Ok(CodeGrant { access_token, expires_in: lifetime, scope: claims.scope, id_token, refresh_token })
+}
+
+/// Whether everything a code's redemption issued is revoked already (its tokens on the
+/// deny-list, its refresh family revoked or gone).
+fn revoked_already(
+    app: &AppState,
+    tenant: &str,
+    first: &gatehouse_storage::model::CodeRedemption,
+) -> Result<bool, TokenFailure> {
+    let reader = app.store.read().map_err(TokenFailure::storage)?;
+    for token in &first.tokens {
+        if !reader.is_revoked(tenant, &token.jti).map_err(TokenFailure::storage)? {
+            return Ok(false);
+        }
+    }
+    match &first.refresh_family {
+        Some(id) => Ok(reader.refresh_family(tenant, id).map_err(TokenFailure::storage)?.is_none_or(|f| f.revoked)),
+        None => Ok(true),
+    }
 }
 
 /// The write that spends the code (and records `tokens`, its audit); a refusal is the grant's.
